@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers over mmindex.pipeline (see DESIGN §5)."""

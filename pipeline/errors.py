@@ -1,0 +1,62 @@
+"""The exception tree of mmindex.
+
+Run-level failures raise one of these and the CLI prints ``str(exc)`` as one line with a
+non-zero exit. Item-level failures (a corrupt image, undecodable text) are never raised out of a
+run: they become rows with ``status="failed"`` and a reason (see ``schemas.items``).
+"""
+
+from __future__ import annotations
+
+
+class MmindexError(Exception):
+    """Base class of every error mmindex raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(MmindexError):
+    """A flag, environment variable or config file value is invalid."""
+
+    exit_code = 2
+
+
+class SourceError(MmindexError):
+    """A source cannot be crawled (missing path, not a directory, ...)."""
+
+    exit_code = 2
+
+
+class DecodeError(MmindexError):
+    """An item's bytes cannot be turned into an image or text (item-level; becomes a row)."""
+
+
+class ModelUnavailableError(MmindexError):
+    """Model weights or configuration cannot be obtained or loaded."""
+
+    exit_code = 3
+
+
+class StoreUnavailableError(MmindexError):
+    """The vector store (Qdrant server or embedded shard) cannot be reached or opened."""
+
+    exit_code = 4
+
+
+class IndexBusyError(StoreUnavailableError):
+    """Another process holds the lock on the embedded store or on an ingest."""
+
+
+class CollectionNotFoundError(MmindexError):
+    """A collection name that is not in the index root was asked for."""
+
+    exit_code = 2
+
+
+class SchemaMismatchError(MmindexError):
+    """Data on disk or in the store does not match what this run expects (dimension, embedder)."""
+
+    exit_code = 2
+
+
+class FilterSyntaxError(ConfigError):
+    """A ``--where`` expression cannot be parsed."""

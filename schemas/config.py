@@ -1,0 +1,80 @@
+"""Run configuration: flags > ``MMINDEX_*`` environment > config file > defaults.
+
+The config file is TOML (``MMINDEX_CONFIG`` or ``<user config dir>/mmindex/config.toml``) with
+the same keys as the fields below, e.g. ``root = "/data/mmindex"``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_config_path, user_data_path
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def default_root() -> Path:
+    """Per-user data directory that holds indexes when no root is given."""
+    return user_data_path("mmindex", appauthor=False)
+
+
+def config_file_path() -> Path:
+    """Where the optional TOML config file is read from."""
+    explicit = os.environ.get("MMINDEX_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    return user_config_path("mmindex", appauthor=False) / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Settings shared by every command; CLI flags override them field by field."""
+
+    model_config = SettingsConfigDict(env_prefix="MMINDEX_", extra="ignore", populate_by_name=True)
+
+    root: Path = Field(default_factory=default_root)
+    model: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED
+    device: Device = "auto"
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    workers: int | None = Field(default=None, ge=0, le=64)
+    shard_size: int = Field(default=1024, ge=1, le=65536)
+    max_image_pixels: int = Field(default=89_478_485, ge=1)
+    qdrant_url: str | None = Field(default=None, validation_alias=AliasChoices("MMINDEX_QDRANT_URL", "QDRANT_URL", "qdrant_url"))
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MMINDEX_QDRANT_API_KEY", "QDRANT_API_KEY", "qdrant_api_key")
+    )
+
+    @field_validator("root", mode="after")
+    @classmethod
+    def _expand_root(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return (init_settings, env_settings, toml)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with the given flag values on top; ``None`` means "flag not given"."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    return Settings(**given)

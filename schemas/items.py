@@ -1,0 +1,133 @@
+"""The Arrow schema of an embedded item: the one object that flows between stages.
+
+Every shard file under ``<root>/shards/`` is a Parquet file with exactly this schema (plus the
+embedding width, which depends on the model). Failed items are rows too: ``status="failed"``,
+``error`` says why, ``embedding`` is null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+Modality = Literal["image", "text"]
+Status = Literal["ok", "failed"]
+STATUS_OK: Status = "ok"
+STATUS_FAILED: Status = "failed"
+
+
+@dataclass(slots=True)
+class ItemRecord:
+    """One row of a shard, minus its embedding (kept as a separate float32 matrix)."""
+
+    key: str
+    point_id: str
+    source_id: str
+    modality: Modality
+    uri: str
+    path: str
+    ext: str
+    embedder_id: str
+    status: Status = STATUS_OK
+    error: str | None = None
+    mime: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    text: str | None = None
+    doc_key: str | None = None
+    chunk_index: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    caption: str | None = None
+    metadata_json: str | None = None
+
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "key": pa.string(),
+    "point_id": pa.string(),
+    "source_id": pa.string(),
+    "modality": pa.string(),
+    "uri": pa.string(),
+    "path": pa.string(),
+    "ext": pa.string(),
+    "embedder_id": pa.string(),
+    "status": pa.string(),
+    "error": pa.string(),
+    "mime": pa.string(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "bytes": pa.int64(),
+    "mtime_ns": pa.int64(),
+    "sha256": pa.string(),
+    "text": pa.string(),
+    "doc_key": pa.string(),
+    "chunk_index": pa.int32(),
+    "char_start": pa.int32(),
+    "char_end": pa.int32(),
+    "caption": pa.string(),
+    "metadata_json": pa.string(),
+}
+_NOT_NULL = {"key", "point_id", "source_id", "modality", "uri", "path", "ext", "embedder_id", "status"}
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord))
+
+
+def item_schema(dim: int) -> pa.Schema:
+    """Arrow schema of a shard whose embeddings have ``dim`` dimensions."""
+    if dim <= 0:
+        raise ValueError(f"embedding dimension must be positive, got {dim}")
+    columns = [pa.field(name, _ARROW_TYPES[name], nullable=name not in _NOT_NULL) for name in RECORD_FIELDS]
+    columns.append(pa.field("embedding", pa.list_(pa.float32(), dim), nullable=True))
+    return pa.schema(columns, metadata={"mmindex.schema_version": str(SCHEMA_VERSION), "mmindex.dim": str(dim)})
+
+
+def embedding_dim(schema: pa.Schema) -> int:
+    """The embedding width recorded in a shard schema."""
+    return schema.field("embedding").type.list_size
+
+
+def records_to_batch(records: list[ItemRecord], embeddings: np.ndarray, dim: int) -> pa.RecordBatch:
+    """Build a RecordBatch from records and their embeddings (row i of ``embeddings`` is record i).
+
+    Rows whose status is failed get a null embedding whatever the matrix holds there.
+    """
+    if embeddings.shape != (len(records), dim):
+        raise ValueError(f"embeddings shape {embeddings.shape} != ({len(records)}, {dim})")
+    schema = item_schema(dim)
+    columns: list[pa.Array] = []
+    for name in RECORD_FIELDS:
+        values = [getattr(record, name) for record in records]
+        columns.append(pa.array(values, type=_ARROW_TYPES[name]))
+    flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1), type=pa.float32())
+    failed_mask = pa.array([record.status != STATUS_OK for record in records], type=pa.bool_())
+    vectors = pa.FixedSizeListArray.from_arrays(flat, dim, mask=failed_mask)
+    columns.append(vectors)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def batch_to_records(batch: pa.RecordBatch | pa.Table) -> list[ItemRecord]:
+    """Rows of a shard back as records (embeddings are read with ``batch_embeddings``)."""
+    data = batch.select(list(RECORD_FIELDS)).to_pylist()
+    return [ItemRecord(**row) for row in data]
+
+
+def batch_embeddings(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """The embedding column as an (n, dim) float32 matrix; failed rows are zero rows."""
+    column = batch.column("embedding")
+    dim = batch.schema.field("embedding").type.list_size
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    filled = column.fill_null(pa.scalar([0.0] * dim, type=column.type))
+    return filled.values.to_numpy(zero_copy_only=False).reshape(len(batch), dim).astype(np.float32, copy=False)
+
+
+def record_as_dict(record: ItemRecord) -> dict[str, object]:
+    """A record as a plain dict (for JSON output)."""
+    return asdict(record)
