@@ -1,0 +1,112 @@
+"""Split documents into chunks that fit a text encoder's context, counted in its own tokens.
+
+Words are packed greedily up to ``max_tokens``; a chunk that must be cut prefers to end at a
+paragraph break, then at a sentence end, in its second half. Consecutive chunks overlap by about
+``overlap_tokens`` tokens so a phrase cut at a boundary is still whole in one chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+_WORD = re.compile(r"\S+")
+_SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """A chunk of a document: its text and character span in the document."""
+
+    index: int
+    text: str
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    start: int
+    end: int
+    tokens: int
+
+
+def _split_long_word(start: int, end: int, tokens: int, max_tokens: int) -> list[tuple[int, int]]:
+    """Cut a word longer than a chunk into character pieces that each fit."""
+    pieces = -(-tokens // max_tokens) * 2  # generous: token density varies along the word
+    step = max(1, -(-(end - start) // pieces))
+    return [(position, min(position + step, end)) for position in range(start, end, step)]
+
+
+def _words(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[_Word]:
+    counter = lru_cache(maxsize=65536)(count_tokens)
+    words: list[_Word] = []
+    for match in _WORD.finditer(text):
+        tokens = counter(match.group())
+        if tokens <= max_tokens:
+            words.append(_Word(match.start(), match.end(), tokens))
+            continue
+        for start, end in _split_long_word(match.start(), match.end(), tokens, max_tokens):
+            words.append(_Word(start, end, min(counter(text[start:end]), max_tokens)))
+    return words
+
+
+def _boundary_score(text: str, word: _Word) -> int:
+    following = text[word.end : word.end + 2]
+    if following.startswith("\n\n") or following == "\n" or word.end == len(text):
+        return 2
+    return 1 if _SENTENCE_END.search(text[word.start : word.end]) else 0
+
+
+def _chunk_end(text: str, words: list[_Word], first: int, max_tokens: int, min_end: int) -> int:
+    """Index one past the last word of the chunk that starts at ``first``; more than ``min_end``
+    whenever the greedy fill gets past it (so every chunk moves the text forward)."""
+    total, last = 0, first
+    while last < len(words) and total + words[last].tokens <= max_tokens:
+        total += words[last].tokens
+        last += 1
+    if last == len(words):
+        return last
+    last = max(last, first + 1)
+    half = max(first + (last - first) // 2, min_end)
+    for wanted in (2, 1):
+        for candidate in range(last - 1, half - 1, -1):
+            if _boundary_score(text, words[candidate]) >= wanted:
+                return candidate + 1
+    return last
+
+
+def _next_start(words: list[_Word], first: int, end: int, overlap_tokens: int) -> int:
+    start, carried = end, 0
+    while start - 1 > first and carried + words[start - 1].tokens <= overlap_tokens:
+        start -= 1
+        carried += words[start].tokens
+    return start
+
+
+def chunk_text(
+    text: str,
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap_tokens: int = 16,
+) -> list[TextChunk]:
+    """Chunks of ``text`` of at most ``max_tokens`` tokens each (empty text gives none)."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    overlap_tokens = max(0, min(overlap_tokens, max_tokens // 2))
+    words = _words(text, count_tokens, max_tokens)
+    chunks: list[TextChunk] = []
+    first, previous_end = 0, 0
+    while first < len(words):
+        end = _chunk_end(text, words, first, max_tokens, previous_end)
+        if end <= previous_end:  # the overlap left no room to advance: start fresh after it
+            first = previous_end
+            end = _chunk_end(text, words, first, max_tokens, previous_end)
+        start_char, end_char = words[first].start, words[end - 1].end
+        chunks.append(TextChunk(len(chunks), text[start_char:end_char], start_char, end_char))
+        if end >= len(words):
+            break
+        first, previous_end = _next_start(words, first, end, overlap_tokens), end
+    return chunks

@@ -1,0 +1,374 @@
+"""Turn an item's bytes into an RGB image or a text, or into a ``DecodeError`` with a reason.
+
+This runs inside DataLoader worker processes: only top-level functions and plain dataclasses,
+no torch. Every failure an item can cause (missing file, FIFO, truncated JPEG, decompression
+bomb, invalid UTF-8, ...) is raised as ``DecodeError`` whose message is the short reason stored
+in the item's row; nothing here may hang on a hostile file.
+
+Reasons raised (the message starts with one of these prefixes):
+
+* reading: ``file not found``, ``broken symlink`` (also ``broken symlink (symlink loop)``),
+  ``permission denied``, ``not a regular file (fifo|socket|character device|block device|directory)``,
+  ``file too large: ...``, ``cannot read file: ...``
+* images: ``empty file``, ``not an image: ...``, ``decompression bomb: ...``,
+  ``corrupt image: ...`` (truncated files included), ``unsupported image mode: ...``
+* texts: ``undecodable text: ...``
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import stat
+import struct
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import DecodeError
+from ..sources.base import ItemRef
+
+logger = logging.getLogger(__name__)
+
+# Formats we decode, detected by content. Others (EPS would start Ghostscript, PDF, PSD, ...)
+# are refused as "not an image". MPO is what Pillow calls many camera JPEGs (recent Pillow
+# opens them through the JPEG opener, older ones registered MPO separately).
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
+_MIME_OVERRIDES: dict[str, str] = {"MPO": "image/jpeg", "DIB": "image/bmp"}
+
+# Everything Pillow and its plugins are known to raise on malformed input.
+_PILLOW_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    EOFError,
+    IndexError,
+    KeyError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+    MemoryError,
+)
+
+DEFAULT_SIDECAR_MAX_BYTES = 1 << 20
+_WHITE = (255, 255, 255)
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_FILE_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+@dataclass(slots=True)
+class DecodedImage:
+    """A decoded image: RGB pixels and its size after EXIF orientation."""
+
+    image: Image.Image
+    width: int
+    height: int
+    mime: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading bytes
+
+
+def read_item_bytes(ref: ItemRef, max_bytes: int) -> bytes:
+    """The bytes of a local item (``ref.uri`` is a filesystem path).
+
+    Refuses anything that is not a regular file without blocking on it (a FIFO is never opened
+    in blocking mode), and files larger than ``max_bytes``.
+
+    Raises:
+        DecodeError: with the reason (see the module docstring).
+    """
+    return read_regular_file(ref.uri, max_bytes)
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """Read a whole regular file of at most ``max_bytes`` bytes, or raise ``DecodeError``."""
+    _check_regular(_stat_or_fail(path), max_bytes)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _os_error_reason(exc, path) from exc
+    try:
+        # Check again on the open descriptor: the path may have been swapped since the stat.
+        _check_regular(os.fstat(fd), max_bytes)
+        return _read_fd(fd, max_bytes)
+    except OSError as exc:
+        raise _os_error_reason(exc, path) from exc
+    finally:
+        os.close(fd)
+
+
+def _stat_or_fail(path: str | os.PathLike[str]) -> os.stat_result:
+    """``os.stat`` (following symlinks), with OS errors turned into reasons."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise _os_error_reason(exc, path) from exc
+
+
+def _check_regular(info: os.stat_result, max_bytes: int) -> None:
+    """Refuse non-regular files and files over the size limit."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "special file")
+        raise DecodeError(f"not a regular file ({kind})")
+    if info.st_size > max_bytes:
+        raise DecodeError(f"file too large: {info.st_size} bytes exceeds the limit of {max_bytes}")
+
+
+def _read_fd(fd: int, max_bytes: int) -> bytes:
+    """Read to end of file, refusing to go past ``max_bytes`` (a file can grow after fstat)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise DecodeError(f"file too large: more than {max_bytes} bytes")
+
+
+def _os_error_reason(exc: OSError, path: str | os.PathLike[str]) -> DecodeError:
+    """A ``DecodeError`` with a short reason for an OS error on ``path``."""
+    if isinstance(exc, FileNotFoundError):
+        return DecodeError("broken symlink" if os.path.islink(path) else "file not found")
+    if exc.errno == errno.ELOOP:
+        return DecodeError("broken symlink (symlink loop)")
+    if isinstance(exc, PermissionError):
+        return DecodeError("permission denied")
+    if isinstance(exc, IsADirectoryError):
+        return DecodeError("not a regular file (directory)")
+    return DecodeError(f"cannot read file: {exc.strerror or exc.__class__.__name__}")
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of the bytes (the content hash of DESIGN §2)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode image bytes into an RGB ``DecodedImage``.
+
+    The format is detected from the content (the extension is not trusted) among
+    ``ALLOWED_FORMATS``. The pixel count from the header is checked against ``max_pixels``
+    before any pixel is decoded; Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, its warning
+    made an error) stays on, so the effective limit is the smaller of the two. Animated images give their first frame; EXIF orientation is applied (width and
+    height are reported after it); transparency is composited over white; 16-bit and float
+    images are scaled down by value range rather than clipped.
+
+    Raises:
+        DecodeError: empty, not an image, decompression bomb, corrupt/truncated, unsupported mode.
+    """
+    if not data:
+        raise DecodeError("empty file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return _decode_image(data, max_pixels)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DecodeError(_pillow_bomb_reason(exc, max_pixels)) from exc
+        except UnidentifiedImageError as exc:
+            raise DecodeError("not an image: unrecognised or unsupported format") from exc
+        except _PILLOW_ERRORS as exc:
+            raise DecodeError(f"corrupt image: {_short(exc)}") from exc
+
+
+def _decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """The decoding steps, raising Pillow's own errors (translated by ``decode_image``)."""
+    with Image.open(io.BytesIO(data), formats=_open_formats()) as opened:
+        width, height = opened.size
+        if width <= 0 or height <= 0:
+            raise DecodeError(f"corrupt image: invalid size {width}x{height}")
+        if width * height > max_pixels:
+            raise DecodeError(
+                f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}"
+            )
+        image_format = opened.format or ""
+        opened.seek(0)
+        opened.load()
+        oriented = ImageOps.exif_transpose(opened)
+    rgb = to_rgb(oriented)
+    mime = _MIME_OVERRIDES.get(image_format) or Image.MIME.get(image_format) or "application/octet-stream"
+    return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, mime=mime)
+
+
+@lru_cache(maxsize=1)
+def _open_formats() -> tuple[str, ...]:
+    """The allowed formats this Pillow build can open (registering its plugins once)."""
+    Image.init()
+    return tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
+
+
+def _pillow_bomb_reason(exc: Exception, max_pixels: int) -> str:
+    """Reason for a bomb that Pillow's guard stopped while reading the header.
+
+    Pillow does not say the width and height then, only the pixel count; the limit reported
+    is the effective one, ``min(max_pixels, Image.MAX_IMAGE_PIXELS)``.
+    """
+    match = _BOMB_PIXELS.search(str(exc))
+    if match is None:
+        return f"decompression bomb: {_short(exc)}"
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    limit = max_pixels if pillow_limit is None else min(max_pixels, int(pillow_limit))
+    return f"decompression bomb: {match.group(1)} pixels exceeds the limit of {limit}"
+
+
+def _short(exc: BaseException) -> str:
+    """One short line describing an exception."""
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return text[:200]
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB: alpha over white, high bit depths scaled, not clipped."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES:
+        return _gray_array_to_rgb(np.asarray(image).astype(np.uint16) >> 8)
+    if mode == "I":
+        return _gray_array_to_rgb(_scale_int32(np.asarray(image)))
+    if mode == "F":
+        return _gray_array_to_rgb(_scale_float(np.asarray(image)))
+    if mode in _ALPHA_MODES or (mode in ("P", "L", "RGB", "1") and "transparency" in image.info):
+        return _over_white(image.convert("RGBA"))
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise DecodeError(f"unsupported image mode: {mode}") from exc
+
+
+def _over_white(rgba: Image.Image) -> Image.Image:
+    """Composite an RGBA image over a white background."""
+    background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _gray_array_to_rgb(gray: np.ndarray) -> Image.Image:
+    """An 8-bit-valued 2-D array as an RGB image."""
+    return Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8), mode="L").convert("RGB")
+
+
+def _scale_int32(values: np.ndarray) -> np.ndarray:
+    """32-bit integer pixels to 0..255: 8-bit and 16-bit value ranges by shift, others min-max."""
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and high <= 0xFF:
+        return values.astype(np.uint8)
+    if low >= 0 and high <= 0xFFFF:
+        return (values >> 8).astype(np.uint8)
+    return _min_max(values.astype(np.float64))
+
+
+def _scale_float(values: np.ndarray) -> np.ndarray:
+    """Float pixels to 0..255: [0, 1] scaled by 255, [0, 255] kept, others min-max."""
+    finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(finite.min()), float(finite.max())
+    if low >= 0.0 and high <= 1.0:
+        return np.rint(finite * 255.0).astype(np.uint8)
+    if low >= 0.0 and high <= 255.0:
+        return np.rint(finite).astype(np.uint8)
+    return _min_max(finite)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    """Stretch values linearly onto 0..255 (a constant image becomes black)."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Texts and sidecars
+
+
+def decode_text(data: bytes) -> str:
+    """Strict UTF-8 text (a leading BOM dropped) with newlines normalised to ``\\n``.
+
+    Raises:
+        DecodeError: ``undecodable text: ...`` for NUL bytes or invalid UTF-8 (no fallback).
+    """
+    if b"\x00" in data:
+        raise DecodeError("undecodable text: contains NUL bytes (binary or UTF-16 file)")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"undecodable text: invalid UTF-8 at byte {exc.start}") from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_caption(
+    path: str | os.PathLike[str] | None, max_bytes: int = DEFAULT_SIDECAR_MAX_BYTES
+) -> str | None:
+    """The stripped caption in a ``.txt`` sidecar; None when absent, empty or unreadable.
+
+    A bad sidecar never fails its image: problems are logged as warnings.
+    """
+    if path is None:
+        return None
+    try:
+        caption = decode_text(read_regular_file(path, max_bytes)).strip()
+    except DecodeError as exc:
+        logger.warning("ignoring caption sidecar %s: %s", os.fspath(path), exc)
+        return None
+    return caption or None
+
+
+def read_metadata(
+    path: str | os.PathLike[str] | None, max_bytes: int = DEFAULT_SIDECAR_MAX_BYTES
+) -> dict[str, Any] | None:
+    """The JSON object in a ``.json`` sidecar; None when absent or invalid (logged as a warning).
+
+    A sidecar whose top level is not an object, or that uses NaN/Infinity, counts as invalid.
+    """
+    if path is None:
+        return None
+    try:
+        parsed = json.loads(decode_text(read_regular_file(path, max_bytes)), parse_constant=_reject_constant)
+    except DecodeError as exc:
+        logger.warning("ignoring metadata sidecar %s: %s", os.fspath(path), exc)
+        return None
+    except (ValueError, RecursionError) as exc:
+        logger.warning("ignoring metadata sidecar %s: invalid JSON: %s", os.fspath(path), _short(exc))
+        return None
+    if not isinstance(parsed, dict):
+        kind = type(parsed).__name__
+        logger.warning("ignoring metadata sidecar %s: top level is %s, not an object", os.fspath(path), kind)
+        return None
+    return parsed
+
+
+def _reject_constant(name: str) -> Any:
+    """``json.loads`` hook: NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not valid JSON")

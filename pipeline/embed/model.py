@@ -1,0 +1,183 @@
+"""One factory for embedders: ``load_embedder(spec)`` (the open_clip habit, see STYLE.md).
+
+An ``Embedder`` turns preprocessed image tensors and texts into L2-normalized float32 vectors
+in one shared space. Device is picked automatically (CUDA when present); on CUDA the forward
+pass runs under fp16 autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ..errors import ModelUnavailableError
+from .weights import LOCAL_DIR_PREFIX, ResolvedWeights, resolve_weights
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# Bump when decoding/preprocessing changes in a way that changes embeddings.
+PREPROCESS_VERSION = 1
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model to embed with: an open_clip architecture + tag/checkpoint, or a local-dir."""
+
+    name: str
+    pretrained: str | None = None
+
+    def describe(self) -> str:
+        """Human-readable form for messages."""
+        if self.name.startswith(LOCAL_DIR_PREFIX) or not self.pretrained:
+            return self.name
+        return f"{self.name} ({self.pretrained})"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else CPU; ``cuda`` without a GPU is an error."""
+    import torch  # noqa: PLC0415
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailableError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def _autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
+    import torch  # noqa: PLC0415
+
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16" or device.type == "cuda":
+        return torch.float16
+    return None
+
+
+class Embedder:
+    """A loaded open_clip model with its preprocessing and tokenizer."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        weights: ResolvedWeights,
+        model: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Any,
+        device: torch.device,
+        precision: Precision,
+    ) -> None:
+        self.spec = spec
+        self.weights = weights
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.autocast_dtype = _autocast_dtype(device, precision)
+        self.dim = int(self._output_dim())
+        self.context_length = int(getattr(tokenizer, "context_length", 77))
+
+    @property
+    def embedder_id(self) -> str:
+        """Names the embedding space: architecture, weights, preprocessing version."""
+        arch = "local-dir" if self.spec.name.startswith(LOCAL_DIR_PREFIX) else self.spec.name
+        return f"{arch}@{self.weights.weights_id}+pp{PREPROCESS_VERSION}"
+
+    def _output_dim(self) -> int:
+        projection = getattr(self.model, "text_projection", None)
+        if projection is not None and hasattr(projection, "shape"):
+            return int(projection.shape[-1])
+        with self._inference():
+            tokens = self.tokenizer(["probe"]).to(self.device)
+            return int(self.model.encode_text(tokens).shape[-1])
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        import torch  # noqa: PLC0415
+
+        with torch.inference_mode():
+            if self.autocast_dtype is None:
+                yield
+            else:
+                with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                    yield
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        """Embed a batch of preprocessed images (N, 3, H, W) -> (N, dim) normalized float32."""
+        import torch  # noqa: PLC0415
+
+        if pixels.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._inference():
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Embed texts (truncated to the model's context) -> (N, dim) normalized float32."""
+        import torch  # noqa: PLC0415
+
+        outputs = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
+            with self._inference():
+                features = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            outputs.append(features.cpu().numpy().astype(np.float32, copy=False))
+        return np.concatenate(outputs)
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes, without start/end markers."""
+        inner = getattr(self.tokenizer, "tokenizer", None)  # HFTokenizer wraps a HF tokenizer
+        if inner is not None and hasattr(inner, "encode"):
+            return len(inner.encode(text, add_special_tokens=False))
+        return len(self.tokenizer.encode(text))
+
+
+def load_embedder(spec: ModelSpec, device: str = "auto", precision: Precision = "auto") -> Embedder:
+    """Build the embedder every caller uses (CLI, flows, benchmarks, tests)."""
+    started = time.perf_counter()
+    weights = resolve_weights(spec.name, spec.pretrained)
+    torch_device = resolve_device(device)
+    import open_clip  # noqa: PLC0415
+
+    overrides: dict[str, Any] = {}
+    if weights.preprocess:
+        for source, target in (("mean", "image_mean"), ("std", "image_std"),
+                               ("interpolation", "image_interpolation"), ("resize_mode", "image_resize_mode")):
+            if source in weights.preprocess:
+                overrides[target] = weights.preprocess[source]
+    is_local_dir = spec.name.startswith(LOCAL_DIR_PREFIX)
+    pretrained = None if is_local_dir else str(weights.checkpoint) if weights.checkpoint else weights.tag
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.name,
+            pretrained=pretrained,
+            device=torch_device,
+            force_quick_gelu=weights.quick_gelu,
+            require_pretrained=True,  # never embed with random weights by accident
+            **overrides,
+        )
+        tokenizer = open_clip.get_tokenizer(spec.name)
+    # Loading an arbitrary user file through torch/open_clip can raise nearly anything (asserts,
+    # unpickler IndexErrors, ...): every such failure is reported, with its cause, as one line.
+    except Exception as exc:  # noqa: BLE001
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailableError(f"cannot load model {spec.describe()}: {first_line[:300]}") from exc
+    model.eval()
+    embedder = Embedder(spec, weights, model, preprocess, tokenizer, torch_device, precision)
+    log.info("loaded %s on %s in %.1fs", embedder.embedder_id, torch_device, time.perf_counter() - started)
+    return embedder

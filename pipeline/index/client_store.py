@@ -1,0 +1,296 @@
+"""``VectorStore`` over qdrant-client: a Qdrant server or cluster by URL, or the client's in-process mode.
+
+The in-process mode (``ClientStore.in_memory()`` / ``ClientStore.local(path)``) implements the same
+API in Python and stands in for a server in tests; it ignores payload indexes (filters are
+evaluated by scanning), which changes speed, never answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from ...schemas.payload import FieldType
+from ..errors import CollectionNotFoundError, MmindexError, SchemaMismatchError, StoreUnavailableError
+from ._filter_translate import translate_filter
+from .filters import PayloadFilter
+from .store import UPSERT_BATCH, CollectionSpec, PointRecord, SearchHit, StoredPoint
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA_TYPES: dict[FieldType, models.PayloadSchemaType] = {
+    FieldType.KEYWORD: models.PayloadSchemaType.KEYWORD,
+    FieldType.INTEGER: models.PayloadSchemaType.INTEGER,
+    FieldType.FLOAT: models.PayloadSchemaType.FLOAT,
+}
+# qdrant-client's local mode warns on every create_payload_index; the index is simply not needed there.
+_LOCAL_INDEX_WARNING = r"Payload indexes have no effect in the local Qdrant"
+
+
+class _ClientFilterBuilders:
+    """qdrant-client constructors for ``translate_filter``."""
+
+    def filter(self, must: list[Any] | None, should: list[Any] | None, must_not: list[Any] | None) -> Any:
+        return models.Filter(must=must, should=should, must_not=must_not)
+
+    def match_value(self, key: str, value: str | int) -> Any:
+        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+    def match_any(self, key: str, values: list[str] | list[int]) -> Any:
+        return models.FieldCondition(key=key, match=models.MatchAny(any=values))
+
+    def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any:
+        return models.FieldCondition(key=key, range=models.Range(gte=gte, gt=gt, lte=lte, lt=lt))
+
+
+_BUILDERS = _ClientFilterBuilders()
+
+
+def client_filter(payload_filter: PayloadFilter | None) -> models.Filter | None:
+    """The qdrant-client filter of a ``PayloadFilter`` (``None`` for no filter)."""
+    return translate_filter(payload_filter, _BUILDERS)
+
+
+@dataclass(frozen=True, slots=True)
+class _VectorInfo:
+    """The named vector of a collection, read once from the server."""
+
+    name: str
+    dim: int
+
+
+def _as_vector(vector: np.ndarray, info: _VectorInfo, collection: str) -> list[float]:
+    """The vector as a list of floats, checked against the collection's dimension."""
+    array = np.asarray(vector, dtype=np.float32)
+    if array.shape != (info.dim,):
+        raise SchemaMismatchError(
+            f"collection {collection!r} holds {info.dim}-d vectors, got an array of shape {array.shape}"
+        )
+    return array.tolist()
+
+
+def _read_vector(raw: Any, vector_name: str) -> np.ndarray | None:
+    if not isinstance(raw, dict) or vector_name not in raw:
+        return None
+    return np.asarray(raw[vector_name], dtype=np.float32)
+
+
+def _canonical_id(point_id: str) -> str:
+    """A UUID id in Qdrant's canonical form (lower case, hyphenated); other ids unchanged."""
+    try:
+        return str(uuid.UUID(point_id))
+    except ValueError:
+        return point_id
+
+
+class ClientStore:
+    """Qdrant through qdrant-client (remote server, cluster, or in-process local mode)."""
+
+    def __init__(self, client: QdrantClient, location: str = "qdrant-client", secret: str | None = None) -> None:
+        """Wrap a client; ``location`` names it in error messages, ``secret`` is redacted from them."""
+        self.client = client
+        self.location = location
+        self._secret = secret
+        self._vectors: dict[str, _VectorInfo] = {}
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, timeout: float = 10.0) -> ClientStore:
+        """A store on the Qdrant server at ``url``, checked reachable once (``get_collections``)."""
+        try:
+            client = QdrantClient(url=url, api_key=api_key, timeout=max(1, round(timeout)), check_compatibility=False)
+        except ValueError as exc:
+            raise StoreUnavailableError(f"invalid Qdrant URL {url!r}: {exc}") from None
+        store = cls(client, location=url, secret=api_key)
+        try:
+            client.get_collections()
+        except UnexpectedResponse as exc:
+            client.close()
+            hint = " (check the API key)" if exc.status_code in (401, 403) else ""
+            raise StoreUnavailableError(store._redact(f"Qdrant at {url} refused the request: HTTP {exc.status_code}{hint}")) from None
+        except (ResponseHandlingException, OSError) as exc:
+            client.close()
+            raise StoreUnavailableError(store._redact(f"cannot reach Qdrant at {url}: {exc}")) from None
+        logger.info("connected to Qdrant at %s", url)
+        return store
+
+    @classmethod
+    def in_memory(cls) -> ClientStore:
+        """qdrant-client's in-process mode, in memory (tests)."""
+        return cls(QdrantClient(location=":memory:"), location=":memory:")
+
+    @classmethod
+    def local(cls, path: Path) -> ClientStore:
+        """qdrant-client's in-process mode persisted under ``path`` (one client per folder)."""
+        try:
+            client = QdrantClient(path=str(path))
+        except RuntimeError as exc:  # the folder is locked by another client
+            raise StoreUnavailableError(f"cannot open local Qdrant storage {path}: {exc}") from None
+        return cls(client, location=str(path))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    @contextmanager
+    def _calling(self, name: str, what: str) -> Iterator[None]:
+        """Translate client failures: unreachable -> StoreUnavailableError, missing -> CollectionNotFoundError."""
+        try:
+            yield
+        except MmindexError:
+            raise
+        except ResponseHandlingException as exc:
+            raise StoreUnavailableError(self._redact(f"Qdrant at {self.location}: {what} {name!r} failed: {exc}")) from None
+        except (UnexpectedResponse, ValueError, KeyError) as exc:
+            # Remote answers 404, local mode raises ValueError: ask once, on this failure path only.
+            if not self.collection_exists(name):
+                self._vectors.pop(name, None)
+                raise CollectionNotFoundError(f"collection {name!r} not found in Qdrant at {self.location}") from exc
+            raise
+
+    def _vector_info(self, name: str) -> _VectorInfo:
+        """The collection's named vector (cached per store)."""
+        if name not in self._vectors:
+            with self._calling(name, "describe"):
+                vectors = self.client.get_collection(name).config.params.vectors
+            if not isinstance(vectors, dict) or len(vectors) != 1:
+                raise SchemaMismatchError(f"collection {name!r} in {self.location} does not have exactly one named vector")
+            (vector_name, params), = vectors.items()
+            self._vectors[name] = _VectorInfo(vector_name, int(params.size))
+        return self._vectors[name]
+
+    # -- collections -----------------------------------------------------------------------
+
+    def collection_exists(self, name: str) -> bool:
+        """Whether the collection exists."""
+        try:
+            return bool(self.client.collection_exists(name))
+        except ResponseHandlingException as exc:
+            raise StoreUnavailableError(self._redact(f"cannot reach Qdrant at {self.location}: {exc}")) from None
+
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        """Create the collection (one named cosine vector) and its payload indexes; error if it exists."""
+        if self.collection_exists(name):
+            raise MmindexError(f"collection {name!r} already exists in Qdrant at {self.location}")
+        vectors = {spec.vector_name: models.VectorParams(size=spec.dim, distance=models.Distance.COSINE)}
+        with self._calling(name, "create"):
+            self.client.create_collection(name, vectors_config=vectors)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING, category=UserWarning)
+                for field_name, kind in spec.indexed_fields.items():
+                    self.client.create_payload_index(name, field_name, _SCHEMA_TYPES[kind], wait=True)
+        self._vectors[name] = _VectorInfo(spec.vector_name, spec.dim)
+        logger.info("created collection %r (%d-d %r) in %s", name, spec.dim, spec.vector_name, self.location)
+
+    def drop_collection(self, name: str) -> None:
+        """Delete the collection; no error if it does not exist."""
+        self._vectors.pop(name, None)
+        with self._calling(name, "drop"):
+            self.client.delete_collection(name)
+
+    def list_collections(self) -> list[str]:
+        """Names of all collections, sorted."""
+        try:
+            return sorted(collection.name for collection in self.client.get_collections().collections)
+        except ResponseHandlingException as exc:
+            raise StoreUnavailableError(self._redact(f"cannot reach Qdrant at {self.location}: {exc}")) from None
+
+    # -- points ----------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
+        """Write points in batches of ``UPSERT_BATCH``, each acknowledged (``wait=True``)."""
+        if not points:
+            return
+        info = self._vector_info(name)
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                models.PointStruct(id=p.id, vector={info.name: _as_vector(p.vector, info, name)}, payload=p.payload)
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            with self._calling(name, "upsert into"):
+                self.client.upsert(name, points=batch, wait=True)
+        logger.debug("upserted %d points into %r", len(points), name)
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        """Delete points by id; unknown ids are ignored."""
+        if not ids:
+            return
+        for start in range(0, len(ids), UPSERT_BATCH):
+            selector = models.PointIdsList(points=list(ids[start : start + UPSERT_BATCH]))
+            with self._calling(name, "delete from"):
+                self.client.delete(name, points_selector=selector, wait=True)
+
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int,
+        payload_filter: PayloadFilter | None = None,
+        with_vectors: bool = False,
+    ) -> list[SearchHit]:
+        """Nearest points by cosine similarity (higher is closer), best first, filtered."""
+        info = self._vector_info(name)
+        query = _as_vector(vector, info, name)
+        if limit <= 0:
+            return []
+        with self._calling(name, "search"):
+            response = self.client.query_points(
+                name,
+                query=query,
+                using=info.name,
+                query_filter=client_filter(payload_filter),
+                limit=limit,
+                with_payload=True,
+                with_vectors=[info.name] if with_vectors else False,
+            )
+        return [
+            SearchHit(
+                id=str(point.id),
+                score=float(point.score),
+                payload=dict(point.payload or {}),
+                vector=_read_vector(point.vector, info.name) if with_vectors else None,
+            )
+            for point in response.points
+        ]
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        """Points by id, in the order asked (missing ids are left out)."""
+        if not ids:
+            return []
+        info = self._vector_info(name)
+        wanted = list(dict.fromkeys(_canonical_id(point_id) for point_id in ids))
+        with self._calling(name, "retrieve from"):
+            records = self.client.retrieve(
+                name, ids=wanted, with_payload=True, with_vectors=[info.name] if with_vectors else False
+            )
+        by_id = {str(record.id): record for record in records}
+        return [
+            StoredPoint(
+                id=point_id,
+                payload=dict(by_id[point_id].payload or {}),
+                vector=_read_vector(by_id[point_id].vector, info.name) if with_vectors else None,
+            )
+            for point_id in wanted
+            if point_id in by_id
+        ]
+
+    def count(self, name: str, payload_filter: PayloadFilter | None = None) -> int:
+        """Exact number of points matching the filter."""
+        with self._calling(name, "count"):
+            return int(self.client.count(name, count_filter=client_filter(payload_filter), exact=True).count)
+
+    def close(self) -> None:
+        """Close the client (releases a local folder's lock)."""
+        self.client.close()

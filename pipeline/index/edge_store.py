@@ -1,0 +1,402 @@
+"""``VectorStore`` over qdrant-edge: an embedded, in-process Qdrant shard per collection.
+
+Layout under the index directory::
+
+    <directory>/<collection>/            one EdgeShard (segments/, wal/, edge_config.json)
+    <directory>/<collection>/mmindex_collection.json   the CollectionSpec; written last, so its
+                                                       presence means "created completely"
+    <directory>/<collection>.lock        inter-process lock of that collection
+    <directory>/<collection>.turnstile.lock   queue in front of it, so waiters are not starved
+
+qdrant-edge allows one process per shard, and a second process that merely tries to load an
+open shard fails on the WAL lock *and* corrupts the first process's shard (measured; DESIGN §4).
+So every operation that opens a shard takes the collection's file lock, loads the shard, does one
+unit of work, flushes (writes), closes it and releases the lock: nothing stays open between
+calls, and queries interleave with a running ingest. ``collection_exists`` and
+``list_collections`` only look at the spec files (written atomically), so they take no lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+from filelock import FileLock, Timeout
+
+from ...schemas.payload import FieldType
+from ..errors import (
+    CollectionNotFoundError,
+    ConfigError,
+    IndexBusyError,
+    MmindexError,
+    SchemaMismatchError,
+    StoreUnavailableError,
+)
+from ._filter_translate import translate_filter
+from .filters import PayloadFilter
+from .store import UPSERT_BATCH, CollectionSpec, PointRecord, SearchHit, StoredPoint
+
+logger = logging.getLogger(__name__)
+
+SPEC_FILE = "mmindex_collection.json"
+_LOCK_POLL_S = 0.01
+_SPEC_FORMAT = 1
+# A collection name becomes a directory name: no separators, no leading dot.
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+_SCHEMA_TYPES: dict[FieldType, qe.PayloadSchemaType] = {
+    FieldType.KEYWORD: qe.PayloadSchemaType.Keyword,
+    FieldType.INTEGER: qe.PayloadSchemaType.Integer,
+    FieldType.FLOAT: qe.PayloadSchemaType.Float,
+}
+
+
+class _EdgeFilterBuilders:
+    """qdrant-edge constructors for ``translate_filter``."""
+
+    def filter(self, must: list[Any] | None, should: list[Any] | None, must_not: list[Any] | None) -> Any:
+        return qe.Filter(must=must, should=should, must_not=must_not)
+
+    def match_value(self, key: str, value: str | int) -> Any:
+        return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+
+    def match_any(self, key: str, values: list[str] | list[int]) -> Any:
+        return qe.FieldCondition(key=key, match=qe.MatchAny(values))
+
+    def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any:
+        return qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, gt=gt, lte=lte, lt=lt))
+
+
+_BUILDERS = _EdgeFilterBuilders()
+
+
+def edge_filter(payload_filter: PayloadFilter | None) -> qe.Filter | None:
+    """The qdrant-edge filter of a ``PayloadFilter`` (``None`` for no filter)."""
+    return translate_filter(payload_filter, _BUILDERS)
+
+
+def _spec_to_json(spec: CollectionSpec) -> dict[str, Any]:
+    return {
+        "format": _SPEC_FORMAT,
+        "dim": spec.dim,
+        "vector_name": spec.vector_name,
+        "indexed_fields": {name: kind.value for name, kind in spec.indexed_fields.items()},
+    }
+
+
+def _spec_from_json(data: dict[str, Any]) -> CollectionSpec:
+    return CollectionSpec(
+        dim=int(data["dim"]),
+        vector_name=str(data["vector_name"]),
+        indexed_fields={name: FieldType(kind) for name, kind in data["indexed_fields"].items()},
+    )
+
+
+def _as_vector(vector: np.ndarray, spec: CollectionSpec, collection: str) -> list[float]:
+    """The vector as a list of floats, checked against the collection's dimension."""
+    array = np.asarray(vector, dtype=np.float32)
+    if array.shape != (spec.dim,):
+        raise SchemaMismatchError(
+            f"collection {collection!r} holds {spec.dim}-d vectors, got an array of shape {array.shape}"
+        )
+    return array.tolist()
+
+
+def _read_vector(raw: Any, vector_name: str) -> np.ndarray | None:
+    if not raw or vector_name not in raw:
+        return None
+    return np.asarray(raw[vector_name], dtype=np.float32)
+
+
+def _canonical_id(point_id: str) -> str:
+    """A UUID id in Qdrant's canonical form (lower case, hyphenated); other ids unchanged."""
+    try:
+        return str(uuid.UUID(point_id))
+    except ValueError:
+        return point_id
+
+
+def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
+    """Records in the order their ids were asked for (Qdrant returns them in its own order)."""
+    by_id = {str(record.id): record for record in records}
+    wanted = dict.fromkeys(_canonical_id(point_id) for point_id in ids)
+    return [by_id[point_id] for point_id in wanted if point_id in by_id]
+
+
+class EdgeStore:
+    """Embedded Qdrant (qdrant-edge): one shard directory per collection, opened per operation."""
+
+    def __init__(self, directory: Path, lock_timeout: float = 30.0) -> None:
+        self.directory = Path(directory)
+        self.lock_timeout = lock_timeout
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def shard_path(self, name: str) -> Path:
+        """Directory of the collection's shard."""
+        if not _COLLECTION_NAME.fullmatch(name):
+            raise ConfigError(
+                f"invalid collection name {name!r}: use letters, digits, '_', '-', '.' (not first), at most 200"
+            )
+        return self.directory / name
+
+    def lock_path(self, name: str) -> Path:
+        """The inter-process lock file of the collection (kept on disk between uses)."""
+        return self.directory / f"{self.shard_path(name).name}.lock"
+
+    def _spec_path(self, name: str) -> Path:
+        return self.shard_path(name) / SPEC_FILE
+
+    # -- locking and opening ---------------------------------------------------------------
+
+    def _turnstile_path(self, name: str) -> Path:
+        return self.directory / f"{self.shard_path(name).name}.turnstile.lock"
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Hold the collection's inter-process lock; ``IndexBusyError`` after ``lock_timeout``.
+
+        File locks are not fair: a writer that re-locks right after each upsert would starve
+        every query. So a waiter first takes a turnstile lock and holds it until it gets the
+        collection lock; the holder of the collection lock must pass the turnstile to lock
+        again, so the lock alternates between a running ingest and waiting queries.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        lock = FileLock(self.lock_path(name))
+        turnstile = FileLock(self._turnstile_path(name))
+        self._acquire(turnstile, name, deadline)
+        try:
+            self._acquire(lock, name, deadline)
+        finally:
+            turnstile.release()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _acquire(self, lock: FileLock, name: str, deadline: float) -> None:
+        try:
+            lock.acquire(timeout=0, poll_interval=_LOCK_POLL_S)
+            return
+        except Timeout:
+            logger.info("collection %r is in use by another process; waiting up to %gs", name, self.lock_timeout)
+        try:
+            lock.acquire(timeout=max(0.0, deadline - time.monotonic()), poll_interval=_LOCK_POLL_S)
+        except Timeout:
+            raise IndexBusyError(
+                f"index collection {name!r} in {self.directory} is busy: another process held its lock for "
+                f"over {self.lock_timeout:g}s (run a Qdrant server for many concurrent users)"
+            ) from None
+
+    def _read_spec(self, name: str) -> CollectionSpec:
+        path = self._spec_path(name)
+        try:
+            return _spec_from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise CollectionNotFoundError(f"collection {name!r} not found in {self.directory}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreUnavailableError(f"cannot read collection spec {path}: {exc}") from exc
+
+    def _write_spec(self, name: str, spec: CollectionSpec) -> None:
+        """Write the spec atomically: it is the mark of a completely created collection."""
+        path = self._spec_path(name)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+            json.dump(_spec_to_json(spec), tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp.name, path)
+
+    def _create_shard(self, name: str, spec: CollectionSpec) -> qe.EdgeShard:
+        if self._spec_path(name).exists():
+            raise MmindexError(f"collection {name!r} already exists in {self.directory}")
+        path = self.shard_path(name)
+        if path.exists():
+            logger.warning("removing %s, left over from an interrupted collection creation", path)
+            shutil.rmtree(path)
+        vectors = {spec.vector_name: qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)}
+        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors))
+        try:
+            for field_name, kind in spec.indexed_fields.items():
+                shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
+        except BaseException:
+            shard.close()
+            raise
+        logger.info("created collection %r (%d-d %r, %d payload indexes) at %s", name, spec.dim,
+                    spec.vector_name, len(spec.indexed_fields), path)
+        return shard
+
+    def _load_shard(self, name: str) -> tuple[qe.EdgeShard, CollectionSpec]:
+        spec = self._read_spec(name)
+        path = self.shard_path(name)
+        try:
+            return qe.EdgeShard.load(str(path)), spec
+        except Exception as exc:  # qdrant-edge raises plain Exception for every failure
+            raise StoreUnavailableError(f"cannot open embedded index shard {path}: {exc}") from exc
+
+    @contextmanager
+    def _open_shard(
+        self, name: str, create_spec: CollectionSpec | None = None, write: bool = False
+    ) -> Iterator[tuple[qe.EdgeShard, CollectionSpec]]:
+        """Lock, load (or create with ``create_spec``) the shard; flush writes; close; unlock.
+
+        Failures of qdrant-edge inside the block become ``StoreUnavailableError`` naming the
+        shard; mmindex's own errors pass through.
+        """
+        path = self.shard_path(name)
+        with self._locked(name):
+            if create_spec is None:
+                shard, spec = self._load_shard(name)
+            else:
+                shard, spec = self._wrap(path, "create", self._create_shard, name, create_spec), create_spec
+            try:
+                yield shard, spec
+                if write or create_spec is not None:
+                    self._wrap(path, "flush", shard.flush)
+            except MmindexError:
+                raise
+            except Exception as exc:  # qdrant-edge raises plain Exception for every failure
+                raise StoreUnavailableError(f"embedded index shard {path}: {exc}") from exc
+            finally:
+                self._wrap(path, "close", shard.close)
+            if create_spec is not None:
+                self._write_spec(name, create_spec)
+
+    @staticmethod
+    def _wrap(path: Path, what: str, function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except MmindexError:
+            raise
+        except Exception as exc:  # qdrant-edge raises plain Exception for every failure
+            raise StoreUnavailableError(f"cannot {what} embedded index shard {path}: {exc}") from exc
+
+    # -- collections -----------------------------------------------------------------------
+
+    def collection_exists(self, name: str) -> bool:
+        """Whether the collection was created completely (its spec file exists)."""
+        return self._spec_path(name).is_file()
+
+    def create_collection(self, name: str, spec: CollectionSpec) -> None:
+        """Create the shard with its named cosine vector and payload indexes; error if it exists."""
+        with self._open_shard(name, create_spec=spec):
+            pass
+
+    def drop_collection(self, name: str) -> None:
+        """Delete the shard directory (under the lock); no error if it does not exist."""
+        path = self.shard_path(name)
+        with self._locked(name):
+            if not path.exists():
+                return
+            self._spec_path(name).unlink(missing_ok=True)  # first, so the collection is gone at once
+            shutil.rmtree(path)
+        logger.info("dropped collection %r at %s", name, path)
+
+    def list_collections(self) -> list[str]:
+        """Names of the completely created collections, sorted."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(entry.name for entry in self.directory.iterdir() if (entry / SPEC_FILE).is_file())
+
+    def collection_spec(self, name: str) -> CollectionSpec:
+        """What the collection was created with."""
+        return self._read_spec(name)
+
+    # -- points ----------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
+        """Write points in batches of ``UPSERT_BATCH`` in one shard session; flushed on return."""
+        if not points:
+            return
+        with self._open_shard(name, write=True) as (shard, spec):
+            for start in range(0, len(points), UPSERT_BATCH):
+                batch = [
+                    qe.Point(id=p.id, vector={spec.vector_name: _as_vector(p.vector, spec, name)}, payload=p.payload)
+                    for p in points[start : start + UPSERT_BATCH]
+                ]
+                shard.update(qe.UpdateOperation.upsert_points(batch))
+        logger.debug("upserted %d points into %r", len(points), name)
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        """Delete points by id; unknown ids are ignored."""
+        if not ids:
+            return
+        with self._open_shard(name, write=True) as (shard, _spec):
+            for start in range(0, len(ids), UPSERT_BATCH):
+                shard.update(qe.UpdateOperation.delete_points(list(ids[start : start + UPSERT_BATCH])))
+
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int,
+        payload_filter: PayloadFilter | None = None,
+        with_vectors: bool = False,
+    ) -> list[SearchHit]:
+        """Nearest points by cosine similarity (higher is closer), best first, filtered."""
+        with self._open_shard(name) as (shard, spec):
+            query = _as_vector(vector, spec, name)
+            if limit <= 0:
+                return []
+            request = qe.QueryRequest(
+                limit=limit,
+                query=qe.Query.Nearest(query, using=spec.vector_name),
+                filter=edge_filter(payload_filter),
+                with_payload=True,
+                with_vector=[spec.vector_name] if with_vectors else False,
+            )
+            scored = shard.query(request)
+        return [
+            SearchHit(
+                id=str(point.id),
+                score=float(point.score),
+                payload=dict(point.payload or {}),
+                vector=_read_vector(point.vector, spec.vector_name) if with_vectors else None,
+            )
+            for point in scored
+        ]
+
+    def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        """Points by id, in the order asked (missing ids are left out)."""
+        if not ids:
+            return []
+        with self._open_shard(name) as (shard, spec):
+            records = shard.retrieve(
+                list(dict.fromkeys(ids)), with_payload=True, with_vector=[spec.vector_name] if with_vectors else False
+            )
+        return [
+            StoredPoint(
+                id=str(record.id),
+                payload=dict(record.payload or {}),
+                vector=_read_vector(record.vector, spec.vector_name) if with_vectors else None,
+            )
+            for record in _ordered(records, ids)
+        ]
+
+    def count(self, name: str, payload_filter: PayloadFilter | None = None) -> int:
+        """Exact number of points matching the filter."""
+        with self._open_shard(name) as (shard, _spec):
+            return int(shard.count(qe.CountRequest(exact=True, filter=edge_filter(payload_filter))))
+
+    def optimize(self, name: str) -> bool:
+        """Run qdrant-edge's segment optimizers (HNSW build, vacuum) now; True if anything changed.
+
+        qdrant-edge has no background optimizer: call this after a bulk load so that searches
+        use an HNSW index instead of scanning the appendable segments.
+        """
+        with self._open_shard(name, write=True) as (shard, _spec):
+            return bool(shard.optimize())
+
+    def close(self) -> None:
+        """Nothing to release: shards and locks are held only for the duration of a call."""

@@ -1,0 +1,55 @@
+"""Pick the store backend from settings: a Qdrant server by URL, else embedded qdrant-edge."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from ...schemas.config import Settings
+from ..errors import ConfigError
+from .store import VectorStore
+
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
+
+
+def validate_collection_name(name: str) -> str:
+    """Collection names are what users type; keep them portable across backends and file systems."""
+    if not _COLLECTION_NAME.match(name):
+        raise ConfigError(
+            f"invalid collection name {name!r}: use 1-63 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def physical_collection_name(name: str, embedder_id: str) -> str:
+    """The Qdrant collection behind a user-facing name: one per (name, embedder)."""
+    return f"{name}--{hashlib.sha256(embedder_id.encode()).hexdigest()[:10]}"
+
+
+def edge_directory(root: Path) -> Path:
+    """Where embedded qdrant-edge shards live in an index root."""
+    return root / "qdrant"
+
+
+LOCAL_CLIENT_PREFIX = "local:"
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """``QdrantClient`` against ``--qdrant-url``/``QDRANT_URL`` when set, else qdrant-edge under the root.
+
+    ``local:/path`` selects qdrant-client's own local mode (for prototyping and tests; it speaks
+    the server's API in-process).
+    """
+    if settings.qdrant_url and settings.qdrant_url.startswith(LOCAL_CLIENT_PREFIX):
+        from .client_store import ClientStore  # noqa: PLC0415
+
+        return ClientStore.local(Path(settings.qdrant_url[len(LOCAL_CLIENT_PREFIX) :]).expanduser())
+    if settings.qdrant_url:
+        from .client_store import ClientStore  # noqa: PLC0415
+
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return ClientStore.connect(settings.qdrant_url, api_key)
+    from .edge_store import EdgeStore  # noqa: PLC0415
+
+    return EdgeStore(edge_directory(settings.root))

@@ -1,0 +1,89 @@
+"""What an index root holds: collections, their embedders, counts and failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..schemas.config import Settings
+from ..schemas.state import CollectionState, RunSummary
+from .index.open_store import open_store
+from .ingest import shard_log
+from .io.catalog import FailedItem, failed_items, summarize
+from .io.state_file import read_state
+from .query import collection_state
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """A collection's identity and counts (``points`` is what the store holds right now)."""
+
+    name: str
+    physical_name: str
+    embedder_id: str
+    model: str
+    pretrained: str | None
+    dim: int
+    points: int
+    indexed: int
+    failed: int
+    images: int
+    text_chunks: int
+    shards: int
+    root: Path
+    backend: str
+    last_run: RunSummary | None
+
+    def as_json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data["root"] = str(self.root)
+        data["last_run"] = None if self.last_run is None else self.last_run.model_dump(mode="json")
+        return data
+
+
+def _describe(settings: Settings, state: CollectionState, points: int) -> CollectionInfo:
+    summary = summarize(shard_log(settings, state.name, state.current))
+    return CollectionInfo(
+        name=state.name,
+        physical_name=state.current.physical_name,
+        embedder_id=state.current.embedder_id,
+        model=state.current.model,
+        pretrained=state.current.pretrained,
+        dim=state.current.dim,
+        points=points,
+        indexed=summary.ok,
+        failed=summary.failed,
+        images=summary.images,
+        text_chunks=summary.text_chunks,
+        shards=summary.shards,
+        root=settings.root,
+        backend=f"qdrant server {settings.qdrant_url}" if settings.qdrant_url else "embedded qdrant-edge",
+        last_run=state.last_run,
+    )
+
+
+def collection_infos(settings: Settings, collection: str | None = None) -> list[CollectionInfo]:
+    """Info on one collection (error if unknown) or on all of them."""
+    states = (
+        [collection_state(settings, collection)]
+        if collection
+        else [read_state(settings.root).collections[name] for name in sorted(read_state(settings.root).collections)]
+    )
+    if not states:
+        return []
+    store = open_store(settings)
+    try:
+        counts = [
+            store.count(state.current.physical_name) if store.collection_exists(state.current.physical_name) else 0
+            for state in states
+        ]
+    finally:
+        store.close()
+    return [_describe(settings, state, points) for state, points in zip(states, counts, strict=True)]
+
+
+def collection_failures(settings: Settings, collection: str) -> list[FailedItem]:
+    """Items of the collection that could not be indexed, with reasons."""
+    state = collection_state(settings, collection)
+    return failed_items(shard_log(settings, collection, state.current))

@@ -1,0 +1,109 @@
+"""Parquet shards: the durable log of embeddings (DESIGN §3).
+
+A shard is written under a temporary name, fsynced, then renamed: a shard file that exists under
+its final name is complete (the rename is the commit record). Readers use plain pyarrow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ...schemas.items import SCHEMA_VERSION, embedding_dim
+from ..errors import SchemaMismatchError
+
+log = logging.getLogger(__name__)
+
+_SHARD_NAME = re.compile(r"^(?P<seq>\d{8})-(?P<shard_id>[0-9a-f]{16})\.parquet$")
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRef:
+    """A committed shard file: its sequence number (order of writing) and id."""
+
+    seq: int
+    shard_id: str
+    path: Path
+
+
+def shard_id_for(keys: list[str]) -> str:
+    """Content-derived id of a shard: the hash of its item keys."""
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardLog:
+    """The shards of one collection version, in ``<root>/shards/<collection>/<version>/``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def shards(self) -> list[ShardRef]:
+        """Committed shards in the order they were written (temporary files are ignored)."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = _SHARD_NAME.match(path.name)
+            if match:
+                found.append(ShardRef(int(match["seq"]), match["shard_id"], path))
+        return sorted(found, key=lambda ref: ref.seq)
+
+    def _next_seq(self) -> int:
+        existing = self.shards()
+        return existing[-1].seq + 1 if existing else 1
+
+    def write(self, batch: pa.RecordBatch) -> ShardRef:
+        """Write one shard atomically and return its reference."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        keys = batch.column("key").to_pylist()
+        ref_id = shard_id_for(keys)
+        seq = self._next_seq()
+        final = self.directory / f"{seq:08d}-{ref_id}.parquet"
+        tmp = self.directory / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
+        try:
+            with pq.ParquetWriter(tmp, batch.schema, compression="zstd") as writer:
+                writer.write_batch(batch)
+            with tmp.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(self.directory)
+        log.debug("committed shard %s (%d rows)", final.name, batch.num_rows)
+        return ShardRef(seq, ref_id, final)
+
+    def read(self, ref: ShardRef, columns: list[str] | None = None) -> pa.Table:
+        """One shard as a table; its schema version must be one we understand."""
+        table = pq.read_table(ref.path, columns=columns)
+        version = (pq.read_schema(ref.path).metadata or {}).get(b"mmindex.schema_version", b"?").decode()
+        if version != str(SCHEMA_VERSION):
+            raise SchemaMismatchError(f"shard {ref.path} has schema version {version}, expected {SCHEMA_VERSION}")
+        return table
+
+    def iter_tables(self, columns: list[str] | None = None) -> Iterator[tuple[ShardRef, pa.Table]]:
+        """Every committed shard, oldest first."""
+        for ref in self.shards():
+            yield ref, self.read(ref, columns)
+
+    def dim(self) -> int | None:
+        """Embedding width recorded in the shards, if any were written."""
+        shards = self.shards()
+        return embedding_dim(pq.read_schema(shards[0].path)) if shards else None

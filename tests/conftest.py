@@ -1,0 +1,98 @@
+"""Shared fixtures: a tiny random-weight open_clip model saved and loaded through the real
+checkpoint and local-dir paths, and a small corpus of real photos (scikit-image) + texts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_MODEL = "mmindex-tiny"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep caches/config/data of the code under test out of the real home directory."""
+    home = tmp_path_factory.mktemp("xdg")
+    for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        os.environ[name] = str(home / name.lower())
+    os.environ.pop("QDRANT_URL", None)
+    os.environ.pop("MMINDEX_ROOT", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Register the tiny architecture with open_clip (as a user would with add_model_config)."""
+    import open_clip
+
+    config_dir = tmp_path_factory.mktemp("model-configs")
+    (config_dir / f"{TINY_MODEL}.json").write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(config_dir / f"{TINY_MODEL}.json")
+    return TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model_config: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init tiny model saved with torch.save (a real, loadable state dict)."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(tiny_model_config, pretrained=None)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_local_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same weights as an open_clip ``local-dir:`` folder (config + weights)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("tiny-local-dir")
+    config = {
+        "model_cfg": TINY_CONFIG,
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    shutil.copy(tiny_checkpoint, folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+def _save_photo(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture(scope="session")
+def photo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real photos from scikit-image in several formats, a caption and metadata sidecar, texts."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("corpus")
+    _save_photo(data.astronaut(), root / "people" / "astronaut.jpg")
+    _save_photo(data.chelsea(), root / "animals" / "cat.png")
+    _save_photo(data.coffee(), root / "food" / "coffee.webp")
+    _save_photo(data.camera(), root / "people" / "camera.tif")
+    _save_photo(data.rocket(), root / "rocket.bmp")
+    _save_photo(data.hubble_deep_field()[:256, :256], root / "space" / "hubble.jpg")
+    (root / "animals" / "cat.txt").write_text("Chelsea the cat, sitting on a rug\n", encoding="utf-8")
+    (root / "animals" / "cat.json").write_text(json.dumps({"year": 2009, "camera": "unknown"}), encoding="utf-8")
+    (root / "notes").mkdir()
+    (root / "notes" / "cats.md").write_text(
+        "# Cats\n\nCats are small carnivorous mammals. " * 30 + "\n\nThey sleep a lot.\n", encoding="utf-8"
+    )
+    (root / "notes" / "rockets.txt").write_text("A rocket launches into space from the pad.\n", encoding="utf-8")
+    return root
