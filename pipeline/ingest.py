@@ -224,7 +224,7 @@ def _run(
     settings: Settings,
     progress: ProgressReporter | None,
 ) -> IndexReport:
-    from .embed.images import default_workers, embed_images  # noqa: PLC0415
+    from .embed.images import embed_images  # noqa: PLC0415
     from .embed.texts import embed_texts  # noqa: PLC0415
 
     version = _ensure_version(settings, store, collection, embedder)
@@ -234,9 +234,8 @@ def _run(
     sink = _ShardSink(store, shard_log(settings, collection, version), version.physical_name, version.dim, report, progress)
     images = [ref for ref in refs if ref.modality == "image"]
     texts = [ref for ref in refs if ref.modality == "text"]
-    workers = default_workers() if settings.workers is None else settings.workers
     embedded_images = embed_images(
-        images, embedder, batch_size=settings.batch_size, workers=workers, max_pixels=settings.max_image_pixels
+        images, embedder, batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_image_pixels
     )
     for records, embeddings in _shard_groups(embedded_images, settings.shard_size):
         sink.commit(records, embeddings)

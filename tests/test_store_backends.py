@@ -324,7 +324,8 @@ def test_points_persist_across_reopen(kind: str, tmp_path: Path) -> None:
         assert second.count(COLLECTION) == 30
         (stored,) = second.retrieve(COLLECTION, [points[4].id], with_vectors=True)
         assert stored.payload == points[4].payload
-        _assert_same_hits(second.search(COLLECTION, points[9].vector, 5), _reference_search(points, points[9].vector, 5))
+        query = points[9].vector
+        _assert_same_hits(second.search(COLLECTION, query, 5), _reference_search(points, query, 5))
     finally:
         second.close()
 

@@ -119,12 +119,44 @@ def collate_images(samples: list[ImageSample]) -> ImageBatch:
     return ImageBatch(samples, pixels)
 
 
-def default_workers() -> int:
-    """Decode workers that leave the encoder its cores: one per spare core, at most 8."""
+def available_cores() -> int:
+    """CPU cores this process may run on."""
     import os  # noqa: PLC0415
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores - 1))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """Decode worker processes beside a GPU: one per spare core, at most 8."""
+    return max(1, min(8, available_cores() - 1))
+
+
+def _burst_batches(dataset: ImageDecodeDataset, batch_size: int, threads: int) -> Iterator[ImageBatch]:
+    """Decode each batch with a thread pool, between forward passes (Pillow releases the GIL).
+
+    On a CPU-only host this beats worker processes: decoding never competes with the encoder's
+    threads for cores, it just runs on all of them in the short gaps between forward passes.
+    """
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmindex-decode") as pool:
+        for start in range(0, len(dataset), batch_size):
+            stop = min(start + batch_size, len(dataset))
+            yield collate_images(list(pool.map(dataset.__getitem__, range(start, stop))))
+
+
+def _loader_batches(dataset: ImageDecodeDataset, batch_size: int, workers: int, pin_memory: bool) -> Iterator[ImageBatch]:
+    """Decode in DataLoader worker processes, overlapped with the forward pass (GPU hosts)."""
+    from torch.utils.data import DataLoader  # noqa: PLC0415
+
+    yield from DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+    )
 
 
 def embed_images(
@@ -132,24 +164,25 @@ def embed_images(
     embedder: Embedder,
     *,
     batch_size: int,
-    workers: int,
+    workers: int | None,
     max_pixels: int,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
-    """Yield (records, embeddings) per batch, in input order; failed rows have zero vectors."""
-    from torch.utils.data import DataLoader  # noqa: PLC0415
+    """Yield (records, embeddings) per batch, in input order; failed rows have zero vectors.
 
+    ``workers=None`` picks the decoding strategy for the device: worker processes that overlap
+    with a GPU, or bursts of decode threads between forward passes on a CPU. An explicit number
+    asks for that many worker processes (0: decode in the calling thread).
+    """
     if not refs:
         return
     dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, max_pixels)
-    loader = DataLoader(
-        dataset,  # type: ignore[arg-type]
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate_images,
-        pin_memory=embedder.device.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
-    )
-    for batch in loader:
+    on_cpu = embedder.device.type == "cpu"
+    if workers is None and on_cpu:
+        batches = _burst_batches(dataset, batch_size, available_cores())
+    else:
+        count = default_workers() if workers is None else workers
+        batches = _loader_batches(dataset, batch_size, count, pin_memory=not on_cpu)
+    for batch in batches:
         vectors = embedder.encode_images(batch.pixels)
         embeddings = np.zeros((len(batch.samples), embedder.dim), dtype=np.float32)
         decoded_rows = [row for row, sample in enumerate(batch.samples) if sample.pixels is not None]

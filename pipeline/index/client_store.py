@@ -118,7 +118,8 @@ class ClientStore:
         except UnexpectedResponse as exc:
             client.close()
             hint = " (check the API key)" if exc.status_code in (401, 403) else ""
-            raise StoreUnavailableError(store._redact(f"Qdrant at {url} refused the request: HTTP {exc.status_code}{hint}")) from None
+            message = f"Qdrant at {url} refused the request: HTTP {exc.status_code}{hint}"
+            raise StoreUnavailableError(store._redact(message)) from None
         except (ResponseHandlingException, OSError) as exc:
             client.close()
             raise StoreUnavailableError(store._redact(f"cannot reach Qdrant at {url}: {exc}")) from None
@@ -152,7 +153,8 @@ class ClientStore:
         except MmindexError:
             raise
         except ResponseHandlingException as exc:
-            raise StoreUnavailableError(self._redact(f"Qdrant at {self.location}: {what} {name!r} failed: {exc}")) from None
+            message = f"Qdrant at {self.location}: {what} {name!r} failed: {exc}"
+            raise StoreUnavailableError(self._redact(message)) from None
         except (UnexpectedResponse, ValueError, KeyError) as exc:
             # Remote answers 404, local mode raises ValueError: ask once, on this failure path only.
             if not self.collection_exists(name):
@@ -166,7 +168,9 @@ class ClientStore:
             with self._calling(name, "describe"):
                 vectors = self.client.get_collection(name).config.params.vectors
             if not isinstance(vectors, dict) or len(vectors) != 1:
-                raise SchemaMismatchError(f"collection {name!r} in {self.location} does not have exactly one named vector")
+                raise SchemaMismatchError(
+                    f"collection {name!r} in {self.location} does not have exactly one named vector"
+                )
             (vector_name, params), = vectors.items()
             self._vectors[name] = _VectorInfo(vector_name, int(params.size))
         return self._vectors[name]
