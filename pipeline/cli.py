@@ -127,19 +127,23 @@ def index(
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Weights tag (e.g. laion2b_s34b_b79k) or checkpoint file.", show_default=False)] = None,
     device: DeviceOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per forward pass (default 64).", show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Decode worker processes (default: spare cores).", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Decode worker processes (default: decode threads between forward passes on CPU, spare cores on GPU).", show_default=False)] = None,
     qdrant_url: QdrantUrlOpt = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Glob on relative paths to include (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob on relative paths to exclude (repeatable).")] = None,
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
     source_id: Annotated[str | None, typer.Option("--source-id", help="Stable source name for item keys (default: the folder's absolute path).", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (new/changed/renamed/deleted/unchanged) and change nothing.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry items that failed before even if their files did not change.")] = False,
+    no_delete: Annotated[bool, typer.Option("--no-delete", help="Keep items whose files are gone (default: remove them).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Embed every image and text under SOURCE into a collection.
+    """Index SOURCE into a collection; re-runs only embed what changed.
 
     Example: mmindex index ~/photos --collection photos
     """
     from .ingest import IndexRequest, index_source  # noqa: PLC0415
+    from .reports import index_report_json, print_index_report  # noqa: PLC0415
 
     settings = _settings(
         root=root, model=model, pretrained=pretrained, device=device,
@@ -152,58 +156,129 @@ def index(
         exclude=tuple(exclude or ()),
         include_hidden=hidden,
         source_id=source_id,
+        dry_run=dry_run,
+        retry_failed=retry_failed,
+        delete_missing=not no_delete,
     )
     with _RichProgress(f"indexing {collection}") as progress:
         report = index_source(request, settings, progress)
     if as_json:
-        _emit_json({
-            "collection": report.collection, "embedder": report.embedder_id, "items": report.items_seen,
-            "images": report.images, "text_chunks": report.text_chunks, "failed": report.failed,
-            "points_upserted": report.points_upserted, "shards": report.shards_written,
-            "seconds": round(report.seconds, 3), "items_per_second": round(report.items_per_second, 2),
-            "failures": [{"path": path, "error": error} for path, error in report.failures],
-        })
-        return
-    err.print(
-        f"[green]indexed[/] {report.items_seen} items into [bold]{collection}[/]: {report.images} images, "
-        f"{report.text_chunks} text chunks, {report.failed} failed "
-        f"({report.items_per_second:,.1f} items/s, {report.seconds:.1f}s)"
-    )
-    for path, error in report.failures[:10]:
-        err.print(f"  [yellow]failed[/] {path}: {error}")
-    if report.failed > 10:
-        err.print(f"  … and {report.failed - 10} more: mmindex info --collection {collection} --failed")
+        _emit_json(index_report_json(report))
+    else:
+        print_index_report(err, report)
 
 
 @app.command()
 def query(
     collection: CollectionOpt,
     text: Annotated[str | None, typer.Argument(help="Text to search for.", show_default=False)] = None,
-    image: Annotated[Path | None, typer.Option("--image", help="Image file to search with.", show_default=False)] = None,
-    where: Annotated[list[str] | None, typer.Option("--where", help="Filter: f=v, f!=v, f=a,b, f>=x, f<=x, f>x, f<x (repeatable, ANDed).")] = None,
+    more_texts: Annotated[list[str] | None, typer.Option("--text", help="Another text to fuse in (repeatable).", show_default=False)] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", help="Image file to search with (repeatable).", show_default=False)] = None,
+    like: Annotated[list[str] | None, typer.Option("--like", help="More like this stored item: key, point id or indexed file (repeatable; never returned).", show_default=False)] = None,
+    not_text: Annotated[list[str] | None, typer.Option("--not", help="Text to push away from (repeatable).", show_default=False)] = None,
+    not_image: Annotated[list[Path] | None, typer.Option("--not-image", help="Image file to push away from (repeatable).", show_default=False)] = None,
+    not_like: Annotated[list[str] | None, typer.Option("--not-like", help="Stored item to push away from (repeatable).", show_default=False)] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="One weight per query part, comma-separated, in the order: texts, images, likes, --not, --not-image, --not-like (default 1 each, 0.5 for negatives).", show_default=False)] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Filter: f=v, f!=v, f=a,b, f>=x, f<=x, f>x, f<x (repeatable, ANDed). modality=image|text, labels=cat, ...")] = None,
     limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="Number of results.")] = 10,
+    mmr: Annotated[bool, typer.Option("--mmr", help="Diversify results with Qdrant's MMR.")] = False,
+    diversity: Annotated[float, typer.Option("--diversity", min=0.0, max=1.0, help="MMR diversity: 0 relevance only, 1 most diverse.")] = 0.5,
+    mmr_candidates: Annotated[int, typer.Option("--mmr-candidates", min=1, max=16384, help="Nearest candidates MMR re-ranks.")] = 100,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Drop hits with a lower cosine similarity to the query.", show_default=False)] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Also write the results as a self-contained HTML gallery.", show_default=False)] = None,
     root: RootOpt = None,
     device: DeviceOpt = None,
     qdrant_url: QdrantUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search a collection by text, by image, or both.
+    """Search a collection by texts, images and stored items, fused into one query vector.
 
     Examples: mmindex query "a dog on a beach" -c photos --limit 5;
-    mmindex query --image cat.jpg -c photos --where modality=image --json
+    mmindex query --image cat.jpg -c photos --where modality=text --json;
+    mmindex query --image street.jpg --text "at night" --weights 0.7,0.3 --not blurry -c photos --html out.html;
+    mmindex query --like ~/photos/cat.jpg -c photos --mmr
     """
-    from .query import SearchQuery, search  # noqa: PLC0415
+    from .fusion import parse_weights  # noqa: PLC0415
+    from .index.store import MmrParams  # noqa: PLC0415
+    from .query import SearchQuery, parts_from_flags, search_result  # noqa: PLC0415
 
     settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
-    hits = search(SearchQuery(collection, text, image, tuple(where or ()), limit), settings)
+    parts = parts_from_flags(
+        texts=[t for t in (text, *(more_texts or ())) if t],
+        images=image or (),
+        likes=like or (),
+        not_texts=not_text or (),
+        not_images=not_image or (),
+        not_likes=not_like or (),
+        weights=None if weights is None else parse_weights(weights),
+    )
+    request = SearchQuery(
+        collection, where=tuple(where or ()), limit=limit, parts=parts,
+        mmr=MmrParams(diversity, mmr_candidates) if mmr else None, min_score=min_score,
+    )
+    result = search_result(request, settings)
+    hits = result.hits
+    if html_out is not None:
+        from .gallery import write_result_gallery  # noqa: PLC0415
+
+        written = write_result_gallery(html_out, result, settings.max_image_pixels)
+        err.print(f"[green]wrote[/] gallery of {len(hits)} results to {written}", highlight=False, soft_wrap=True)
     if as_json:
         _emit_json([hit.as_json() for hit in hits])
         return
-    table = Table("#", "score", "modality", "key", "text / caption", box=None, pad_edge=False)
+    if len(result.fused.parts) > 1:
+        out.print(f"query: {result.describe_query()}")
+    table = Table("#", "score", "modality", "key", "text / caption", "labels", box=None, pad_edge=False)
     table.columns[3].overflow = "fold"
     for rank, hit in enumerate(hits, 1):
-        snippet = " ".join(str(hit.payload.get("text") or hit.payload.get("caption") or "").split())
-        table.add_row(str(rank), f"{hit.score:.4f}", str(hit.payload.get("modality", "")), hit.key, snippet[:80])
+        snippet = " ".join((hit.text or "").split())
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.modality, hit.key, snippet[:80], ", ".join(hit.labels))
+    out.print(table if hits else "no results")
+
+
+@app.command()
+def label(
+    collection: CollectionOpt,
+    labels: Annotated[str | None, typer.Option("--labels", help="Comma-separated labels, e.g. cat,dog,car (any language the model reads).", show_default=False)] = None,
+    labels_file: Annotated[Path | None, typer.Option("--labels-file", help="UTF-8 file with one label per line (# comments).", show_default=False)] = None,
+    template: Annotated[list[str] | None, typer.Option("--template", help="Prompt template with {} for the label (repeatable; default 'a photo of a {}.').", show_default=False)] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Keep labels scoring at least this (default: 0.5 softmax, 0.25 cosine).", show_default=False)] = None,
+    scoring: Annotated[str, typer.Option("--scoring", help="softmax: probability among the labels; cosine: raw similarity.")] = "softmax",
+    root: RootOpt = None,
+    device: DeviceOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Zero-shot label every image of a collection; labels are stored in the payload (--where labels=cat).
+
+    Examples: mmindex label -c photos --labels cat,dog,car;
+    mmindex label -c photos --labels-file labels.txt --template "a photo of a {}." --template "a drawing of a {}."
+    """
+    from .errors import ConfigError  # noqa: PLC0415
+    from .labels import DEFAULT_TEMPLATES, apply_labels, read_labels_file, split_labels  # noqa: PLC0415
+
+    if (labels is None) == (labels_file is None):
+        raise ConfigError("give either --labels a,b,c or --labels-file FILE")
+    if scoring not in ("softmax", "cosine"):
+        raise ConfigError(f"--scoring must be softmax or cosine, not {scoring!r}")
+    names = split_labels(labels) if labels is not None else read_labels_file(labels_file)  # type: ignore[arg-type]
+    settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
+    with _RichProgress(f"labeling {collection}") as progress:
+        report = apply_labels(
+            settings, collection, names, tuple(template or DEFAULT_TEMPLATES), threshold,
+            scoring=scoring,  # type: ignore[arg-type]
+            progress=progress,
+        )
+    if as_json:
+        _emit_json(report.as_json())
+        return
+    err.print(
+        f"[green]labeled[/] {report.images} images of [bold]{collection}[/]: {report.labeled} with a label "
+        f"({report.scoring} ≥ {report.threshold:g}, {report.seconds:.1f}s)"
+    )
+    table = Table("label", "images", box=None, pad_edge=False)
+    for name, count in report.counts.items():
+        table.add_row(name, str(count))
     out.print(table)
 
 
@@ -246,6 +321,85 @@ def info(
             f"text_chunks={entry.text_chunks}  shards={entry.shards}\n"
             f"  embedder={entry.embedder_id}  dim={entry.dim}  backend={entry.backend}"
         )
+        if entry.last_run is not None:
+            run = entry.last_run
+            out.print(
+                f"  last run {run.started_at:%Y-%m-%d %H:%M:%S}: new={run.new} changed={run.changed} "
+                f"renamed={run.renamed} deleted={run.deleted} unchanged={run.unchanged} embedded={run.embedded} "
+                f"failed={run.failed} ({run.seconds:.1f}s)"
+            )
+
+
+@app.command()
+def rebuild(
+    collection: CollectionOpt,
+    root: RootOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+) -> None:
+    """Drop and rebuild the Qdrant collection from the Parquet shards alone (no model needed)."""
+    from .maintenance import rebuild_collection  # noqa: PLC0415
+
+    settings = _settings(root=root, qdrant_url=qdrant_url)
+    points = rebuild_collection(settings, collection)
+    err.print(f"[green]rebuilt[/] {collection}: {points} points from Parquet")
+
+
+@app.command()
+def migrate(
+    collection: CollectionOpt,
+    model: Annotated[str, typer.Option("--model", help="New open_clip architecture or local-dir:/path.")],
+    pretrained: Annotated[str | None, typer.Option("--pretrained", help="Weights tag or checkpoint file.", show_default=False)] = None,
+    root: RootOpt = None,
+    device: DeviceOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-embed every source of a collection with another model; queries keep using the old
+    version until the new one is complete, then the collection name switches to it."""
+    from .embed.model import ModelSpec  # noqa: PLC0415
+    from .maintenance import migrate_collection  # noqa: PLC0415
+    from .reports import index_report_json, print_index_report  # noqa: PLC0415
+
+    settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
+    with _RichProgress(f"migrating {collection}") as progress:
+        report = migrate_collection(settings, collection, ModelSpec(model, pretrained), progress)
+    if as_json:
+        _emit_json(index_report_json(report))
+    else:
+        print_index_report(err, report)
+
+
+@app.command()
+def versions(
+    collection: CollectionOpt,
+    drop: Annotated[str | None, typer.Option("--drop", help="Remove this previous version (Qdrant collection + shards).", show_default=False)] = None,
+    root: RootOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List a collection's versions (current, building, previous), or --drop an old one."""
+    from .maintenance import drop_version, list_versions  # noqa: PLC0415
+
+    settings = _settings(root=root, qdrant_url=qdrant_url)
+    if drop:
+        drop_version(settings, collection, drop)
+        err.print(f"[green]dropped[/] {drop}")
+        return
+    found = list_versions(settings, collection)
+    if as_json:
+        _emit_json([vars_of(entry) for entry in found])
+        return
+    table = Table("role", "version", "embedder", "dim", "points", "shards", box=None, pad_edge=False)
+    for entry in found:
+        table.add_row(entry.role, entry.physical_name, entry.embedder_id, str(entry.dim), str(entry.points), str(entry.shards))
+    out.print(table)
+
+
+def vars_of(entry: Any) -> dict[str, Any]:
+    """A slotted dataclass as a dict."""
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.asdict(entry)
 
 
 @app.command()

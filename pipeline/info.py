@@ -9,7 +9,7 @@ from typing import Any
 from ..schemas.config import Settings
 from ..schemas.state import CollectionState, RunSummary
 from .index.open_store import open_store
-from .ingest import shard_log
+from .apply import shard_log
 from .io.catalog import FailedItem, failed_items, summarize
 from .io.state_file import read_state
 from .query import collection_state
@@ -43,7 +43,7 @@ class CollectionInfo:
 
 
 def _describe(settings: Settings, state: CollectionState, points: int) -> CollectionInfo:
-    summary = summarize(shard_log(settings, state.name, state.current))
+    summary = summarize(shard_log(settings.root, state.name, state.current))
     return CollectionInfo(
         name=state.name,
         physical_name=state.current.physical_name,
@@ -86,4 +86,4 @@ def collection_infos(settings: Settings, collection: str | None = None) -> list[
 def collection_failures(settings: Settings, collection: str) -> list[FailedItem]:
     """Items of the collection that could not be indexed, with reasons."""
     state = collection_state(settings, collection)
-    return failed_items(shard_log(settings, collection, state.current))
+    return failed_items(shard_log(settings.root, collection, state.current))

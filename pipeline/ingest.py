@@ -1,49 +1,43 @@
-"""``index_source``: crawl a source, embed its items, write Parquet shards, upsert into Qdrant.
+"""``index_source``: make a collection reflect a source, re-embedding only what changed.
 
-The CLI and the Prefect flows both call this. Shards are the unit of work: each one is written
-atomically to Parquet and then upserted, so a crash loses at most the shard in flight.
+The CLI and the Prefect flows both call this. A run: replays shards an interrupted run wrote but
+did not apply, crawls the source, plans against the catalog (new / changed / renamed / deleted /
+unchanged), then executes the plan shard by shard. The model is loaded only when something needs
+embedding. Asking for another model than the collection's builds a new collection version from
+every source the collection has seen; the collection name switches to it only when it is complete.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 from filelock import FileLock, Timeout
 
 from ..schemas.config import Settings
-from ..schemas.items import STATUS_OK, ItemRecord, records_to_batch
-from ..schemas.payload import PointPayload
-from ..schemas.state import CollectionState, CollectionVersion, RunSummary
-from .embed.model import Embedder, ModelSpec, load_embedder
-from .errors import IndexBusyError, SchemaMismatchError
+from ..schemas.state import CollectionState, CollectionVersion, RunSummary, SourceSpec
+from .apply import replay_unapplied, shard_log
+from .embed.model import Embedder, ModelSpec
+from .errors import IndexBusyError
+from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
 from .index.open_store import open_store, physical_collection_name, validate_collection_name
-from .index.store import CollectionSpec, PointRecord, VectorStore
-from .io.shards import ShardLog
+from .index.store import CollectionSpec, VectorStore
+from .io.catalog import load_catalog
 from .io.state_file import edit_state, read_state
-from .sources.base import ItemRef
+from .plan import ChangePlan, plan_changes
 from .sources.local import crawl_local
 
 log = logging.getLogger(__name__)
 
-
-class ProgressReporter(Protocol):
-    """Receives progress of a run (the CLI draws it with Rich)."""
-
-    def start(self, total_items: int) -> None: ...
-
-    def advance(self, items: int) -> None: ...
+__all__ = ["IndexReport", "IndexRequest", "ProgressReporter", "index_source", "ingest_lock"]
 
 
 @dataclass(frozen=True, slots=True)
 class IndexRequest:
-    """What to index and where (flags of ``mmindex index``)."""
+    """What to index and how (flags of ``mmindex index``)."""
 
     source: Path
     collection: str
@@ -52,130 +46,155 @@ class IndexRequest:
     exclude: tuple[str, ...] = ()
     include_hidden: bool = False
     source_id: str | None = None
+    dry_run: bool = False
+    retry_failed: bool = False
+    delete_missing: bool = True
+
+    def resolved_source_id(self) -> str:
+        """The source id item keys start with (the crawler's default: the folder's real path)."""
+        return self.source_id or self.source.expanduser().resolve().as_posix()
 
 
 @dataclass(slots=True)
 class IndexReport:
-    """What a run did."""
+    """What a run did (or, with ``dry_run``, would do)."""
 
     collection: str
     embedder_id: str
     items_seen: int = 0
-    images: int = 0
-    text_chunks: int = 0
-    failed: int = 0
-    points_upserted: int = 0
-    shards_written: int = 0
+    plan: dict[str, int] = field(default_factory=dict)
+    counts: RunCounts = field(default_factory=RunCounts)
     seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    dry_run: bool = False
+    migrated_to: str | None = None
+    replayed_shards: int = 0
 
     @property
     def items_per_second(self) -> float:
         return self.items_seen / self.seconds if self.seconds > 0 else 0.0
 
-
-def shard_log(settings: Settings, collection: str, version: CollectionVersion) -> ShardLog:
-    """The Parquet shard log of a collection version."""
-    return ShardLog(settings.root / "shards" / collection / version.physical_name)
-
-
-def model_for(request_model: ModelSpec | None, settings: Settings, collection: str) -> ModelSpec:
-    """Model of a run: the flag, else the collection's own model, else the configured default."""
-    if request_model is not None:
-        return request_model
-    existing = read_state(settings.root).collections.get(collection)
-    if existing is not None and not {"model", "pretrained"} & settings.model_fields_set:
-        return ModelSpec(existing.current.model, existing.current.pretrained)
-    return ModelSpec(settings.model, settings.pretrained)
+    def add_plan(self, plan: ChangePlan) -> None:
+        for name, value in plan.counts().items():
+            self.plan[name] = self.plan.get(name, 0) + value
 
 
-def _ensure_version(settings: Settings, store: VectorStore, collection: str, embedder: Embedder) -> CollectionVersion:
-    """The collection version this run writes to, created on first use; refuses another embedder."""
-    with edit_state(settings.root) as state:
-        existing = state.collections.get(collection)
-        if existing is not None and existing.current.embedder_id != embedder.embedder_id:
-            current = existing.current
-            raise SchemaMismatchError(
-                f"collection {collection!r} was built with {current.embedder_id} (dim {current.dim}); this run uses "
-                f"{embedder.embedder_id} (dim {embedder.dim}): index into another collection name, or pass the "
-                f"collection's own model (--model {current.model}"
-                + (f" --pretrained {current.pretrained})" if current.pretrained else ")")
-            )
-        if existing is None:
-            version = CollectionVersion(
-                physical_name=physical_collection_name(collection, embedder.embedder_id),
-                embedder_id=embedder.embedder_id,
-                model=embedder.spec.name,
-                pretrained=embedder.spec.pretrained,
-                dim=embedder.dim,
-                created_at=datetime.now(UTC),
-            )
-            state.collections[collection] = CollectionState(name=collection, current=version)
-        version = state.collections[collection].current
-    if not store.collection_exists(version.physical_name):
-        store.create_collection(version.physical_name, CollectionSpec(dim=version.dim))
-    return version
-
-
-def points_of(records: Sequence[ItemRecord], embeddings: np.ndarray) -> list[PointRecord]:
-    """Qdrant points for the records that were embedded."""
-    return [
-        PointRecord(record.point_id, embeddings[row], PointPayload.from_record(record).to_qdrant())
-        for row, record in enumerate(records)
-        if record.status == STATUS_OK
-    ]
-
-
-def _shard_groups(
-    groups: Iterable[tuple[list[ItemRecord], np.ndarray]], shard_size: int
-) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
-    """Regroup embedded batches into shards of about ``shard_size`` rows (never splitting a batch)."""
-    records: list[ItemRecord] = []
-    vectors: list[np.ndarray] = []
-    for batch_records, batch_vectors in groups:
-        records.extend(batch_records)
-        vectors.append(batch_vectors)
-        if len(records) >= shard_size:
-            yield records, np.concatenate(vectors)
-            records, vectors = [], []
-    if records:
-        yield records, np.concatenate(vectors)
-
-
-@dataclass(slots=True)
-class _ShardSink:
-    """Commits shards: Parquet first (the durable record), then the Qdrant upsert."""
-
-    store: VectorStore
-    log: ShardLog
-    physical_name: str
-    dim: int
-    report: IndexReport
-    progress: ProgressReporter | None
-
-    def commit(self, records: list[ItemRecord], embeddings: np.ndarray) -> None:
-        self.log.write(records_to_batch(records, embeddings, self.dim))
-        points = points_of(records, embeddings)
-        self.store.upsert(self.physical_name, points)
-        report = self.report
-        report.shards_written += 1
-        report.points_upserted += len(points)
-        for record in records:
-            if record.status != STATUS_OK:
-                report.failed += 1
-                report.failures.append((record.path, record.error or ""))
-            elif record.modality == "image":
-                report.images += 1
-            else:
-                report.text_chunks += 1
-        if self.progress is not None:
-            self.progress.advance(len({record.doc_key or record.key for record in records}))
-
-
-def _ingest_lock(settings: Settings, collection: str) -> FileLock:
+def ingest_lock(settings: Settings, collection: str) -> FileLock:
+    """The lock that makes ingests into one collection mutually exclusive (across processes)."""
     locks = settings.root / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     return FileLock(str(locks / f"{collection}.ingest.lock"))
+
+
+def _explicit_model(request: IndexRequest, settings: Settings) -> ModelSpec | None:
+    if request.model is not None:
+        return request.model
+    if {"model", "pretrained"} & settings.model_fields_set:
+        return ModelSpec(settings.model, settings.pretrained)
+    return None
+
+
+class _Session:
+    """Lazily opened store and lazily loaded model, shared by every source of a run."""
+
+    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder | None) -> None:
+        self.settings = settings
+        self.spec = spec
+        self._embedder = embedder
+        self._store: VectorStore | None = None
+
+    def store(self) -> VectorStore:
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from .embed.model import load_embedder  # noqa: PLC0415
+
+            self._embedder = load_embedder(self.spec, self.settings.device)
+        return self._embedder
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _new_version(collection: str, embedder: Embedder) -> CollectionVersion:
+    return CollectionVersion(
+        physical_name=physical_collection_name(collection, embedder.embedder_id),
+        embedder_id=embedder.embedder_id,
+        model=embedder.spec.name,
+        pretrained=embedder.spec.pretrained,
+        dim=embedder.dim,
+        created_at=datetime.now(UTC),
+    )
+
+
+def _target_version(session: _Session, collection: str, explicit: ModelSpec | None) -> tuple[CollectionVersion, bool]:
+    """The version this run writes to, and whether it is a migration (not yet the current one)."""
+    from .embed.identity import expected_embedder_id  # noqa: PLC0415
+
+    existing = read_state(session.settings.root).collections.get(collection)
+    if existing is None:
+        version = _new_version(collection, session.embedder())
+        with edit_state(session.settings.root) as state:
+            state.collections.setdefault(collection, CollectionState(name=collection, current=version))
+            version = state.collections[collection].current
+        return version, False
+    if explicit is None or expected_embedder_id(explicit.name, explicit.pretrained) == existing.current.embedder_id:
+        return existing.current, False
+    wanted = expected_embedder_id(explicit.name, explicit.pretrained)
+    if existing.building is not None and existing.building.embedder_id == wanted:
+        return existing.building, True
+    version = _new_version(collection, session.embedder())
+    with edit_state(session.settings.root) as state:
+        entry = state.collections[collection]
+        entry.building = entry.version(version.physical_name) or version
+        entry.previous = [old for old in entry.previous if old.physical_name != version.physical_name]
+        version = entry.building
+    return version, True
+
+
+def _ensure_store_collection(session: _Session, version: CollectionVersion) -> None:
+    store = session.store()
+    if not store.collection_exists(version.physical_name):
+        store.create_collection(version.physical_name, CollectionSpec(dim=version.dim))
+
+
+def _needs_replay(settings: Settings, collection: str, version: CollectionVersion) -> bool:
+    shards = shard_log(settings.root, collection, version).shards()
+    return bool(shards) and shards[-1].seq > version.applied_through
+
+
+def _index_one_source(
+    session: _Session,
+    request: IndexRequest,
+    source: Path,
+    source_id: str,
+    spec: SourceSpec,
+    version: CollectionVersion,
+    report: IndexReport,
+    progress: ProgressReporter | None,
+) -> None:
+    settings = session.settings
+    log_ = shard_log(settings.root, request.collection, version)
+    refs = list(crawl_local(source, source_id=source_id, include=spec.include, exclude=spec.exclude,
+                            include_hidden=spec.include_hidden))
+    report.items_seen += len(refs)
+    catalog = load_catalog(log_)
+    plan = plan_changes(refs, catalog, source_id, retry_failed=request.retry_failed,
+                        delete_missing=request.delete_missing)
+    report.add_plan(plan)
+    if request.dry_run or plan.is_noop:
+        return
+    _ensure_store_collection(session, version)
+    if progress is not None:
+        total = len(plan.to_embed) + len(plan.reuse) + len(plan.metadata_changed) + len(plan.restat) + len(plan.deleted)
+        progress.start(total)
+    committer = Committer(settings.root, request.collection, version, log_, session.store,
+                          settings.shard_size, report.counts, progress)
+    PlanExecutor(plan, catalog, committer, session.embedder, settings.batch_size, settings.workers,
+                 settings.max_image_pixels).run()
 
 
 def index_source(
@@ -184,75 +203,91 @@ def index_source(
     progress: ProgressReporter | None = None,
     embedder: Embedder | None = None,
 ) -> IndexReport:
-    """Index every item of the source into the collection; failed items become rows, not errors."""
+    """Make the collection reflect the source; see the module docstring for the steps."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
     collection = validate_collection_name(request.collection)
-    refs = list(
-        crawl_local(
-            request.source,
-            source_id=request.source_id,
-            include=request.include,
-            exclude=request.exclude,
-            include_hidden=request.include_hidden,
-        )
-    )
-    lock = _ingest_lock(settings, collection)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as exc:
-        raise IndexBusyError(f"another ingest into collection {collection!r} is running (lock {lock.lock_file})") from exc
-    try:
-        if embedder is None:
-            embedder = load_embedder(model_for(request.model, settings, collection), settings.device)
-        store = open_store(settings)
+    source_id = request.resolved_source_id()
+    this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
+                             exclude=list(request.exclude), include_hidden=request.include_hidden)
+    explicit = _explicit_model(request, settings)
+    existing = read_state(settings.root).collections.get(collection)
+    spec = explicit or (ModelSpec(existing.current.model, existing.current.pretrained) if existing else None) \
+        or ModelSpec(settings.model, settings.pretrained)
+    if embedder is not None:
+        spec = embedder.spec
+        explicit = explicit or spec
+    lock = ingest_lock(settings, collection)
+    if not request.dry_run:
         try:
-            report = _run(refs, collection, embedder, store, settings, progress)
-        finally:
-            store.close()
+            lock.acquire(timeout=0)
+        except Timeout as exc:
+            raise IndexBusyError(f"another ingest into collection {collection!r} is running (lock {lock.lock_file})") from exc
+    session = _Session(settings, spec, embedder)
+    try:
+        if request.dry_run and existing is None:
+            report = IndexReport(collection, "(new collection)", dry_run=True)
+            crawled = list(crawl_local(request.source, source_id=source_id, include=request.include,
+                                       exclude=request.exclude, include_hidden=request.include_hidden))
+            report.items_seen = len(crawled)
+            report.add_plan(plan_changes(crawled, {}, source_id))
+            return report
+        version, migrating = _target_version(session, collection, explicit)
+        report = IndexReport(collection, version.embedder_id, dry_run=request.dry_run)
+        if not request.dry_run and _needs_replay(settings, collection, version):
+            report.replayed_shards = replay_unapplied(settings, session.store(), collection, version)
+        sources = {source_id: this_source}
+        if migrating:
+            recorded = read_state(settings.root).collections[collection].sources
+            sources = {**recorded, source_id: this_source}
+        for sid, spec_ in sources.items():
+            _index_one_source(session, request, Path(spec_.path), sid, spec_, version, report, progress)
+        if not request.dry_run:
+            if report.counts.shards_written:
+                session.store().optimize(version.physical_name)
+            report.seconds = time.perf_counter() - started
+            _record_run(settings, collection, source_id, this_source, report, started_at, version if migrating else None)
+            report.migrated_to = version.physical_name if migrating else None
         report.seconds = time.perf_counter() - started
-        _record_run(settings, collection, report, started_at)
         return report
     finally:
-        lock.release()
+        session.close()
+        if lock.is_locked:
+            lock.release()
 
 
-def _run(
-    refs: list[ItemRef],
-    collection: str,
-    embedder: Embedder,
-    store: VectorStore,
+def _record_run(
     settings: Settings,
-    progress: ProgressReporter | None,
-) -> IndexReport:
-    from .embed.images import embed_images  # noqa: PLC0415
-    from .embed.texts import embed_texts  # noqa: PLC0415
-
-    version = _ensure_version(settings, store, collection, embedder)
-    report = IndexReport(collection=collection, embedder_id=embedder.embedder_id, items_seen=len(refs))
-    if progress is not None:
-        progress.start(len(refs))
-    sink = _ShardSink(store, shard_log(settings, collection, version), version.physical_name, version.dim, report, progress)
-    images = [ref for ref in refs if ref.modality == "image"]
-    texts = [ref for ref in refs if ref.modality == "text"]
-    embedded_images = embed_images(
-        images, embedder, batch_size=settings.batch_size, workers=settings.workers, max_pixels=settings.max_image_pixels
-    )
-    for records, embeddings in _shard_groups(embedded_images, settings.shard_size):
-        sink.commit(records, embeddings)
-    for records, embeddings in _shard_groups(embed_texts(texts, embedder, batch_size=settings.batch_size), settings.shard_size):
-        sink.commit(records, embeddings)
-    return report
-
-
-def _record_run(settings: Settings, collection: str, report: IndexReport, started_at: datetime) -> None:
+    collection: str,
+    source_id: str,
+    source: SourceSpec,
+    report: IndexReport,
+    started_at: datetime,
+    completed_migration: CollectionVersion | None,
+) -> None:
+    counts = report.counts
     with edit_state(settings.root) as state:
-        state.collections[collection].last_run = RunSummary(
+        entry = state.collections[collection]
+        entry.sources[source_id] = source
+        if completed_migration is not None and entry.building is not None:
+            entry.previous = [old for old in entry.previous if old.physical_name != entry.building.physical_name]
+            entry.previous.append(entry.current)
+            entry.current, entry.building = entry.building, None
+        entry.last_run = RunSummary(
             started_at=started_at,
             seconds=report.seconds,
             items_seen=report.items_seen,
-            images=report.images,
-            text_chunks=report.text_chunks,
-            failed=report.failed,
-            points_upserted=report.points_upserted,
-            shards_written=report.shards_written,
+            new=report.plan.get("new", 0),
+            changed=report.plan.get("changed", 0),
+            renamed=report.plan.get("renamed", 0),
+            deleted=report.plan.get("deleted", 0),
+            unchanged=report.plan.get("unchanged", 0),
+            retried=report.plan.get("retried", 0),
+            embedded=len(counts.embedded_keys),
+            reused=counts.reused,
+            images=counts.images,
+            text_chunks=counts.text_chunks,
+            failed=counts.failed,
+            points_upserted=counts.points_upserted,
+            points_deleted=counts.points_deleted,
+            shards_written=counts.shards_written,
         )

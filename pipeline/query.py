@@ -1,44 +1,125 @@
-"""Searching a collection: embed the query with the collection's own model, filter, rank."""
+"""Searching a collection: embed the query parts with the collection's own model, fuse, filter, rank.
+
+Every query form goes through one path: the parts (texts, images, stored items, vectors) become
+unit vectors, ``fusion.fuse`` combines them (formula in ``pipeline/fusion.py``), and the store
+ranks by cosine similarity. Two shortcuts into Qdrant's own query API:
+
+* a query made only of stored items (``--like``, equal weights, no MMR) is Qdrant's recommend
+  API by point id — the server looks the vectors up and leaves the examples out;
+* ``mmr`` asks Qdrant's MMR to re-rank the nearest candidates for diversity.
+
+Stored items named in a query (``--like``/``--not-like``) are never returned as hits. Nothing
+loads the model unless a part needs embedding: more-like-this runs on stored vectors only.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..schemas.config import Settings
 from ..schemas.state import CollectionState
 from .embed.model import Embedder, ModelSpec, load_embedder
-from .errors import CollectionNotFoundError, ConfigError, SourceError
-from .index.filters import parse_where
+from .errors import CollectionNotFoundError, ConfigError, SchemaMismatchError, SourceError
+from .fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
+from .ids import point_id
+from .index.filters import PayloadFilter, parse_where
 from .index.open_store import open_store
+from .index.store import MmrParams, SearchHit, StoredPoint, VectorStore
 from .io.state_file import read_state
+
+SearchMethod = Literal["nearest", "recommend", "mmr"]
 
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
-    """A query as given on the command line: text and/or an image, filters, limit."""
+    """A query: parts (``text``/``image`` are shorthands for the first two), filters, limit, options.
+
+    ``mmr`` re-ranks for diversity; ``min_score`` drops hits whose cosine similarity to the
+    fused query is lower.
+    """
 
     collection: str
     text: str | None = None
     image: Path | None = None
     where: tuple[str, ...] = ()
     limit: int = 10
+    parts: tuple[QueryPart, ...] = ()
+    mmr: MmrParams | None = None
+    min_score: float | None = None
+
+    def all_parts(self) -> tuple[QueryPart, ...]:
+        """``text``, then ``image``, then ``parts``."""
+        shorthand: list[QueryPart] = []
+        if self.text:
+            shorthand.append(QueryPart.text(self.text))
+        if self.image is not None:
+            shorthand.append(QueryPart.image(self.image))
+        return (*shorthand, *self.parts)
 
 
 @dataclass(frozen=True, slots=True)
 class QueryHit:
-    """One result: the item key, its cosine similarity and its payload."""
+    """One result: the item key, its cosine similarity to the query, its payload, and why.
+
+    ``contributions`` has one term per query part; they add up to ``score`` (see ``fusion``).
+    """
 
     key: str
     score: float
     point_id: str
     payload: dict[str, Any]
+    contributions: tuple[Contribution, ...] = ()
+
+    @property
+    def modality(self) -> str:
+        """``image`` or ``text``."""
+        return str(self.payload.get("modality", ""))
+
+    @property
+    def text(self) -> str | None:
+        """A text chunk's text, or an image's caption."""
+        value = self.payload.get("text") or self.payload.get("caption")
+        return None if value is None else str(value)
+
+    @property
+    def labels(self) -> list[str]:
+        """Zero-shot labels stored by ``mmindex label`` (best first)."""
+        return [str(label) for label in self.payload.get("labels") or []]
 
     def as_json(self) -> dict[str, Any]:
-        return {"key": self.key, "score": self.score, "id": self.point_id, "payload": self.payload}
+        return {
+            "key": self.key,
+            "score": self.score,
+            "id": self.point_id,
+            "payload": self.payload,
+            "contributions": [term.as_json() for term in self.contributions],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Hits with the fused query that produced them and how the store was asked."""
+
+    query: SearchQuery
+    fused: FusedQuery
+    method: SearchMethod
+    hits: list[QueryHit] = field(default_factory=list)
+
+    def describe_query(self) -> str:
+        """The query in one line: ``text 'a dog' ×1 + image a.jpg ×0.5 − text 'blurry' ×0.5``."""
+        terms = []
+        for index, embedded in enumerate(self.fused.parts):
+            part = embedded.part
+            sign = ("− " if part.negative else "+ ") if index else ("−" if part.negative else "")
+            label = part.describe().removeprefix("not ")
+            terms.append(f"{sign}{label} ×{part.effective_weight:g}")
+        return " ".join(terms)
 
 
 def collection_state(settings: Settings, collection: str) -> CollectionState:
@@ -56,6 +137,16 @@ def embedder_for(settings: Settings, collection: CollectionState) -> Embedder:
     return load_embedder(ModelSpec(collection.current.model, collection.current.pretrained), settings.device)
 
 
+def check_embedder(embedder: Embedder, collection: CollectionState) -> Embedder:
+    """``embedder`` if it is the collection's own, else ``ConfigError``."""
+    if embedder.embedder_id != collection.current.embedder_id:
+        raise ConfigError(
+            f"collection {collection.name!r} was built with {collection.current.embedder_id}, "
+            f"not {embedder.embedder_id}"
+        )
+    return embedder
+
+
 def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
     """Embed a query image with exactly the decoding and preprocessing used at ingest."""
     from .embed.decode import decode_image  # noqa: PLC0415
@@ -69,37 +160,162 @@ def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.nd
 
 
 def query_vector(embedder: Embedder, query: SearchQuery, max_pixels: int) -> np.ndarray:
-    """The query's vector: the text's, the image's, or their normalized mean when both are given."""
-    parts: list[np.ndarray] = []
-    if query.text:
-        parts.append(embedder.encode_texts([query.text])[0])
-    if query.image is not None:
-        parts.append(image_query_vector(embedder, query.image, max_pixels))
+    """The fused vector of a query without stored items (texts, images, vectors)."""
+    parts = query.all_parts()
+    if any(part.kind == "like" for part in parts):
+        raise ConfigError("--like needs the collection's store: use search()")
+    return fuse(embed_parts(parts, embedder, max_pixels, embedder.dim, {})).vector
+
+
+def parts_from_flags(
+    texts: Sequence[str] = (),
+    images: Sequence[Path] = (),
+    likes: Sequence[str] = (),
+    not_texts: Sequence[str] = (),
+    not_images: Sequence[Path] = (),
+    not_likes: Sequence[str] = (),
+    weights: Sequence[float] | None = None,
+) -> tuple[QueryPart, ...]:
+    """Query parts in the documented order — texts, images, likes, then the negatives in the same
+    order — with ``weights`` (one per part, in that order) applied when given."""
+    parts = [
+        *(QueryPart.text(text) for text in texts),
+        *(QueryPart.image(path) for path in images),
+        *(QueryPart.like(ref) for ref in likes),
+        *(QueryPart.text(text, negative=True) for text in not_texts),
+        *(QueryPart.image(path, negative=True) for path in not_images),
+        *(QueryPart.like(ref, negative=True) for ref in not_likes),
+    ]
+    return with_weights(parts, weights)
+
+
+def _candidate_ids(ref: str) -> list[str]:
+    """Point ids ``ref`` may name: a point id itself, an item key, or an indexed local file."""
+    candidates: list[str] = []
+    try:
+        candidates.append(str(uuid.UUID(ref)))
+    except ValueError:
+        pass
+    candidates.append(point_id(ref))
+    path = Path(ref).expanduser()
+    if path.exists():
+        candidates.append(point_id(path.resolve().as_posix()))
+    return list(dict.fromkeys(candidates))
+
+
+def resolve_items(store: VectorStore, collection: CollectionState, refs: Sequence[str]) -> dict[str, StoredPoint]:
+    """The stored point (with its vector) of each reference; ``ConfigError`` for an unknown one."""
+    wanted = {ref: _candidate_ids(ref) for ref in dict.fromkeys(refs)}
+    every_id = [candidate for candidates in wanted.values() for candidate in candidates]
+    found = {p.id: p for p in store.retrieve(collection.current.physical_name, every_id, with_vectors=True)}
+    resolved: dict[str, StoredPoint] = {}
+    for ref, candidates in wanted.items():
+        match = next((found[candidate] for candidate in candidates if candidate in found), None)
+        if match is None or match.vector is None:
+            raise ConfigError(f"no item {ref!r} (item key, point id or indexed file) in collection {collection.name!r}")
+        resolved[ref] = match
+    return resolved
+
+
+def embed_parts(
+    parts: Sequence[QueryPart],
+    embedder: Embedder | None,
+    max_pixels: int,
+    dim: int,
+    stored: dict[str, StoredPoint],
+) -> list[EmbeddedPart]:
+    """Unit vectors of the parts, in order; texts are embedded in one batch."""
+    texts = [str(part.value) for part in parts if part.kind == "text"]
+    needs_model = bool(texts) or any(part.kind == "image" for part in parts)
+    if needs_model and embedder is None:
+        raise ConfigError("embedding a query text or image needs the collection's model")
+    text_vectors = iter(embedder.encode_texts(texts) if texts and embedder is not None else [])
+    embedded: list[EmbeddedPart] = []
+    for part in parts:
+        if part.kind == "text":
+            embedded.append(EmbeddedPart(part, unit(next(text_vectors), part.describe())))
+        elif part.kind == "image" and embedder is not None:
+            vector = image_query_vector(embedder, Path(part.value), max_pixels)  # type: ignore[arg-type]
+            embedded.append(EmbeddedPart(part, unit(vector, part.describe())))
+        elif part.kind == "vector":
+            vector = np.asarray(part.value, dtype=np.float32).reshape(-1)
+            if vector.shape != (dim,):
+                raise SchemaMismatchError(f"query vector has {vector.size} dimensions, the collection {dim}")
+            embedded.append(EmbeddedPart(part, unit(vector, part.describe())))
+        else:
+            point = stored[str(part.value)]
+            embedded.append(EmbeddedPart(part, unit(point.vector, part.describe()), point.id))  # type: ignore[arg-type]
+    return embedded
+
+
+def validate_query(query: SearchQuery) -> tuple[tuple[QueryPart, ...], PayloadFilter]:
+    """Check everything that needs no model or store: limit, threshold, parts, filters."""
+    if query.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    if query.min_score is not None and not -1.0 <= query.min_score <= 1.0:
+        raise ConfigError(f"--min-score must be between -1 and 1 (cosine similarity), got {query.min_score}")
+    parts = query.all_parts()
     if not parts:
-        raise ConfigError("give a query text, --image PATH, or both")
-    combined = np.mean(parts, axis=0)
-    return (combined / np.linalg.norm(combined)).astype(np.float32)
+        raise ConfigError("give a query text, --image PATH or --like KEY")
+    if all(part.negative for part in parts):
+        raise ConfigError("a query needs at least one positive part, not only negative ones")
+    return parts, parse_where(query.where)
+
+
+def _is_plain_recommend(fused: FusedQuery, query: SearchQuery) -> bool:
+    """Only positive stored items with equal weights: Qdrant's recommend computes the same vector."""
+    parts = [embedded.part for embedded in fused.parts]
+    return (
+        query.mmr is None
+        and all(part.kind == "like" and not part.negative for part in parts)
+        and len({part.effective_weight for part in parts}) == 1
+    )
+
+
+def run_search(
+    query: SearchQuery,
+    settings: Settings,
+    store: VectorStore,
+    collection: CollectionState,
+    get_embedder: Callable[[], Embedder],
+) -> SearchResult:
+    """Run a query on an open store; ``get_embedder`` is called only if a part needs the model."""
+    parts, payload_filter = validate_query(query)
+    physical = collection.current.physical_name
+    likes = [str(part.value) for part in parts if part.kind == "like"]
+    stored = resolve_items(store, collection, likes) if likes else {}
+    needs_model = any(part.kind in ("text", "image") for part in parts)
+    embedder = check_embedder(get_embedder(), collection) if needs_model else None
+    fused = fuse(embed_parts(parts, embedder, settings.max_image_pixels, collection.current.dim, stored))
+    filter_or_none = payload_filter or None
+    method: SearchMethod
+    if _is_plain_recommend(fused, query):
+        method = "recommend"
+        found = store.recommend(physical, list(fused.example_ids), query.limit, filter_or_none, with_vectors=True,
+                                score_threshold=query.min_score)
+    else:
+        method = "nearest" if query.mmr is None else "mmr"
+        found = store.search(physical, fused.vector, query.limit, filter_or_none, with_vectors=True,
+                             score_threshold=query.min_score, exclude_ids=fused.example_ids, mmr=query.mmr)
+    return SearchResult(query, fused, method, [_hit(hit, fused) for hit in found])
+
+
+def _hit(hit: SearchHit, fused: FusedQuery) -> QueryHit:
+    terms = fused.contributions(hit.vector) if hit.vector is not None else ()
+    return QueryHit(str(hit.payload.get("key", "")), float(hit.score), hit.id, hit.payload, terms)
+
+
+def search_result(query: SearchQuery, settings: Settings, embedder: Embedder | None = None) -> SearchResult:
+    """Run a query against a collection; filters and parts are validated before any model is loaded."""
+    validate_query(query)
+    collection = collection_state(settings, query.collection)
+    store = open_store(settings)
+    try:
+        return run_search(query, settings, store, collection, lambda: embedder or embedder_for(settings, collection))
+    finally:
+        store.close()
 
 
 def search(query: SearchQuery, settings: Settings, embedder: Embedder | None = None) -> list[QueryHit]:
-    """Run a query against a collection; filters are validated before any model is loaded."""
-    if query.limit < 1:
-        raise ConfigError("--limit must be at least 1")
-    payload_filter = parse_where(query.where)
-    collection = collection_state(settings, query.collection)
-    if not query.text and query.image is None:
-        raise ConfigError("give a query text, --image PATH, or both")
-    if embedder is None:
-        embedder = embedder_for(settings, collection)
-    if embedder.embedder_id != collection.current.embedder_id:
-        raise ConfigError(
-            f"collection {query.collection!r} was built with {collection.current.embedder_id}, "
-            f"not {embedder.embedder_id}"
-        )
-    vector = query_vector(embedder, query, settings.max_image_pixels)
-    store = open_store(settings)
-    try:
-        hits = store.search(collection.current.physical_name, vector, query.limit, payload_filter or None)
-    finally:
-        store.close()
-    return [QueryHit(str(hit.payload.get("key", "")), float(hit.score), hit.id, hit.payload) for hit in hits]
+    """The hits of ``search_result`` (best first)."""
+    return search_result(query, settings, embedder).hits

@@ -23,6 +23,8 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 Device = Literal["auto", "cpu", "cuda"]
+# auto: fp16 autocast on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32 (pipeline/embed/precision.py).
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 def default_root() -> Path:
@@ -47,6 +49,7 @@ class Settings(BaseSettings):
     model: str = DEFAULT_MODEL
     pretrained: str | None = DEFAULT_PRETRAINED
     device: Device = "auto"
+    precision: Precision = "auto"
     batch_size: int = Field(default=64, ge=1, le=4096)
     workers: int | None = Field(default=None, ge=0, le=64)
     shard_size: int = Field(default=1024, ge=1, le=65536)

@@ -2,7 +2,9 @@
 
 Every shard file under ``<root>/shards/`` is a Parquet file with exactly this schema (plus the
 embedding width, which depends on the model). Failed items are rows too: ``status="failed"``,
-``error`` says why, ``embedding`` is null.
+``error`` says why, ``embedding`` is null. Deleted items (and chunks a document no longer has)
+are tombstone rows with ``status="deleted"``. A row's item is its ``doc_key`` (documents) or its
+``key`` (images); a shard holds the complete new state of every item it mentions.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 
 Modality = Literal["image", "text"]
-Status = Literal["ok", "failed"]
+Status = Literal["ok", "failed", "deleted"]
 STATUS_OK: Status = "ok"
 STATUS_FAILED: Status = "failed"
+# A tombstone: the item (or one chunk of a document) is gone; its point must not exist.
+STATUS_DELETED: Status = "deleted"
 
 
 @dataclass(slots=True)
@@ -48,6 +52,7 @@ class ItemRecord:
     char_end: int | None = None
     caption: str | None = None
     metadata_json: str | None = None
+    sidecar_sig: str | None = None
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -74,6 +79,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "char_end": pa.int32(),
     "caption": pa.string(),
     "metadata_json": pa.string(),
+    "sidecar_sig": pa.string(),
 }
 _NOT_NULL = {"key", "point_id", "source_id", "modality", "uri", "path", "ext", "embedder_id", "status"}
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord))

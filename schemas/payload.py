@@ -39,7 +39,12 @@ INDEXED_FIELDS: dict[str, FieldType] = {
     "bytes": FieldType.INTEGER,
     "chunk_index": FieldType.INTEGER,
     "mtime": FieldType.FLOAT,
+    # Zero-shot labels (``mmindex label``): a list of keywords; ``labels=cat`` matches any element.
+    "labels": FieldType.KEYWORD,
 }
+
+LABELS_FIELD = "labels"
+LABEL_SCORES_FIELD = "label_scores"
 
 
 class PointPayload(BaseModel):
@@ -67,6 +72,10 @@ class PointPayload(BaseModel):
     char_end: int | None = None
     caption: str | None = None
     meta: dict[str, Any] | None = None
+    # Set by ``mmindex label`` on images, not by ingest: the labels that passed the threshold,
+    # best first, and their scores (``--where label_scores.cat>=0.8`` filters on them too).
+    labels: list[str] | None = None
+    label_scores: dict[str, float] | None = None
 
     @classmethod
     def from_record(cls, record: ItemRecord) -> PointPayload:

@@ -13,15 +13,25 @@ class RunSummary(BaseModel):
     started_at: datetime
     seconds: float
     items_seen: int
-    images: int
-    text_chunks: int
-    failed: int
-    points_upserted: int
-    shards_written: int
+    new: int = 0
+    changed: int = 0
+    renamed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    retried: int = 0
+    embedded: int = 0
+    reused: int = 0
+    images: int = 0
+    text_chunks: int = 0
+    failed: int = 0
+    points_upserted: int = 0
+    points_deleted: int = 0
+    shards_written: int = 0
+    dry_run: bool = False
 
 
 class CollectionVersion(BaseModel):
-    """One physical Qdrant collection built with one embedder."""
+    """One physical Qdrant collection built with one embedder, and its shard log."""
 
     physical_name: str
     embedder_id: str
@@ -29,6 +39,17 @@ class CollectionVersion(BaseModel):
     pretrained: str | None
     dim: int
     created_at: datetime
+    # Shards with seq <= applied_through are known to be in Qdrant; later ones are replayed.
+    applied_through: int = 0
+
+
+class SourceSpec(BaseModel):
+    """A source indexed into a collection, remembered so a migration can re-crawl it."""
+
+    path: str
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    include_hidden: bool = False
 
 
 class CollectionState(BaseModel):
@@ -36,7 +57,15 @@ class CollectionState(BaseModel):
 
     name: str
     current: CollectionVersion
+    building: CollectionVersion | None = None
+    previous: list[CollectionVersion] = Field(default_factory=list)
+    sources: dict[str, SourceSpec] = Field(default_factory=dict)
     last_run: RunSummary | None = None
+
+    def version(self, physical_name: str) -> CollectionVersion | None:
+        """Any version of this collection by physical name."""
+        candidates = [self.current, *([self.building] if self.building else []), *self.previous]
+        return next((version for version in candidates if version.physical_name == physical_name), None)
 
 
 class IndexState(BaseModel):

@@ -125,17 +125,27 @@ def test_user_errors_are_one_line(indexed: dict[str, object], args: list[str], m
     assert len(stderr.strip().splitlines()) == 1
 
 
-def test_model_mismatch_is_refused(indexed: dict[str, object], tiny_checkpoint: Path, tiny_model_config: str) -> None:
-    """Same architecture, other weights file name -> same sha -> same embedder; a different model is refused."""
-    other = tiny_checkpoint.parent / "other.pt"
+def test_another_model_builds_a_new_version_and_switches(
+    indexed: dict[str, object], tiny_checkpoint: Path, tiny_model_config: str
+) -> None:
+    """Indexing with other weights is a migration: a new version is built, then the name switches."""
     import torch
 
+    other = tiny_checkpoint.parent / "other-weights.pt"
     state = torch.load(tiny_checkpoint)
     state["logit_scale"] = state["logit_scale"] + 1.0
     torch.save(state, other)
-    code, _, stderr = run(
+    before = json.loads(run("info", "--json", *indexed["flags"])[1])["collections"][0]  # type: ignore[misc]
+    code, stdout, stderr = run(
         "index", str(indexed["corpus"]), "-c", "photos", "--model", tiny_model_config, "--pretrained", str(other),
-        "--workers", "0", *indexed["flags"],  # type: ignore[misc]
+        "--workers", "0", "--json", *indexed["flags"],  # type: ignore[misc]
     )
-    assert code != 0
-    assert "was built with" in stderr and "Traceback" not in stderr
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["migrated_to"] and report["migrated_to"] != before["physical_name"]
+    after = json.loads(run("info", "--json", *indexed["flags"])[1])["collections"][0]  # type: ignore[misc]
+    assert after["physical_name"] == report["migrated_to"]
+    assert after["points"] == before["points"]
+    listed = json.loads(run("versions", "-c", "photos", "--json", *indexed["flags"])[1])  # type: ignore[misc]
+    assert [entry["role"] for entry in listed] == ["current", "previous"]
+    assert listed[1]["physical_name"] == before["physical_name"] and listed[1]["points"] == before["points"]

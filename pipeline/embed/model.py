@@ -1,8 +1,9 @@
 """One factory for embedders: ``load_embedder(spec)`` (the open_clip habit, see STYLE.md).
 
 An ``Embedder`` turns preprocessed image tensors and texts into L2-normalized float32 vectors
-in one shared space. Device is picked automatically (CUDA when present); on CUDA the forward
-pass runs under fp16 autocast.
+in one shared space. Device is picked automatically (CUDA when present). Precision ``auto`` is
+fp16 autocast on CUDA, bf16 weights on CPUs with AMX / AVX-512 BF16, else fp32 (see
+``precision.py``; precision is not part of the embedder id).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ModelUnavailableError
-from .weights import LOCAL_DIR_PREFIX, ResolvedWeights, resolve_weights
+from ..errors import ConfigError, ModelUnavailableError
+from .identity import LOCAL_DIR_PREFIX, PREPROCESS_VERSION, embedder_id
+from .precision import Precision, ResolvedPrecision, resolve_precision
+from .weights import ResolvedWeights, resolve_weights
 
 if TYPE_CHECKING:
     import torch
@@ -25,10 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Bump when decoding/preprocessing changes in a way that changes embeddings.
-PREPROCESS_VERSION = 1
-
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+__all__ = ["PREPROCESS_VERSION", "Embedder", "ModelSpec", "Precision", "load_embedder", "resolve_device"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +56,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
-    import torch  # noqa: PLC0415
-
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16" or device.type == "cuda":
-        return torch.float16
-    return None
-
-
 class Embedder:
     """A loaded open_clip model with its preprocessing and tokenizer."""
 
@@ -79,7 +67,7 @@ class Embedder:
         preprocess: Callable[[Image.Image], torch.Tensor],
         tokenizer: Any,
         device: torch.device,
-        precision: Precision,
+        precision: Precision | ResolvedPrecision,
     ) -> None:
         self.spec = spec
         self.weights = weights
@@ -87,15 +75,20 @@ class Embedder:
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = device
-        self.autocast_dtype = _autocast_dtype(device, precision)
+        resolved = precision if isinstance(precision, ResolvedPrecision) else resolve_precision(precision, device.type)
+        self.precision = resolved
+        self.autocast_dtype = resolved.dtype() if resolved.mode == "autocast" else None
+        # CPU bf16/fp16: the weights are cast once (a no-op when already cast), inputs follow them.
+        self.input_dtype = resolved.dtype() if resolved.mode == "weights" else None
+        if self.input_dtype is not None:
+            model.to(self.input_dtype)
         self.dim = int(self._output_dim())
         self.context_length = int(getattr(tokenizer, "context_length", 77))
 
     @property
     def embedder_id(self) -> str:
         """Names the embedding space: architecture, weights, preprocessing version."""
-        arch = "local-dir" if self.spec.name.startswith(LOCAL_DIR_PREFIX) else self.spec.name
-        return f"{arch}@{self.weights.weights_id}+pp{PREPROCESS_VERSION}"
+        return embedder_id(self.spec.name, self.weights.weights_id)
 
     def _output_dim(self) -> int:
         projection = getattr(self.model, "text_projection", None)
@@ -123,7 +116,7 @@ class Embedder:
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._inference():
-            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+            features = self.model.encode_image(pixels.to(self.device, dtype=self.input_dtype, non_blocking=True))
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
 
@@ -148,10 +141,18 @@ class Embedder:
 
 
 def load_embedder(spec: ModelSpec, device: str = "auto", precision: Precision = "auto") -> Embedder:
-    """Build the embedder every caller uses (CLI, flows, benchmarks, tests)."""
+    """Build the embedder every caller uses (CLI, flows, benchmarks, tests).
+
+    ``precision``: ``auto`` (fp16 on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32),
+    ``fp32``, ``bf16`` or ``fp16``; see ``precision.py``. No warm-up pass is run.
+    """
     started = time.perf_counter()
     weights = resolve_weights(spec.name, spec.pretrained)
     torch_device = resolve_device(device)
+    try:
+        resolved = resolve_precision(precision, torch_device.type)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     import open_clip  # noqa: PLC0415
 
     overrides: dict[str, Any] = {}
@@ -178,6 +179,7 @@ def load_embedder(spec: ModelSpec, device: str = "auto", precision: Precision = 
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(f"cannot load model {spec.describe()}: {first_line[:300]}") from exc
     model.eval()
-    embedder = Embedder(spec, weights, model, preprocess, tokenizer, torch_device, precision)
-    log.info("loaded %s on %s in %.1fs", embedder.embedder_id, torch_device, time.perf_counter() - started)
+    embedder = Embedder(spec, weights, model, preprocess, tokenizer, torch_device, resolved)
+    log.info("loaded %s on %s (%s) in %.1fs", embedder.embedder_id, torch_device, resolved.name,
+             time.perf_counter() - started)
     return embedder

@@ -6,11 +6,12 @@ All chunks of a document are yielded together, so a document never straddles two
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ...schemas.items import ItemRecord
+from ...schemas.items import STATUS_OK, ItemRecord
 from ..chunking import chunk_text
 from ..errors import DecodeError
 from ..ids import chunk_key, point_id
@@ -55,17 +56,46 @@ def document_records(ref: ItemRef, embedder: Embedder) -> list[ItemRecord]:
     return records
 
 
+@dataclass(slots=True)
+class TextEmbedStats:
+    """How many chunk vectors the model computed and how many were reused unchanged."""
+
+    encoded: int = 0
+    reused: int = 0
+
+
 def embed_texts(
-    refs: Sequence[ItemRef], embedder: Embedder, *, batch_size: int
+    refs: Sequence[ItemRef],
+    embedder: Embedder,
+    *,
+    batch_size: int,
+    known_vectors: Mapping[str, np.ndarray] | None = None,
+    stats: TextEmbedStats | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
-    """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks)."""
+    """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks).
+
+    A chunk whose exact text has a vector in ``known_vectors`` (the stored chunks of edited
+    documents) reuses it: the model is deterministic, so only chunks whose text changed are
+    embedded again.
+    """
+    known = known_vectors or {}
+    counts = stats if stats is not None else TextEmbedStats()
     pending: list[ItemRecord] = []
 
     def flush() -> tuple[list[ItemRecord], np.ndarray]:
         embeddings = np.zeros((len(pending), embedder.dim), dtype=np.float32)
-        rows = [row for row, record in enumerate(pending) if record.status == "ok"]
-        if rows:
-            embeddings[rows] = embedder.encode_texts([pending[row].text or "" for row in rows], batch_size)
+        to_encode: list[int] = []
+        for row, record in enumerate(pending):
+            if record.status != STATUS_OK:
+                continue
+            if record.text in known:
+                embeddings[row] = known[record.text]
+                counts.reused += 1
+            else:
+                to_encode.append(row)
+        if to_encode:
+            embeddings[to_encode] = embedder.encode_texts([pending[row].text or "" for row in to_encode], batch_size)
+            counts.encoded += len(to_encode)
         return list(pending), embeddings
 
     for ref in refs:

@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 from platformdirs import user_cache_path
 
 from ..errors import ModelUnavailableError
+from .identity import LOCAL_DIR_PREFIX
 
 log = logging.getLogger(__name__)
 
-LOCAL_DIR_PREFIX = "local-dir:"
 NETWORK_PROBE_SECONDS = 3.0
 _HASH_CHUNK = 1 << 22
 

@@ -15,11 +15,14 @@ Qdrant matches only strings and integers exactly, so a float value becomes the r
 ``[v, v]``. An integer value on a field that is not indexed (``meta.*`` sidecar fields, whose
 type is unknown) also matches its string form, so ``meta.year=2020`` finds ``2020`` and
 ``"2020"``.
+
+``exclude_ids`` adds "the point id is none of these" (``must_not`` + ``has_id``): how a
+more-like-this query leaves out its own examples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ...schemas.payload import INDEXED_FIELDS, FieldType
@@ -43,6 +46,9 @@ class FilterBuilders(Protocol):
 
     def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any:
         """``key`` is a number within the bounds."""
+
+    def has_id(self, ids: list[str]) -> Any:
+        """The point id is one of ``ids``."""
 
 
 def _values(condition: Condition) -> tuple[Scalar, ...]:
@@ -91,13 +97,15 @@ def translate_filter(
     payload_filter: PayloadFilter | None,
     builders: FilterBuilders,
     field_types: Mapping[str, FieldType] = INDEXED_FIELDS,
+    exclude_ids: Sequence[str] = (),
 ) -> Any | None:
-    """The backend filter for ``payload_filter``, or ``None`` when there is nothing to filter."""
-    if not payload_filter:
+    """The backend filter for ``payload_filter`` without ``exclude_ids``; ``None``: nothing to filter."""
+    if not payload_filter and not exclude_ids:
         return None
     must: list[Any] = []
-    must_not: list[Any] = []
-    for condition in payload_filter.conditions:
+    must_not: list[Any] = [builders.has_id(list(dict.fromkeys(exclude_ids)))] if exclude_ids else []
+    conditions = payload_filter.conditions if payload_filter else ()
+    for condition in conditions:
         if condition.op not in _MATCH_OPS:
             must.append(_range(builders, condition))
             continue

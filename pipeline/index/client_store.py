@@ -21,10 +21,20 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from ...schemas.payload import FieldType
-from ..errors import CollectionNotFoundError, MmindexError, SchemaMismatchError, StoreUnavailableError
+from ..errors import CollectionNotFoundError, ConfigError, MmindexError, SchemaMismatchError, StoreUnavailableError
 from ._filter_translate import translate_filter
 from .filters import PayloadFilter
-from .store import UPSERT_BATCH, CollectionSpec, PointRecord, SearchHit, StoredPoint
+from .store import (
+    SCROLL_PAGE,
+    UPSERT_BATCH,
+    CollectionSpec,
+    MmrParams,
+    PayloadUpdate,
+    PointRecord,
+    ScrollPage,
+    SearchHit,
+    StoredPoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +62,16 @@ class _ClientFilterBuilders:
     def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any:
         return models.FieldCondition(key=key, range=models.Range(gte=gte, gt=gt, lte=lte, lt=lt))
 
+    def has_id(self, ids: list[str]) -> Any:
+        return models.HasIdCondition(has_id=ids)
+
 
 _BUILDERS = _ClientFilterBuilders()
 
 
-def client_filter(payload_filter: PayloadFilter | None) -> models.Filter | None:
-    """The qdrant-client filter of a ``PayloadFilter`` (``None`` for no filter)."""
-    return translate_filter(payload_filter, _BUILDERS)
+def client_filter(payload_filter: PayloadFilter | None, exclude_ids: Sequence[str] = ()) -> models.Filter | None:
+    """The qdrant-client filter of a ``PayloadFilter`` minus ``exclude_ids`` (``None`` for no filter)."""
+    return translate_filter(payload_filter, _BUILDERS, exclude_ids=exclude_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,19 +256,44 @@ class ClientStore:
         limit: int,
         payload_filter: PayloadFilter | None = None,
         with_vectors: bool = False,
+        *,
+        score_threshold: float | None = None,
+        exclude_ids: Sequence[str] = (),
+        mmr: MmrParams | None = None,
     ) -> list[SearchHit]:
-        """Nearest points by cosine similarity (higher is closer), best first, filtered."""
+        """Nearest points by cosine similarity (higher is closer), best first, filtered.
+
+        With ``mmr`` the query is a ``NearestQuery`` with Qdrant's MMR: MMR's order, cosine scores.
+        """
         info = self._vector_info(name)
         query = _as_vector(vector, info, name)
         if limit <= 0:
             return []
+        scoring: Any = query
+        if mmr is not None:
+            diversify = models.Mmr(diversity=mmr.diversity, candidates_limit=max(mmr.candidates, limit))
+            scoring = models.NearestQuery(nearest=query, mmr=diversify)
+        return self._query(name, info, scoring, limit, client_filter(payload_filter, exclude_ids),
+                           with_vectors, score_threshold)
+
+    def _query(
+        self,
+        name: str,
+        info: _VectorInfo,
+        scoring: Any,
+        limit: int,
+        point_filter: models.Filter | None,
+        with_vectors: bool,
+        score_threshold: float | None,
+    ) -> list[SearchHit]:
         with self._calling(name, "search"):
             response = self.client.query_points(
                 name,
-                query=query,
+                query=scoring,
                 using=info.name,
-                query_filter=client_filter(payload_filter),
+                query_filter=point_filter,
                 limit=limit,
+                score_threshold=score_threshold,
                 with_payload=True,
                 with_vectors=[info.name] if with_vectors else False,
             )
@@ -268,6 +306,45 @@ class ClientStore:
             )
             for point in response.points
         ]
+
+    def recommend(
+        self,
+        name: str,
+        positive_ids: Sequence[str],
+        limit: int,
+        payload_filter: PayloadFilter | None = None,
+        with_vectors: bool = False,
+        *,
+        negative_ids: Sequence[str] = (),
+        score_threshold: float | None = None,
+    ) -> list[SearchHit]:
+        """Points like the stored examples: Qdrant's recommend API by id (``average_vector``).
+
+        The server looks the examples up and leaves them out of the answer.
+        """
+        if not positive_ids:
+            raise ConfigError("recommend needs at least one positive example")
+        info = self._vector_info(name)
+        positive = [_canonical_id(point_id) for point_id in positive_ids]
+        negative = [_canonical_id(point_id) for point_id in negative_ids]
+        self._require_points(name, [*positive, *negative])
+        if limit <= 0:
+            return []
+        scoring = models.RecommendQuery(
+            recommend=models.RecommendInput(
+                positive=positive, negative=negative or None, strategy=models.RecommendStrategy.AVERAGE_VECTOR
+            )
+        )
+        return self._query(name, info, scoring, limit, client_filter(payload_filter), with_vectors, score_threshold)
+
+    def _require_points(self, name: str, ids: list[str]) -> None:
+        """``ConfigError`` naming the first id that is not stored (the server's error is a 404/500 blob)."""
+        with self._calling(name, "retrieve from"):
+            found = {str(record.id) for record in self.client.retrieve(name, ids=list(dict.fromkeys(ids)),
+                                                                       with_payload=False, with_vectors=False)}
+        missing = [point_id for point_id in ids if point_id not in found]
+        if missing:
+            raise ConfigError(f"no point {missing[0]} in collection {name!r} to recommend from")
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         """Points by id, in the order asked (missing ids are left out)."""
@@ -294,6 +371,66 @@ class ClientStore:
         """Exact number of points matching the filter."""
         with self._calling(name, "count"):
             return int(self.client.count(name, count_filter=client_filter(payload_filter), exact=True).count)
+
+    def scroll(
+        self,
+        name: str,
+        payload_filter: PayloadFilter | None = None,
+        limit: int = SCROLL_PAGE,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> ScrollPage:
+        """One page of the points matching the filter, in id order, from ``offset`` on."""
+        info = self._vector_info(name)
+        with self._calling(name, "scroll"):
+            records, next_offset = self.client.scroll(
+                name,
+                scroll_filter=client_filter(payload_filter),
+                limit=limit,
+                offset=None if offset is None else _canonical_id(offset),
+                with_payload=True,
+                with_vectors=[info.name] if with_vectors else False,
+            )
+        points = [
+            StoredPoint(
+                id=str(record.id),
+                payload=dict(record.payload or {}),
+                vector=_read_vector(record.vector, info.name) if with_vectors else None,
+            )
+            for record in records
+        ]
+        return ScrollPage(points, None if next_offset is None else str(next_offset))
+
+    def set_payload(self, name: str, updates: Sequence[PayloadUpdate]) -> None:
+        """Set payload keys point by point, ``UPSERT_BATCH`` updates per request; unknown ids are ignored.
+
+        Each update selects its point with a ``has_id`` filter rather than by id, so a point
+        deleted meanwhile is skipped instead of failing the whole batch (as on the edge backend).
+        """
+        for start in range(0, len(updates), UPSERT_BATCH):
+            operations = [
+                models.SetPayloadOperation(
+                    set_payload=models.SetPayload(
+                        payload=update.payload,
+                        filter=models.Filter(must=[models.HasIdCondition(has_id=[_canonical_id(update.id)])]),
+                    )
+                )
+                for update in updates[start : start + UPSERT_BATCH]
+            ]
+            with self._calling(name, "set payload in"):
+                self.client.batch_update_points(name, update_operations=operations, wait=True)
+
+    def create_field_index(self, name: str, field_name: str, kind: FieldType) -> None:
+        """Index a payload field of an existing collection (Qdrant accepts a repeated request)."""
+        with self._calling(name, "index a field of"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING, category=UserWarning)
+            self.client.create_payload_index(name, field_name, _SCHEMA_TYPES[kind], wait=True)
+
+    def optimize(self, name: str) -> bool:
+        """A Qdrant server optimizes in the background by itself; nothing to do but check the name."""
+        if not self.collection_exists(name):
+            raise CollectionNotFoundError(f"collection {name!r} not found in Qdrant at {self.location}")
+        return False
 
     def close(self) -> None:
         """Close the client (releases a local folder's lock)."""

@@ -46,7 +46,18 @@ from ..errors import (
 )
 from ._filter_translate import translate_filter
 from .filters import PayloadFilter
-from .store import UPSERT_BATCH, CollectionSpec, PointRecord, SearchHit, StoredPoint
+from .store import (
+    SCROLL_PAGE,
+    UPSERT_BATCH,
+    CollectionSpec,
+    MmrParams,
+    PayloadUpdate,
+    PointRecord,
+    ScrollPage,
+    SearchHit,
+    StoredPoint,
+    average_vector,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +88,16 @@ class _EdgeFilterBuilders:
     def range(self, key: str, gte: float | None, gt: float | None, lte: float | None, lt: float | None) -> Any:
         return qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, gt=gt, lte=lte, lt=lt))
 
+    def has_id(self, ids: list[str]) -> Any:
+        return qe.HasIdCondition(set(ids))
+
 
 _BUILDERS = _EdgeFilterBuilders()
 
 
-def edge_filter(payload_filter: PayloadFilter | None) -> qe.Filter | None:
-    """The qdrant-edge filter of a ``PayloadFilter`` (``None`` for no filter)."""
-    return translate_filter(payload_filter, _BUILDERS)
+def edge_filter(payload_filter: PayloadFilter | None, exclude_ids: Sequence[str] = ()) -> qe.Filter | None:
+    """The qdrant-edge filter of a ``PayloadFilter`` minus ``exclude_ids`` (``None`` for no filter)."""
+    return translate_filter(payload_filter, _BUILDERS, exclude_ids=exclude_ids)
 
 
 def _spec_to_json(spec: CollectionSpec) -> dict[str, Any]:
@@ -343,20 +357,47 @@ class EdgeStore:
         limit: int,
         payload_filter: PayloadFilter | None = None,
         with_vectors: bool = False,
+        *,
+        score_threshold: float | None = None,
+        exclude_ids: Sequence[str] = (),
+        mmr: MmrParams | None = None,
     ) -> list[SearchHit]:
-        """Nearest points by cosine similarity (higher is closer), best first, filtered."""
+        """Nearest points by cosine similarity (higher is closer), best first, filtered.
+
+        With ``mmr`` the order is qdrant-edge's MMR (``lambda = 1 - diversity``) and the scores
+        stay the cosine similarity to ``vector``, as on a Qdrant server.
+        """
         with self._open_shard(name) as (shard, spec):
             query = _as_vector(vector, spec, name)
             if limit <= 0:
                 return []
-            request = qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(query, using=spec.vector_name),
-                filter=edge_filter(payload_filter),
-                with_payload=True,
-                with_vector=[spec.vector_name] if with_vectors else False,
-            )
-            scored = shard.query(request)
+            return self._nearest(shard, spec, query, limit, edge_filter(payload_filter, exclude_ids),
+                                 with_vectors, score_threshold, mmr)
+
+    @staticmethod
+    def _nearest(
+        shard: qe.EdgeShard,
+        spec: CollectionSpec,
+        query: list[float],
+        limit: int,
+        point_filter: qe.Filter | None,
+        with_vectors: bool,
+        score_threshold: float | None,
+        mmr: MmrParams | None,
+    ) -> list[SearchHit]:
+        scoring: Any = (
+            qe.Query.Nearest(query, using=spec.vector_name)
+            if mmr is None
+            else qe.Mmr(query, 1.0 - mmr.diversity, max(mmr.candidates, limit), using=spec.vector_name)
+        )
+        request = qe.QueryRequest(
+            limit=limit,
+            query=scoring,
+            filter=point_filter,
+            score_threshold=score_threshold,
+            with_payload=True,
+            with_vector=[spec.vector_name] if with_vectors else False,
+        )
         return [
             SearchHit(
                 id=str(point.id),
@@ -364,8 +405,39 @@ class EdgeStore:
                 payload=dict(point.payload or {}),
                 vector=_read_vector(point.vector, spec.vector_name) if with_vectors else None,
             )
-            for point in scored
+            for point in shard.query(request)
         ]
+
+    def recommend(
+        self,
+        name: str,
+        positive_ids: Sequence[str],
+        limit: int,
+        payload_filter: PayloadFilter | None = None,
+        with_vectors: bool = False,
+        *,
+        negative_ids: Sequence[str] = (),
+        score_threshold: float | None = None,
+    ) -> list[SearchHit]:
+        """Points like the stored examples: Qdrant's ``average_vector`` recommend, done here.
+
+        qdrant-edge's recommend queries take vectors, not ids, and only score strategies; so the
+        examples are read and averaged as a Qdrant server does, in the same shard session.
+        """
+        examples = [_canonical_id(point_id) for point_id in (*positive_ids, *negative_ids)]
+        with self._open_shard(name) as (shard, spec):
+            records = shard.retrieve(list(dict.fromkeys(examples)), with_payload=False, with_vector=[spec.vector_name])
+            vectors = {str(record.id): _read_vector(record.vector, spec.vector_name) for record in records}
+            missing = [point_id for point_id in examples if vectors.get(point_id) is None]
+            if missing:
+                raise ConfigError(f"no point {missing[0]} in collection {name!r} to recommend from")
+            query = average_vector(
+                [vectors[_canonical_id(i)] for i in positive_ids], [vectors[_canonical_id(i)] for i in negative_ids]
+            )
+            if limit <= 0:
+                return []
+            return self._nearest(shard, spec, _as_vector(query, spec, name), limit,
+                                 edge_filter(payload_filter, examples), with_vectors, score_threshold, None)
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         """Points by id, in the order asked (missing ids are left out)."""
@@ -388,6 +460,52 @@ class EdgeStore:
         """Exact number of points matching the filter."""
         with self._open_shard(name) as (shard, _spec):
             return int(shard.count(qe.CountRequest(exact=True, filter=edge_filter(payload_filter))))
+
+    def scroll(
+        self,
+        name: str,
+        payload_filter: PayloadFilter | None = None,
+        limit: int = SCROLL_PAGE,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> ScrollPage:
+        """One page of the points matching the filter, in id order (one shard session per page)."""
+        with self._open_shard(name) as (shard, spec):
+            records, next_offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=None if offset is None else _canonical_id(offset),
+                    limit=limit,
+                    filter=edge_filter(payload_filter),
+                    with_payload=True,
+                    with_vector=[spec.vector_name] if with_vectors else False,
+                )
+            )
+        points = [
+            StoredPoint(
+                id=str(record.id),
+                payload=dict(record.payload or {}),
+                vector=_read_vector(record.vector, spec.vector_name) if with_vectors else None,
+            )
+            for record in records
+        ]
+        return ScrollPage(points, None if next_offset is None else str(next_offset))
+
+    def set_payload(self, name: str, updates: Sequence[PayloadUpdate]) -> None:
+        """Set payload keys point by point in one shard session; ids not stored are ignored."""
+        if not updates:
+            return
+        with self._open_shard(name, write=True) as (shard, _spec):
+            for update in updates:
+                only_this = qe.Filter(must=[qe.HasIdCondition({_canonical_id(update.id)})])
+                shard.update(qe.UpdateOperation.set_payload_by_filter(only_this, update.payload))
+
+    def create_field_index(self, name: str, field_name: str, kind: FieldType) -> None:
+        """Index a payload field of an existing collection and record it in the spec file."""
+        with self._open_shard(name, write=True) as (shard, spec):
+            if spec.indexed_fields.get(field_name) == kind:
+                return
+            shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
+            self._write_spec(name, CollectionSpec(spec.dim, spec.vector_name, {**spec.indexed_fields, field_name: kind}))
 
     def optimize(self, name: str) -> bool:
         """Run qdrant-edge's segment optimizers (HNSW build, vacuum) now; True if anything changed.

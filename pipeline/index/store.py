@@ -14,10 +14,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ...schemas.payload import INDEXED_FIELDS, FieldType
+from ..errors import ConfigError
 from .filters import PayloadFilter
 
 CLIP_VECTOR = "clip"
 UPSERT_BATCH = 256
+SCROLL_PAGE = 256
+# Qdrant's own ceiling on MMR candidates (server and qdrant-client local mode).
+MMR_CANDIDATES_MAX = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,51 @@ class StoredPoint:
     vector: np.ndarray | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MmrParams:
+    """Maximal marginal relevance re-ranking (Qdrant's MMR).
+
+    ``diversity`` 0 ranks by relevance only, 1 by dissimilarity to the results already picked
+    (Qdrant's ``diversity``; qdrant-edge's ``lambda`` is ``1 - diversity``). The best
+    ``candidates`` nearest points are re-ranked.
+    """
+
+    diversity: float = 0.5
+    candidates: int = 100
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ConfigError(f"MMR diversity must be between 0 and 1, got {self.diversity}")
+        if not 1 <= self.candidates <= MMR_CANDIDATES_MAX:
+            raise ConfigError(f"MMR candidates must be between 1 and {MMR_CANDIDATES_MAX}, got {self.candidates}")
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadUpdate:
+    """Payload keys to set on one point (other keys are kept; a key's old value is replaced)."""
+
+    id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ScrollPage:
+    """One page of points in id order, and the offset of the next page (``None``: last page)."""
+
+    points: list[StoredPoint]
+    next_offset: str | None
+
+
+def average_vector(positive: Sequence[np.ndarray], negative: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Qdrant's ``average_vector`` recommend query: ``mean(pos)``, or ``2·mean(pos) − mean(neg)``."""
+    if not positive:
+        raise ConfigError("recommend needs at least one positive example")
+    mean_positive = np.mean(np.stack(positive).astype(np.float64), axis=0)
+    if not negative:
+        return mean_positive.astype(np.float32)
+    return (2.0 * mean_positive - np.mean(np.stack(negative).astype(np.float64), axis=0)).astype(np.float32)
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """Operations mmindex needs from Qdrant; every backend implements exactly these."""
@@ -84,14 +133,59 @@ class VectorStore(Protocol):
         limit: int,
         payload_filter: PayloadFilter | None = None,
         with_vectors: bool = False,
+        *,
+        score_threshold: float | None = None,
+        exclude_ids: Sequence[str] = (),
+        mmr: MmrParams | None = None,
     ) -> list[SearchHit]:
-        """Nearest points by cosine similarity, best first, filtered."""
+        """Nearest points by cosine similarity, best first, filtered.
+
+        ``score_threshold`` drops points less similar than it; ``exclude_ids`` are never
+        returned; ``mmr`` re-ranks the nearest candidates for diversity (scores stay the cosine
+        similarity to ``vector``, the order is MMR's).
+        """
+
+    def recommend(
+        self,
+        name: str,
+        positive_ids: Sequence[str],
+        limit: int,
+        payload_filter: PayloadFilter | None = None,
+        with_vectors: bool = False,
+        *,
+        negative_ids: Sequence[str] = (),
+        score_threshold: float | None = None,
+    ) -> list[SearchHit]:
+        """Points like the stored examples (Qdrant's recommend, ``average_vector`` strategy).
+
+        The query is ``average_vector`` of the examples' stored vectors; the examples themselves
+        are never returned. An id that is not stored raises ``ConfigError``.
+        """
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         """Points by id (missing ids are left out)."""
 
+    def scroll(
+        self,
+        name: str,
+        payload_filter: PayloadFilter | None = None,
+        limit: int = SCROLL_PAGE,
+        offset: str | None = None,
+        with_vectors: bool = False,
+    ) -> ScrollPage:
+        """One page of the points matching the filter, in id order, from ``offset`` on."""
+
+    def set_payload(self, name: str, updates: Sequence[PayloadUpdate]) -> None:
+        """Set payload keys point by point (batched); ids that are not stored are ignored."""
+
+    def create_field_index(self, name: str, field_name: str, kind: FieldType) -> None:
+        """Index a payload field of an existing collection; no error if it is indexed already."""
+
     def count(self, name: str, payload_filter: PayloadFilter | None = None) -> int:
         """Exact number of points matching the filter."""
+
+    def optimize(self, name: str) -> bool:
+        """Build indexes after a bulk load (HNSW, payload); True if anything was rebuilt."""
 
     def close(self) -> None:
         """Release connections and locks."""

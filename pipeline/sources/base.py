@@ -17,7 +17,7 @@ class ItemRef:
 
     ``key`` is the stable item key (DESIGN §2); ``uri`` is what a reader opens (a local path
     for local sources). ``caption_path``/``metadata_path`` point at sidecar files of an image
-    (``photo.txt`` / ``photo.json`` beside ``photo.jpg``).
+    (``photo.txt`` / ``photo.json`` beside ``photo.jpg``); ``sidecar_sig`` changes whenever either sidecar does.
     """
 
     key: str
@@ -30,3 +30,4 @@ class ItemRef:
     mtime_ns: int
     caption_path: str | None = None
     metadata_path: str | None = None
+    sidecar_sig: str | None = None

@@ -262,42 +262,52 @@ class _SidecarIndex:
     """Images, captions and metadata files of one directory, by stem."""
 
     image_stems: frozenset[str]
-    captions: dict[str, str]
-    metadata: dict[str, str]
+    captions: dict[str, _Entry]
+    metadata: dict[str, _Entry]
 
     @classmethod
     def build(cls, entries: Iterable[_Entry]) -> _SidecarIndex:
         """Index the non-directory entries of a directory (first name in sorted order wins)."""
         image_stems: set[str] = set()
-        captions: dict[str, str] = {}
-        metadata: dict[str, str] = {}
+        captions: dict[str, _Entry] = {}
+        metadata: dict[str, _Entry] = {}
         for entry in entries:
             if entry.is_dir_like:
                 continue
             if entry.ext in IMAGE_EXTENSIONS:
                 image_stems.add(entry.stem)
             elif entry.ext == CAPTION_EXTENSION:
-                captions.setdefault(entry.stem, entry.abs_path)
+                captions.setdefault(entry.stem, entry)
             elif entry.ext == METADATA_EXTENSION:
-                metadata.setdefault(entry.stem, entry.abs_path)
+                metadata.setdefault(entry.stem, entry)
         return cls(frozenset(image_stems), captions, metadata)
 
     def is_sidecar(self, entry: _Entry) -> bool:
         """A ``.txt`` beside an image of the same stem is a caption, not an item."""
         return entry.ext == CAPTION_EXTENSION and entry.stem in self.image_stems
 
-    def caption_for(self, entry: _Entry) -> str | None:
-        """Absolute path of an image's caption sidecar, if any."""
+    def caption_for(self, entry: _Entry) -> _Entry | None:
+        """An image's caption sidecar, if any."""
         return self.captions.get(entry.stem)
 
-    def metadata_for(self, entry: _Entry) -> str | None:
-        """Absolute path of an image's metadata sidecar, if any."""
+    def metadata_for(self, entry: _Entry) -> _Entry | None:
+        """An image's metadata sidecar, if any."""
         return self.metadata.get(entry.stem)
+
+
+def _sidecar_signature(caption: _Entry | None, metadata: _Entry | None) -> str | None:
+    """Cheap change signal of an image's sidecars: their names, sizes and mtimes."""
+    if caption is None and metadata is None:
+        return None
+    return "|".join(
+        f"{entry.name}:{entry.size}:{entry.mtime_ns}" if entry is not None else "-" for entry in (caption, metadata)
+    )
 
 
 def _item_ref(entry: _Entry, *, modality: Modality, rel_path: str, sid: str, sidecars: _SidecarIndex) -> ItemRef:
     """Build the ``ItemRef`` of one file."""
-    is_image = modality == "image"
+    caption = sidecars.caption_for(entry) if modality == "image" else None
+    metadata = sidecars.metadata_for(entry) if modality == "image" else None
     return ItemRef(
         key=item_key(sid, rel_path),
         source_id=sid,
@@ -307,8 +317,9 @@ def _item_ref(entry: _Entry, *, modality: Modality, rel_path: str, sid: str, sid
         modality=modality,
         size=entry.size,
         mtime_ns=entry.mtime_ns,
-        caption_path=sidecars.caption_for(entry) if is_image else None,
-        metadata_path=sidecars.metadata_for(entry) if is_image else None,
+        caption_path=caption.abs_path if caption is not None else None,
+        metadata_path=metadata.abs_path if metadata is not None else None,
+        sidecar_sig=_sidecar_signature(caption, metadata),
     )
 
 

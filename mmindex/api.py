@@ -1,0 +1,213 @@
+"""The Python API: open an index collection and query it as the CLI does, with typed results.
+
+    from mmindex import Index, QueryPart
+
+    with Index("photos", root="~/mmindex") as index:
+        hits = index.search("a dog on a beach", where=["modality=image"], limit=5)
+        night = index.search("at night", image="street.jpg", weights=[0.3, 0.7])
+        similar = index.more_like_this(hits[0].key)
+        fused = index.search(parts=[QueryPart.text("a cat"), QueryPart.text("blurry", negative=True)])
+
+``Index`` loads the collection's model on first use only (more-like-this and vector queries
+never need it) and keeps one store connection until ``close()``; on the embedded backend
+every call takes the collection's file lock only for its own duration, as the CLI does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from .pipeline.embed.model import Embedder
+from .pipeline.errors import ConfigError
+from .pipeline.fusion import QueryPart, with_weights
+from .pipeline.index.open_store import open_store
+from .pipeline.index.store import MmrParams, VectorStore
+from .pipeline.labels import DEFAULT_TEMPLATES, LabelReport, LabelScoring, LabelSpec, label_collection
+from .pipeline.query import (
+    QueryHit,
+    SearchQuery,
+    SearchResult,
+    check_embedder,
+    collection_state,
+    embedder_for,
+    image_query_vector,
+    resolve_items,
+    run_search,
+)
+from .schemas.config import Settings, load_settings
+from .schemas.state import CollectionState
+
+Where = str | Sequence[str]
+
+
+def _as_tuple(values: str | Path | Sequence[Any] | None) -> tuple[Any, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str | Path):
+        return (values,)
+    return tuple(values)
+
+
+class Index:
+    """One collection of an index root, opened for queries and labeling."""
+
+    def __init__(
+        self,
+        collection: str,
+        root: str | Path | None = None,
+        *,
+        qdrant_url: str | None = None,
+        device: str | None = None,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        """Open ``collection`` under ``root`` (default: ``MMINDEX_ROOT`` / config / per-user dir).
+
+        ``qdrant_url`` selects a Qdrant server (or ``local:/path``); ``settings`` replaces all of
+        these; ``embedder`` supplies the collection's model ready-loaded (checked to match).
+        """
+        self.settings = settings or load_settings(
+            root=None if root is None else Path(root), qdrant_url=qdrant_url, device=device
+        )
+        self.collection = collection
+        self.state: CollectionState = collection_state(self.settings, collection)
+        self._embedder = None if embedder is None else check_embedder(embedder, self.state)
+        self._store: VectorStore | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store connection (and a local folder's lock)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> VectorStore:
+        """The collection's store, opened on first use."""
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        """The collection's own model, loaded on first use."""
+        if self._embedder is None:
+            self._embedder = check_embedder(embedder_for(self.settings, self.state), self.state)
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the collection's vectors."""
+        return self.state.current.dim
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def query(self, query: SearchQuery) -> SearchResult:
+        """Run a ``SearchQuery`` on this collection: hits, the fused query, the method used."""
+        if query.collection != self.collection:
+            raise ConfigError(f"query is for collection {query.collection!r}, this index is {self.collection!r}")
+        return run_search(query, self.settings, self.store, self.state, lambda: self.embedder)
+
+    def search(
+        self,
+        text: str | Sequence[str] | None = None,
+        *,
+        image: str | Path | Sequence[str | Path] | None = None,
+        vector: np.ndarray | Sequence[float] | None = None,
+        like: str | Sequence[str] | None = None,
+        not_text: str | Sequence[str] | None = None,
+        not_image: str | Path | Sequence[str | Path] | None = None,
+        not_like: str | Sequence[str] | None = None,
+        parts: Iterable[QueryPart] = (),
+        weights: Sequence[float] | None = None,
+        where: Where = (),
+        limit: int = 10,
+        mmr: bool | float = False,
+        mmr_candidates: int = 100,
+        min_score: float | None = None,
+    ) -> list[QueryHit]:
+        """Search by any mix of texts, images, a vector and stored items (keys or point ids).
+
+        Parts are fused in this order — texts, images, vector, likes, then the negatives, then
+        ``parts`` — and ``weights`` (one per part, same order) replaces the default weights
+        (1 positive, 0.5 negative). ``where`` takes ``--where`` expressions; ``mmr=True`` (or a
+        diversity in [0, 1]) diversifies with Qdrant's MMR; ``min_score`` drops weaker hits.
+        """
+        listed = [
+            *(QueryPart.text(t) for t in _as_tuple(text)),
+            *(QueryPart.image(p) for p in _as_tuple(image)),
+            *([QueryPart.vector(vector)] if vector is not None else []),
+            *(QueryPart.like(ref) for ref in _as_tuple(like)),
+            *(QueryPart.text(t, negative=True) for t in _as_tuple(not_text)),
+            *(QueryPart.image(p, negative=True) for p in _as_tuple(not_image)),
+            *(QueryPart.like(ref, negative=True) for ref in _as_tuple(not_like)),
+            *parts,
+        ]
+        diversity = None if mmr is False else 0.5 if mmr is True else float(mmr)
+        query = SearchQuery(
+            self.collection,
+            where=_as_tuple(where),
+            limit=limit,
+            parts=with_weights(listed, weights),
+            mmr=None if diversity is None else MmrParams(diversity, mmr_candidates),
+            min_score=min_score,
+        )
+        return self.query(query).hits
+
+    def search_text(self, text: str, *, where: Where = (), limit: int = 10) -> list[QueryHit]:
+        """Items nearest to a text (use ``where="modality=image"`` for text→image)."""
+        return self.search(text, where=where, limit=limit)
+
+    def search_image(self, image: str | Path, *, where: Where = (), limit: int = 10) -> list[QueryHit]:
+        """Items nearest to an image file (use ``where="modality=text"`` for image→text)."""
+        return self.search(image=image, where=where, limit=limit)
+
+    def search_vector(self, vector: np.ndarray | Sequence[float], *, where: Where = (), limit: int = 10) -> list[QueryHit]:
+        """Items nearest to a vector of the collection's space."""
+        return self.search(vector=vector, where=where, limit=limit)
+
+    def more_like_this(self, key: str | Sequence[str], *, where: Where = (), limit: int = 10) -> list[QueryHit]:
+        """Items like stored ones (item keys, point ids or indexed files), never the items themselves."""
+        return self.search(like=key, where=where, limit=limit)
+
+    def get(self, key: str) -> QueryHit:
+        """A stored item by key, point id or indexed file (score 1, its payload)."""
+        point = resolve_items(self.store, self.state, [key])[key]
+        return QueryHit(str(point.payload.get("key", "")), 1.0, point.id, point.payload)
+
+    # -- embeddings and labels ---------------------------------------------------------------
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, dim) unit vectors of texts, in the collection's space."""
+        return self.embedder.encode_texts(list(texts))
+
+    def embed_image(self, path: str | Path) -> np.ndarray:
+        """The unit vector of an image file, decoded and preprocessed as at ingest."""
+        return image_query_vector(self.embedder, Path(path), self.settings.max_image_pixels)
+
+    def label(
+        self,
+        labels: Sequence[str],
+        *,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        threshold: float | None = None,
+        scoring: LabelScoring = "softmax",
+        only_keys: Iterable[str] | None = None,
+    ) -> LabelReport:
+        """Zero-shot label the collection's images (see ``mmindex.pipeline.labels``)."""
+        spec = LabelSpec(tuple(labels), tuple(templates), threshold, scoring)
+        return label_collection(self.store, self.state, self.embedder, spec, only_keys)

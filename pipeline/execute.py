@@ -1,0 +1,274 @@
+"""Carry out a change plan: build the rows of each item, commit them shard by shard.
+
+A commit writes the shard (the durable record) and then applies it to Qdrant, and finally moves
+the version's ``applied_through`` marker. Items never straddle shards, and every shard holds the
+complete new state of the items it mentions: their ok rows, failed rows, and tombstones for the
+keys they no longer have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
+from ..schemas.state import CollectionVersion
+from .apply import apply_records, mark_applied
+from .embed.model import Embedder
+from .ids import chunk_key, point_id
+from .index.store import VectorStore
+from .io.catalog import CatalogItem, read_item_rows
+from .io.shards import ShardLog
+from .plan import ChangePlan
+from .sources.base import ItemRef
+
+log = logging.getLogger(__name__)
+
+ItemRows = tuple[list[ItemRecord], np.ndarray]
+
+
+class ProgressReporter(Protocol):
+    """Receives progress of a run (the CLI draws it with Rich)."""
+
+    def start(self, total_items: int) -> None: ...
+
+    def advance(self, items: int) -> None: ...
+
+
+@dataclass(slots=True)
+class RunCounts:
+    """What the commits of a run did."""
+
+    embedded_keys: list[str] = field(default_factory=list)
+    reused: int = 0
+    chunks_reused: int = 0
+    images: int = 0
+    text_chunks: int = 0
+    failed: int = 0
+    points_upserted: int = 0
+    points_deleted: int = 0
+    shards_written: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Committer:
+    """Writes shards of whole items and applies them to the store."""
+
+    root: Path
+    collection: str
+    version: CollectionVersion
+    log: ShardLog
+    store_factory: Callable[[], VectorStore]
+    shard_size: int
+    counts: RunCounts
+    progress: ProgressReporter | None = None
+    _pending: list[ItemRows] = field(default_factory=list)
+    _pending_rows: int = 0
+
+    def add(self, rows: ItemRows) -> None:
+        """Queue one item's rows; a shard is committed once enough rows are queued."""
+        self._pending.append(rows)
+        self._pending_rows += len(rows[0])
+        if self._pending_rows >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit everything queued as one shard."""
+        if not self._pending:
+            return
+        records = [record for rows, _ in self._pending for record in rows]
+        embeddings = np.concatenate([vectors for _, vectors in self._pending])
+        items = len(self._pending)
+        self._pending, self._pending_rows = [], 0
+        ref = self.log.write(records_to_batch(records, embeddings, self.version.dim))
+        result = apply_records(self.store_factory(), self.version.physical_name, records, embeddings)
+        mark_applied(self.root, self.collection, self.version.physical_name, ref.seq)
+        self.version.applied_through = ref.seq
+        self._count(records, result.upserted, result.deleted)
+        if self.progress is not None:
+            self.progress.advance(items)
+
+    def _count(self, records: list[ItemRecord], upserted: int, deleted: int) -> None:
+        counts = self.counts
+        counts.shards_written += 1
+        counts.points_upserted += upserted
+        counts.points_deleted += deleted
+        for record in records:
+            if record.status == STATUS_OK:
+                if record.modality == "image":
+                    counts.images += 1
+                else:
+                    counts.text_chunks += 1
+            elif record.status != STATUS_DELETED:
+                counts.failed += 1
+                counts.failures.append((record.path, record.error or ""))
+
+
+def tombstone(item: CatalogItem, key: str, embedder_id: str) -> ItemRecord:
+    """A row saying the point of ``key`` (an item or one of its chunks) must not exist."""
+    return ItemRecord(
+        key=key,
+        point_id=point_id(key),
+        source_id=item.source_id,
+        modality=item.modality,  # type: ignore[arg-type]
+        uri=item.uri,
+        path=item.path,
+        ext=item.ext,
+        embedder_id=embedder_id,
+        status=STATUS_DELETED,
+        doc_key=item.item_key if item.modality == "text" else None,
+    )
+
+
+def tombstone_rows(item: CatalogItem, keys: Iterable[str], embedder_id: str, dim: int) -> ItemRows:
+    records = [tombstone(item, key, embedder_id) for key in keys]
+    return records, np.zeros((len(records), dim), dtype=np.float32)
+
+
+def _sidecars(ref: ItemRef) -> tuple[str | None, str | None]:
+    from .embed.decode import read_caption, read_metadata  # noqa: PLC0415
+
+    caption = read_caption(ref.caption_path) if ref.caption_path else None
+    metadata = read_metadata(ref.metadata_path) if ref.metadata_path else None
+    return caption, None if metadata is None else json.dumps(metadata, sort_keys=True)
+
+
+def refreshed(records: list[ItemRecord], ref: ItemRef) -> list[ItemRecord]:
+    """Stored rows of an item, moved to ``ref``'s key and location, with its stat and sidecars."""
+    caption, metadata_json = _sidecars(ref) if ref.modality == "image" else (None, None)
+    updated = []
+    for record in records:
+        key = chunk_key(ref.key, record.chunk_index) if ref.modality == "text" else ref.key
+        updated.append(
+            dataclasses.replace(
+                record,
+                key=key,
+                point_id=point_id(key),
+                source_id=ref.source_id,
+                uri=ref.uri,
+                path=ref.path,
+                ext=ref.ext,
+                mtime_ns=ref.mtime_ns,
+                bytes=ref.size,
+                doc_key=ref.key if ref.modality == "text" else None,
+                caption=caption if ref.modality == "image" else record.caption,
+                metadata_json=metadata_json if ref.modality == "image" else record.metadata_json,
+                sidecar_sig=ref.sidecar_sig,
+            )
+        )
+    return updated
+
+
+def _by_item(records: list[ItemRecord], embeddings: np.ndarray) -> Iterator[tuple[str, ItemRows]]:
+    """Split rows into items (consecutive rows of one document stay together)."""
+    start = 0
+    for end in range(1, len(records) + 1):
+        if end == len(records) or (records[end].doc_key or records[end].key) != (records[start].doc_key or records[start].key):
+            item_key = records[start].doc_key or records[start].key
+            yield item_key, (records[start:end], embeddings[start:end])
+            start = end
+
+
+@dataclass(slots=True)
+class PlanExecutor:
+    """Executes one source's change plan against one collection version."""
+
+    plan: ChangePlan
+    catalog: dict[str, CatalogItem]
+    committer: Committer
+    embedder: Callable[[], Embedder]
+    batch_size: int
+    workers: int | None
+    max_pixels: int
+
+    @property
+    def _embedder_id(self) -> str:
+        return self.committer.version.embedder_id
+
+    @property
+    def _dim(self) -> int:
+        return self.committer.version.dim
+
+    def run(self) -> None:
+        self._delete()
+        self._reuse_stored()
+        self._embed()
+        self.committer.flush()
+
+    def _delete(self) -> None:
+        for item in self.plan.deleted:
+            keys = item.live_keys or (item.item_key,)
+            self.committer.add(tombstone_rows(item, keys, self._embedder_id, self._dim))
+
+    def _reuse_stored(self) -> None:
+        """Renamed/copied, sidecar-changed and touched items: stored vectors, fresh rows."""
+        jobs: list[tuple[ItemRef, CatalogItem]] = [
+            *self.plan.restat,
+            *self.plan.metadata_changed,
+            *((reuse.ref, reuse.source) for reuse in self.plan.reuse),
+        ]
+        if not jobs:
+            return
+        stored = read_item_rows(self.committer.log, {item.item_key: item for _, item in jobs}.values())
+        for ref, item in jobs:
+            if item.item_key not in stored:
+                log.warning("stored rows of %s are missing; embedding it again", item.item_key)
+                self.plan.embed_changed.append(ref)
+                continue
+            records, vectors = stored[item.item_key]
+            self.committer.add((refreshed(records, ref), vectors))
+            self.committer.counts.reused += 1
+
+    def _known_chunk_vectors(self, refs: list[ItemRef]) -> dict[str, np.ndarray]:
+        """Stored vectors of the chunks of edited documents, by chunk text."""
+        items = [self.catalog[ref.key] for ref in refs if ref.key in self.catalog and self.catalog[ref.key].live_keys]
+        known: dict[str, np.ndarray] = {}
+        for records, vectors in read_item_rows(self.committer.log, items).values():
+            for record, vector in zip(records, vectors, strict=True):
+                if record.text is not None:
+                    known[record.text] = vector
+        return known
+
+    def _embed(self) -> None:
+        from .embed.images import embed_images  # noqa: PLC0415
+        from .embed.texts import TextEmbedStats, embed_texts  # noqa: PLC0415
+
+        refs = self.plan.to_embed
+        if not refs:
+            return
+        by_key = {ref.key: ref for ref in refs}
+        embedder = self.embedder()
+        images = [ref for ref in refs if ref.modality == "image"]
+        texts = [ref for ref in refs if ref.modality == "text"]
+        stats = TextEmbedStats()
+        groups = [
+            embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels),
+            embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=self._known_chunk_vectors(texts), stats=stats),
+        ]
+        for records, embeddings in (group for stream in groups for group in stream):
+            for item_key, (item_records, item_vectors) in _by_item(records, embeddings):
+                ref = by_key[item_key]
+                for record in item_records:
+                    record.sidecar_sig = ref.sidecar_sig
+                self.committer.counts.embedded_keys.append(item_key)
+                self.committer.add(self._with_tombstones(item_key, (item_records, item_vectors)))
+        self.committer.counts.chunks_reused += stats.reused
+
+    def _with_tombstones(self, item_key: str, rows: ItemRows) -> ItemRows:
+        """Add tombstones for keys the item had before and no longer has (vanished chunks)."""
+        old = self.catalog.get(item_key)
+        if old is None:
+            return rows
+        stale = sorted(set(old.live_keys) - {record.key for record in rows[0]})
+        if not stale:
+            return rows
+        extra, zeros = tombstone_rows(old, stale, self._embedder_id, self._dim)
+        return [*rows[0], *extra], np.concatenate([rows[1], zeros])

@@ -1,0 +1,183 @@
+"""Plan an incremental run: compare a crawl with the catalog (DESIGN §2).
+
+Per item, cheapest signal first: same size and mtime -> unchanged (no read); otherwise the
+content hash decides. New items whose content is already stored under another key (a rename or
+a copy) reuse the stored vectors. Items of the crawled source that the crawl no longer finds are
+deleted. Only new and changed items (and failed ones being retried) need the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..schemas.items import STATUS_FAILED, STATUS_OK
+from .io.catalog import CatalogItem
+from .sources.base import ItemRef
+
+log = logging.getLogger(__name__)
+
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """A crawled item whose content is already embedded under ``source`` (renamed or copied)."""
+
+    ref: ItemRef
+    source: CatalogItem
+    renamed: bool
+
+
+@dataclass(slots=True)
+class ChangePlan:
+    """What a run will do, item by item."""
+
+    embed_new: list[ItemRef] = field(default_factory=list)
+    embed_changed: list[ItemRef] = field(default_factory=list)
+    retry_failed: list[ItemRef] = field(default_factory=list)
+    reuse: list[Reuse] = field(default_factory=list)
+    metadata_changed: list[tuple[ItemRef, CatalogItem]] = field(default_factory=list)
+    restat: list[tuple[ItemRef, CatalogItem]] = field(default_factory=list)
+    deleted: list[CatalogItem] = field(default_factory=list)
+    unchanged: int = 0
+    failed_unchanged: int = 0
+
+    @property
+    def to_embed(self) -> list[ItemRef]:
+        """Items the model must see."""
+        return [*self.embed_new, *self.embed_changed, *self.retry_failed]
+
+    @property
+    def needs_model(self) -> bool:
+        return bool(self.to_embed)
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.to_embed or self.reuse or self.metadata_changed or self.restat or self.deleted)
+
+    def counts(self) -> dict[str, int]:
+        """The plan's counts, as `--dry-run` and `mmindex info` show them."""
+        renamed_from = {reuse.source.item_key for reuse in self.reuse if reuse.renamed}
+        renamed = len(renamed_from)
+        return {
+            "new": len(self.embed_new) + len(self.reuse) - renamed,
+            "changed": len(self.embed_changed) + len(self.metadata_changed),
+            "renamed": renamed,
+            "deleted": sum(1 for item in self.deleted if item.item_key not in renamed_from),
+            "unchanged": self.unchanged + len(self.restat),
+            "retried": len(self.retry_failed),
+            "failed_unchanged": self.failed_unchanged,
+        }
+
+
+def content_sha256(path: str) -> str | None:
+    """sha256 of a file's bytes, or None when it cannot be read (the embed step will say why)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:  # noqa: PTH123 - plain open is the cheapest here
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        log.debug("cannot hash %s: %s", path, exc)
+        return None
+    return digest.hexdigest()
+
+
+def _is_regular(ref: ItemRef) -> bool:
+    import os  # noqa: PLC0415
+    import stat  # noqa: PLC0415
+
+    try:
+        return stat.S_ISREG(os.stat(ref.uri).st_mode)
+    except OSError:
+        return False
+
+
+def plan_changes(
+    refs: list[ItemRef],
+    catalog: dict[str, CatalogItem],
+    source_id: str,
+    *,
+    retry_failed: bool = False,
+    delete_missing: bool = True,
+) -> ChangePlan:
+    """Classify every crawled item against the catalog of the collection version."""
+    plan = ChangePlan()
+    hashes: dict[str, str | None] = {}
+
+    def sha(ref: ItemRef) -> str | None:
+        if ref.key not in hashes:
+            hashes[ref.key] = content_sha256(ref.uri) if _is_regular(ref) else None
+        return hashes[ref.key]
+
+    candidates: list[ItemRef] = []
+    for ref in refs:
+        known = catalog.get(ref.key)
+        if known is None or not known.is_live:
+            candidates.append(ref)
+            continue
+        same_stat = known.size == ref.size and known.mtime_ns == ref.mtime_ns
+        if known.status == STATUS_FAILED:
+            if retry_failed:
+                plan.retry_failed.append(ref)
+            elif same_stat:
+                plan.failed_unchanged += 1
+            else:
+                plan.embed_changed.append(ref)
+            continue
+        if not same_stat and sha(ref) != known.sha256:
+            plan.embed_changed.append(ref)
+        elif ref.sidecar_sig != known.sidecar_sig:
+            plan.metadata_changed.append((ref, known))
+        elif not same_stat:
+            plan.restat.append((ref, known))
+        else:
+            plan.unchanged += 1
+
+    crawled = {ref.key for ref in refs}
+    vanished = [
+        item for item in catalog.values()
+        if item.is_live and item.source_id == source_id and item.item_key not in crawled
+    ]
+    if delete_missing:
+        plan.deleted = vanished
+    _match_reuse(plan, candidates, catalog, vanished, sha)
+    return plan
+
+
+def _match_reuse(
+    plan: ChangePlan,
+    candidates: list[ItemRef],
+    catalog: dict[str, CatalogItem],
+    vanished: list[CatalogItem],
+    sha: Callable[[ItemRef], str | None],
+) -> None:
+    """Send each new item either to the model or to a stored twin with the same content.
+
+    Only items whose size matches a stored ok item are hashed here, so a first full ingest
+    reads nothing twice.
+    """
+    stored_by_size: dict[int, list[CatalogItem]] = defaultdict(list)
+    for item in catalog.values():
+        if item.status == STATUS_OK and item.size is not None:
+            stored_by_size[item.size].append(item)
+    vanished_keys = {item.item_key for item in vanished}
+    claimed: set[str] = set()
+    for ref in candidates:
+        twins = [item for item in stored_by_size.get(ref.size, ()) if item.modality == ref.modality]
+        digest = sha(ref) if twins else None
+        matches = [item for item in twins if digest is not None and item.sha256 == digest]
+        if not matches:
+            plan.embed_new.append(ref)
+            continue
+        # Prefer a vanished twin (a rename), each claimed once; else any twin (a copy).
+        renamed_from = next((m for m in matches if m.item_key in vanished_keys and m.item_key not in claimed), None)
+        if renamed_from is not None:
+            claimed.add(renamed_from.item_key)
+            plan.reuse.append(Reuse(ref, renamed_from, renamed=True))
+        else:
+            plan.reuse.append(Reuse(ref, matches[0], renamed=False))

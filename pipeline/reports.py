@@ -1,0 +1,64 @@
+"""How run reports look: JSON for scripts, a few Rich lines for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from .ingest import IndexReport
+
+PLAN_ORDER = ("new", "changed", "renamed", "deleted", "unchanged", "retried", "failed_unchanged")
+
+
+def index_report_json(report: IndexReport) -> dict[str, Any]:
+    """The report of ``mmindex index --json``."""
+    counts = report.counts
+    return {
+        "collection": report.collection,
+        "embedder": report.embedder_id,
+        "dry_run": report.dry_run,
+        "items": report.items_seen,
+        "plan": {name: report.plan.get(name, 0) for name in PLAN_ORDER},
+        "embedded": len(counts.embedded_keys),
+        "embedded_keys": counts.embedded_keys,
+        "reused": counts.reused,
+        "chunks_reused": counts.chunks_reused,
+        "images": counts.images,
+        "text_chunks": counts.text_chunks,
+        "failed": counts.failed,
+        "points_upserted": counts.points_upserted,
+        "points_deleted": counts.points_deleted,
+        "shards": counts.shards_written,
+        "replayed_shards": report.replayed_shards,
+        "migrated_to": report.migrated_to,
+        "seconds": round(report.seconds, 3),
+        "items_per_second": round(report.items_per_second, 2),
+        "failures": [{"path": path, "error": error} for path, error in counts.failures],
+    }
+
+
+def plan_line(plan: dict[str, int]) -> str:
+    """``new=3 changed=1 renamed=0 deleted=2 unchanged=120 …``"""
+    return " ".join(f"{name}={plan.get(name, 0)}" for name in PLAN_ORDER if plan.get(name, 0) or name != "retried")
+
+
+def print_index_report(console: Console, report: IndexReport) -> None:
+    """A short human summary of a run."""
+    counts = report.counts
+    if report.dry_run:
+        console.print(f"[bold]plan[/] for {report.collection} ({report.items_seen} items): {plan_line(report.plan)}")
+        return
+    console.print(
+        f"[green]indexed[/] {report.items_seen} items into [bold]{report.collection}[/]: {plan_line(report.plan)}; "
+        f"embedded {len(counts.embedded_keys)}, reused {counts.reused}, {counts.failed} failed "
+        f"({report.seconds:.1f}s)"
+    )
+    if report.replayed_shards:
+        console.print(f"  re-applied {report.replayed_shards} shard(s) left by an interrupted run")
+    if report.migrated_to:
+        console.print(f"  collection now serves the new version {report.migrated_to}")
+    for path, error in counts.failures[:10]:
+        console.print(f"  [yellow]failed[/] {path}: {error}")
+    if counts.failed > 10:
+        console.print(f"  … and {counts.failed - 10} more: mmindex info --collection {report.collection} --failed")
