@@ -63,16 +63,18 @@ class Index:
         *,
         qdrant_url: str | None = None,
         device: str | None = None,
+        precision: str | None = None,
         settings: Settings | None = None,
         embedder: Embedder | None = None,
     ) -> None:
         """Open ``collection`` under ``root`` (default: ``MMINDEX_ROOT`` / config / per-user dir).
 
-        ``qdrant_url`` selects a Qdrant server (or ``local:/path``); ``settings`` replaces all of
+        ``qdrant_url`` selects a Qdrant server (or ``local:/path``); ``device`` and ``precision``
+        how the model runs (as ``--device``, ``MMINDEX_PRECISION``); ``settings`` replaces all of
         these; ``embedder`` supplies the collection's model ready-loaded (checked to match).
         """
         self.settings = settings or load_settings(
-            root=None if root is None else Path(root), qdrant_url=qdrant_url, device=device
+            root=None if root is None else Path(root), qdrant_url=qdrant_url, device=device, precision=precision
         )
         self.collection = collection
         self.state: CollectionState = collection_state(self.settings, collection)

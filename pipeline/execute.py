@@ -24,7 +24,7 @@ from .apply import apply_records, mark_applied
 from .embed.model import Embedder
 from .ids import chunk_key, point_id
 from .index.store import VectorStore
-from .io.catalog import CatalogItem, read_item_rows
+from .io.catalog import Catalog, CatalogItem, read_item_rows
 from .io.shards import ShardLog
 from .plan import ChangePlan
 from .sources.base import ItemRef
@@ -182,7 +182,7 @@ class PlanExecutor:
     """Executes one source's change plan against one collection version."""
 
     plan: ChangePlan
-    catalog: dict[str, CatalogItem]
+    catalog: Catalog
     committer: Committer
     embedder: Callable[[], Embedder]
     batch_size: int
@@ -229,7 +229,8 @@ class PlanExecutor:
 
     def _known_chunk_vectors(self, refs: list[ItemRef]) -> dict[str, np.ndarray]:
         """Stored vectors of the chunks of edited documents, by chunk text."""
-        items = [self.catalog[ref.key] for ref in refs if ref.key in self.catalog and self.catalog[ref.key].live_keys]
+        found = (self.catalog.get(ref.key) for ref in refs)
+        items = [item for item in found if item is not None and item.live_keys]
         known: dict[str, np.ndarray] = {}
         for records, vectors in read_item_rows(self.committer.log, items).values():
             for record, vector in zip(records, vectors, strict=True):

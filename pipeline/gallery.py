@@ -13,13 +13,13 @@ import base64
 import html
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ConfigError, DecodeError
+from .fusion import Contribution
 from .query import QueryHit, SearchResult
 
 THUMBNAIL_PX = 256
@@ -118,7 +118,7 @@ def _facts(hit: QueryHit) -> str:
     if payload.get("caption"):
         rows.append(("caption", str(payload["caption"])))
     if payload.get("chunk_index") is not None:
-        rows.append(("chunk", f"{payload['chunk_index']} of {payload.get('doc_key', '')}"))
+        rows.append(("chunk", str(payload["chunk_index"])))
     if payload.get("meta"):
         rows.append(("meta", ", ".join(f"{k}={v}" for k, v in payload["meta"].items())))
     cells = "".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(value)}</dd>" for name, value in rows)
@@ -131,11 +131,18 @@ def _facts(hit: QueryHit) -> str:
     return f"<dl>{cells}</dl>"
 
 
+def _part_label(term: Contribution) -> str:
+    part = term.part
+    if part.kind != "image":
+        return part.describe()
+    return f"{'not ' if part.negative else ''}image {Path(part.value).name}"  # type: ignore[arg-type]
+
+
 def _why(hit: QueryHit) -> str:
     if len(hit.contributions) < 2:
         return ""
     rows = "".join(
-        f"<tr><td>{html.escape(term.part.describe())}</td><td class=\"num\">{term.contribution:+.4f}</td></tr>"
+        f"<tr><td>{html.escape(_part_label(term))}</td><td class=\"num\">{term.contribution:+.4f}</td></tr>"
         for term in hit.contributions
     )
     return f'<table class="why" aria-label="score contributions">{rows}</table>'
@@ -206,12 +213,13 @@ def write_gallery(path: Path, page: str) -> Path:
     target = path.expanduser().absolute()
     if target.is_dir():
         raise ConfigError(f"--html {path}: is a directory")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, delete=False, suffix=".tmp") as tmp:
-            tmp.write(page)
-        os.replace(tmp.name, target)
+        tmp.write_text(page, encoding="utf-8")  # created with the user's umask, like any file they write
+        os.replace(tmp, target)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write --html {path}: {exc.strerror or exc}") from exc
     return target
 

@@ -25,7 +25,7 @@ from .errors import IndexBusyError
 from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
 from .index.open_store import open_store, physical_collection_name, validate_collection_name
 from .index.store import CollectionSpec, VectorStore
-from .io.catalog import load_catalog
+from .io.catalog import Catalog, load_catalog, write_catalog
 from .io.state_file import edit_state, read_state
 from .plan import ChangePlan, plan_changes
 from .sources.local import crawl_local
@@ -130,6 +130,17 @@ def _new_version(collection: str, embedder: Embedder) -> CollectionVersion:
     )
 
 
+def _same_tagged_model(spec: ModelSpec, version: CollectionVersion) -> bool:
+    """Same architecture and weights tag as the version (a tag names fixed weights; files may change)."""
+    from .embed.identity import LOCAL_DIR_PREFIX  # noqa: PLC0415
+
+    is_file = spec.pretrained is not None and Path(spec.pretrained).expanduser().exists()
+    return (
+        not spec.name.startswith(LOCAL_DIR_PREFIX) and not is_file
+        and (spec.name, spec.pretrained) == (version.model, version.pretrained)
+    )
+
+
 def _target_version(session: _Session, collection: str, explicit: ModelSpec | None) -> tuple[CollectionVersion, bool]:
     """The version this run writes to, and whether it is a migration (not yet the current one)."""
     from .embed.identity import expected_embedder_id  # noqa: PLC0415
@@ -141,7 +152,8 @@ def _target_version(session: _Session, collection: str, explicit: ModelSpec | No
             state.collections.setdefault(collection, CollectionState(name=collection, current=version))
             version = state.collections[collection].current
         return version, False
-    if explicit is None or expected_embedder_id(explicit.name, explicit.pretrained) == existing.current.embedder_id:
+    if explicit is None or _same_tagged_model(explicit, existing.current) \
+            or expected_embedder_id(explicit.name, explicit.pretrained) == existing.current.embedder_id:
         return existing.current, False
     wanted = expected_embedder_id(explicit.name, explicit.pretrained)
     if existing.building is not None and existing.building.embedder_id == wanted:
@@ -195,6 +207,7 @@ def _index_one_source(
                           settings.shard_size, report.counts, progress)
     PlanExecutor(plan, catalog, committer, session.embedder, settings.batch_size, settings.workers,
                  settings.max_image_pixels).run()
+    write_catalog(log_)
 
 
 def index_source(
@@ -229,7 +242,7 @@ def index_source(
             crawled = list(crawl_local(request.source, source_id=source_id, include=request.include,
                                        exclude=request.exclude, include_hidden=request.include_hidden))
             report.items_seen = len(crawled)
-            report.add_plan(plan_changes(crawled, {}, source_id))
+            report.add_plan(plan_changes(crawled, Catalog.empty(), source_id))
             return report
         version, migrating = _target_version(session, collection, explicit)
         report = IndexReport(collection, version.embedder_id, dry_run=request.dry_run)

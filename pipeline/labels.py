@@ -132,11 +132,11 @@ def label_vectors(embedder: Embedder, spec: LabelSpec) -> np.ndarray:
 
 
 def logit_scale(embedder: Embedder) -> float:
-    """The model's learned temperature ``exp(logit_scale)`` (CLIP ≈ 100)."""
+    """The model's learned temperature ``exp(logit_scale)`` as its own forward computes it (CLIP ≈ 100)."""
     parameter = getattr(embedder.model, "logit_scale", None)
     if parameter is None:
         return _FALLBACK_LOGIT_SCALE
-    return float(np.exp(float(parameter.detach().float().cpu().reshape(-1)[0])))
+    return float(parameter.detach().exp().float().cpu().reshape(-1)[0])
 
 
 def score_images(image_vectors: np.ndarray, labels: np.ndarray, scoring: LabelScoring, scale: float) -> np.ndarray:

@@ -103,7 +103,9 @@ def drop_version(settings: Settings, collection: str, physical_name: str) -> Non
     store = open_store(settings)
     try:
         store.drop_collection(physical_name)
-        shutil.rmtree(shard_log(settings.root, collection, version).directory, ignore_errors=True)
+        removed = shard_log(settings.root, collection, version)
+        shutil.rmtree(removed.directory, ignore_errors=True)
+        removed.catalog_path.unlink(missing_ok=True)
         with edit_state(settings.root) as edited:
             entry = edited.collections[collection]
             entry.previous = [old for old in entry.previous if old.physical_name != physical_name]

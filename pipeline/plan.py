@@ -14,8 +14,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..schemas.items import STATUS_FAILED, STATUS_OK
-from .io.catalog import CatalogItem
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK
+from .io.catalog import Catalog, CatalogItem
 from .sources.base import ItemRef
 
 log = logging.getLogger(__name__)
@@ -97,9 +101,36 @@ def _is_regular(ref: ItemRef) -> bool:
         return False
 
 
+def _same(left: pa.ChunkedArray | pa.Array, right: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Element-wise equality where two nulls are equal and null vs value is not."""
+    both_null = pc.and_(pc.is_null(left), pc.is_null(right))
+    return pc.or_(pc.fill_null(pc.equal(left, right), False), both_null)
+
+
+def _settled(refs: list[ItemRef], catalog: Catalog, retry_failed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over ``refs``: unchanged ok items, and failed items left as they are.
+
+    This is the whole cost of a no-op re-run, so it is vectorized: size, mtime and sidecar
+    signature compared column-wise against the catalog.
+    """
+    keys = pa.array([ref.key for ref in refs], type=pa.string())
+    known = catalog.lookup(keys)
+    same_stat = pc.and_(
+        _same(known.column("bytes"), pa.array([ref.size for ref in refs], type=pa.int64())),
+        _same(known.column("mtime_ns"), pa.array([ref.mtime_ns for ref in refs], type=pa.int64())),
+    )
+    same_sidecars = _same(known.column("sidecar_sig"), pa.array([ref.sidecar_sig for ref in refs], type=pa.string()))
+    status = known.column("status")
+    unchanged = pc.and_(pc.and_(same_stat, same_sidecars), pc.fill_null(pc.equal(status, STATUS_OK), False))
+    failed_kept = pc.and_(same_stat, pc.fill_null(pc.equal(status, STATUS_FAILED), False))
+    if retry_failed:
+        failed_kept = pc.and_(failed_kept, False)
+    return unchanged.to_numpy(zero_copy_only=False), failed_kept.to_numpy(zero_copy_only=False)
+
+
 def plan_changes(
     refs: list[ItemRef],
-    catalog: dict[str, CatalogItem],
+    catalog: Catalog,
     source_id: str,
     *,
     retry_failed: bool = False,
@@ -114,45 +145,41 @@ def plan_changes(
             hashes[ref.key] = content_sha256(ref.uri) if _is_regular(ref) else None
         return hashes[ref.key]
 
+    unchanged, failed_kept = _settled(refs, catalog, retry_failed) if refs else (np.zeros(0, bool), np.zeros(0, bool))
+    plan.unchanged = int(unchanged.sum())
+    plan.failed_unchanged = int(failed_kept.sum())
     candidates: list[ItemRef] = []
-    for ref in refs:
+    for index in np.flatnonzero(~(unchanged | failed_kept)):
+        ref = refs[index]
         known = catalog.get(ref.key)
         if known is None or not known.is_live:
             candidates.append(ref)
-            continue
-        same_stat = known.size == ref.size and known.mtime_ns == ref.mtime_ns
-        if known.status == STATUS_FAILED:
-            if retry_failed:
-                plan.retry_failed.append(ref)
-            elif same_stat:
-                plan.failed_unchanged += 1
-            else:
-                plan.embed_changed.append(ref)
-            continue
-        if not same_stat and sha(ref) != known.sha256:
+        elif known.status == STATUS_FAILED:
+            (plan.retry_failed if retry_failed else plan.embed_changed).append(ref)
+        elif (known.size, known.mtime_ns) != (ref.size, ref.mtime_ns) and sha(ref) != known.sha256:
             plan.embed_changed.append(ref)
         elif ref.sidecar_sig != known.sidecar_sig:
             plan.metadata_changed.append((ref, known))
-        elif not same_stat:
-            plan.restat.append((ref, known))
         else:
-            plan.unchanged += 1
+            plan.restat.append((ref, known))
 
-    crawled = {ref.key for ref in refs}
-    vanished = [
-        item for item in catalog.values()
-        if item.is_live and item.source_id == source_id and item.item_key not in crawled
-    ]
+    items = catalog.items
+    vanished_mask = pc.and_(
+        pc.and_(pc.not_equal(items.column("status"), STATUS_DELETED), pc.equal(items.column("source_id"), source_id)),
+        pc.invert(pc.is_in(items.column("item_key"), value_set=pa.array([ref.key for ref in refs], type=pa.string()))),
+    )
+    vanished = catalog.items_where(vanished_mask)
     if delete_missing:
         plan.deleted = vanished
-    _match_reuse(plan, candidates, catalog, vanished, sha)
+    if candidates:
+        _match_reuse(plan, candidates, catalog, vanished, sha)
     return plan
 
 
 def _match_reuse(
     plan: ChangePlan,
     candidates: list[ItemRef],
-    catalog: dict[str, CatalogItem],
+    catalog: Catalog,
     vanished: list[CatalogItem],
     sha: Callable[[ItemRef], str | None],
 ) -> None:
@@ -161,10 +188,12 @@ def _match_reuse(
     Only items whose size matches a stored ok item are hashed here, so a first full ingest
     reads nothing twice.
     """
+    items = catalog.items
+    sizes = pa.array(sorted({ref.size for ref in candidates}), type=pa.int64())
+    same_size = pc.and_(pc.equal(items.column("status"), STATUS_OK), pc.is_in(items.column("bytes"), value_set=sizes))
     stored_by_size: dict[int, list[CatalogItem]] = defaultdict(list)
-    for item in catalog.values():
-        if item.status == STATUS_OK and item.size is not None:
-            stored_by_size[item.size].append(item)
+    for item in catalog.items_where(same_size):
+        stored_by_size[item.size or 0].append(item)
     vanished_keys = {item.item_key for item in vanished}
     claimed: set[str] = set()
     for ref in candidates:

@@ -133,8 +133,9 @@ def collection_state(settings: Settings, collection: str) -> CollectionState:
 
 
 def embedder_for(settings: Settings, collection: CollectionState) -> Embedder:
-    """Load the model a collection was built with."""
-    return load_embedder(ModelSpec(collection.current.model, collection.current.pretrained), settings.device)
+    """Load the model a collection was built with (at the configured device and precision)."""
+    spec = ModelSpec(collection.current.model, collection.current.pretrained)
+    return load_embedder(spec, settings.device, settings.precision)
 
 
 def check_embedder(embedder: Embedder, collection: CollectionState) -> Embedder:
@@ -155,8 +156,15 @@ def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.nd
         data = path.expanduser().read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read query image {path}: {exc.strerror or exc}") from exc
-    decoded = decode_image(data, max_pixels)
-    return embedder.encode_images(embedder.preprocess(decoded.image).unsqueeze(0))[0]
+    image = decode_image(data, max_pixels).image
+    plan = embedder.pixel_plan
+    if plan is None:  # a transform ingest also runs whole, per item
+        return embedder.encode_images(embedder.preprocess(image).unsqueeze(0))[0]
+    import torch  # noqa: PLC0415
+
+    array = np.array(plan.to_array(image))  # a writable copy for torch
+    pixels = plan.normalize(torch.from_numpy(array).unsqueeze(0))  # ingest's CPU path, exactly
+    return embedder.encode_images(pixels)[0]
 
 
 def query_vector(embedder: Embedder, query: SearchQuery, max_pixels: int) -> np.ndarray:

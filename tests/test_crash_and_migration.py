@@ -51,7 +51,7 @@ def _shards(root: Path) -> dict[str, tuple[int, int]]:
 
 def _shard_files(root: Path) -> list[Path]:
     shards = root / "shards"
-    return [path for path in shards.glob("*/*/*.parquet")] if shards.is_dir() else []
+    return list(shards.glob("*/*/[0-9]*.parquet")) if shards.is_dir() else []
 
 
 def _start_ingest(corpus: Path, root: Path, model_dir: Path, backend: str | None) -> subprocess.Popen[bytes]:

@@ -89,7 +89,7 @@ def stored_points(settings: Settings) -> dict[str, dict]:
     store = open_store(settings)
     try:
         shard_dir = settings.root / "shards" / "c" / version.physical_name
-        ids = {row for path in shard_dir.glob("*.parquet") for row in pq.read_table(path, columns=["point_id"]).column(0).to_pylist()}
+        ids = {row for path in shard_dir.glob("[0-9]*.parquet") for row in pq.read_table(path, columns=["point_id"]).column(0).to_pylist()}
         found = {point.id: point.payload for point in store.retrieve(version.physical_name, sorted(ids))}
         assert store.count(version.physical_name) == len(found), "points exist that no shard row names"
         return found
@@ -128,11 +128,11 @@ def test_unchanged_rerun_loads_no_model_and_writes_nothing(settings: Settings, c
         raise AssertionError("the model must not be loaded when nothing changed")
 
     monkeypatch.setattr("mmindex.pipeline.embed.model.load_embedder", no_model)
-    shards_before = sorted((settings.root / "shards").rglob("*.parquet"))
+    shards_before = sorted((settings.root / "shards").rglob("[0-9]*.parquet"))
     second = run(settings, corpus)
     assert second.plan["unchanged"] == 6
     assert second.counts.embedded_keys == [] and second.counts.points_upserted == 0 and second.counts.shards_written == 0
-    assert sorted((settings.root / "shards").rglob("*.parquet")) == shards_before
+    assert sorted((settings.root / "shards").rglob("[0-9]*.parquet")) == shards_before
     assert_exact_points(settings, corpus, tiny_embedder)
 
 
@@ -241,13 +241,13 @@ def test_dry_run_changes_nothing(settings: Settings, corpus: Path, tiny_embedder
     run(settings, corpus, CountingEmbedder(tiny_embedder))
     (corpus / "short.txt").unlink()
     Image.fromarray(_photo("camera")).save(corpus / "new.png")
-    shards_before = sorted((settings.root / "shards").rglob("*.parquet"))
+    shards_before = sorted((settings.root / "shards").rglob("[0-9]*.parquet"))
     state_before = (settings.root / "state.json").read_text()
     spy = CountingEmbedder(tiny_embedder)
     plan = run(settings, corpus, spy, dry_run=True)
     assert plan.plan["new"] == 1 and plan.plan["deleted"] == 1 and plan.plan["unchanged"] == 5
     assert spy.images == 0 and spy.texts == []
-    assert sorted((settings.root / "shards").rglob("*.parquet")) == shards_before
+    assert sorted((settings.root / "shards").rglob("[0-9]*.parquet")) == shards_before
     assert (settings.root / "state.json").read_text() == state_before
 
 
@@ -299,3 +299,15 @@ def test_info_reports_last_run(settings: Settings, corpus: Path, tiny_embedder) 
     assert info.last_run is not None
     assert (info.last_run.deleted, info.last_run.unchanged, info.last_run.embedded) == (1, 5, 0)
     assert json.loads(json.dumps(info.as_json()))["last_run"]["deleted"] == 1
+
+
+def test_materialized_catalog_is_rebuilt_when_lost_or_corrupt(settings: Settings, corpus: Path, tiny_embedder) -> None:
+    run(settings, corpus, CountingEmbedder(tiny_embedder))
+    (catalog_file,) = (settings.root / "catalog").rglob("*.parquet")
+    catalog_file.write_bytes(b"garbage")
+    (corpus / "short.txt").unlink()
+    report = run(settings, corpus, CountingEmbedder(tiny_embedder))
+    assert (report.plan["deleted"], report.plan["unchanged"]) == (1, 5)
+    catalog_file.unlink()
+    assert run(settings, corpus, CountingEmbedder(tiny_embedder)).plan["unchanged"] == 5
+    assert_exact_points(settings, corpus, tiny_embedder)

@@ -21,7 +21,7 @@ def shard_table(tmp_path_factory: pytest.TempPathFactory, photo_corpus: Path, ti
     settings = Settings(root=root, workers=2, batch_size=4, device="cpu")
     request = IndexRequest(photo_corpus, "parity", ModelSpec(tiny_model_config, str(tiny_checkpoint)))
     report = index_source(request, settings)
-    assert report.failed == 0
+    assert report.counts.failed == 0
     shards = sorted((root / "shards" / "parity").rglob("*.parquet"))
     assert shards, "no shard written"
     return pa.concat_tables([pq.read_table(path) for path in shards])

@@ -34,8 +34,15 @@ from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.index.client_store import ClientStore
 from mmindex.pipeline.index.edge_store import EdgeStore
 from mmindex.pipeline.index.filters import Condition, PayloadFilter, parse_where
-from mmindex.pipeline.index.store import CollectionSpec, PointRecord, SearchHit, VectorStore
-from mmindex.schemas.payload import INDEXED_FIELDS
+from mmindex.pipeline.index.store import (
+    CollectionSpec,
+    MmrParams,
+    PayloadUpdate,
+    PointRecord,
+    SearchHit,
+    VectorStore,
+)
+from mmindex.schemas.payload import INDEXED_FIELDS, FieldType
 
 DIM = 16
 N_POINTS = 200
@@ -328,6 +335,135 @@ def test_points_persist_across_reopen(kind: str, tmp_path: Path) -> None:
         _assert_same_hits(second.search(COLLECTION, query, 5), _reference_search(points, query, 5))
     finally:
         second.close()
+
+
+# -- query features: thresholds, exclusions, MMR, recommend, scroll, payload updates ------------
+
+
+def _reference_mmr(
+    records: list[PointRecord], query: np.ndarray, limit: int, mmr: MmrParams, payload_filter: PayloadFilter | None = None
+) -> list[tuple[str, float]]:
+    """Greedy MMR over the nearest ``mmr.candidates``: λ·relevance − (1−λ)·max similarity to the picked."""
+    pool = _reference_search(records, query, mmr.candidates, payload_filter)
+    by_id = {r.id: r.vector / np.linalg.norm(r.vector) for r in records}
+    vectors = np.stack([by_id[point] for point, _ in pool])
+    relevance = np.array([score for _, score in pool])
+    lam = 1.0 - mmr.diversity
+    picked = [0]
+    while len(picked) < min(limit, len(pool)):
+        pending = [i for i in range(len(pool)) if i not in picked]
+        scores = lam * relevance[pending] - (1 - lam) * (vectors[pending] @ vectors[picked].T).max(axis=1)
+        picked.append(pending[int(np.argmax(scores))])
+    return [pool[i] for i in picked]
+
+
+def test_search_score_threshold_and_excluded_ids(populated: VectorStore, records: list[PointRecord]) -> None:
+    query = records[5].vector
+    ranked = _reference_search(records, query, N_POINTS)
+    threshold = (ranked[9][1] + ranked[10][1]) / 2
+    _assert_same_hits(populated.search(COLLECTION, query, 50, score_threshold=threshold), ranked[:10])
+    excluded = [records[5].id, ranked[3][0], point_id("never-written")]
+    kept = [r for r in records if r.id not in excluded]
+    where = parse_where(["modality=image"])
+    hits = populated.search(COLLECTION, query, 12, where, exclude_ids=excluded)
+    _assert_same_hits(hits, _reference_search(kept, query, 12, where))
+
+
+@pytest.mark.parametrize("mmr", [MmrParams(0.0, 40), MmrParams(0.4, 40), MmrParams(0.85, 25)], ids=str)
+def test_search_mmr_matches_reference(populated: VectorStore, records: list[PointRecord], mmr: MmrParams) -> None:
+    rng = np.random.default_rng(11)
+    for query in rng.standard_normal((3, DIM)).astype(np.float32):
+        where = parse_where(["source!=c"])
+        hits = populated.search(COLLECTION, query, 8, where, mmr=mmr, with_vectors=True)
+        _assert_same_hits(hits, _reference_mmr(records, query, 8, mmr, where))
+        assert all(hit.vector is not None for hit in hits)
+
+
+def test_recommend_is_average_vector_without_the_examples(populated: VectorStore, records: list[PointRecord]) -> None:
+    positive, negative = [records[1], records[2]], [records[3]]
+    rest = [r for r in records if r not in (*positive, *negative)]
+    mean = np.mean([r.vector for r in positive], axis=0)
+    where = parse_where(["modality=image"])
+    hits = populated.recommend(COLLECTION, [r.id for r in positive], 10, where, negative_ids=[r.id for r in negative])
+    _assert_same_hits(hits, _reference_search(rest, 2 * mean - negative[0].vector, 10, where))
+    alone = populated.recommend(COLLECTION, [records[7].id.upper()], 5, with_vectors=True)
+    _assert_same_hits(alone, _reference_search([r for r in records if r is not records[7]], records[7].vector, 5))
+    assert all(hit.vector is not None for hit in alone)
+
+
+def test_recommend_unknown_example_is_a_config_error(populated: VectorStore, records: list[PointRecord]) -> None:
+    with pytest.raises(ConfigError, match="no point"):
+        populated.recommend(COLLECTION, [records[0].id, point_id("never-written")], 3)
+
+
+@pytest.mark.parametrize("where", [[], ["modality=text"], ["source=zzz"]], ids=lambda w: " & ".join(w) or "all")
+def test_scroll_pages_through_matching_points_in_id_order(
+    populated: VectorStore, records: list[PointRecord], where: list[str]
+) -> None:
+    payload_filter = parse_where(where)
+    seen, offset, pages = [], None, 0
+    while True:
+        page = populated.scroll(COLLECTION, payload_filter, limit=37, offset=offset, with_vectors=True)
+        assert len(page.points) <= 37
+        seen.extend(page.points)
+        pages += 1
+        if page.next_offset is None:
+            break
+        offset = page.next_offset
+    expected = sorted(_reference_ids(records, payload_filter))
+    assert [p.id for p in seen] == expected
+    by_id = {r.id: r for r in records}
+    for point in seen:
+        assert point.payload == by_id[point.id].payload
+        np.testing.assert_allclose(point.vector, by_id[point.id].vector, atol=1e-6)  # type: ignore[arg-type]
+
+
+def test_set_payload_replaces_keys_keeps_others_and_ignores_unknown_ids(store: VectorStore) -> None:
+    points = _records(n=20)
+    spec = CollectionSpec(dim=DIM, indexed_fields={k: v for k, v in INDEXED_FIELDS.items() if k != "labels"})
+    store.create_collection(COLLECTION, spec)
+    store.upsert(COLLECTION, points)
+    store.create_field_index(COLLECTION, "labels", FieldType.KEYWORD)
+    store.create_field_index(COLLECTION, "labels", FieldType.KEYWORD)  # again: no error
+    store.set_payload(COLLECTION, [
+        PayloadUpdate(points[0].id, {"labels": ["cat", "dog"], "label_scores": {"cat": 0.9, "dog": 0.6}}),
+        PayloadUpdate(points[1].id, {"labels": ["猫"], "label_scores": {"猫": 0.7}}),
+        PayloadUpdate(point_id("never-written"), {"labels": ["ghost"]}),
+    ])
+    store.set_payload(COLLECTION, [PayloadUpdate(points[0].id, {"labels": ["cat"], "label_scores": {"cat": 0.8}})])
+    first, second = store.retrieve(COLLECTION, [points[0].id, points[1].id])
+    assert first.payload == {**points[0].payload, "labels": ["cat"], "label_scores": {"cat": 0.8}}
+    assert second.payload["labels"] == ["猫"]
+    assert store.count(COLLECTION) == 20
+    assert store.count(COLLECTION, parse_where(["labels=cat"])) == 1
+    assert store.count(COLLECTION, parse_where(["labels=猫,cat"])) == 2
+    assert store.count(COLLECTION, parse_where(["label_scores.cat>=0.75"])) == 1
+    if isinstance(store, EdgeStore):
+        assert store.collection_spec(COLLECTION).indexed_fields["labels"] is FieldType.KEYWORD
+
+
+def test_edge_and_client_agree_on_mmr_recommend_and_scroll(tmp_path: Path) -> None:
+    points = _records(seed=4, n=120)
+    stores: list[VectorStore] = [EdgeStore(tmp_path / "edge"), ClientStore.in_memory()]
+    answers = []
+    try:
+        for opened in stores:
+            opened.create_collection(COLLECTION, SPEC)
+            opened.upsert(COLLECTION, points)
+            query = points[0].vector + points[1].vector
+            answers.append([
+                opened.search(COLLECTION, query, 10, parse_where(["width>=200"]), mmr=MmrParams(0.6, 30)),
+                opened.recommend(COLLECTION, [points[2].id], 10, negative_ids=[points[3].id]),
+                opened.search(COLLECTION, query, 10, score_threshold=0.2, exclude_ids=[points[0].id]),
+                [SearchHit(p.id, 0.0, p.payload) for p in opened.scroll(COLLECTION, limit=50).points],
+            ])
+    finally:
+        for opened in stores:
+            opened.close()
+    for edge_hits, client_hits in zip(*answers, strict=True):
+        assert edge_hits
+        assert [h.id for h in edge_hits] == [h.id for h in client_hits]
+        np.testing.assert_allclose([h.score for h in edge_hits], [h.score for h in client_hits], atol=SCORE_TOL)
 
 
 # -- congruence ----------------------------------------------------------------------------

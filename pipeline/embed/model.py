@@ -9,6 +9,7 @@ fp16 autocast on CUDA, bf16 weights on CPUs with AMX / AVX-512 BF16, else fp32 (
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,8 @@ from .weights import ResolvedWeights, resolve_weights
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from .preprocess import PixelPlan
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,18 @@ class Embedder:
             model.to(self.input_dtype)
         self.dim = int(self._output_dim())
         self.context_length = int(getattr(tokenizer, "context_length", 77))
+
+    @functools.cached_property
+    def pixel_plan(self) -> PixelPlan | None:
+        """The preprocessing split into per-item geometry and per-batch normalization, or None
+        when the transform is not one ``preprocess.plan_pixels`` recognises (then it runs whole)."""
+        from .preprocess import plan_pixels  # noqa: PLC0415
+
+        visual = getattr(self.model, "visual", None)
+        plan = plan_pixels(self.preprocess, getattr(visual, "image_size", None))
+        if plan is None:
+            log.info("preprocessing of %s runs per item (transform not recognised)", self.embedder_id)
+        return plan
 
     @property
     def embedder_id(self) -> str:

@@ -102,21 +102,35 @@ def host_reachable(url: str, timeout: float = NETWORK_PROBE_SECONDS) -> bool:
     return bool(outcome and outcome[0])
 
 
-def _local_dir_weights(directory: Path) -> ResolvedWeights:
-    from open_clip.factory import _find_checkpoint_in_dir  # noqa: PLC0415 - heavy import, lazy
+# open_clip's own preference among the weights files of a local-dir folder.
+_LOCAL_DIR_WEIGHTS = (
+    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
+)
 
+
+def _find_local_dir_checkpoint(directory: Path) -> Path | None:
+    """The weights file open_clip would load from a local-dir folder (without importing it)."""
+    for name in _LOCAL_DIR_WEIGHTS:
+        if (directory / name).is_file():
+            return directory / name
+    found = sorted(directory.glob("*.safetensors")) or sorted([*directory.glob("*.bin"), *directory.glob("*.pth")])
+    return found[0] if found else None
+
+
+def _local_dir_weights(directory: Path) -> ResolvedWeights:
     if not directory.is_dir():
         raise ModelUnavailableError(f"model folder not found: {directory} (expected local-dir:/path/to/folder)")
     config = directory / "open_clip_config.json"
     if not config.is_file():
         raise ModelUnavailableError(f"model folder {directory} has no open_clip_config.json")
-    checkpoint = _find_checkpoint_in_dir(directory)
+    checkpoint = _find_local_dir_checkpoint(directory)
     if checkpoint is None:
         # open_clip would only warn and carry on with random weights: never do that.
         raise ModelUnavailableError(f"model folder {directory} has no weights (*.safetensors, *.bin or *.pth)")
     combined = hashlib.sha256(config.read_bytes())
-    combined.update(file_sha256(Path(checkpoint)).encode())
-    return ResolvedWeights(checkpoint=Path(checkpoint), weights_id=f"sha256:{combined.hexdigest()[:16]}")
+    combined.update(file_sha256(checkpoint).encode())
+    return ResolvedWeights(checkpoint=checkpoint, weights_id=f"sha256:{combined.hexdigest()[:16]}")
 
 
 def _cached_tag_file(tag_cfg: dict[str, object]) -> Path | None:
@@ -158,10 +172,14 @@ def _hub_offline() -> bool:
 
 def resolve_weights(model: str, pretrained: str | None) -> ResolvedWeights:
     """Decide where the weights come from, failing fast with one line when they can't be had."""
-    import open_clip  # noqa: PLC0415
-
     if model.startswith(LOCAL_DIR_PREFIX):
         return _local_dir_weights(Path(model[len(LOCAL_DIR_PREFIX) :]).expanduser())
+    if pretrained and Path(pretrained).expanduser().is_file():
+        # A checkpoint file: identified by its hash; the architecture is checked when it loads.
+        path = Path(pretrained).expanduser()
+        return ResolvedWeights(checkpoint=path, weights_id=f"sha256:{file_sha256(path)[:16]}")
+    import open_clip  # noqa: PLC0415 - heavy (imports torch): only for names and tags
+
     if model not in open_clip.list_models():
         raise ModelUnavailableError(f"unknown model {model!r}; `mmindex models` lists the architectures")
     if not pretrained:
@@ -170,9 +188,6 @@ def resolve_weights(model: str, pretrained: str | None) -> ResolvedWeights:
         )
     tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not tag_cfg:
-        path = Path(pretrained).expanduser()
-        if path.is_file():
-            return ResolvedWeights(checkpoint=path, weights_id=f"sha256:{file_sha256(path)[:16]}")
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
         raise ModelUnavailableError(
             f"--pretrained {pretrained!r} is neither a checkpoint file nor a tag of {model} (tags: {tags})"

@@ -7,6 +7,7 @@ item (chunks that no longer exist included) are superseded.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,10 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ...schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records
-from .shards import ShardLog
+from .shards import TMP_PREFIX, ShardLog
 
+_EMPTY_TYPES = {"bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32(),
+                "chunk_index": pa.int32(), "char_start": pa.int32(), "char_end": pa.int32()}
 ITEM_COLUMNS = ["key", "doc_key", "source_id", "modality", "uri", "path", "ext", "status", "error",
                 "sha256", "bytes", "mtime_ns", "sidecar_sig"]
 
@@ -75,7 +79,7 @@ def latest_rows(log: ShardLog, columns: list[str] | None = None) -> pa.Table:
         for ref, table in log.iter_tables(wanted)
     ]
     if not tables:
-        empty = {name: pa.array([], type=pa.string()) for name in wanted}
+        empty = {name: pa.array([], type=_EMPTY_TYPES.get(name, pa.string())) for name in wanted}
         empty["seq"] = pa.array([], type=pa.int64())
         return pa.table(empty)
     combined = pa.concat_tables(tables, promote_options="default")
@@ -85,37 +89,123 @@ def latest_rows(log: ShardLog, columns: list[str] | None = None) -> pa.Table:
     position = pc.index_in(combined.column("_item"), value_set=newest.column("_item"))
     newest_seq = pc.take(newest.column("seq_max"), position)
     current = combined.filter(pc.equal(combined.column("seq"), newest_seq))
-    return current.drop_columns(["_item"]).sort_by("key")
+    return current.drop_columns(["_item"])
 
 
-def load_catalog(log: ShardLog) -> dict[str, CatalogItem]:
-    """Current state of every item ever indexed in this collection version, by item key."""
-    rows = latest_rows(log, ITEM_COLUMNS)
-    columns = {name: rows.column(name).to_pylist() for name in [*ITEM_COLUMNS, "seq"]}
-    grouped: dict[str, list[int]] = defaultdict(list)
-    for index, (key, doc_key) in enumerate(zip(columns["key"], columns["doc_key"], strict=True)):
-        grouped[doc_key or key].append(index)
-    catalog: dict[str, CatalogItem] = {}
-    for item_key, indexes in grouped.items():
-        statuses = {columns["status"][i] for i in indexes}
-        status = STATUS_OK if STATUS_OK in statuses else STATUS_FAILED if STATUS_FAILED in statuses else STATUS_DELETED
-        first = indexes[0]
-        catalog[item_key] = CatalogItem(
-            item_key=item_key,
-            source_id=columns["source_id"][first],
-            modality=columns["modality"][first],
-            uri=columns["uri"][first],
-            path=columns["path"][first],
-            ext=columns["ext"][first],
-            status=status,
-            sha256=columns["sha256"][first],
-            size=columns["bytes"][first],
-            mtime_ns=columns["mtime_ns"][first],
-            sidecar_sig=columns["sidecar_sig"][first],
-            seq=columns["seq"][first],
-            live_keys=tuple(columns["key"][i] for i in indexes if columns["status"][i] == STATUS_OK),
+_ITEM_FIELDS = ["source_id", "modality", "uri", "path", "ext", "sha256", "bytes", "mtime_ns", "sidecar_sig", "seq"]
+_THROUGH = b"mmindex.catalog_through"
+
+
+def items_from_rows(rows: pa.Table) -> pa.Table:
+    """One row per item from the current rows of the items (see ``latest_rows``)."""
+    item = pc.coalesce(rows.column("doc_key"), rows.column("key"))
+    flags = rows.append_column("_item", item)
+    flags = flags.append_column("_ok", pc.equal(rows.column("status"), STATUS_OK))
+    flags = flags.append_column("_failed", pc.equal(rows.column("status"), STATUS_FAILED))
+    grouped = flags.group_by("_item", use_threads=False).aggregate(
+        [(name, "first") for name in _ITEM_FIELDS] + [("_ok", "max"), ("_failed", "max")]
+    )
+    ok, failed = grouped.column("_ok_max"), grouped.column("_failed_max")
+    status = pc.if_else(ok, STATUS_OK, pc.if_else(failed, STATUS_FAILED, STATUS_DELETED))
+    columns = {"item_key": grouped.column("_item"), "status": status}
+    columns.update({name: grouped.column(f"{name}_first") for name in _ITEM_FIELDS})
+    return pa.table(columns)
+
+
+class Catalog:
+    """Current state of every item of a collection version, columnar (one row per item).
+
+    Whole-catalog questions (which crawled items are unchanged, which items vanished) are
+    answered with vectorized Arrow compute, so a no-op re-run of a large corpus builds no Python
+    object per item; ``get`` builds a ``CatalogItem`` only for the items a plan looks at.
+    """
+
+    def __init__(self, items: pa.Table, log: ShardLog | None = None) -> None:
+        self.items = items
+        self._log = log
+        self._positions: dict[str, int] | None = None
+        self._shard_keys: dict[int, pa.Table] = {}
+
+    @classmethod
+    def empty(cls) -> Catalog:
+        """The catalog of a version nothing was written to yet."""
+        columns = {name: pa.array([], type=_EMPTY_TYPES.get(name, pa.string())) for name in ITEM_COLUMNS}
+        columns["seq"] = pa.array([], type=pa.int64())
+        return cls(items_from_rows(pa.table(columns)))
+
+    def __len__(self) -> int:
+        return self.items.num_rows
+
+    def _position(self, item_key: str) -> int | None:
+        if self._positions is None:
+            self._positions = {key: index for index, key in enumerate(self.items.column("item_key").to_pylist())}
+        return self._positions.get(item_key)
+
+    def get(self, item_key: str) -> CatalogItem | None:
+        """One item's state, or None if the catalog never saw it."""
+        position = self._position(item_key)
+        return None if position is None else self._item_at(position)
+
+    def _live_keys(self, item_key: str, seq: int) -> tuple[str, ...]:
+        """Keys of the item's ok rows, read from the one shard that holds its current rows."""
+        if self._log is None:
+            return ()
+        if seq not in self._shard_keys:
+            ref = next(ref for ref in self._log.shards() if ref.seq == seq)
+            table = self._log.read(ref, ["key", "doc_key", "status"])
+            self._shard_keys[seq] = table.append_column("_item", pc.coalesce(table.column("doc_key"), table.column("key")))
+        table = self._shard_keys[seq]
+        rows = table.filter(pc.and_(pc.equal(table.column("_item"), item_key), pc.equal(table.column("status"), STATUS_OK)))
+        return tuple(rows.column("key").to_pylist())
+
+    def _item_at(self, position: int) -> CatalogItem:
+        row = {name: self.items.column(name)[position].as_py() for name in self.items.column_names}
+        return CatalogItem(
+            item_key=row["item_key"], source_id=row["source_id"], modality=row["modality"], uri=row["uri"],
+            path=row["path"], ext=row["ext"], status=row["status"], sha256=row["sha256"], size=row["bytes"],
+            mtime_ns=row["mtime_ns"], sidecar_sig=row["sidecar_sig"], seq=row["seq"],
+            live_keys=self._live_keys(row["item_key"], row["seq"]) if row["status"] == STATUS_OK else (),
         )
-    return catalog
+
+    def lookup(self, keys: pa.Array) -> pa.Table:
+        """The catalog columns aligned with ``keys`` (null rows where a key is unknown)."""
+        positions = pc.index_in(keys, value_set=self.items.column("item_key"))
+        return pa.table({name: pc.take(self.items.column(name), positions) for name in self.items.column_names})
+
+    def items_where(self, mask: pa.Array) -> list[CatalogItem]:
+        """The items for which ``mask`` (aligned with ``self.items``) is true."""
+        positions = pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
+        return [self._item_at(position) for position in positions]
+
+
+def write_catalog(log: ShardLog) -> None:
+    """Materialize the catalog beside the shards (atomically), valid through the last shard."""
+    shards = log.shards()
+    if not shards:
+        return
+    items = items_from_rows(latest_rows(log, ITEM_COLUMNS))
+    items = items.replace_schema_metadata({_THROUGH: str(shards[-1].seq).encode()})
+    target = log.catalog_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
+    pq.write_table(items, tmp)
+    os.replace(tmp, target)
+
+
+def load_catalog(log: ShardLog) -> Catalog:
+    """The catalog of a collection version: the materialized one when it is current, else
+    rebuilt from the shards (after a crash, or by an older writer)."""
+    shards = log.shards()
+    if not shards:
+        return Catalog.empty()
+    try:
+        items = pq.read_table(log.catalog_path)
+        through = int((items.schema.metadata or {}).get(_THROUGH, b"-1"))
+    except (OSError, ValueError, pa.ArrowInvalid):
+        through = -1
+    if through == shards[-1].seq:
+        return Catalog(items.replace_schema_metadata(None), log)
+    return Catalog(items_from_rows(latest_rows(log, ITEM_COLUMNS)), log)
 
 
 def read_item_rows(log: ShardLog, items: Iterable[CatalogItem]) -> dict[str, tuple[list[ItemRecord], np.ndarray]]:
@@ -157,7 +247,7 @@ def summarize(log: ShardLog) -> CatalogSummary:
 
 def failed_items(log: ShardLog) -> list[FailedItem]:
     """Items whose current row is a failure, with their reasons."""
-    rows = latest_rows(log, ["path", "modality", "status", "error"]).to_pylist()
+    rows = latest_rows(log, ["path", "modality", "status", "error"]).sort_by("key").to_pylist()
     return [
         FailedItem(row["key"], row["path"], row["modality"], row["error"] or "")
         for row in rows

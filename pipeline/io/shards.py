@@ -55,6 +55,12 @@ class ShardLog:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    @property
+    def catalog_path(self) -> Path:
+        """Where the materialized catalog of these shards lives: ``<root>/catalog/<collection>/<version>.parquet``
+        (outside the shard folder, so the folder stays a plain Parquet dataset)."""
+        return self.directory.parents[2] / "catalog" / self.directory.parent.name / f"{self.directory.name}.parquet"
+
     def shards(self) -> list[ShardRef]:
         """Committed shards in the order they were written (temporary files are ignored)."""
         if not self.directory.is_dir():
@@ -93,7 +99,7 @@ class ShardLog:
     def read(self, ref: ShardRef, columns: list[str] | None = None) -> pa.Table:
         """One shard as a table; its schema version must be one we understand."""
         table = pq.read_table(ref.path, columns=columns)
-        version = (pq.read_schema(ref.path).metadata or {}).get(b"mmindex.schema_version", b"?").decode()
+        version = (table.schema.metadata or {}).get(b"mmindex.schema_version", b"?").decode()
         if version != str(SCHEMA_VERSION):
             raise SchemaMismatchError(f"shard {ref.path} has schema version {version}, expected {SCHEMA_VERSION}")
         return table

@@ -64,11 +64,11 @@ class _Filters:
         """Whether a file passes the include (if any) and exclude globs."""
         if self.include and not _matches_any(self.include, rel_path):
             return False
-        return not _matches_any(self.exclude, rel_path)
+        return not (self.exclude and _matches_any(self.exclude, rel_path))
 
     def prunes_dir(self, rel_path: str) -> bool:
         """Whether a directory is excluded as a whole (its contents are not crawled)."""
-        return _matches_any(self.exclude, rel_path)
+        return bool(self.exclude) and _matches_any(self.exclude, rel_path)
 
 
 def crawl_local(
@@ -221,8 +221,10 @@ def _is_valid_name(entry: os.DirEntry[str], rel_dir: str) -> bool:
 
 def _describe(entry: os.DirEntry[str]) -> _Entry | None:
     """Stat an entry (following symlinks) without opening it; None when it vanished."""
-    stem, dot_ext = os.path.splitext(entry.name)
-    ext = dot_ext[1:].lower()
+    stem, dot, ext = entry.name.rpartition(".")
+    if not dot or not stem.strip("."):  # no extension, or a dotfile like ".jpg" (splitext semantics)
+        stem, ext = entry.name, ""
+    ext = ext.lower()
     is_symlink = entry.is_symlink()
     try:
         info = entry.stat(follow_symlinks=True)

@@ -1,0 +1,81 @@
+"""Start-up stays cheap: commands that do not embed never import torch/open_clip, and loading a
+model runs no forward pass (no warm-up) and hashes a checkpoint file once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("torch", "open_clip", "torchvision", "timm")
+
+
+def _modules_after(code: str, env: dict[str, str] | None = None) -> dict[str, bool]:
+    probe = code + f"\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))\n"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_cli_imports_no_torch() -> None:
+    assert not any(_modules_after("import mmindex.pipeline.cli").values())
+
+
+def test_embed_modules_import_torch_lazily() -> None:
+    code = "\n".join(f"import mmindex.pipeline.embed.{name}" for name in
+                     ("model", "images", "precision", "preprocess", "gpu_decode", "stage_timer", "weights"))
+    assert not any(_modules_after(code).values())
+
+
+def test_info_command_imports_no_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from mmindex.pipeline import cli\n"
+        f"sys.argv = ['mmindex', 'info', '--root', {str(tmp_path)!r}]\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+    )
+    loaded = _modules_after(code, {"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert not any(loaded.values()), loaded
+
+
+def test_loading_a_model_runs_no_forward_pass(
+    tiny_model_config: str, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import open_clip
+
+    from mmindex.pipeline.embed.model import ModelSpec, load_embedder
+
+    calls: list[str] = []
+    for name in ("encode_image", "encode_text"):
+        original = getattr(open_clip.CLIP, name)
+        monkeypatch.setattr(open_clip.CLIP, name, lambda self, *a, _n=name, _o=original, **k: calls.append(_n) or _o(self, *a, **k))
+    embedder = load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
+    assert calls == []
+    assert embedder.dim == 32
+    embedder.encode_texts(["a cat"])
+    assert calls == ["encode_text"]
+
+
+def test_a_checkpoint_is_hashed_once(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from mmindex.pipeline.embed import weights
+
+    copy = tmp_path / "weights.pt"
+    shutil.copy(tiny_checkpoint, copy)
+    opened: list[Path] = []
+    original = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object):
+        if self == copy.resolve():
+            opened.append(self)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    first = weights.file_sha256(copy)
+    second = weights.file_sha256(copy)
+    assert first == second and len(opened) == 1
