@@ -191,6 +191,12 @@ class Index:
         point = resolve_items(self.store, self.state, [key])[key]
         return QueryHit(str(point.payload.get("key", "")), 1.0, point.id, point.payload)
 
+    def gallery(self, result: SearchResult, path: str | Path) -> Path:
+        """Write ``result`` (from ``query``) as a self-contained HTML page; returns its path."""
+        from .pipeline.gallery import write_result_gallery  # noqa: PLC0415
+
+        return write_result_gallery(Path(path), result, self.settings.max_image_pixels)
+
     # -- embeddings and labels ---------------------------------------------------------------
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:

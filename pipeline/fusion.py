@@ -35,7 +35,7 @@ NEGATIVE_WEIGHT = 0.5
 _MIN_NORM = 1e-6
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class QueryPart:
     """One term of a query: what to embed (or look up), its weight, and whether it pushes away.
 
@@ -54,6 +54,19 @@ class QueryPart:
             raise ConfigError(f"weight of {self.describe()} must be a positive number, got {self.weight}")
         if self.kind in ("text", "like") and not str(self.value).strip():
             raise ConfigError(f"empty {self.kind} in a query")
+
+    def _identity(self) -> tuple[Any, ...]:
+        value = np.asarray(self.value).tobytes() if self.kind == "vector" else str(self.value)
+        return (self.kind, value, self.effective_weight, self.negative)
+
+    def __eq__(self, other: object) -> bool:
+        """Same kind, value (vectors element by element), weight and sign."""
+        if not isinstance(other, QueryPart):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     @classmethod
     def text(cls, text: str, weight: float | None = None, negative: bool = False) -> QueryPart:

@@ -22,7 +22,7 @@ from querykit import (  # noqa: F401
     unit,
 )
 
-from mmindex import Contribution, Index, QueryHit, QueryPart
+from mmindex import Contribution, Index, QueryHit, QueryPart, SearchQuery
 from mmindex.pipeline.errors import CollectionNotFoundError, ConfigError, SchemaMismatchError
 
 
@@ -82,6 +82,14 @@ def test_every_query_form_matches_the_reference(indexed: Indexed, tiny_embedder:
         embedded_image = index.embed_image(indexed.corpus / "animals" / "cat.png")
         np.testing.assert_allclose(embedded_image, cat_image, atol=1e-5)
         assert float(unit(embedded_image) @ unit(ref.vector(cat))) > 0.999  # the stored vector, from ingest
+
+
+def test_query_result_and_gallery(indexed: Indexed, tmp_path: Path) -> None:
+    with _open(indexed) as index:
+        result = index.query(SearchQuery(COLLECTION, parts=(QueryPart.like(indexed.key("rocket.bmp")),), limit=3))
+        assert result.method == "recommend" and len(result.hits) == 3
+        page = index.gallery(result, tmp_path / "g.html")
+    assert page.read_text(encoding="utf-8").count('<article class="card"') == 3
 
 
 def test_api_and_cli_agree(indexed: Indexed) -> None:

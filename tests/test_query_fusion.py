@@ -48,6 +48,9 @@ def test_default_weights_and_descriptions() -> None:
     assert QueryPart.text("blurry", negative=True).describe() == "not text 'blurry'"
     assert QueryPart.vector(np.ones(8)).describe() == "vector[8]"
     assert QueryPart.like("k", negative=True).as_json() == {"kind": "like", "value": "k", "weight": 0.5, "sign": -1}
+    assert QueryPart.vector([1.0, 2.0]) == QueryPart.vector(np.array([1.0, 2.0])) != QueryPart.vector([1.0, 3.0])
+    assert QueryPart.text("x") == QueryPart.text("x", weight=1.0) != QueryPart.text("x", negative=True)
+    assert len({QueryPart.vector([1.0]), QueryPart.vector([1.0]), QueryPart.text("x")}) == 2
 
 
 @pytest.mark.parametrize(
