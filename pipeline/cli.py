@@ -118,6 +118,17 @@ class _RichProgress:
         self._progress.update(self._task, rate=f"{speed:,.1f} items/s" if speed else "")
 
 
+def _label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> Any:
+    """The ``--labels`` flags of ``index`` as a validated label configuration (or None)."""
+    if not labels:
+        return None
+    from ..schemas.state import LabelConfig  # noqa: PLC0415
+    from .labels import DEFAULT_TEMPLATES, LabelSpec, split_labels  # noqa: PLC0415
+
+    spec = LabelSpec(split_labels(labels), tuple(templates or DEFAULT_TEMPLATES), threshold)
+    return LabelConfig(labels=list(spec.labels), templates=list(spec.templates), threshold=spec.threshold, scoring=spec.scoring)
+
+
 @app.command()
 def index(
     source: Annotated[Path, typer.Argument(help="Folder of images (jpg png webp gif bmp tiff) and texts (txt md).")],
@@ -136,6 +147,9 @@ def index(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (new/changed/renamed/deleted/unchanged) and change nothing.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry items that failed before even if their files did not change.")] = False,
     no_delete: Annotated[bool, typer.Option("--no-delete", help="Keep items whose files are gone (default: remove them).")] = False,
+    labels: Annotated[str | None, typer.Option("--labels", help="Zero-shot label images with these comma-separated labels (see `mmindex label`).", show_default=False)] = None,
+    label_template: Annotated[list[str] | None, typer.Option("--label-template", help="Prompt template for --labels (repeatable), default 'a photo of a {}.'.")] = None,
+    label_threshold: Annotated[float | None, typer.Option("--label-threshold", help="Score a label needs (softmax default 0.5).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
@@ -159,6 +173,7 @@ def index(
         dry_run=dry_run,
         retry_failed=retry_failed,
         delete_missing=not no_delete,
+        labels=_label_config(labels, label_template, label_threshold),
     )
     with _RichProgress(f"indexing {collection}") as progress:
         report = index_source(request, settings, progress)

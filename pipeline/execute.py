@@ -47,6 +47,7 @@ class RunCounts:
     """What the commits of a run did."""
 
     embedded_keys: list[str] = field(default_factory=list)
+    written_image_keys: list[str] = field(default_factory=list)
     reused: int = 0
     chunks_reused: int = 0
     images: int = 0
@@ -105,6 +106,7 @@ class Committer:
             if record.status == STATUS_OK:
                 if record.modality == "image":
                     counts.images += 1
+                    counts.written_image_keys.append(record.key)
                 else:
                     counts.text_chunks += 1
             elif record.status != STATUS_DELETED:

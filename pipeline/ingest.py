@@ -18,7 +18,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..schemas.config import Settings
-from ..schemas.state import CollectionState, CollectionVersion, RunSummary, SourceSpec
+from ..schemas.state import CollectionState, CollectionVersion, LabelConfig, RunSummary, SourceSpec
 from .apply import replay_unapplied, shard_log
 from .embed.model import Embedder, ModelSpec
 from .errors import IndexBusyError
@@ -49,6 +49,7 @@ class IndexRequest:
     dry_run: bool = False
     retry_failed: bool = False
     delete_missing: bool = True
+    labels: LabelConfig | None = None
 
     def resolved_source_id(self) -> str:
         """The source id item keys start with (the crawler's default: the folder's real path)."""
@@ -68,6 +69,7 @@ class IndexReport:
     dry_run: bool = False
     migrated_to: str | None = None
     replayed_shards: int = 0
+    labeled: int = 0
 
     @property
     def items_per_second(self) -> float:
@@ -114,9 +116,13 @@ class _Session:
             self._embedder = load_embedder(self.spec, self.settings.device)
         return self._embedder
 
-    def close(self) -> None:
+    def close_store(self) -> None:
         if self._store is not None:
             self._store.close()
+            self._store = None
+
+    def close(self) -> None:
+        self.close_store()
 
 
 def _new_version(collection: str, embedder: Embedder) -> CollectionVersion:
@@ -199,7 +205,6 @@ def _index_one_source(
     report.add_plan(plan)
     if request.dry_run or plan.is_noop:
         return
-    _ensure_store_collection(session, version)
     if progress is not None:
         total = len(plan.to_embed) + len(plan.reuse) + len(plan.metadata_changed) + len(plan.restat) + len(plan.deleted)
         progress.start(total)
@@ -246,8 +251,10 @@ def index_source(
             return report
         version, migrating = _target_version(session, collection, explicit)
         report = IndexReport(collection, version.embedder_id, dry_run=request.dry_run)
-        if not request.dry_run and _needs_replay(settings, collection, version):
-            report.replayed_shards = replay_unapplied(settings, session.store(), collection, version)
+        if not request.dry_run:
+            _ensure_store_collection(session, version)  # queryable even while (or if) empty
+            if _needs_replay(settings, collection, version):
+                report.replayed_shards = replay_unapplied(settings, session.store(), collection, version)
         sources = {source_id: this_source}
         if migrating:
             recorded = read_state(settings.root).collections[collection].sources
@@ -260,12 +267,38 @@ def index_source(
             report.seconds = time.perf_counter() - started
             _record_run(settings, collection, source_id, this_source, report, started_at, version if migrating else None)
             report.migrated_to = version.physical_name if migrating else None
+            _label_written_images(session, collection, request.labels, report)
         report.seconds = time.perf_counter() - started
         return report
     finally:
         session.close()
         if lock.is_locked:
             lock.release()
+
+
+def _label_written_images(session: _Session, collection: str, requested: LabelConfig | None, report: IndexReport) -> None:
+    """Zero-shot label images with the requested or the remembered labels.
+
+    Labels live in the Qdrant payload only, so the points this run wrote are labeled again.
+    Labels asked for that differ from the remembered ones are applied to every image.
+    """
+    remembered = read_state(session.settings.root).collections[collection].labels
+    config = requested or remembered
+    if config is None:
+        return
+    only_keys: list[str] | None = report.counts.written_image_keys
+    if requested is not None and requested != remembered:
+        only_keys = None
+    if only_keys == []:
+        return
+    from .labels import apply_labels  # noqa: PLC0415
+
+    session.close_store()  # labeling opens the store itself
+    report.labeled = apply_labels(
+        session.settings, collection, config.labels, config.templates, config.threshold, only_keys,
+        scoring=config.scoring,  # type: ignore[arg-type]
+        embedder=session.embedder(),
+    ).labeled
 
 
 def _record_run(

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..schemas.config import Settings
 from ..schemas.payload import INDEXED_FIELDS, LABEL_SCORES_FIELD, LABELS_FIELD
-from ..schemas.state import CollectionState
+from ..schemas.state import CollectionState, LabelConfig
 from .embed.model import Embedder
 from .errors import ConfigError, SourceError
 from .index.filters import Condition, PayloadFilter
@@ -251,6 +251,18 @@ def apply_labels(
     model = embedder if embedder is not None else embedder_for(settings, state)
     store = open_store(settings)
     try:
-        return label_collection(store, state, model, spec, only_keys, progress)
+        report = label_collection(store, state, model, spec, only_keys, progress)
     finally:
         store.close()
+    remember_labels(settings, collection, spec)
+    return report
+
+
+def remember_labels(settings: Settings, collection: str, spec: LabelSpec) -> None:
+    """Save the label settings so later ingests label the points they rewrite the same way."""
+    from .io.state_file import edit_state  # noqa: PLC0415
+
+    config = LabelConfig(labels=list(spec.labels), templates=list(spec.templates), threshold=spec.threshold, scoring=spec.scoring)
+    with edit_state(settings.root) as state:
+        if collection in state.collections:
+            state.collections[collection].labels = config

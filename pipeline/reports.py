@@ -32,6 +32,7 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
         "shards": counts.shards_written,
         "replayed_shards": report.replayed_shards,
         "migrated_to": report.migrated_to,
+        "labeled": report.labeled,
         "seconds": round(report.seconds, 3),
         "items_per_second": round(report.items_per_second, 2),
         "failures": [{"path": path, "error": error} for path, error in counts.failures],
@@ -56,6 +57,8 @@ def print_index_report(console: Console, report: IndexReport) -> None:
     )
     if report.replayed_shards:
         console.print(f"  re-applied {report.replayed_shards} shard(s) left by an interrupted run")
+    if report.labeled:
+        console.print(f"  labeled {report.labeled} images")
     if report.migrated_to:
         console.print(f"  collection now serves the new version {report.migrated_to}")
     for path, error in counts.failures[:10]:

@@ -52,6 +52,15 @@ class SourceSpec(BaseModel):
     include_hidden: bool = False
 
 
+class LabelConfig(BaseModel):
+    """Zero-shot labels a collection was labeled with; re-applied to points an ingest rewrites."""
+
+    labels: list[str]
+    templates: list[str]
+    threshold: float | None = None
+    scoring: str = "softmax"
+
+
 class CollectionState(BaseModel):
     """A collection as users name it: an alias for its current version."""
 
@@ -60,6 +69,7 @@ class CollectionState(BaseModel):
     building: CollectionVersion | None = None
     previous: list[CollectionVersion] = Field(default_factory=list)
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
+    labels: LabelConfig | None = None
     last_run: RunSummary | None = None
 
     def version(self, physical_name: str) -> CollectionVersion | None:

@@ -197,11 +197,12 @@ def _rows(outputs) -> tuple[list, np.ndarray]:
     return records, np.concatenate([vectors for _, vectors in outputs])
 
 
-def test_device_path_matches_the_cpu_path_and_keeps_failures_as_data(embedder, mixed_corpus: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_device_path_matches_the_cpu_path_and_keeps_failures_as_data(embedder, mixed_corpus: Path, workers: int) -> None:
     refs = list(crawl_local(mixed_corpus))
     cpu_records, cpu_vectors = _rows(list(embed_images(refs, embedder, batch_size=4, workers=None, max_pixels=10**8)))
     dev_records, dev_vectors = _rows(list(
-        embed_images(refs, embedder, batch_size=4, workers=0, max_pixels=10**8, strategy="device-jpeg")))
+        embed_images(refs, embedder, batch_size=4, workers=workers, max_pixels=10**8, strategy="device-jpeg")))
     assert [r.key for r in dev_records] == [r.key for r in cpu_records] == [ref.key for ref in refs]
     assert [(r.status, r.error) for r in dev_records] == [(r.status, r.error) for r in cpu_records]
     failed = {Path(r.path).name: r.error for r in dev_records if r.status != "ok"}
@@ -220,7 +221,8 @@ def test_files_the_device_rejects_are_decoded_on_the_cpu(embedder, mixed_corpus:
     refs = list(crawl_local(mixed_corpus))
     dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, 10**8, embedder.pixel_plan, device_jpeg=True)
     batch = collate_images([dataset[index] for index in range(len(dataset))])
-    assert len(batch.jpegs) == 3 and len(batch.pixel_rows) == 5
+    assert len(batch.jpegs()) == 3 and len(batch.pixel_rows) == 5
+    assert batch.jpegs()[0].numpy().tobytes() == (mixed_corpus / "a_astronaut.jpg").read_bytes()
 
     def rejecting(jpegs, device):
         return [None] * len(jpegs)
@@ -230,7 +232,7 @@ def test_files_the_device_rejects_are_decoded_on_the_cpu(embedder, mixed_corpus:
 
         return decoded_pixels(batch.records[row], data, 10**8, embedder.pixel_plan, embedder.preprocess)
 
-    rows, pixels = assemble_on_device(batch.jpeg_rows, batch.jpegs, batch.pixel_rows, batch.pixels, embedder.pixel_plan,
+    rows, pixels = assemble_on_device(batch.jpeg_rows, batch.jpegs(), batch.pixel_rows, batch.pixels, embedder.pixel_plan,
                                       torch.device("cpu"), fallback, decoder=rejecting)
     cpu_rows = [row for row, record in enumerate(batch.records) if record.status == "ok"]
     assert rows.tolist() == sorted(cpu_rows) and len(rows) == 8

@@ -18,7 +18,7 @@ def shard_table(tmp_path_factory: pytest.TempPathFactory, photo_corpus: Path, ti
     import pyarrow as pa
 
     root = tmp_path_factory.mktemp("parity-root")
-    settings = Settings(root=root, workers=2, batch_size=4, device="cpu")
+    settings = Settings(root=root, workers=2, batch_size=4, device="cpu", precision="fp32")  # parity is an fp32 claim
     request = IndexRequest(photo_corpus, "parity", ModelSpec(tiny_model_config, str(tiny_checkpoint)))
     report = index_source(request, settings)
     assert report.counts.failed == 0

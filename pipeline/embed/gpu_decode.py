@@ -104,7 +104,19 @@ def decode_jpegs(jpegs: Sequence[torch.Tensor], device: torch.device) -> list[to
                 decoded.append(decode_jpeg(jpeg, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 decoded.append(None)
-        return decoded
+    if len(decoded) > 1 and all(image is None for image in decoded) and not _warned_all_rejected:
+        _warn_all_rejected(device)
+    return decoded
+
+
+_warned_all_rejected = False
+
+
+def _warn_all_rejected(device: torch.device) -> None:
+    """Say once that the device decoder refused a whole batch (e.g. torchvision without nvjpeg)."""
+    global _warned_all_rejected  # noqa: PLW0603 - a once-per-process warning
+    _warned_all_rejected = True
+    log.warning("the %s JPEG decoder rejected a whole batch; decoding on the CPU instead (slower)", device)
 
 
 def geometry_on_device(images: Sequence[torch.Tensor], plan: PixelPlan) -> torch.Tensor:

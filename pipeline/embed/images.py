@@ -86,7 +86,7 @@ class ImageSample:
 
     record: ItemRecord
     pixels: np.ndarray | torch.Tensor | None
-    jpeg: torch.Tensor | None = None
+    jpeg: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -94,8 +94,9 @@ class ImageBatch:
     """One batch: every record in input order, and pixels for the rows that decoded.
 
     ``pixels`` holds the rows ``pixel_rows`` as uint8 (N, H, W, 3) (``layout="uint8"``) or
-    float (N, 3, H, W) (``layout="float"``); ``jpegs`` the bytes of rows ``jpeg_rows`` still to
-    decode on the device.
+    float (N, 3, H, W) (``layout="float"``). The files of rows ``jpeg_rows``, still to decode on
+    the device, are packed into one uint8 tensor ``jpeg_data`` cut at ``jpeg_offsets`` (one
+    shared-memory block per batch between worker processes, not one per file).
     """
 
     records: list[ItemRecord]
@@ -103,7 +104,15 @@ class ImageBatch:
     pixels: torch.Tensor
     layout: Literal["uint8", "float"]
     jpeg_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    jpegs: list[torch.Tensor] = field(default_factory=list)
+    jpeg_data: torch.Tensor | None = None
+    jpeg_offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+
+    def jpegs(self) -> list[torch.Tensor]:
+        """The JPEG files of ``jpeg_rows``, as 1-D uint8 views of ``jpeg_data``."""
+        if self.jpeg_data is None:
+            return []
+        bounds = self.jpeg_offsets.tolist()
+        return [self.jpeg_data[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def pin_memory(self) -> ImageBatch:
         """Page-lock the pixels (DataLoader's ``pin_memory=True`` calls this)."""
@@ -197,16 +206,14 @@ class ImageDecodeDataset:
         pixels = decoded_pixels(record, data, self.max_pixels, self.plan, self.preprocess, times)
         return ImageSample(record, pixels)
 
-    def _device_jpeg(self, record: ItemRecord, data: bytes) -> torch.Tensor | None:
-        import torch  # noqa: PLC0415
-
+    def _device_jpeg(self, record: ItemRecord, data: bytes) -> bytes | None:
         from .gpu_decode import device_jpeg_header  # noqa: PLC0415
 
         header = device_jpeg_header(data, self.max_pixels)
         if header is None:
             return None
         record.width, record.height, record.mime = header.width, header.height, "image/jpeg"
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return data
 
     @staticmethod
     def _sidecars(ref: ItemRef, record: ItemRecord) -> None:
@@ -224,7 +231,11 @@ def collate_images(samples: list[ImageSample], pin: bool = False) -> ImageBatch:
     records = [sample.record for sample in samples]
     pixel_rows = [row for row, sample in enumerate(samples) if sample.pixels is not None]
     jpeg_rows = [row for row, sample in enumerate(samples) if sample.jpeg is not None]
-    jpegs = [samples[row].jpeg for row in jpeg_rows]
+    jpeg_data, jpeg_offsets = None, np.zeros(1, dtype=np.int64)
+    if jpeg_rows:
+        files = [samples[row].jpeg or b"" for row in jpeg_rows]
+        jpeg_offsets = np.cumsum([0, *(len(data) for data in files)], dtype=np.int64)
+        jpeg_data = torch.frombuffer(bytearray(b"".join(files)), dtype=torch.uint8)
     arrays = [samples[row].pixels for row in pixel_rows]
     layout: Literal["uint8", "float"] = "float"
     if not arrays:
@@ -237,7 +248,7 @@ def collate_images(samples: list[ImageSample], pin: bool = False) -> ImageBatch:
         pixels = torch.stack(arrays)  # type: ignore[arg-type]
         pixels = pixels.pin_memory() if pin else pixels
     return ImageBatch(records, np.asarray(pixel_rows, dtype=np.int64), pixels, layout,
-                      np.asarray(jpeg_rows, dtype=np.int64), jpegs)  # type: ignore[arg-type]
+                      np.asarray(jpeg_rows, dtype=np.int64), jpeg_data, jpeg_offsets)
 
 
 def available_cores() -> int:
@@ -327,7 +338,7 @@ def _batches(
 def _device_pixels(batch: ImageBatch, embedder: Embedder, plan: PixelPlan | None,
                    dataset: ImageDecodeDataset) -> tuple[np.ndarray, torch.Tensor]:
     """The batch's rows with pixels and their normalized float pixels on the embedder's device."""
-    if batch.jpegs:
+    if len(batch.jpeg_rows):
         from .gpu_decode import assemble_on_device  # noqa: PLC0415
 
         if plan is None:
@@ -338,7 +349,7 @@ def _device_pixels(batch: ImageBatch, embedder: Embedder, plan: PixelPlan | None
             return pixels if isinstance(pixels, np.ndarray) else None
 
         with stage_timer.stage("device_decode"):
-            return assemble_on_device(batch.jpeg_rows, batch.jpegs, batch.pixel_rows, batch.pixels, plan,
+            return assemble_on_device(batch.jpeg_rows, batch.jpegs(), batch.pixel_rows, batch.pixels, plan,
                                       embedder.device, cpu_fallback)
     pixels = batch.pixels
     if pixels.device != embedder.device:
@@ -372,8 +383,9 @@ def embed_images(
     plan = embedder.pixel_plan
     chosen = _choose(strategy, workers, embedder.device.type, plan)
     threaded = chosen in ("burst", "overlap")
+    device_jpeg = chosen == "device-jpeg" and plan is not None and plan.tensor_steps is not None
     dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, max_pixels, plan,
-                                 device_jpeg=chosen == "device-jpeg", times=times if threaded else None)
+                                 device_jpeg=device_jpeg, times=times if threaded else None)
     batches = iter(_batches(dataset, chosen, batch_size, workers, embedder.device.type))
     dim = embedder.dim
     while True:

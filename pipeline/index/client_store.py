@@ -25,6 +25,10 @@ from ..errors import CollectionNotFoundError, ConfigError, MmindexError, SchemaM
 from ._filter_translate import translate_filter
 from .filters import PayloadFilter
 from .store import (
+    canonical_id,
+    named_vector,
+    stored_points,
+    vector_list,
     SCROLL_PAGE,
     UPSERT_BATCH,
     CollectionSpec,
@@ -82,28 +86,7 @@ class _VectorInfo:
     dim: int
 
 
-def _as_vector(vector: np.ndarray, info: _VectorInfo, collection: str) -> list[float]:
-    """The vector as a list of floats, checked against the collection's dimension."""
-    array = np.asarray(vector, dtype=np.float32)
-    if array.shape != (info.dim,):
-        raise SchemaMismatchError(
-            f"collection {collection!r} holds {info.dim}-d vectors, got an array of shape {array.shape}"
-        )
-    return array.tolist()
 
-
-def _read_vector(raw: Any, vector_name: str) -> np.ndarray | None:
-    if not isinstance(raw, dict) or vector_name not in raw:
-        return None
-    return np.asarray(raw[vector_name], dtype=np.float32)
-
-
-def _canonical_id(point_id: str) -> str:
-    """A UUID id in Qdrant's canonical form (lower case, hyphenated); other ids unchanged."""
-    try:
-        return str(uuid.UUID(point_id))
-    except ValueError:
-        return point_id
 
 
 class ClientStore:
@@ -233,7 +216,7 @@ class ClientStore:
         info = self._vector_info(name)
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                models.PointStruct(id=p.id, vector={info.name: _as_vector(p.vector, info, name)}, payload=p.payload)
+                models.PointStruct(id=p.id, vector={info.name: vector_list(p.vector, info.dim, name)}, payload=p.payload)
                 for p in points[start : start + UPSERT_BATCH]
             ]
             with self._calling(name, "upsert into"):
@@ -266,7 +249,7 @@ class ClientStore:
         With ``mmr`` the query is a ``NearestQuery`` with Qdrant's MMR: MMR's order, cosine scores.
         """
         info = self._vector_info(name)
-        query = _as_vector(vector, info, name)
+        query = vector_list(vector, info.dim, name)
         if limit <= 0:
             return []
         scoring: Any = query
@@ -302,7 +285,7 @@ class ClientStore:
                 id=str(point.id),
                 score=float(point.score),
                 payload=dict(point.payload or {}),
-                vector=_read_vector(point.vector, info.name) if with_vectors else None,
+                vector=named_vector(point.vector, info.name) if with_vectors else None,
             )
             for point in response.points
         ]
@@ -325,8 +308,8 @@ class ClientStore:
         if not positive_ids:
             raise ConfigError("recommend needs at least one positive example")
         info = self._vector_info(name)
-        positive = [_canonical_id(point_id) for point_id in positive_ids]
-        negative = [_canonical_id(point_id) for point_id in negative_ids]
+        positive = [canonical_id(point_id) for point_id in positive_ids]
+        negative = [canonical_id(point_id) for point_id in negative_ids]
         self._require_points(name, [*positive, *negative])
         if limit <= 0:
             return []
@@ -351,7 +334,7 @@ class ClientStore:
         if not ids:
             return []
         info = self._vector_info(name)
-        wanted = list(dict.fromkeys(_canonical_id(point_id) for point_id in ids))
+        wanted = list(dict.fromkeys(canonical_id(point_id) for point_id in ids))
         with self._calling(name, "retrieve from"):
             records = self.client.retrieve(
                 name, ids=wanted, with_payload=True, with_vectors=[info.name] if with_vectors else False
@@ -361,7 +344,7 @@ class ClientStore:
             StoredPoint(
                 id=point_id,
                 payload=dict(by_id[point_id].payload or {}),
-                vector=_read_vector(by_id[point_id].vector, info.name) if with_vectors else None,
+                vector=named_vector(by_id[point_id].vector, info.name) if with_vectors else None,
             )
             for point_id in wanted
             if point_id in by_id
@@ -387,18 +370,11 @@ class ClientStore:
                 name,
                 scroll_filter=client_filter(payload_filter),
                 limit=limit,
-                offset=None if offset is None else _canonical_id(offset),
+                offset=None if offset is None else canonical_id(offset),
                 with_payload=True,
                 with_vectors=[info.name] if with_vectors else False,
             )
-        points = [
-            StoredPoint(
-                id=str(record.id),
-                payload=dict(record.payload or {}),
-                vector=_read_vector(record.vector, info.name) if with_vectors else None,
-            )
-            for record in records
-        ]
+        points = stored_points(records, info.name, with_vectors)
         return ScrollPage(points, None if next_offset is None else str(next_offset))
 
     def set_payload(self, name: str, updates: Sequence[PayloadUpdate]) -> None:
@@ -412,7 +388,7 @@ class ClientStore:
                 models.SetPayloadOperation(
                     set_payload=models.SetPayload(
                         payload=update.payload,
-                        filter=models.Filter(must=[models.HasIdCondition(has_id=[_canonical_id(update.id)])]),
+                        filter=models.Filter(must=[models.HasIdCondition(has_id=[canonical_id(update.id)])]),
                     )
                 )
                 for update in updates[start : start + UPSERT_BATCH]

@@ -47,6 +47,10 @@ from ..errors import (
 from ._filter_translate import translate_filter
 from .filters import PayloadFilter
 from .store import (
+    canonical_id,
+    named_vector,
+    stored_points,
+    vector_list,
     SCROLL_PAGE,
     UPSERT_BATCH,
     CollectionSpec,
@@ -117,34 +121,13 @@ def _spec_from_json(data: dict[str, Any]) -> CollectionSpec:
     )
 
 
-def _as_vector(vector: np.ndarray, spec: CollectionSpec, collection: str) -> list[float]:
-    """The vector as a list of floats, checked against the collection's dimension."""
-    array = np.asarray(vector, dtype=np.float32)
-    if array.shape != (spec.dim,):
-        raise SchemaMismatchError(
-            f"collection {collection!r} holds {spec.dim}-d vectors, got an array of shape {array.shape}"
-        )
-    return array.tolist()
 
-
-def _read_vector(raw: Any, vector_name: str) -> np.ndarray | None:
-    if not raw or vector_name not in raw:
-        return None
-    return np.asarray(raw[vector_name], dtype=np.float32)
-
-
-def _canonical_id(point_id: str) -> str:
-    """A UUID id in Qdrant's canonical form (lower case, hyphenated); other ids unchanged."""
-    try:
-        return str(uuid.UUID(point_id))
-    except ValueError:
-        return point_id
 
 
 def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
     """Records in the order their ids were asked for (Qdrant returns them in its own order)."""
     by_id = {str(record.id): record for record in records}
-    wanted = dict.fromkeys(_canonical_id(point_id) for point_id in ids)
+    wanted = dict.fromkeys(canonical_id(point_id) for point_id in ids)
     return [by_id[point_id] for point_id in wanted if point_id in by_id]
 
 
@@ -336,7 +319,7 @@ class EdgeStore:
         with self._open_shard(name, write=True) as (shard, spec):
             for start in range(0, len(points), UPSERT_BATCH):
                 batch = [
-                    qe.Point(id=p.id, vector={spec.vector_name: _as_vector(p.vector, spec, name)}, payload=p.payload)
+                    qe.Point(id=p.id, vector={spec.vector_name: vector_list(p.vector, spec.dim, name)}, payload=p.payload)
                     for p in points[start : start + UPSERT_BATCH]
                 ]
                 shard.update(qe.UpdateOperation.upsert_points(batch))
@@ -368,7 +351,7 @@ class EdgeStore:
         stay the cosine similarity to ``vector``, as on a Qdrant server.
         """
         with self._open_shard(name) as (shard, spec):
-            query = _as_vector(vector, spec, name)
+            query = vector_list(vector, spec.dim, name)
             if limit <= 0:
                 return []
             return self._nearest(shard, spec, query, limit, edge_filter(payload_filter, exclude_ids),
@@ -403,7 +386,7 @@ class EdgeStore:
                 id=str(point.id),
                 score=float(point.score),
                 payload=dict(point.payload or {}),
-                vector=_read_vector(point.vector, spec.vector_name) if with_vectors else None,
+                vector=named_vector(point.vector, spec.vector_name) if with_vectors else None,
             )
             for point in shard.query(request)
         ]
@@ -424,19 +407,19 @@ class EdgeStore:
         qdrant-edge's recommend queries take vectors, not ids, and only score strategies; so the
         examples are read and averaged as a Qdrant server does, in the same shard session.
         """
-        examples = [_canonical_id(point_id) for point_id in (*positive_ids, *negative_ids)]
+        examples = [canonical_id(point_id) for point_id in (*positive_ids, *negative_ids)]
         with self._open_shard(name) as (shard, spec):
             records = shard.retrieve(list(dict.fromkeys(examples)), with_payload=False, with_vector=[spec.vector_name])
-            vectors = {str(record.id): _read_vector(record.vector, spec.vector_name) for record in records}
+            vectors = {str(record.id): named_vector(record.vector, spec.vector_name) for record in records}
             missing = [point_id for point_id in examples if vectors.get(point_id) is None]
             if missing:
                 raise ConfigError(f"no point {missing[0]} in collection {name!r} to recommend from")
             query = average_vector(
-                [vectors[_canonical_id(i)] for i in positive_ids], [vectors[_canonical_id(i)] for i in negative_ids]
+                [vectors[canonical_id(i)] for i in positive_ids], [vectors[canonical_id(i)] for i in negative_ids]
             )
             if limit <= 0:
                 return []
-            return self._nearest(shard, spec, _as_vector(query, spec, name), limit,
+            return self._nearest(shard, spec, vector_list(query, spec.dim, name), limit,
                                  edge_filter(payload_filter, examples), with_vectors, score_threshold, None)
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
@@ -447,14 +430,7 @@ class EdgeStore:
             records = shard.retrieve(
                 list(dict.fromkeys(ids)), with_payload=True, with_vector=[spec.vector_name] if with_vectors else False
             )
-        return [
-            StoredPoint(
-                id=str(record.id),
-                payload=dict(record.payload or {}),
-                vector=_read_vector(record.vector, spec.vector_name) if with_vectors else None,
-            )
-            for record in _ordered(records, ids)
-        ]
+        return stored_points(_ordered(records, ids), spec.vector_name, with_vectors)
 
     def count(self, name: str, payload_filter: PayloadFilter | None = None) -> int:
         """Exact number of points matching the filter."""
@@ -473,21 +449,14 @@ class EdgeStore:
         with self._open_shard(name) as (shard, spec):
             records, next_offset = shard.scroll(
                 qe.ScrollRequest(
-                    offset=None if offset is None else _canonical_id(offset),
+                    offset=None if offset is None else canonical_id(offset),
                     limit=limit,
                     filter=edge_filter(payload_filter),
                     with_payload=True,
                     with_vector=[spec.vector_name] if with_vectors else False,
                 )
             )
-        points = [
-            StoredPoint(
-                id=str(record.id),
-                payload=dict(record.payload or {}),
-                vector=_read_vector(record.vector, spec.vector_name) if with_vectors else None,
-            )
-            for record in records
-        ]
+        points = stored_points(records, spec.vector_name, with_vectors)
         return ScrollPage(points, None if next_offset is None else str(next_offset))
 
     def set_payload(self, name: str, updates: Sequence[PayloadUpdate]) -> None:
@@ -496,7 +465,7 @@ class EdgeStore:
             return
         with self._open_shard(name, write=True) as (shard, _spec):
             for update in updates:
-                only_this = qe.Filter(must=[qe.HasIdCondition({_canonical_id(update.id)})])
+                only_this = qe.Filter(must=[qe.HasIdCondition({canonical_id(update.id)})])
                 shard.update(qe.UpdateOperation.set_payload_by_filter(only_this, update.payload))
 
     def create_field_index(self, name: str, field_name: str, kind: FieldType) -> None:

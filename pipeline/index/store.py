@@ -7,6 +7,8 @@ suite runs on both. Vectors are CLIP embeddings in one named vector, cosine dist
 
 from __future__ import annotations
 
+import uuid
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -14,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ...schemas.payload import INDEXED_FIELDS, FieldType
-from ..errors import ConfigError
+from ..errors import ConfigError, SchemaMismatchError
 from .filters import PayloadFilter
 
 CLIP_VECTOR = "clip"
@@ -189,3 +191,38 @@ class VectorStore(Protocol):
 
     def close(self) -> None:
         """Release connections and locks."""
+
+
+def vector_list(vector: np.ndarray, dim: int, collection: str) -> list[float]:
+    """A vector as a list of floats for Qdrant, checked against the collection's dimension."""
+    array = np.asarray(vector, dtype=np.float32)
+    if array.shape != (dim,):
+        raise SchemaMismatchError(f"collection {collection!r} holds {dim}-d vectors, got an array of shape {array.shape}")
+    return array.tolist()
+
+
+def named_vector(raw: Any, vector_name: str) -> np.ndarray | None:
+    """The named vector of a returned point as float32, if it came back."""
+    if not isinstance(raw, dict) or vector_name not in raw:
+        return None
+    return np.asarray(raw[vector_name], dtype=np.float32)
+
+
+def canonical_id(point_id: str) -> str:
+    """A UUID id in Qdrant's canonical form (lower case, hyphenated); other ids unchanged."""
+    try:
+        return str(uuid.UUID(point_id))
+    except ValueError:
+        return point_id
+
+
+def stored_points(records: Sequence[Any], vector_name: str, with_vectors: bool) -> list[StoredPoint]:
+    """Backend records (edge ``Record`` or client ``Record``) as ``StoredPoint``s."""
+    return [
+        StoredPoint(
+            id=str(record.id),
+            payload=dict(record.payload or {}),
+            vector=named_vector(record.vector, vector_name) if with_vectors else None,
+        )
+        for record in records
+    ]
