@@ -52,6 +52,10 @@ QdrantUrlOpt = Annotated[
     str | None,
     typer.Option("--qdrant-url", help="Qdrant server/cluster URL (else embedded). Env: QDRANT_URL (+ QDRANT_API_KEY).", show_default=False),
 ]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX-512 BF16, else fp32).", show_default=False),
+]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (auto: CUDA when present).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -137,6 +141,7 @@ def index(
     model: Annotated[str | None, typer.Option("--model", help="open_clip architecture, or local-dir:/path (config + weights).", show_default=False)] = None,
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Weights tag (e.g. laion2b_s34b_b79k) or checkpoint file.", show_default=False)] = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per forward pass (default 64).", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=0, help="Decode worker processes (default: decode threads between forward passes on CPU, spare cores on GPU).", show_default=False)] = None,
     qdrant_url: QdrantUrlOpt = None,
@@ -160,7 +165,7 @@ def index(
     from .reports import index_report_json, print_index_report  # noqa: PLC0415
 
     settings = _settings(
-        root=root, model=model, pretrained=pretrained, device=device,
+        root=root, model=model, pretrained=pretrained, device=device, precision=precision,
         batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
     )
     request = IndexRequest(
@@ -366,6 +371,7 @@ def migrate(
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Weights tag or checkpoint file.", show_default=False)] = None,
     root: RootOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     qdrant_url: QdrantUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -375,7 +381,7 @@ def migrate(
     from .maintenance import migrate_collection  # noqa: PLC0415
     from .reports import index_report_json, print_index_report  # noqa: PLC0415
 
-    settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
+    settings = _settings(root=root, device=device, precision=precision, qdrant_url=qdrant_url)
     with _RichProgress(f"migrating {collection}") as progress:
         report = migrate_collection(settings, collection, ModelSpec(model, pretrained), progress)
     if as_json:
@@ -431,6 +437,13 @@ def models(
 
 @app.callback()
 def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    import warnings  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    # Decoding checks every image's pixel count against --max-pixels itself; Pillow's own
+    # warning for large images would only repeat that as noise.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",

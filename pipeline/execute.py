@@ -22,6 +22,7 @@ from ..schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_ba
 from ..schemas.state import CollectionVersion
 from .apply import apply_records, mark_applied
 from .embed.model import Embedder
+from .embed.stage_timer import stage
 from .ids import chunk_key, point_id
 from .index.store import VectorStore
 from .io.catalog import Catalog, CatalogItem, read_item_rows
@@ -89,9 +90,12 @@ class Committer:
         embeddings = np.concatenate([vectors for _, vectors in self._pending])
         items = len(self._pending)
         self._pending, self._pending_rows = [], 0
-        ref = self.log.write(records_to_batch(records, embeddings, self.version.dim))
-        result = apply_records(self.store_factory(), self.version.physical_name, records, embeddings)
-        mark_applied(self.root, self.collection, self.version.physical_name, ref.seq)
+        with stage("write"):
+            ref = self.log.write(records_to_batch(records, embeddings, self.version.dim))
+        with stage("upsert"):
+            result = apply_records(self.store_factory(), self.version.physical_name, records, embeddings)
+        with stage("write"):
+            mark_applied(self.root, self.collection, self.version.physical_name, ref.seq)
         self.version.applied_through = ref.seq
         self._count(records, result.upserted, result.deleted)
         if self.progress is not None:

@@ -21,6 +21,7 @@ from ..schemas.config import Settings
 from ..schemas.state import CollectionState, CollectionVersion, LabelConfig, RunSummary, SourceSpec
 from .apply import replay_unapplied, shard_log
 from .embed.model import Embedder, ModelSpec
+from .embed.stage_timer import stage
 from .errors import IndexBusyError
 from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
 from .index.open_store import open_store, physical_collection_name, validate_collection_name
@@ -113,7 +114,7 @@ class _Session:
         if self._embedder is None:
             from .embed.model import load_embedder  # noqa: PLC0415
 
-            self._embedder = load_embedder(self.spec, self.settings.device)
+            self._embedder = load_embedder(self.spec, self.settings.device, self.settings.precision)
         return self._embedder
 
     def close_store(self) -> None:
@@ -196,12 +197,14 @@ def _index_one_source(
 ) -> None:
     settings = session.settings
     log_ = shard_log(settings.root, request.collection, version)
-    refs = list(crawl_local(source, source_id=source_id, include=spec.include, exclude=spec.exclude,
-                            include_hidden=spec.include_hidden))
+    with stage("crawl"):
+        refs = list(crawl_local(source, source_id=source_id, include=spec.include, exclude=spec.exclude,
+                                include_hidden=spec.include_hidden))
     report.items_seen += len(refs)
-    catalog = load_catalog(log_)
-    plan = plan_changes(refs, catalog, source_id, retry_failed=request.retry_failed,
-                        delete_missing=request.delete_missing)
+    with stage("plan"):
+        catalog = load_catalog(log_)
+        plan = plan_changes(refs, catalog, source_id, retry_failed=request.retry_failed,
+                            delete_missing=request.delete_missing)
     report.add_plan(plan)
     if request.dry_run or plan.is_noop:
         return
@@ -263,7 +266,8 @@ def index_source(
             _index_one_source(session, request, Path(spec_.path), sid, spec_, version, report, progress)
         if not request.dry_run:
             if report.counts.shards_written:
-                session.store().optimize(version.physical_name)
+                with stage("index build"):
+                    session.store().optimize(version.physical_name)
             report.seconds = time.perf_counter() - started
             _record_run(settings, collection, source_id, this_source, report, started_at, version if migrating else None)
             report.migrated_to = version.physical_name if migrating else None

@@ -92,9 +92,37 @@ def test_settings_take_a_precision(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     from pydantic import ValidationError
 
     monkeypatch.setenv("MMINDEX_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("MMINDEX_PRECISION", raising=False)
     assert Settings().precision == "auto"
     monkeypatch.setenv("MMINDEX_PRECISION", "bf16")
     assert Settings().precision == "bf16"
     assert Settings(precision="fp32").precision == "fp32"
     with pytest.raises(ValidationError):
         Settings(precision="int8")
+
+
+def test_stored_bf16_vectors_stay_within_0_999_of_open_clip_fp32(
+    photo_corpus: Path, tiny_model_config: str, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """End to end: index with a bf16 embedder, read the Parquet shards, compare with open_clip."""
+    import open_clip
+    import pyarrow.parquet as pq
+    import torch
+    from PIL import Image
+
+    from mmindex.pipeline.ingest import IndexRequest, index_source
+
+    bf16 = load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu", "bf16")
+    settings = Settings(root=tmp_path / "root", batch_size=4, device="cpu", precision="bf16")
+    index_source(IndexRequest(photo_corpus, "bf16"), settings, embedder=bf16)
+    rows = [row for shard in sorted((tmp_path / "root" / "shards").rglob("*.parquet"))
+            for row in pq.read_table(shard).to_pylist() if row["modality"] == "image"]
+    assert len(rows) == 6 and all(row["status"] == "ok" for row in rows)
+    model, _, preprocess = open_clip.create_model_and_transforms(tiny_model_config, pretrained=str(tiny_checkpoint))
+    model.eval()
+    for row in rows:
+        with Image.open(photo_corpus / row["path"]) as image, torch.inference_mode():
+            expected = model.encode_image(preprocess(image.convert("RGB")).unsqueeze(0))[0].numpy()
+        stored = np.asarray(row["embedding"], dtype=np.float32)
+        cosine = float(np.dot(stored, expected) / (np.linalg.norm(stored) * np.linalg.norm(expected)))
+        assert cosine >= 0.999, (row["path"], cosine)

@@ -180,8 +180,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
 
     The format is detected from the content (the extension is not trusted) among
     ``ALLOWED_FORMATS``. The pixel count from the header is checked against ``max_pixels``
-    before any pixel is decoded; Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, its warning
-    made an error) stays on, so the effective limit is the smaller of the two. Animated images give their first frame; EXIF orientation is applied (width and
+    before any pixel is decoded, and so is Pillow's ``Image.MAX_IMAGE_PIXELS``: the effective
+    limit is the smaller of the two. Animated images give their first frame; EXIF orientation is applied (width and
     height are reported after it); transparency is composited over white; 16-bit and float
     images are scaled down by value range rather than clipped.
 
@@ -190,16 +190,17 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """
     if not data:
         raise DecodeError("empty file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            return _decode_image(data, max_pixels)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DecodeError(_pillow_bomb_reason(exc, max_pixels)) from exc
-        except UnidentifiedImageError as exc:
-            raise DecodeError("not an image: unrecognised or unsupported format") from exc
-        except _PILLOW_ERRORS as exc:
-            raise DecodeError(f"corrupt image: {_short(exc)}") from exc
+    # No warnings.catch_warnings() here: it swaps process-global state and decoding runs in
+    # threads. Our own header check below stops bombs above ``max_pixels``; Pillow's guard still
+    # raises DecompressionBombError beyond twice its MAX_IMAGE_PIXELS.
+    try:
+        return _decode_image(data, max_pixels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(_pillow_bomb_reason(exc, max_pixels)) from exc
+    except UnidentifiedImageError as exc:
+        raise DecodeError("not an image: unrecognised or unsupported format") from exc
+    except _PILLOW_ERRORS as exc:
+        raise DecodeError(f"corrupt image: {_short(exc)}") from exc
 
 
 def _decode_image(data: bytes, max_pixels: int) -> DecodedImage:
@@ -208,10 +209,9 @@ def _decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         width, height = opened.size
         if width <= 0 or height <= 0:
             raise DecodeError(f"corrupt image: invalid size {width}x{height}")
-        if width * height > max_pixels:
-            raise DecodeError(
-                f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}"
-            )
+        limit = _effective_limit(max_pixels)
+        if width * height > limit:
+            raise DecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {limit}")
         image_format = opened.format or ""
         opened.seek(0)
         opened.load()
@@ -231,6 +231,12 @@ def _open_formats() -> tuple[str, ...]:
     return tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
 
 
+def _effective_limit(max_pixels: int) -> int:
+    """The pixel limit in force: ours, or Pillow's ``MAX_IMAGE_PIXELS`` when that is lower."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    return max_pixels if pillow_limit is None else min(max_pixels, int(pillow_limit))
+
+
 def _pillow_bomb_reason(exc: Exception, max_pixels: int) -> str:
     """Reason for a bomb that Pillow's guard stopped while reading the header.
 
@@ -240,9 +246,7 @@ def _pillow_bomb_reason(exc: Exception, max_pixels: int) -> str:
     match = _BOMB_PIXELS.search(str(exc))
     if match is None:
         return f"decompression bomb: {_short(exc)}"
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    limit = max_pixels if pillow_limit is None else min(max_pixels, int(pillow_limit))
-    return f"decompression bomb: {match.group(1)} pixels exceeds the limit of {limit}"
+    return f"decompression bomb: {match.group(1)} pixels exceeds the limit of {_effective_limit(max_pixels)}"
 
 
 def _short(exc: BaseException) -> str:
