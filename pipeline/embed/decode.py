@@ -27,7 +27,6 @@ import os
 import re
 import stat
 import struct
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass

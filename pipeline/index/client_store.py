@@ -8,7 +8,6 @@ evaluated by scanning), which changes speed, never answers.
 from __future__ import annotations
 
 import logging
-import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager

@@ -25,7 +25,6 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +40,6 @@ from ..errors import (
     ConfigError,
     IndexBusyError,
     MmindexError,
-    SchemaMismatchError,
     StoreUnavailableError,
 )
 from ._filter_translate import translate_filter
