@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +186,22 @@ def _needs_replay(settings: Settings, collection: str, version: CollectionVersio
     return bool(shards) and shards[-1].seq > version.applied_through
 
 
+def _crawl_and_plan(
+    request: IndexRequest, source: Path, source_id: str, spec: SourceSpec, catalog_of: Callable[[], Catalog], report: IndexReport
+) -> tuple[Catalog, ChangePlan]:
+    """Crawl one source and plan it against the catalog (loaded after the crawl, timed as planning)."""
+    with stage("crawl"):
+        refs = list(crawl_local(source, source_id=source_id, include=spec.include, exclude=spec.exclude,
+                                include_hidden=spec.include_hidden))
+    report.items_seen += len(refs)
+    with stage("plan"):
+        catalog = catalog_of()
+        plan = plan_changes(refs, catalog, source_id, retry_failed=request.retry_failed,
+                            delete_missing=request.delete_missing)
+    report.add_plan(plan)
+    return catalog, plan
+
+
 def _index_one_source(
     session: _Session,
     request: IndexRequest,
@@ -197,15 +214,7 @@ def _index_one_source(
 ) -> None:
     settings = session.settings
     log_ = shard_log(settings.root, request.collection, version)
-    with stage("crawl"):
-        refs = list(crawl_local(source, source_id=source_id, include=spec.include, exclude=spec.exclude,
-                                include_hidden=spec.include_hidden))
-    report.items_seen += len(refs)
-    with stage("plan"):
-        catalog = load_catalog(log_)
-        plan = plan_changes(refs, catalog, source_id, retry_failed=request.retry_failed,
-                            delete_missing=request.delete_missing)
-    report.add_plan(plan)
+    catalog, plan = _crawl_and_plan(request, source, source_id, spec, lambda: load_catalog(log_), report)
     if request.dry_run or plan.is_noop:
         return
     if progress is not None:
@@ -247,10 +256,7 @@ def index_source(
     try:
         if request.dry_run and existing is None:
             report = IndexReport(collection, "(new collection)", dry_run=True)
-            crawled = list(crawl_local(request.source, source_id=source_id, include=request.include,
-                                       exclude=request.exclude, include_hidden=request.include_hidden))
-            report.items_seen = len(crawled)
-            report.add_plan(plan_changes(crawled, Catalog.empty(), source_id))
+            _crawl_and_plan(request, Path(this_source.path), source_id, this_source, Catalog.empty, report)
             return report
         version, migrating = _target_version(session, collection, explicit)
         report = IndexReport(collection, version.embedder_id, dry_run=request.dry_run)

@@ -24,7 +24,6 @@ from .sources.base import ItemRef
 
 log = logging.getLogger(__name__)
 
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +55,6 @@ class ChangePlan:
         return [*self.embed_new, *self.embed_changed, *self.retry_failed]
 
     @property
-    def needs_model(self) -> bool:
-        return bool(self.to_embed)
-
-    @property
     def is_noop(self) -> bool:
         return not (self.to_embed or self.reuse or self.metadata_changed or self.restat or self.deleted)
 
@@ -80,15 +75,12 @@ class ChangePlan:
 
 def content_sha256(path: str) -> str | None:
     """sha256 of a file's bytes, or None when it cannot be read (the embed step will say why)."""
-    digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:  # noqa: PTH123 - plain open is the cheapest here
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         log.debug("cannot hash %s: %s", path, exc)
         return None
-    return digest.hexdigest()
 
 
 def _is_regular(ref: ItemRef) -> bool:

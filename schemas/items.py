@@ -9,7 +9,7 @@ are tombstone rows with ``status="deleted"``. A row's item is its ``doc_key`` (d
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -94,11 +94,6 @@ def item_schema(dim: int) -> pa.Schema:
     return pa.schema(columns, metadata={"mmindex.schema_version": str(SCHEMA_VERSION), "mmindex.dim": str(dim)})
 
 
-def embedding_dim(schema: pa.Schema) -> int:
-    """The embedding width recorded in a shard schema."""
-    return schema.field("embedding").type.list_size
-
-
 def records_to_batch(records: list[ItemRecord], embeddings: np.ndarray, dim: int) -> pa.RecordBatch:
     """Build a RecordBatch from records and their embeddings (row i of ``embeddings`` is record i).
 
@@ -132,8 +127,3 @@ def batch_embeddings(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         column = column.combine_chunks()
     filled = column.fill_null(pa.scalar([0.0] * dim, type=column.type))
     return filled.values.to_numpy(zero_copy_only=False).reshape(len(batch), dim).astype(np.float32, copy=False)
-
-
-def record_as_dict(record: ItemRecord) -> dict[str, object]:
-    """A record as a plain dict (for JSON output)."""
-    return asdict(record)

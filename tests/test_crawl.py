@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from mmindex.pipeline.ids import item_key
 from mmindex.pipeline.sources import local
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.local import crawl_local
+from timeouts import finishes_within
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -46,26 +45,6 @@ def _paths(refs: list[ItemRef]) -> list[str]:
 
 def _crawl(root: Path, **kwargs: object) -> list[ItemRef]:
     return list(crawl_local(root, **kwargs))  # type: ignore[arg-type]
-
-
-def _finishes_within(seconds: float, fn: Callable[[], object]) -> object:
-    """Run ``fn`` in a daemon thread; fail (instead of hanging) if it takes too long."""
-    result: list[object] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"did not finish within {seconds}s"
-    if errors:
-        raise errors[0]
-    return result[0]
 
 
 @pytest.fixture()
@@ -258,7 +237,7 @@ def test_symlink_loop_terminates(tmp_path: Path) -> None:
     _write(tmp_path, "a/img.png", _png_bytes())
     (tmp_path / "a" / "loop").symlink_to(tmp_path / "a", target_is_directory=True)
     (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
-    refs = _finishes_within(10, lambda: _crawl(tmp_path))
+    refs = finishes_within(10, lambda: _crawl(tmp_path))
     assert _paths(refs) == ["a/img.png"]  # type: ignore[arg-type]
 
 
@@ -297,7 +276,7 @@ def test_broken_symlink_is_yielded_with_size_zero(tmp_path: Path) -> None:
 def test_fifo_is_yielded_without_being_opened(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.jpg")
     _write(tmp_path, "ok.png", _png_bytes())
-    refs = _finishes_within(10, lambda: _crawl(tmp_path))
+    refs = finishes_within(10, lambda: _crawl(tmp_path))
     by_path = {ref.path: ref for ref in refs}  # type: ignore[attr-defined]
     assert set(by_path) == {"ok.png", "pipe.jpg"}
     assert by_path["pipe.jpg"].size == 0

@@ -9,10 +9,8 @@ import os
 import pickle
 import random
 import struct
-import threading
 import time
 import zlib
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from mmindex.pipeline.embed.decode import (
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.local import crawl_local
+from timeouts import finishes_within
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 MAX_PIXELS = 50_000_000
@@ -96,26 +95,6 @@ def _read_reason(path: Path, max_bytes: int = MAX_BYTES) -> str:
     with pytest.raises(DecodeError) as info:
         read_item_bytes(_ref(path), max_bytes)
     return str(info.value)
-
-
-def _finishes_within(seconds: float, fn: Callable[[], object]) -> object:
-    """Run ``fn`` in a daemon thread; fail (instead of hanging) if it takes too long."""
-    result: list[object] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"did not finish within {seconds}s"
-    if errors:
-        raise errors[0]
-    return result[0] if result else None
 
 
 def _png_with_size(png: bytes, width: int, height: int) -> bytes:
@@ -432,7 +411,7 @@ def test_fifo_named_jpg_fails_fast_without_hanging(tmp_path: Path) -> None:
     refs = list(crawl_local(tmp_path))
     assert [ref.path for ref in refs] == ["pipe.jpg"]
     try:
-        reason = _finishes_within(5, lambda: _read_reason(Path(refs[0].uri)))
+        reason = finishes_within(5, lambda: _read_reason(Path(refs[0].uri)))
     finally:
         _unblock_fifo(fifo)
     assert reason == "not a regular file (fifo)"
@@ -543,7 +522,7 @@ def test_fifo_caption_does_not_hang(tmp_path: Path) -> None:
     fifo = tmp_path / "photo.txt"
     os.mkfifo(fifo)
     try:
-        assert _finishes_within(5, lambda: read_caption(fifo)) is None
+        assert finishes_within(5, lambda: read_caption(fifo)) is None
     finally:
         _unblock_fifo(fifo)
 

@@ -25,7 +25,6 @@ from .identity import LOCAL_DIR_PREFIX
 log = logging.getLogger(__name__)
 
 NETWORK_PROBE_SECONDS = 3.0
-_HASH_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +64,8 @@ def file_sha256(path: Path) -> str:
         cache = {}
     if cache_key in cache:
         return cache[cache_key]
-    digest = hashlib.sha256()
     with real.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    cache[cache_key] = digest.hexdigest()
+        cache[cache_key] = hashlib.file_digest(handle, "sha256").hexdigest()
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...schemas.items import SCHEMA_VERSION, embedding_dim
+from ...schemas.items import SCHEMA_VERSION
 from ..errors import SchemaMismatchError
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,3 @@ class ShardLog:
         """Every committed shard, oldest first."""
         for ref in self.shards():
             yield ref, self.read(ref, columns)
-
-    def dim(self) -> int | None:
-        """Embedding width recorded in the shards, if any were written."""
-        shards = self.shards()
-        return embedding_dim(pq.read_schema(shards[0].path)) if shards else None
