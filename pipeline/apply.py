@@ -45,10 +45,27 @@ def shard_log(root: Path, collection: str, version: CollectionVersion) -> ShardL
     return ShardLog(root / "shards" / collection / version.physical_name)
 
 
+def collection_spec(version: CollectionVersion) -> CollectionSpec:
+    """What a version's Qdrant collection is created with (RAG vectors when it has a text model)."""
+    return CollectionSpec(dim=version.dim, text_dim=version.text_dim)
+
+
 def points_of(records: Sequence[ItemRecord], embeddings: np.ndarray) -> list[PointRecord]:
-    """Qdrant points for the records that hold a vector."""
+    """Qdrant points for the records that hold a vector.
+
+    A text chunk with a text-model vector also gets its BM25 vector, recomputed from its text
+    (a pure function, so a rebuild from Parquet gives the same point).
+    """
+    from .sparse import document_vector  # noqa: PLC0415
+
     return [
-        PointRecord(record.point_id, embeddings[row], PointPayload.from_record(record).to_qdrant())
+        PointRecord(
+            record.point_id,
+            embeddings[row],
+            PointPayload.from_record(record).to_qdrant(),
+            text_vector=record.text_vector,
+            sparse=None if record.text_vector is None else document_vector(record.text or ""),
+        )
         for row, record in enumerate(records)
         if record.status == STATUS_OK
     ]
@@ -116,7 +133,7 @@ def rebuild_version(settings: Settings, store: VectorStore, collection: str, ver
     shards = log_.shards()
     columns = pq.read_schema(shards[0].path).names if shards else []
     store.drop_collection(version.physical_name)
-    store.create_collection(version.physical_name, CollectionSpec(dim=version.dim))
+    store.create_collection(version.physical_name, collection_spec(version))
     written = 0
     if columns:
         current = latest_rows(log_, columns)

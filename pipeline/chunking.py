@@ -3,12 +3,15 @@
 Words are packed greedily up to ``max_tokens``; a chunk that must be cut prefers to end at a
 paragraph break, then at a sentence end, in its second half. Consecutive chunks overlap by about
 ``overlap_tokens`` tokens so a phrase cut at a boundary is still whole in one chunk.
+
+``chunk_sections`` first cuts a document at its headings (Markdown ``#``, HTML ``<h1>``..), so no
+chunk spans two sections, and gives each chunk its heading path (``("Guide", "Install")``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,6 +27,16 @@ class TextChunk:
     text: str
     char_start: int
     char_end: int
+    heading_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Heading:
+    """A heading of a document: where its line starts, its level (1 = top) and its title."""
+
+    start: int
+    level: int
+    title: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,4 +122,45 @@ def chunk_text(
         if end >= len(words):
             break
         first, previous_end = _next_start(words, first, end, overlap_tokens), end
+    return chunks
+
+
+def heading_paths(headings: Sequence[Heading]) -> list[tuple[str, ...]]:
+    """The path of titles leading to each heading (itself included), by level."""
+    stack: list[Heading] = []
+    paths = []
+    for heading in sorted(headings, key=lambda h: h.start):
+        while stack and stack[-1].level >= heading.level:
+            stack.pop()
+        stack.append(heading)
+        paths.append(tuple(h.title for h in stack))
+    return paths
+
+
+def chunk_sections(
+    text: str,
+    headings: Sequence[Heading],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap_tokens: int = 16,
+) -> list[TextChunk]:
+    """Chunks of ``text`` that never span two sections (a section starts at each heading).
+
+    Each section is chunked by ``chunk_text``; spans stay relative to the whole ``text`` and
+    indices run over the whole document. A chunk's ``heading_path`` is its section's.
+    """
+    ordered = sorted(headings, key=lambda h: h.start)
+    starts = [0, *(h.start for h in ordered if 0 < h.start < len(text))]
+    paths: list[tuple[str, ...]] = [()]
+    for heading, path in zip(ordered, heading_paths(ordered), strict=True):
+        if heading.start <= 0:
+            paths[0] = path
+        elif heading.start < len(text):
+            paths.append(path)
+    chunks: list[TextChunk] = []
+    for section, start in enumerate(starts):
+        end = starts[section + 1] if section + 1 < len(starts) else len(text)
+        for piece in chunk_text(text[start:end], count_tokens, max_tokens, overlap_tokens):
+            chunks.append(TextChunk(len(chunks), piece.text, start + piece.char_start, start + piece.char_end,
+                                    paths[section]))
     return chunks

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from .io.catalog import Catalog, CatalogItem, read_item_rows
 from .io.shards import ShardLog
 from .plan import ChangePlan
 from .sources.base import ItemRef
+
+if TYPE_CHECKING:
+    from .text_model import TextEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class Committer:
         items = len(self._pending)
         self._pending, self._pending_rows = [], 0
         with stage("write"):
-            ref = self.log.write(records_to_batch(records, embeddings, self.version.dim))
+            ref = self.log.write(records_to_batch(records, embeddings, self.version.dim, self.version.text_dim))
         with stage("upsert"):
             result = apply_records(self.store_factory(), self.version.physical_name, records, embeddings)
         with stage("write"):
@@ -194,6 +197,8 @@ class PlanExecutor:
     batch_size: int
     workers: int | None
     max_pixels: int
+    # The collection's text model (RAG), loaded on first use; None: CLIP vectors only.
+    text_embedder: Callable[[], TextEmbedder] | None = None
 
     @property
     def _embedder_id(self) -> str:
@@ -233,16 +238,19 @@ class PlanExecutor:
             self.committer.add((refreshed(records, ref), vectors))
             self.committer.counts.reused += 1
 
-    def _known_chunk_vectors(self, refs: list[ItemRef]) -> dict[str, np.ndarray]:
-        """Stored vectors of the chunks of edited documents, by chunk text."""
+    def _known_chunk_vectors(self, refs: list[ItemRef]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Stored CLIP and text-model vectors of the chunks of edited documents, by chunk text."""
         found = (self.catalog.get(ref.key) for ref in refs)
         items = [item for item in found if item is not None and item.live_keys]
         known: dict[str, np.ndarray] = {}
+        known_text: dict[str, np.ndarray] = {}
         for records, vectors in read_item_rows(self.committer.log, items).values():
             for record, vector in zip(records, vectors, strict=True):
                 if record.text is not None:
                     known[record.text] = vector
-        return known
+                    if record.text_vector is not None:
+                        known_text[record.text] = record.text_vector
+        return known, known_text
 
     def _embed(self) -> None:
         from .embed.images import embed_images  # noqa: PLC0415
@@ -256,9 +264,12 @@ class PlanExecutor:
         images = [ref for ref in refs if ref.modality == "image"]
         texts = [ref for ref in refs if ref.modality == "text"]
         stats = TextEmbedStats()
+        known, known_text = self._known_chunk_vectors(texts) if texts else ({}, {})
+        text_embedder = self.text_embedder() if texts and self.text_embedder is not None else None
         groups = [
             embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels),
-            embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=self._known_chunk_vectors(texts), stats=stats),
+            embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
+                        text_embedder=text_embedder, known_text_vectors=known_text),
         ]
         for records, embeddings in (group for stream in groups for group in stream):
             for item_key, (item_records, item_vectors) in _by_item(records, embeddings):

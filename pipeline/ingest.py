@@ -15,22 +15,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
 from ..schemas.config import Settings
 from ..schemas.state import CollectionState, CollectionVersion, LabelConfig, RunSummary, SourceSpec
-from .apply import replay_unapplied, shard_log
+from .apply import collection_spec, replay_unapplied, shard_log
 from .embed.model import Embedder, ModelSpec
 from .embed.stage_timer import stage
 from .errors import IndexBusyError
 from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
 from .index.open_store import open_store, physical_collection_name, validate_collection_name
-from .index.store import CollectionSpec, VectorStore
+from .index.store import VectorStore
 from .io.catalog import Catalog, load_catalog, write_catalog
 from .io.state_file import edit_state, read_state
 from .plan import ChangePlan, plan_changes
 from .sources.local import crawl_local
+
+if TYPE_CHECKING:
+    from .text_model import TextEmbedder, TextModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +102,23 @@ def _explicit_model(request: IndexRequest, settings: Settings) -> ModelSpec | No
 
 
 class _Session:
-    """Lazily opened store and lazily loaded model, shared by every source of a run."""
+    """Lazily opened store and lazily loaded models, shared by every source of a run."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder | None) -> None:
+    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder | None,
+                 text_model: str | None = None) -> None:
         self.settings = settings
         self.spec = spec
         self._embedder = embedder
         self._store: VectorStore | None = None
+        self.text_model = text_model
+
+    def text_embedder(self) -> TextEmbedder:
+        from .text_model import load_text_embedder  # noqa: PLC0415
+
+        return load_text_embedder(self.text_model or "", self.settings.device)
+
+    def text_info(self) -> TextModelInfo | None:
+        return None if self.text_model is None else self.text_embedder().info
 
     def store(self) -> VectorStore:
         if self._store is None:
@@ -127,14 +141,30 @@ class _Session:
         self.close_store()
 
 
-def _new_version(collection: str, embedder: Embedder) -> CollectionVersion:
+def _new_version(collection: str, embedder: Embedder, text: TextModelInfo | None = None) -> CollectionVersion:
+    if text is None:
+        return CollectionVersion(
+            physical_name=physical_collection_name(collection, embedder.embedder_id),
+            embedder_id=embedder.embedder_id,
+            model=embedder.spec.name,
+            pretrained=embedder.spec.pretrained,
+            dim=embedder.dim,
+            created_at=datetime.now(UTC),
+        )
+    from .sparse import SPARSE_ENCODER_ID  # noqa: PLC0415
+
+    identity = f"{embedder.embedder_id}|{text.embedder_id}|{SPARSE_ENCODER_ID}"
     return CollectionVersion(
-        physical_name=physical_collection_name(collection, embedder.embedder_id),
+        physical_name=physical_collection_name(collection, identity),
         embedder_id=embedder.embedder_id,
         model=embedder.spec.name,
         pretrained=embedder.spec.pretrained,
         dim=embedder.dim,
         created_at=datetime.now(UTC),
+        text_model=text.name,
+        text_embedder_id=text.embedder_id,
+        text_dim=text.dim,
+        sparse_encoder_id=SPARSE_ENCODER_ID,
     )
 
 
@@ -155,7 +185,7 @@ def _target_version(session: _Session, collection: str, explicit: ModelSpec | No
 
     existing = read_state(session.settings.root).collections.get(collection)
     if existing is None:
-        version = _new_version(collection, session.embedder())
+        version = _new_version(collection, session.embedder(), session.text_info())
         with edit_state(session.settings.root) as state:
             state.collections.setdefault(collection, CollectionState(name=collection, current=version))
             version = state.collections[collection].current
@@ -166,7 +196,7 @@ def _target_version(session: _Session, collection: str, explicit: ModelSpec | No
     wanted = expected_embedder_id(explicit.name, explicit.pretrained)
     if existing.building is not None and existing.building.embedder_id == wanted:
         return existing.building, True
-    version = _new_version(collection, session.embedder())
+    version = _new_version(collection, session.embedder(), session.text_info())
     with edit_state(session.settings.root) as state:
         entry = state.collections[collection]
         entry.building = entry.version(version.physical_name) or version
@@ -178,7 +208,7 @@ def _target_version(session: _Session, collection: str, explicit: ModelSpec | No
 def _ensure_store_collection(session: _Session, version: CollectionVersion) -> None:
     store = session.store()
     if not store.collection_exists(version.physical_name):
-        store.create_collection(version.physical_name, CollectionSpec(dim=version.dim))
+        store.create_collection(version.physical_name, collection_spec(version))
 
 
 def _needs_replay(settings: Settings, collection: str, version: CollectionVersion) -> bool:
@@ -223,7 +253,7 @@ def _index_one_source(
     committer = Committer(settings.root, request.collection, version, log_, session.store,
                           settings.shard_size, report.counts, progress)
     PlanExecutor(plan, catalog, committer, session.embedder, settings.batch_size, settings.workers,
-                 settings.max_image_pixels).run()
+                 settings.max_image_pixels, session.text_embedder if version.text_embedder_id else None).run()
     write_catalog(log_)
 
 
@@ -252,7 +282,7 @@ def index_source(
             lock.acquire(timeout=0)
         except Timeout as exc:
             raise IndexBusyError(f"another ingest into collection {collection!r} is running (lock {lock.lock_file})") from exc
-    session = _Session(settings, spec, embedder)
+    session = _Session(settings, spec, embedder, _text_model(settings, existing, collection))
     try:
         if request.dry_run and existing is None:
             report = IndexReport(collection, "(new collection)", dry_run=True)
@@ -284,6 +314,22 @@ def index_source(
         session.close()
         if lock.is_locked:
             lock.release()
+
+
+def _text_model(settings: Settings, existing: CollectionState | None, collection: str) -> str | None:
+    """The text model of the run: the collection's own, or the configured one for a new collection.
+
+    Asking an existing collection for another text model (or none) is refused: vectors of two
+    text models must never be mixed in one collection (``text_model.ensure_text_model``).
+    """
+    from .text_model import ensure_text_model, wants_text_model  # noqa: PLC0415
+
+    if existing is None:
+        return settings.text_model if wants_text_model(settings.text_model) else None
+    asked = settings.text_model if "text_model" in settings.model_fields_set else None
+    current = existing.current
+    ensure_text_model(current.text_model, current.text_embedder_id, asked, collection)
+    return current.text_model if current.text_embedder_id else None
 
 
 def _label_written_images(session: _Session, collection: str, requested: LabelConfig | None, report: IndexReport) -> None:

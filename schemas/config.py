@@ -21,6 +21,8 @@ from pydantic_settings import (
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+# The sentence-embedding model of text chunks in new collections (``none``: CLIP vector only).
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 
 Device = Literal["auto", "cpu", "cuda"]
 # auto: fp16 autocast on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32 (pipeline/embed/precision.py).
@@ -48,6 +50,7 @@ class Settings(BaseSettings):
     root: Path = Field(default_factory=default_root)
     model: str = DEFAULT_MODEL
     pretrained: str | None = DEFAULT_PRETRAINED
+    text_model: str = DEFAULT_TEXT_MODEL
     device: Device = "auto"
     precision: Precision = "auto"
     batch_size: int = Field(default=64, ge=1, le=4096)

@@ -9,7 +9,7 @@ are tombstone rows with ``status="deleted"``. A row's item is its ``doc_key`` (d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -53,6 +53,10 @@ class ItemRecord:
     caption: str | None = None
     metadata_json: str | None = None
     sidecar_sig: str | None = None
+    heading_path: list[str] | None = None
+    # The text model's vector of a text chunk (collections with a text model); stored in the
+    # ``text_embedding`` column, not one of ``RECORD_FIELDS``.
+    text_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -80,28 +84,54 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "caption": pa.string(),
     "metadata_json": pa.string(),
     "sidecar_sig": pa.string(),
+    "heading_path": pa.list_(pa.string()),
 }
+TEXT_EMBEDDING = "text_embedding"
 _NOT_NULL = {"key", "point_id", "source_id", "modality", "uri", "path", "ext", "embedder_id", "status"}
-RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord))
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord) if f.name != "text_vector")
 
 
-def item_schema(dim: int) -> pa.Schema:
-    """Arrow schema of a shard whose embeddings have ``dim`` dimensions."""
+def item_schema(dim: int, text_dim: int | None = None) -> pa.Schema:
+    """Arrow schema of a shard whose embeddings have ``dim`` dimensions.
+
+    With ``text_dim`` the shard also has a nullable ``text_embedding`` column: the text model's
+    vector of each text chunk (null for images and failed rows).
+    """
     if dim <= 0:
         raise ValueError(f"embedding dimension must be positive, got {dim}")
     columns = [pa.field(name, _ARROW_TYPES[name], nullable=name not in _NOT_NULL) for name in RECORD_FIELDS]
     columns.append(pa.field("embedding", pa.list_(pa.float32(), dim), nullable=True))
-    return pa.schema(columns, metadata={"mmindex.schema_version": str(SCHEMA_VERSION), "mmindex.dim": str(dim)})
+    metadata = {"mmindex.schema_version": str(SCHEMA_VERSION), "mmindex.dim": str(dim)}
+    if text_dim is not None:
+        columns.append(pa.field(TEXT_EMBEDDING, pa.list_(pa.float32(), text_dim), nullable=True))
+        metadata["mmindex.text_dim"] = str(text_dim)
+    return pa.schema(columns, metadata=metadata)
 
 
-def records_to_batch(records: list[ItemRecord], embeddings: np.ndarray, dim: int) -> pa.RecordBatch:
+def _text_vectors(records: list[ItemRecord], text_dim: int) -> pa.FixedSizeListArray:
+    matrix = np.zeros((len(records), text_dim), dtype=np.float32)
+    missing = []
+    for row, record in enumerate(records):
+        if record.status == STATUS_OK and record.text_vector is not None:
+            matrix[row] = record.text_vector
+            missing.append(False)
+        else:
+            missing.append(True)
+    flat = pa.array(matrix.reshape(-1), type=pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, text_dim, mask=pa.array(missing, type=pa.bool_()))
+
+
+def records_to_batch(
+    records: list[ItemRecord], embeddings: np.ndarray, dim: int, text_dim: int | None = None
+) -> pa.RecordBatch:
     """Build a RecordBatch from records and their embeddings (row i of ``embeddings`` is record i).
 
-    Rows whose status is failed get a null embedding whatever the matrix holds there.
+    Rows whose status is failed get a null embedding whatever the matrix holds there. With
+    ``text_dim`` the records' ``text_vector``s fill the ``text_embedding`` column.
     """
     if embeddings.shape != (len(records), dim):
         raise ValueError(f"embeddings shape {embeddings.shape} != ({len(records)}, {dim})")
-    schema = item_schema(dim)
+    schema = item_schema(dim, text_dim)
     columns: list[pa.Array] = []
     for name in RECORD_FIELDS:
         values = [getattr(record, name) for record in records]
@@ -110,13 +140,31 @@ def records_to_batch(records: list[ItemRecord], embeddings: np.ndarray, dim: int
     failed_mask = pa.array([record.status != STATUS_OK for record in records], type=pa.bool_())
     vectors = pa.FixedSizeListArray.from_arrays(flat, dim, mask=failed_mask)
     columns.append(vectors)
+    if text_dim is not None:
+        columns.append(_text_vectors(records, text_dim))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def batch_to_records(batch: pa.RecordBatch | pa.Table) -> list[ItemRecord]:
-    """Rows of a shard back as records (embeddings are read with ``batch_embeddings``)."""
-    data = batch.select(list(RECORD_FIELDS)).to_pylist()
-    return [ItemRecord(**row) for row in data]
+    """Rows of a shard back as records (embeddings are read with ``batch_embeddings``).
+
+    Columns a shard predates (``heading_path``) read as null; a ``text_embedding`` column
+    fills the records' ``text_vector``.
+    """
+    present = [name for name in RECORD_FIELDS if name in batch.schema.names]
+    records = [ItemRecord(**row) for row in batch.select(present).to_pylist()]
+    if TEXT_EMBEDDING in batch.schema.names:
+        column = batch.column(TEXT_EMBEDDING)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        text_dim = batch.schema.field(TEXT_EMBEDDING).type.list_size
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        filled = column.fill_null(pa.scalar([0.0] * text_dim, type=column.type))
+        matrix = filled.values.to_numpy(zero_copy_only=False).reshape(len(records), text_dim).astype(np.float32)
+        for row, record in enumerate(records):
+            if valid[row]:
+                record.text_vector = matrix[row].copy()
+    return records
 
 
 def batch_embeddings(batch: pa.RecordBatch | pa.Table) -> np.ndarray:

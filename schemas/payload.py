@@ -70,6 +70,7 @@ class PointPayload(BaseModel):
     chunk_index: int | None = None
     char_start: int | None = None
     char_end: int | None = None
+    heading_path: list[str] | None = None
     caption: str | None = None
     meta: dict[str, Any] | None = None
     # Set by ``mmindex label`` on images, not by ingest: the labels that passed the threshold,
@@ -99,6 +100,7 @@ class PointPayload(BaseModel):
             chunk_index=record.chunk_index,
             char_start=record.char_start,
             char_end=record.char_end,
+            heading_path=record.heading_path or None,
             caption=record.caption,
             meta=None if record.metadata_json is None else json.loads(record.metadata_json),
         )

@@ -41,6 +41,12 @@ class CollectionVersion(BaseModel):
     created_at: datetime
     # Shards with seq <= applied_through are known to be in Qdrant; later ones are replayed.
     applied_through: int = 0
+    # RAG: the sentence-embedding model of text chunks (the ``text`` named vector) and the
+    # sparse encoder of the ``bm25`` vector; None for collections built without them.
+    text_model: str | None = None
+    text_embedder_id: str | None = None
+    text_dim: int | None = None
+    sparse_encoder_id: str | None = None
 
 
 class SourceSpec(BaseModel):

@@ -13,6 +13,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Exact-ranking tests compare vectors at fp32; bf16 (the default on AMX CPUs) has its own tests.
 os.environ.setdefault("MMINDEX_PRECISION", "fp32")
+# Suites written for the CLIP-only path keep it; RAG tests (tests/test_rag_*.py) turn the text
+# model on explicitly, and one checks that a plain new collection gets the default MiniLM.
+os.environ.setdefault("MMINDEX_TEXT_MODEL", "none")
 
 TINY_MODEL = "mmindex-tiny"
 TINY_CONFIG = {

@@ -1,6 +1,8 @@
 """Read, chunk and embed text documents; each chunk becomes its own record.
 
-All chunks of a document are yielded together, so a document never straddles two shards.
+All chunks of a document are yielded together, so a document never straddles two shards. With a
+text model (RAG collections) chunks are sized in its tokens and cut at headings, and every chunk
+gets the text model's vector beside the CLIP one (CLIP reads the chunk's first 77 tokens).
 """
 
 from __future__ import annotations
@@ -8,37 +10,50 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...schemas.items import STATUS_OK, ItemRecord
-from ..chunking import chunk_text
+from ..chunking import chunk_sections
 from ..errors import DecodeError
 from ..ids import chunk_key, point_id
 from ..sources.base import ItemRef
-from .decode import decode_text, read_item_bytes, sha256_hex
+from .decode import read_item_bytes, sha256_hex
 from .images import MAX_FILE_BYTES, base_record, fail
 from .model import Embedder
+
+if TYPE_CHECKING:
+    from ..text_model import TextEmbedder
 
 CHUNK_OVERLAP_TOKENS = 16
 MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 
-def document_records(ref: ItemRef, embedder: Embedder) -> list[ItemRecord]:
+def document_records(ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedder | None = None) -> list[ItemRecord]:
     """One record per chunk of the document, or a single failed record."""
+    from ..extract import extract_document  # noqa: PLC0415
+
     document = base_record(ref, embedder.embedder_id)
     document.doc_key = ref.key
     try:
         data = read_item_bytes(ref, min(MAX_FILE_BYTES, MAX_TEXT_BYTES))
         document.bytes = len(data)
         document.sha256 = sha256_hex(data)
-        text = decode_text(data)
+        extracted = extract_document(data, ref.ext)
     except DecodeError as exc:
         return [fail(document, str(exc))]
-    chunks = chunk_text(text, embedder.count_tokens, embedder.context_length - 2, CHUNK_OVERLAP_TOKENS)
+    if text_embedder is None:
+        count, limit, overlap = embedder.count_tokens, embedder.context_length - 2, CHUNK_OVERLAP_TOKENS
+    else:
+        from ..text_model import TEXT_CHUNK_OVERLAP, TEXT_CHUNK_TOKENS  # noqa: PLC0415
+
+        count, overlap = text_embedder.count_tokens, TEXT_CHUNK_OVERLAP
+        limit = min(TEXT_CHUNK_TOKENS, text_embedder.max_tokens - 2)
+    chunks = chunk_sections(extracted.text, extracted.headings, count, limit, overlap)
     if not chunks:
         return [fail(document, "empty document: no text to index")]
-    document.mime = "text/markdown" if ref.ext == "md" else "text/plain"
+    document.mime = extracted.mime
     records = []
     for chunk in chunks:
         key = chunk_key(ref.key, chunk.index)
@@ -51,6 +66,7 @@ def document_records(ref: ItemRef, embedder: Embedder) -> list[ItemRecord]:
                 chunk_index=chunk.index,
                 char_start=chunk.char_start,
                 char_end=chunk.char_end,
+                heading_path=list(chunk.heading_path) or None,
             )
         )
     return records
@@ -62,6 +78,8 @@ class TextEmbedStats:
 
     encoded: int = 0
     reused: int = 0
+    text_encoded: int = 0
+    text_reused: int = 0
 
 
 def embed_texts(
@@ -71,14 +89,18 @@ def embed_texts(
     batch_size: int,
     known_vectors: Mapping[str, np.ndarray] | None = None,
     stats: TextEmbedStats | None = None,
+    text_embedder: TextEmbedder | None = None,
+    known_text_vectors: Mapping[str, np.ndarray] | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
     """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks).
 
     A chunk whose exact text has a vector in ``known_vectors`` (the stored chunks of edited
     documents) reuses it: the model is deterministic, so only chunks whose text changed are
-    embedded again.
+    embedded again. With ``text_embedder`` each ok chunk also gets its ``text_vector``, reused
+    the same way from ``known_text_vectors``.
     """
     known = known_vectors or {}
+    known_text = known_text_vectors or {}
     counts = stats if stats is not None else TextEmbedStats()
     pending: list[ItemRecord] = []
 
@@ -96,12 +118,39 @@ def embed_texts(
         if to_encode:
             embeddings[to_encode] = embedder.encode_texts([pending[row].text or "" for row in to_encode], batch_size)
             counts.encoded += len(to_encode)
+        if text_embedder is not None:
+            _add_text_vectors(pending, text_embedder, known_text, batch_size, counts)
         return list(pending), embeddings
 
     for ref in refs:
-        pending.extend(document_records(ref, embedder))
+        pending.extend(document_records(ref, embedder, text_embedder))
         if len(pending) >= batch_size:
             yield flush()
             pending.clear()
     if pending:
         yield flush()
+
+
+def _add_text_vectors(
+    records: list[ItemRecord],
+    text_embedder: TextEmbedder,
+    known: Mapping[str, np.ndarray],
+    batch_size: int,
+    counts: TextEmbedStats,
+) -> None:
+    """Set ``text_vector`` on the ok chunks: reused by exact text, else encoded in one batch."""
+    to_encode: list[ItemRecord] = []
+    for record in records:
+        if record.status != STATUS_OK:
+            continue
+        vector = known.get(record.text or "")
+        if vector is not None:
+            record.text_vector = vector
+            counts.text_reused += 1
+        else:
+            to_encode.append(record)
+    if to_encode:
+        vectors = text_embedder.encode([record.text or "" for record in to_encode], batch_size)
+        for record, vector in zip(to_encode, vectors, strict=True):
+            record.text_vector = vector
+        counts.text_encoded += len(to_encode)

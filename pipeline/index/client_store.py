@@ -28,7 +28,10 @@ from .store import (
     named_vector,
     stored_points,
     vector_list,
+    CLIP_VECTOR,
     SCROLL_PAGE,
+    SPARSE_VECTOR,
+    TEXT_VECTOR,
     UPSERT_BATCH,
     CollectionSpec,
     MmrParams,
@@ -37,7 +40,9 @@ from .store import (
     ScrollPage,
     SearchHit,
     StoredPoint,
+    TextSearch,
 )
+from .text_vectors import check_text_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +88,20 @@ class _VectorInfo:
 
     name: str
     dim: int
+    text_dim: int | None = None
 
+
+def _client_vectors(point: PointRecord, info: _VectorInfo, collection: str) -> dict[str, Any]:
+    """The named vectors of a point: CLIP, plus ``text`` and ``bm25`` on text chunks that have them."""
+    vectors: dict[str, Any] = {info.name: vector_list(point.vector, info.dim, collection)}
+    if point.text_vector is None and point.sparse is None:
+        return vectors
+    text_dim = check_text_vectors(info.text_dim, collection)
+    if point.text_vector is not None:
+        vectors[TEXT_VECTOR] = vector_list(point.text_vector, text_dim, collection)
+    if point.sparse is not None:
+        vectors[SPARSE_VECTOR] = models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values))
+    return vectors
 
 
 
@@ -162,6 +180,10 @@ class ClientStore:
         if name not in self._vectors:
             with self._calling(name, "describe"):
                 vectors = self.client.get_collection(name).config.params.vectors
+            if isinstance(vectors, dict) and CLIP_VECTOR in vectors and TEXT_VECTOR in vectors:
+                text = vectors[TEXT_VECTOR]
+                self._vectors[name] = _VectorInfo(CLIP_VECTOR, int(vectors[CLIP_VECTOR].size), int(text.size))
+                return self._vectors[name]
             if not isinstance(vectors, dict) or len(vectors) != 1:
                 raise SchemaMismatchError(
                     f"collection {name!r} in {self.location} does not have exactly one named vector"
@@ -184,13 +206,17 @@ class ClientStore:
         if self.collection_exists(name):
             raise MmindexError(f"collection {name!r} already exists in Qdrant at {self.location}")
         vectors = {spec.vector_name: models.VectorParams(size=spec.dim, distance=models.Distance.COSINE)}
+        sparse = None
+        if spec.text_dim is not None:
+            vectors[TEXT_VECTOR] = models.VectorParams(size=spec.text_dim, distance=models.Distance.COSINE)
+            sparse = {SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         with self._calling(name, "create"):
-            self.client.create_collection(name, vectors_config=vectors)
+            self.client.create_collection(name, vectors_config=vectors, sparse_vectors_config=sparse)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING, category=UserWarning)
                 for field_name, kind in spec.indexed_fields.items():
                     self.client.create_payload_index(name, field_name, _SCHEMA_TYPES[kind], wait=True)
-        self._vectors[name] = _VectorInfo(spec.vector_name, spec.dim)
+        self._vectors[name] = _VectorInfo(spec.vector_name, spec.dim, spec.text_dim)
         logger.info("created collection %r (%d-d %r) in %s", name, spec.dim, spec.vector_name, self.location)
 
     def drop_collection(self, name: str) -> None:
@@ -215,7 +241,7 @@ class ClientStore:
         info = self._vector_info(name)
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                models.PointStruct(id=p.id, vector={info.name: vector_list(p.vector, info.dim, name)}, payload=p.payload)
+                models.PointStruct(id=p.id, vector=_client_vectors(p, info, name), payload=p.payload)
                 for p in points[start : start + UPSERT_BATCH]
             ]
             with self._calling(name, "upsert into"):
@@ -318,6 +344,32 @@ class ClientStore:
             )
         )
         return self._query(name, info, scoring, limit, client_filter(payload_filter), with_vectors, score_threshold)
+
+    def search_text(
+        self, name: str, request: TextSearch, limit: int, payload_filter: PayloadFilter | None = None
+    ) -> list[SearchHit]:
+        """Passages by ``text`` (cosine), ``bm25`` (BM25 with Qdrant's IDF) or both: prefetch + RRF fusion."""
+        text_dim = check_text_vectors(self._vector_info(name).text_dim, name)
+        if limit <= 0:
+            return []
+        point_filter = client_filter(payload_filter)
+        branches: list[tuple[Any, str]] = []
+        if request.dense is not None:
+            branches.append((vector_list(request.dense, text_dim, name), TEXT_VECTOR))
+        if request.sparse is not None:
+            sparse = models.SparseVector(indices=list(request.sparse.indices), values=list(request.sparse.values))
+            branches.append((sparse, SPARSE_VECTOR))
+        with self._calling(name, "search"):
+            if request.mode == "hybrid":
+                prefetch = [models.Prefetch(query=query, using=using, filter=point_filter, limit=max(request.candidates, limit))
+                            for query, using in branches]
+                response = self.client.query_points(name, prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=request.rrf_k)),
+                                                    query_filter=point_filter, limit=limit, with_payload=True)
+            else:
+                query, using = branches[0]
+                response = self.client.query_points(name, query=query, using=using, query_filter=point_filter,
+                                                    limit=limit, with_payload=True)
+        return [SearchHit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in response.points]
 
     def _require_points(self, name: str, ids: list[str]) -> None:
         """``ConfigError`` naming the first id that is not stored (the server's error is a 404/500 blob)."""

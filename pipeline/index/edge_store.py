@@ -50,6 +50,8 @@ from .store import (
     stored_points,
     vector_list,
     SCROLL_PAGE,
+    SPARSE_VECTOR,
+    TEXT_VECTOR,
     UPSERT_BATCH,
     CollectionSpec,
     MmrParams,
@@ -58,8 +60,10 @@ from .store import (
     ScrollPage,
     SearchHit,
     StoredPoint,
+    TextSearch,
     average_vector,
 )
+from .text_vectors import check_text_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +112,7 @@ def _spec_to_json(spec: CollectionSpec) -> dict[str, Any]:
         "dim": spec.dim,
         "vector_name": spec.vector_name,
         "indexed_fields": {name: kind.value for name, kind in spec.indexed_fields.items()},
+        "text_dim": spec.text_dim,
     }
 
 
@@ -116,10 +121,24 @@ def _spec_from_json(data: dict[str, Any]) -> CollectionSpec:
         dim=int(data["dim"]),
         vector_name=str(data["vector_name"]),
         indexed_fields={name: FieldType(kind) for name, kind in data["indexed_fields"].items()},
+        text_dim=None if data.get("text_dim") is None else int(data["text_dim"]),
     )
 
 
 
+
+
+def _point_vectors(point: PointRecord, spec: CollectionSpec, collection: str) -> dict[str, Any]:
+    """The named vectors of a point: CLIP, plus ``text`` and ``bm25`` on text chunks that have them."""
+    vectors: dict[str, Any] = {spec.vector_name: vector_list(point.vector, spec.dim, collection)}
+    if point.text_vector is None and point.sparse is None:
+        return vectors
+    check_text_vectors(spec.text_dim, collection)
+    if point.text_vector is not None:
+        vectors[TEXT_VECTOR] = vector_list(point.text_vector, spec.text_dim, collection)  # type: ignore[arg-type]
+    if point.sparse is not None:
+        vectors[SPARSE_VECTOR] = qe.SparseVector(list(point.sparse.indices), list(point.sparse.values))
+    return vectors
 
 
 def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
@@ -221,7 +240,11 @@ class EdgeStore:
             logger.warning("removing %s, left over from an interrupted collection creation", path)
             shutil.rmtree(path)
         vectors = {spec.vector_name: qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)}
-        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors))
+        sparse = None
+        if spec.text_dim is not None:
+            vectors[TEXT_VECTOR] = qe.EdgeVectorParams(size=spec.text_dim, distance=qe.Distance.Cosine)
+            sparse = {SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse))
         try:
             for field_name, kind in spec.indexed_fields.items():
                 shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
@@ -317,7 +340,7 @@ class EdgeStore:
         with self._open_shard(name, write=True) as (shard, spec):
             for start in range(0, len(points), UPSERT_BATCH):
                 batch = [
-                    qe.Point(id=p.id, vector={spec.vector_name: vector_list(p.vector, spec.dim, name)}, payload=p.payload)
+                    qe.Point(id=p.id, vector=_point_vectors(p, spec, name), payload=p.payload)
                     for p in points[start : start + UPSERT_BATCH]
                 ]
                 shard.update(qe.UpdateOperation.upsert_points(batch))
@@ -420,6 +443,31 @@ class EdgeStore:
             return self._nearest(shard, spec, vector_list(query, spec.dim, name), limit,
                                  edge_filter(payload_filter, examples), with_vectors, score_threshold, None)
 
+    def search_text(
+        self, name: str, request: TextSearch, limit: int, payload_filter: PayloadFilter | None = None
+    ) -> list[SearchHit]:
+        """Passages by ``text`` (cosine), ``bm25`` (BM25 with Qdrant's IDF) or both fused by RRF."""
+        with self._open_shard(name) as (shard, spec):
+            check_text_vectors(spec.text_dim, name)
+            if limit <= 0:
+                return []
+            point_filter = edge_filter(payload_filter)
+            branches = []
+            if request.dense is not None:
+                branches.append(qe.Query.Nearest(vector_list(request.dense, spec.text_dim, name), using=TEXT_VECTOR))  # type: ignore[arg-type]
+            if request.sparse is not None:
+                sparse = qe.SparseVector(list(request.sparse.indices), list(request.sparse.values))
+                branches.append(qe.Query.Nearest(sparse, using=SPARSE_VECTOR))
+            if request.mode == "hybrid":
+                prefetches = [qe.Prefetch(limit=max(request.candidates, limit), query=b, filter=point_filter) for b in branches]
+                query = qe.QueryRequest(limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=request.rrf_k),
+                                        filter=point_filter, with_payload=True, with_vector=False)
+            else:
+                query = qe.QueryRequest(limit=limit, query=branches[0], filter=point_filter, with_payload=True,
+                                        with_vector=False)
+            found = shard.query(query)
+        return [SearchHit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in found]
+
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         """Points by id, in the order asked (missing ids are left out)."""
         if not ids:
@@ -472,7 +520,8 @@ class EdgeStore:
             if spec.indexed_fields.get(field_name) == kind:
                 return
             shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
-            self._write_spec(name, CollectionSpec(spec.dim, spec.vector_name, {**spec.indexed_fields, field_name: kind}))
+            self._write_spec(name, CollectionSpec(spec.dim, spec.vector_name, {**spec.indexed_fields, field_name: kind},
+                                                  spec.text_dim))
 
     def optimize(self, name: str) -> bool:
         """Run qdrant-edge's segment optimizers (HNSW build, vacuum) now; True if anything changed.

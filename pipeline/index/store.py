@@ -11,7 +11,7 @@ import uuid
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,6 +20,12 @@ from ..errors import ConfigError, SchemaMismatchError
 from .filters import PayloadFilter
 
 CLIP_VECTOR = "clip"
+# RAG (collections built with a text model): the text model's dense vector and a BM25 sparse
+# vector (IDF applied by Qdrant: ``modifier=idf``), both on text chunks only.
+TEXT_VECTOR = "text"
+SPARSE_VECTOR = "bm25"
+# Reciprocal rank fusion constant (Qdrant's ``Rrf(k=...)``; the usual 60 of Cormack et al.).
+RRF_K = 60
 UPSERT_BATCH = 256
 SCROLL_PAGE = 256
 # Qdrant's own ceiling on MMR candidates (server and qdrant-client local mode).
@@ -33,15 +39,74 @@ class CollectionSpec:
     dim: int
     vector_name: str = CLIP_VECTOR
     indexed_fields: dict[str, FieldType] = field(default_factory=lambda: dict(INDEXED_FIELDS))
+    # With ``text_dim`` the collection also has the dense ``text`` vector and the sparse ``bm25``.
+    text_dim: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """A sparse vector: term ids and weights (BM25 term frequencies; Qdrant applies IDF)."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class PointRecord:
-    """A point to write: deterministic id, L2-normalized vector, payload."""
+    """A point to write: deterministic id, L2-normalized vector, payload.
+
+    Text chunks of a collection with a text model also carry ``text_vector`` and ``sparse``.
+    """
 
     id: str
     vector: np.ndarray
     payload: dict[str, Any]
+    text_vector: np.ndarray | None = None
+    sparse: SparseVector | None = None
+
+
+TextSearchMode = Literal["dense", "sparse", "hybrid"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextSearch:
+    """A passage search on the ``text`` and/or ``bm25`` vectors.
+
+    ``dense`` (the text model's query vector) ranks by cosine on ``text``; ``sparse`` (BM25
+    query terms) by BM25 on ``bm25``; with both, each branch fetches ``candidates`` points and
+    reciprocal rank fusion (``rrf_k``) merges them (Qdrant's prefetch + ``Rrf`` fusion query).
+    """
+
+    dense: np.ndarray | None = None
+    sparse: SparseVector | None = None
+    candidates: int = 50
+    rrf_k: int = RRF_K
+
+    @property
+    def mode(self) -> TextSearchMode:
+        if self.dense is not None and self.sparse is not None:
+            return "hybrid"
+        if self.dense is not None:
+            return "dense"
+        if self.sparse is not None:
+            return "sparse"
+        raise ConfigError("a text search needs a dense or a sparse query vector")
+
+
+def rrf_fuse(rankings: Sequence[Sequence[SearchHit]], limit: int, k: int = RRF_K) -> list[SearchHit]:
+    """Reciprocal rank fusion of ranked lists, exactly as Qdrant computes it.
+
+    A point at 0-based position ``i`` of a list scores ``1 / (i + k)``; scores add up over the
+    lists, ties keep the first-seen order.
+    """
+    scores: dict[str, float] = {}
+    first: dict[str, SearchHit] = {}
+    for ranking in rankings:
+        for position, hit in enumerate(ranking):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (position + k)
+            first.setdefault(hit.id, hit)
+    ordered = sorted(scores, key=lambda point_id: scores[point_id], reverse=True)[:limit]
+    return [SearchHit(point_id, scores[point_id], first[point_id].payload) for point_id in ordered]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +227,14 @@ class VectorStore(Protocol):
 
         The query is ``average_vector`` of the examples' stored vectors; the examples themselves
         are never returned. An id that is not stored raises ``ConfigError``.
+        """
+
+    def search_text(
+        self, name: str, request: TextSearch, limit: int, payload_filter: PayloadFilter | None = None
+    ) -> list[SearchHit]:
+        """Text chunks by the text model's vector, BM25, or both fused with RRF (see ``TextSearch``).
+
+        ``SchemaMismatchError`` when the collection was built without a text model.
         """
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:

@@ -8,7 +8,7 @@ from typing import Literal
 Modality = Literal["image", "text"]
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
-TEXT_EXTENSIONS = frozenset({"txt", "md"})
+TEXT_EXTENSIONS = frozenset({"txt", "md", "html", "htm", "pdf"})
 
 
 @dataclass(frozen=True, slots=True)

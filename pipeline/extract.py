@@ -1,0 +1,165 @@
+"""Text of a document file, with its headings: ``.txt``, ``.md``, ``.html``/``.htm``, ``.pdf``.
+
+* txt: strict UTF-8 (``decode_text``); no headings.
+* md: the text as written; ATX headings (``# Title``) outside fenced code blocks.
+* html: the visible text (beautifulsoup4, stdlib parser) without script, style, nav, noscript,
+  template, iframe and svg; one paragraph per block element; ``<h1>``..``<h6>`` are headings.
+* pdf: pypdf's text of each page, pages as sections titled ``page N``; a broken, encrypted or
+  text-less PDF fails its item with a reason.
+
+A file that cannot be read as its format raises ``DecodeError`` (the item becomes a failed row).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+
+from .chunking import Heading
+from .embed.decode import decode_text
+from .errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_MIME = {"txt": "text/plain", "md": "text/markdown", "html": "text/html", "htm": "text/html",
+                 "pdf": "application/pdf"}
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_DROPPED_TAGS = ("script", "style", "nav", "noscript", "template", "iframe", "svg", "head")
+_HEADING_TAGS = {f"h{level}": level for level in range(1, 7)}
+_BLOCK_TAGS = frozenset({
+    "p", "div", "section", "article", "main", "header", "footer", "aside", "li", "ul", "ol", "dl", "dt", "dd",
+    "table", "tr", "td", "th", "thead", "tbody", "pre", "blockquote", "figure", "figcaption", "br", "hr",
+    "body", "html", "form", "fieldset", "details", "summary", "address",
+})
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedText:
+    """A document's text, its mime type and its headings (offsets into ``text``)."""
+
+    text: str
+    mime: str
+    headings: list[Heading] = field(default_factory=list)
+
+
+def extract_document(data: bytes, ext: str) -> ExtractedText:
+    """The text and headings of a document file of extension ``ext``."""
+    ext = ext.lower()
+    if ext == "pdf":
+        return _pdf(data)
+    if ext in ("html", "htm"):
+        return _html(decode_text(data))
+    text = decode_text(data)
+    if ext == "md":
+        return ExtractedText(text, DOCUMENT_MIME["md"], markdown_headings(text))
+    return ExtractedText(text, DOCUMENT_MIME["txt"])
+
+
+def markdown_headings(text: str) -> list[Heading]:
+    """ATX headings of Markdown text, skipping fenced code blocks."""
+    headings: list[Heading] = []
+    position, fenced = 0, False
+    for line in text.splitlines(keepends=True):
+        if _FENCE.match(line):
+            fenced = not fenced
+        elif not fenced:
+            match = _MD_HEADING.match(line.rstrip("\n"))
+            if match:
+                headings.append(Heading(position, len(match.group(1)), match.group(2).strip()))
+        position += len(line)
+    return headings
+
+
+class _HtmlText:
+    """Accumulates paragraphs of visible text and the offsets of headings."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.length = 0
+        self.buffer: list[str] = []
+        self.headings: list[Heading] = []
+
+    def flush(self) -> int | None:
+        paragraph = _SPACE.sub(" ", "".join(self.buffer)).strip()
+        self.buffer.clear()
+        if not paragraph:
+            return None
+        if self.parts:
+            self.parts.append("\n\n")
+            self.length += 2
+        start = self.length
+        self.parts.append(paragraph)
+        self.length += len(paragraph)
+        return start
+
+    def walk(self, node: object) -> None:
+        from bs4 import Comment, NavigableString, Tag  # noqa: PLC0415
+
+        for child in getattr(node, "children", ()):
+            if isinstance(child, Comment):
+                continue
+            if isinstance(child, NavigableString):
+                self.buffer.append(str(child))
+            elif isinstance(child, Tag):
+                if child.name in _HEADING_TAGS:
+                    self.flush()
+                    self.buffer.append(child.get_text(" "))
+                    start = self.flush()
+                    if start is not None:
+                        self.headings.append(Heading(start, _HEADING_TAGS[child.name], self.parts[-1]))
+                elif child.name in _BLOCK_TAGS:
+                    self.flush()
+                    self.walk(child)
+                    self.flush()
+                else:
+                    self.walk(child)
+
+
+def _html(markup: str) -> ExtractedText:
+    try:
+        from bs4 import BeautifulSoup  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise DecodeError("cannot read HTML: beautifulsoup4 is not installed") from exc
+    soup = BeautifulSoup(markup, "html.parser")
+    for tag in soup(list(_DROPPED_TAGS)):
+        tag.decompose()
+    collected = _HtmlText()
+    collected.walk(soup)
+    collected.flush()
+    return ExtractedText("".join(collected.parts), DOCUMENT_MIME["html"], collected.headings)
+
+
+def _pdf(data: bytes) -> ExtractedText:
+    try:
+        from pypdf import PdfReader  # noqa: PLC0415
+    except ImportError as exc:
+        raise DecodeError("cannot read PDF: pypdf is not installed (pip install 'mmindex[pdf]')") from exc
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DecodeError("encrypted PDF: cannot extract its text without the password")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except DecodeError:
+        raise
+    except Exception as exc:  # pypdf raises many exception types on malformed files  # noqa: BLE001
+        raise DecodeError(f"unreadable PDF: {type(exc).__name__}: {exc}") from exc
+    parts: list[str] = []
+    headings: list[Heading] = []
+    length = 0
+    for number, page_text in enumerate(pages, start=1):
+        cleaned = page_text.replace("\r\n", "\n").replace("\r", "\n").strip()
+        if not cleaned:
+            continue
+        if parts:
+            parts.append("\n\n")
+            length += 2
+        headings.append(Heading(length, 1, f"page {number}"))
+        parts.append(cleaned)
+        length += len(cleaned)
+    if not parts:
+        raise DecodeError("PDF has no extractable text (scanned images only?)")
+    return ExtractedText("".join(parts), DOCUMENT_MIME["pdf"], headings)
