@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "Contribution": "mmindex.pipeline.fusion",
     "MmrParams": "mmindex.pipeline.index.store",
     "LabelReport": "mmindex.pipeline.labels",
+    "Retriever": "mmindex.pipeline.retriever",
+    "Passage": "mmindex.pipeline.retriever",
     "MmindexError": "mmindex.pipeline.errors",
 }
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .pipeline.index.store import MmrParams
     from .pipeline.labels import LabelReport
     from .pipeline.query import QueryHit, SearchQuery, SearchResult
+    from .pipeline.retriever import Passage, Retriever
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@
         night = index.search("at night", image="street.jpg", weights=[0.3, 0.7])
         similar = index.more_like_this(hits[0].key)
         fused = index.search(parts=[QueryPart.text("a cat"), QueryPart.text("blurry", negative=True)])
+        passages = index.retrieve("how do I rotate the API key?", k=5, mode="hybrid")  # RAG
 
 ``Index`` loads the collection's model on first use only (more-like-this and vector queries
 never need it) and keeps one store connection until ``close()``; on the embedded backend
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from .pipeline.fusion import QueryPart, with_weights
 from .pipeline.index.open_store import open_store
 from .pipeline.index.store import MmrParams, VectorStore
 from .pipeline.labels import DEFAULT_TEMPLATES, LabelReport, LabelScoring, LabelSpec, label_collection
+from .pipeline.retriever import DEFAULT_CANDIDATES, Passage, RetrieveMode, Retriever
 from .pipeline.query import (
     QueryHit,
     SearchQuery,
@@ -41,6 +43,9 @@ from .pipeline.query import (
 )
 from .schemas.config import Settings, load_settings
 from .schemas.state import CollectionState
+
+if TYPE_CHECKING:
+    from .pipeline.text_model import TextEmbedder
 
 Where = str | Sequence[str]
 
@@ -110,6 +115,16 @@ class Index:
         if self._embedder is None:
             self._embedder = check_embedder(embedder_for(self.settings, self.state), self.state)
         return self._embedder
+
+    @property
+    def text_embedder(self) -> TextEmbedder:
+        """The collection's text model (RAG), loaded on first use (once per process)."""
+        from .pipeline.text_model import load_text_embedder  # noqa: PLC0415
+
+        name = self.state.current.text_model
+        if name is None:
+            raise ConfigError(f"collection {self.collection!r} was built without a text model")
+        return load_text_embedder(name, self.settings.device)
 
     @property
     def dim(self) -> int:
@@ -196,6 +211,32 @@ class Index:
         from .pipeline.gallery import write_result_gallery  # noqa: PLC0415
 
         return write_result_gallery(Path(path), result, self.settings.max_image_pixels)
+
+    # -- RAG retrieval -----------------------------------------------------------------------
+
+    def retriever(
+        self,
+        *,
+        k: int = 5,
+        mode: RetrieveMode = "auto",
+        where: Where = (),
+        candidates: int = DEFAULT_CANDIDATES,
+    ) -> Retriever:
+        """A ``Retriever`` over this collection with default ``k``, ``mode`` and filters."""
+        return Retriever(self.store, self.state, lambda: self.embedder, lambda: self.text_embedder,
+                         k=k, mode=mode, where=_as_tuple(where), candidates=candidates)
+
+    def retrieve(
+        self,
+        question: str,
+        k: int = 5,
+        *,
+        where: Where = (),
+        mode: RetrieveMode = "auto",
+        include_images: bool | int = False,
+    ) -> list[Passage]:
+        """The best passages for a question (see ``mmindex.pipeline.retriever``)."""
+        return self.retriever(k=k, mode=mode).retrieve(question, where=_as_tuple(where), include_images=include_images)
 
     # -- embeddings and labels ---------------------------------------------------------------
 

@@ -1,0 +1,45 @@
+"""LangChain retriever over an mmindex collection.
+
+    from mmindex import Index
+    from mmindex.integrations.langchain import MmindexRetriever
+
+    retriever = MmindexRetriever(retriever=Index("docs").retriever(k=4, mode="hybrid"))
+    documents = retriever.invoke("how do I rotate the API key?")
+
+Each ``Document`` holds the passage text as ``page_content`` and its source, chunk span,
+heading path and score in ``metadata``; images (``include_images``) come with their caption
+(or an empty text) and ``modality="image"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+except ImportError as exc:  # pragma: no cover - depends on the optional extra
+    raise ImportError("the LangChain adapter needs langchain-core: pip install 'mmindex[langchain]'") from exc
+
+from ..pipeline.retriever import Retriever
+from ._common import passage_metadata
+
+
+class MmindexRetriever(BaseRetriever):
+    """``BaseRetriever`` answering with ``Retriever.retrieve`` (mode, filters and k configurable)."""
+
+    retriever: Any
+    k: int | None = None
+    mode: str | None = None
+    where: list[str] = []
+    include_images: bool | int = False
+
+    def model_post_init(self, context: Any) -> None:
+        if not isinstance(self.retriever, Retriever):
+            raise TypeError("retriever must be an mmindex Retriever (Index(...).retriever())")
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        passages = self.retriever.retrieve(query, self.k, where=self.where, mode=self.mode,  # type: ignore[arg-type]
+                                           include_images=self.include_images)
+        return [Document(page_content=p.text, metadata=passage_metadata(p), id=p.point_id) for p in passages]

@@ -1,0 +1,188 @@
+"""RAG retrieval: a question in, the best passages (and images) with their sources out.
+
+Modes (``RetrieveMode``):
+
+* ``dense``: the text model's vector of the question against the chunks' ``text`` vectors;
+* ``sparse``: BM25 (``bm25`` sparse vectors, IDF from Qdrant) — exact terms, ids, rare words;
+* ``hybrid``: both, each fetching ``candidates`` chunks, merged by reciprocal rank fusion in
+  Qdrant (prefetch + ``Rrf`` fusion query, the same on every backend);
+* ``clip``: CLIP's text tower (77 tokens) against the chunks' CLIP vectors — the only mode of a
+  collection built without a text model;
+* ``auto``: ``hybrid`` when the collection has a text model, else ``clip``.
+
+``include_images`` adds the best images for the question (CLIP text→image) after the passages.
+Filters are ``--where`` expressions; passages are always text chunks (``modality=text``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from ..schemas.state import CollectionState
+from .errors import ConfigError, SchemaMismatchError
+from .index.filters import parse_where
+from .index.store import SearchHit, TextSearch, VectorStore
+
+if TYPE_CHECKING:
+    from .embed.model import Embedder
+    from .text_model import TextEmbedder
+
+log = logging.getLogger(__name__)
+
+RetrieveMode = Literal["auto", "dense", "sparse", "hybrid", "clip"]
+RETRIEVE_MODES: tuple[str, ...] = get_args(RetrieveMode)
+DEFAULT_CANDIDATES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One retrieved passage (a text chunk) or image, with where it came from.
+
+    ``source`` is the document's (or image's) path relative to its source folder, ``uri`` where
+    it is read from; ``score`` is the ranking score of the mode (cosine for dense/clip, BM25 for
+    sparse, the RRF sum for hybrid); ``payload`` is everything stored with the point.
+    """
+
+    key: str
+    text: str
+    score: float
+    source: str
+    uri: str
+    modality: str
+    doc_key: str | None
+    chunk_index: int | None
+    char_start: int | None
+    char_end: int | None
+    heading_path: tuple[str, ...]
+    point_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_hit(cls, hit: SearchHit) -> Passage:
+        payload = hit.payload
+        return cls(
+            key=str(payload.get("key", "")),
+            text=str(payload.get("text") or payload.get("caption") or ""),
+            score=float(hit.score),
+            source=str(payload.get("path", "")),
+            uri=str(payload.get("uri", "")),
+            modality=str(payload.get("modality", "")),
+            doc_key=payload.get("doc_key"),
+            chunk_index=payload.get("chunk_index"),
+            char_start=payload.get("char_start"),
+            char_end=payload.get("char_end"),
+            heading_path=tuple(payload.get("heading_path") or ()),
+            point_id=hit.id,
+            payload=dict(payload),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "score": self.score, "source": self.source, "text": self.text,
+                "modality": self.modality, "chunk_index": self.chunk_index, "char_start": self.char_start,
+                "char_end": self.char_end, "heading_path": list(self.heading_path), "id": self.point_id,
+                "payload": self.payload}
+
+
+def resolve_mode(mode: str, state: CollectionState) -> RetrieveMode:
+    """The concrete mode of a request; ``ConfigError`` for a mode the collection cannot serve."""
+    if mode not in RETRIEVE_MODES:
+        raise ConfigError(f"unknown retrieval mode {mode!r}: use one of {', '.join(RETRIEVE_MODES)}")
+    has_text = state.current.text_embedder_id is not None
+    if mode == "auto":
+        return "hybrid" if has_text else "clip"
+    if mode != "clip" and not has_text:
+        raise ConfigError(
+            f"collection {state.name!r} was built without a text model: only --mode clip works "
+            "(index into a new collection with a text model, the default, for dense/sparse/hybrid)"
+        )
+    return mode  # type: ignore[return-value]
+
+
+class Retriever:
+    """Ranked passages for questions, over one collection's store (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        state: CollectionState,
+        clip_embedder: Callable[[], Embedder],
+        text_embedder: Callable[[], TextEmbedder],
+        *,
+        k: int = 5,
+        mode: RetrieveMode = "auto",
+        where: Sequence[str] = (),
+        candidates: int = DEFAULT_CANDIDATES,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self._clip_embedder = clip_embedder
+        self._text_embedder = text_embedder
+        self.k = k
+        self.mode = mode
+        self.where = tuple(where)
+        self.candidates = candidates
+
+    def _text_model(self) -> TextEmbedder:
+        embedder = self._text_embedder()
+        expected = self.state.current.text_embedder_id
+        if embedder.embedder_id != expected:
+            raise SchemaMismatchError(
+                f"collection {self.state.name!r} was built with text model {expected}, not {embedder.embedder_id}"
+            )
+        return embedder
+
+    def text_search(self, question: str, mode: RetrieveMode) -> TextSearch:
+        """The store request of a question in ``dense``/``sparse``/``hybrid`` mode."""
+        from .sparse import query_vector  # noqa: PLC0415
+
+        dense = self._text_model().encode([question])[0] if mode in ("dense", "hybrid") else None
+        sparse = query_vector(question) if mode in ("sparse", "hybrid") else None
+        return TextSearch(dense=dense, sparse=sparse, candidates=self.candidates)
+
+    def retrieve(
+        self,
+        question: str,
+        k: int | None = None,
+        *,
+        where: Sequence[str] | str | None = None,
+        mode: RetrieveMode | None = None,
+        include_images: bool | int = False,
+    ) -> list[Passage]:
+        """The ``k`` best passages for ``question``, best first; then images when asked.
+
+        ``where`` adds filters to the retriever's own; ``include_images`` (True, or a number of
+        images) appends the best images for the question by CLIP text→image similarity.
+        """
+        if not question or not question.strip():
+            raise ConfigError("a question is needed to retrieve passages")
+        limit = self.k if k is None else k
+        if limit < 1:
+            raise ConfigError("k must be at least 1")
+        extra = (where,) if isinstance(where, str) else tuple(where or ())
+        filters = (*self.where, *extra)
+        concrete = resolve_mode(mode or self.mode, self.state)
+        physical = self.state.current.physical_name
+        text_filter = parse_where([*filters, "modality=text"])
+        if concrete == "clip":
+            hits = self.store.search(physical, self._clip_query(question), limit, text_filter)
+        else:
+            hits = self.store.search_text(physical, self.text_search(question, concrete), limit, text_filter)
+        passages = [Passage.from_hit(hit) for hit in hits]
+        if include_images:
+            count = limit if include_images is True else int(include_images)
+            images = self.store.search(physical, self._clip_query(question), count,
+                                       parse_where([*filters, "modality=image"]))
+            passages.extend(Passage.from_hit(hit) for hit in images)
+        log.debug("retrieved %d passages for %r (%s)", len(passages), question, concrete)
+        return passages
+
+    def _clip_query(self, question: str) -> Any:
+        embedder = self._clip_embedder()
+        if embedder.embedder_id != self.state.current.embedder_id:
+            raise SchemaMismatchError(
+                f"collection {self.state.name!r} was built with {self.state.current.embedder_id}, not {embedder.embedder_id}"
+            )
+        return embedder.encode_texts([question])[0]
