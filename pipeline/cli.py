@@ -206,12 +206,15 @@ def query(
     mmr_candidates: Annotated[int, typer.Option("--mmr-candidates", min=1, max=16384, help="Nearest candidates MMR re-ranks.")] = 100,
     min_score: Annotated[float | None, typer.Option("--min-score", help="Drop hits with a lower cosine similarity to the query.", show_default=False)] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Also write the results as a self-contained HTML gallery.", show_default=False)] = None,
+    mode: Annotated[str, typer.Option("--mode", help="auto | clip | dense | sparse | hybrid. dense: text model; sparse: BM25; hybrid: both fused by RRF; clip: CLIP (finds images too). auto: hybrid for one text on a document collection with a text model, else clip.")] = "auto",
     root: RootOpt = None,
     device: DeviceOpt = None,
     qdrant_url: QdrantUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a collection by texts, images and stored items, fused into one query vector.
+
+    RAG passages: mmindex query "how do I rotate the key?" -c docs --mode hybrid (or dense, sparse).
 
     Examples: mmindex query "a dog on a beach" -c photos --limit 5;
     mmindex query --image cat.jpg -c photos --where modality=text --json;
@@ -223,6 +226,10 @@ def query(
     from .query import SearchQuery, parts_from_flags, search_result  # noqa: PLC0415
 
     settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
+    plain_text = bool(text) and not (more_texts or image or like or not_text or not_image or not_like or weights
+                                     or mmr or min_score is not None or html_out is not None)
+    if _query_passages(collection, text or "", where or [], limit, mode, plain_text, settings, as_json):
+        return
     parts = parts_from_flags(
         texts=[t for t in (text, *(more_texts or ())) if t],
         images=image or (),
@@ -254,6 +261,33 @@ def query(
         snippet = " ".join((hit.text or "").split())
         table.add_row(str(rank), f"{hit.score:.4f}", hit.modality, hit.key, snippet[:80], ", ".join(hit.labels))
     out.print(table if hits else "no results")
+
+
+def _query_passages(
+    collection: str, text: str, where: list[str], limit: int, mode: str, plain_text: bool, settings: Any, as_json: bool
+) -> bool:
+    """Answer ``mmindex query`` with RAG passages when ``--mode`` (or ``auto``) says so."""
+    from .retriever import RETRIEVE_MODES, passage_mode  # noqa: PLC0415
+
+    if mode not in RETRIEVE_MODES:
+        raise typer.BadParameter(f"use one of {', '.join(RETRIEVE_MODES)}", param_hint="--mode")
+    from ..api import Index  # noqa: PLC0415
+
+    with Index(collection, settings=settings) as index:
+        chosen = passage_mode(mode, index.state, lambda: index.store, plain_text)
+        if chosen is None:
+            return False
+        passages = index.retrieve(text, limit, where=where, mode=chosen)
+    if as_json:
+        _emit_json([passage.as_json() for passage in passages])
+        return True
+    table = Table("#", "score", "source", "section", "text", box=None, pad_edge=False)
+    table.columns[2].overflow = "fold"
+    for rank, passage in enumerate(passages, 1):
+        snippet = " ".join(passage.text.split())
+        table.add_row(str(rank), f"{passage.score:.4f}", passage.source, " > ".join(passage.heading_path), snippet[:80])
+    out.print(table if passages else "no results")
+    return True
 
 
 @app.command()

@@ -186,3 +186,25 @@ class Retriever:
                 f"collection {self.state.name!r} was built with {self.state.current.embedder_id}, not {embedder.embedder_id}"
             )
         return embedder.encode_texts([question])[0]
+
+
+def passage_mode(
+    requested: str, state: CollectionState, store: Callable[[], VectorStore], plain_text: bool
+) -> RetrieveMode | None:
+    """How ``mmindex query --mode`` runs: a passage mode, or None for the CLIP fusion query.
+
+    ``auto`` picks ``hybrid`` for a single plain text on a collection that has a text model and
+    holds no images (a document collection); otherwise the CLIP query, which also finds images.
+    ``dense``/``sparse``/``hybrid`` take exactly one text and no other query options.
+    """
+    if requested == "clip":
+        return None
+    if requested == "auto":
+        if not plain_text or state.current.text_embedder_id is None:
+            return None
+        images = store().count(state.current.physical_name, parse_where(["modality=image"]))
+        return "hybrid" if images == 0 else None
+    if not plain_text:
+        raise ConfigError(f"--mode {requested} takes one query text and no --image/--like/--not/--weights/--mmr/"
+                          "--min-score/--html (use --mode clip for fused queries)")
+    return resolve_mode(requested, state)
