@@ -37,6 +37,8 @@ class Heading:
     start: int
     level: int
     title: str
+    # False for a section title that is not a line of the text (a PDF's "page 3").
+    inline: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,12 @@ def heading_paths(headings: Sequence[Heading]) -> list[tuple[str, ...]]:
     return paths
 
 
+def _has_body(section: str) -> bool:
+    """Whether a section holds more than its heading line."""
+    lines = section.strip().split("\n", 1)
+    return len(lines) > 1 and bool(lines[1].strip())
+
+
 def chunk_sections(
     text: str,
     headings: Sequence[Heading],
@@ -147,20 +155,26 @@ def chunk_sections(
     """Chunks of ``text`` that never span two sections (a section starts at each heading).
 
     Each section is chunked by ``chunk_text``; spans stay relative to the whole ``text`` and
-    indices run over the whole document. A chunk's ``heading_path`` is its section's.
+    indices run over the whole document. A chunk's ``heading_path`` is its section's. A section
+    that is nothing but its heading line (``# Title`` right above ``## Part``) is joined to the
+    next one, so a title never becomes a chunk of its own.
     """
     ordered = sorted(headings, key=lambda h: h.start)
-    starts = [0, *(h.start for h in ordered if 0 < h.start < len(text))]
-    paths: list[tuple[str, ...]] = [()]
+    sections: list[tuple[int, tuple[str, ...], bool]] = [(0, (), False)]  # start, path, starts with a heading line
     for heading, path in zip(ordered, heading_paths(ordered), strict=True):
         if heading.start <= 0:
-            paths[0] = path
+            sections[0] = (0, path, heading.inline)
         elif heading.start < len(text):
-            paths.append(path)
+            sections.append((heading.start, path, heading.inline))
+    ends = [start for start, _, _ in sections[1:]] + [len(text)]
     chunks: list[TextChunk] = []
-    for section, start in enumerate(starts):
-        end = starts[section + 1] if section + 1 < len(starts) else len(text)
+    start = 0
+    for (section_start, path, inline), end in zip(sections, ends, strict=True):
+        # A section that is only its heading line (a title right above a subheading) joins the
+        # next section instead of becoming a chunk with nothing to retrieve.
+        if inline and end < len(text) and not _has_body(text[section_start:end]):
+            continue
         for piece in chunk_text(text[start:end], count_tokens, max_tokens, overlap_tokens):
-            chunks.append(TextChunk(len(chunks), piece.text, start + piece.char_start, start + piece.char_end,
-                                    paths[section]))
+            chunks.append(TextChunk(len(chunks), piece.text, start + piece.char_start, start + piece.char_end, path))
+        start = end
     return chunks

@@ -157,7 +157,7 @@ def _pdf(data: bytes) -> ExtractedText:
         if parts:
             parts.append("\n\n")
             length += 2
-        headings.append(Heading(length, 1, f"page {number}"))
+        headings.append(Heading(length, 1, f"page {number}", inline=False))
         parts.append(cleaned)
         length += len(cleaned)
     if not parts:

@@ -86,3 +86,14 @@ def test_text_before_the_first_heading_has_no_path() -> None:
     text = "preface line.\n\n# H\n\nbody."
     chunks = chunk_sections(text, [Heading(15, 1, "H")], words, 50)
     assert [(c.text, c.heading_path) for c in chunks] == [("preface line.", ()), ("# H\n\nbody.", ("H",))]
+
+
+def test_a_heading_without_body_joins_the_next_section() -> None:
+    text = "# Title\n\n## Part one\n\nbody one.\n\n## Part two\n\nbody two."
+    chunks = chunk_sections(text, markdown_headings(text), words, 50)
+    assert [(c.text, c.heading_path) for c in chunks] == [
+        ("# Title\n\n## Part one\n\nbody one.", ("Title", "Part one")),
+        ("## Part two\n\nbody two.", ("Title", "Part two")),
+    ]
+    pdf = extract_document(make_pdf([["one line"], ["another line"]]), "pdf")  # page titles are not lines
+    assert [c.heading_path for c in chunk_sections(pdf.text, pdf.headings, words, 50)] == [("page 1",), ("page 2",)]

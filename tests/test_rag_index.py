@@ -304,8 +304,10 @@ def test_rebuild_restores_every_vector_without_any_model(
     def answers() -> list[list[tuple[str, float]]]:
         store = open_store(settings)
         try:
+            # Ranked (id, score) lists; points with equal scores (RRF ties) may come in either order.
             return [
-                [(hit.id, round(hit.score, 5)) for hit in store.search_text(physical, search, 6, parse_where(["modality=text"]))]
+                sorted(((hit.id, round(hit.score, 5)) for hit in store.search_text(physical, search, 6, parse_where(["modality=text"]))),
+                       key=lambda pair: (-pair[1], pair[0]))
                 for search in (request, TextSearch(dense=request.dense), TextSearch(sparse=request.sparse))
             ]
         finally:
