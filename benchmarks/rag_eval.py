@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 console = Console()
-MODES = ("dense", "sparse", "hybrid", "clip")
+MODES = ("dense", "sparse", "hybrid", "hybrid-k60", "clip")
 DEPTH = 10
 
 
@@ -101,10 +101,14 @@ def main() -> None:
         latency: dict[str, float] = {}
         with Index("eval", settings=settings) as index:
             retriever = index.retriever(k=DEPTH, candidates=args.candidates)
+            retriever_k60 = index.retriever(k=DEPTH, candidates=args.candidates, rrf_k=60)
             for mode in MODES:
                 started = time.perf_counter()
                 for question in QUESTIONS:
-                    passages = retriever.retrieve(question.text, mode=mode)  # type: ignore[arg-type]
+                    if mode == "hybrid-k60":
+                        passages = retriever_k60.retrieve(question.text, mode="hybrid")
+                    else:
+                        passages = retriever.retrieve(question.text, mode=mode)  # type: ignore[arg-type]
                     rank = next((r for r, p in enumerate(passages, 1) if question.answer in p.text), None)
                     scores[mode]["all"].add(rank)
                     scores[mode][question.kind].add(rank)
@@ -120,8 +124,8 @@ def main() -> None:
         return
     console.print(f"{len(DOCS)} documents -> {report.counts.text_chunks} chunks, {len(QUESTIONS)} questions; "
                   f"backend {args.backend}; indexed in {index_seconds:.1f}s; CLIP: {clip_label}")
-    names = {"dense": "dense (all-MiniLM-L6-v2)", "sparse": "sparse (BM25)", "hybrid": "hybrid (RRF)",
-             "clip": "CLIP-text"}
+    names = {"dense": "dense (all-MiniLM-L6-v2)", "sparse": "sparse (BM25)", "hybrid": "hybrid (RRF k=2, default)",
+             "hybrid-k60": "hybrid (RRF k=60)", "clip": "CLIP-text"}
     table = Table("mode", "hit@1", "hit@5", "MRR@10", "paraphrase MRR", "keyword MRR", "mixed MRR", "ms/query")
     for mode in MODES:
         row = results[mode]

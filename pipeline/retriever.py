@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from ..schemas.state import CollectionState
 from .errors import ConfigError, SchemaMismatchError
 from .index.filters import parse_where
-from .index.store import SearchHit, TextSearch, VectorStore
+from .index.store import RRF_K, SearchHit, TextSearch, VectorStore
 
 if TYPE_CHECKING:
     from .embed.model import Embedder
@@ -115,6 +115,7 @@ class Retriever:
         mode: RetrieveMode = "auto",
         where: Sequence[str] = (),
         candidates: int = DEFAULT_CANDIDATES,
+        rrf_k: int = RRF_K,
     ) -> None:
         self.store = store
         self.state = state
@@ -124,6 +125,7 @@ class Retriever:
         self.mode = mode
         self.where = tuple(where)
         self.candidates = candidates
+        self.rrf_k = rrf_k
 
     def _text_model(self) -> TextEmbedder:
         embedder = self._text_embedder()
@@ -140,7 +142,7 @@ class Retriever:
 
         dense = self._text_model().encode([question])[0] if mode in ("dense", "hybrid") else None
         sparse = query_vector(question) if mode in ("sparse", "hybrid") else None
-        return TextSearch(dense=dense, sparse=sparse, candidates=self.candidates)
+        return TextSearch(dense=dense, sparse=sparse, candidates=self.candidates, rrf_k=self.rrf_k)
 
     def retrieve(
         self,

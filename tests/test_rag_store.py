@@ -19,6 +19,7 @@ from mmindex.pipeline.index.client_store import ClientStore
 from mmindex.pipeline.index.edge_store import EdgeStore
 from mmindex.pipeline.index.filters import parse_where
 from mmindex.pipeline.index.store import (
+    RRF_WEIGHTS,
     CollectionSpec,
     PointRecord,
     SearchHit,
@@ -160,7 +161,7 @@ def test_hybrid_is_rrf_of_dense_and_sparse(populated: VectorStore) -> None:
     hybrid = populated.search_text(COLLECTION, TextSearch(dense=query, sparse=sparse, candidates=candidates), 10)
     dense = populated.search_text(COLLECTION, TextSearch(dense=query), candidates)
     lexical = populated.search_text(COLLECTION, TextSearch(sparse=sparse), candidates)
-    expected = rrf_fuse([dense, lexical], 10)
+    expected = rrf_fuse([dense, lexical], 10, weights=RRF_WEIGHTS)
     assert len(hybrid) == 10
     # The last score may tie with points cut off differently; compare everything above it exactly.
     cut = min(h.score for h in hybrid)
@@ -229,3 +230,17 @@ def test_rrf_fuse_formula() -> None:
     assert [hit.id for hit in fused] == ["y", "x", "z"]
     assert fused[0].score == pytest.approx(1 / 61 + 1 / 60)
     assert fused[1].score == pytest.approx(1 / 60)
+    weighted = rrf_fuse([a, b], 3, k=2, weights=[1.0, 0.5])  # Qdrant's weighted form
+    assert weighted[0].score == pytest.approx(1 / (2 / 1.0 + 1) + 1 / (1 / 0.5 + 1))
+
+
+def test_rrf_ties_go_to_the_dense_list(populated: VectorStore) -> None:
+    """The best dense and the best sparse hit tie under plain RRF; the default weights decide."""
+    target = next(p for p in _points() if "ZX-4411" in p.payload["text"])
+    query = _unit(np.random.default_rng(21), 1, TEXT_DIM)[0]
+    dense = populated.search_text(COLLECTION, TextSearch(dense=query), 3)
+    assert target.id not in {hit.id for hit in dense}  # fixed seed: only the sparse list has it
+    request = TextSearch(dense=query, sparse=query_vector("ZX-4411"), candidates=3)
+    hybrid = populated.search_text(COLLECTION, request, 3)
+    assert hybrid[0].id == dense[0].id and hybrid[1].id == target.id
+    assert hybrid[0].score > hybrid[1].score

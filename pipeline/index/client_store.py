@@ -363,7 +363,7 @@ class ClientStore:
             if request.mode == "hybrid":
                 prefetch = [models.Prefetch(query=query, using=using, filter=point_filter, limit=max(request.candidates, limit))
                             for query, using in branches]
-                response = self.client.query_points(name, prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=request.rrf_k)),
+                response = self.client.query_points(name, prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=list(request.rrf_weights))),
                                                     query_filter=point_filter, limit=limit, with_payload=True)
             else:
                 query, using = branches[0]

@@ -460,7 +460,7 @@ class EdgeStore:
                 branches.append(qe.Query.Nearest(sparse, using=SPARSE_VECTOR))
             if request.mode == "hybrid":
                 prefetches = [qe.Prefetch(limit=max(request.candidates, limit), query=b, filter=point_filter) for b in branches]
-                query = qe.QueryRequest(limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=request.rrf_k),
+                query = qe.QueryRequest(limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=request.rrf_k, weights=list(request.rrf_weights)),
                                         filter=point_filter, with_payload=True, with_vector=False)
             else:
                 query = qe.QueryRequest(limit=limit, query=branches[0], filter=point_filter, with_payload=True,
