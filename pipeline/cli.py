@@ -135,7 +135,7 @@ def _label_config(labels: str | None, templates: list[str] | None, threshold: fl
 
 @app.command()
 def index(
-    source: Annotated[Path, typer.Argument(help="Folder of images (jpg png webp gif bmp tiff) and texts (txt md).")],
+    source: Annotated[Path, typer.Argument(help="Folder of images (jpg png webp gif bmp tiff) and documents (txt md html pdf).")],
     collection: CollectionOpt,
     root: RootOpt = None,
     model: Annotated[str | None, typer.Option("--model", help="open_clip architecture, or local-dir:/path (config + weights).", show_default=False)] = None,
@@ -155,6 +155,7 @@ def index(
     labels: Annotated[str | None, typer.Option("--labels", help="Zero-shot label images with these comma-separated labels (see `mmindex label`).", show_default=False)] = None,
     label_template: Annotated[list[str] | None, typer.Option("--label-template", help="Prompt template for --labels (repeatable), default 'a photo of a {}.'.")] = None,
     label_threshold: Annotated[float | None, typer.Option("--label-threshold", help="Score a label needs (softmax default 0.5).", show_default=False)] = None,
+    text_model: Annotated[str | None, typer.Option("--text-model", help="Text model of a new collection's chunks (RAG): all-MiniLM-L6-v2 (default), a sentence-transformers folder, or none. Env: MMINDEX_TEXT_MODEL.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
@@ -166,7 +167,7 @@ def index(
 
     settings = _settings(
         root=root, model=model, pretrained=pretrained, device=device, precision=precision,
-        batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
+        batch_size=batch_size, workers=workers, qdrant_url=qdrant_url, text_model=text_model,
     )
     request = IndexRequest(
         source=source.expanduser(),

@@ -370,3 +370,27 @@ def test_new_collections_get_minilm_by_default(tmp_path: Path, tiny_embedder, mi
     assert (version.text_model, version.text_dim) == ("all-MiniLM-L6-v2", 384)
     assert version.text_embedder_id == minilm.embedder_id
     assert version.sparse_encoder_id is not None and version.sparse_encoder_id.startswith("qdrant-edge-bm25")
+
+
+def test_cli_index_with_text_model_and_auto_mode(tmp_path: Path, tiny_local_dir: Path, minilm) -> None:  # noqa: ANN001
+    """A document-only collection answers a plain text query with hybrid passages (``--mode auto``)."""
+    from typer.testing import CliRunner
+
+    from mmindex.pipeline.cli import app
+
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "guide.md").write_text(GUIDE, encoding="utf-8")
+    (corpus / "manual.pdf").write_bytes(make_pdf(MANUAL_PAGES))
+    root = ["--root", str(tmp_path / "root")]
+    runner = CliRunner()
+    indexed = runner.invoke(app, ["index", str(corpus), "-c", "kb", *root, "--model", f"local-dir:{tiny_local_dir}",
+                                  "--text-model", "all-MiniLM-L6-v2", "--device", "cpu", "--workers", "0", "--json"])
+    assert indexed.exit_code == 0, indexed.output
+    answer = runner.invoke(app, ["query", "what does error E-771 mean", "-c", "kb", *root, "--device", "cpu", "--json"])
+    assert answer.exit_code == 0, answer.output
+    passages = json.loads(answer.stdout)
+    assert passages[0]["source"] == "manual.pdf" and passages[0]["heading_path"] == ["page 2"]
+    clip = runner.invoke(app, ["query", "what does error E-771 mean", "-c", "kb", *root, "--device", "cpu", "--json",
+                               "--mode", "clip"])
+    assert clip.exit_code == 0 and "contributions" in json.loads(clip.stdout)[0]  # the CLIP fusion query
