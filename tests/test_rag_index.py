@@ -394,3 +394,22 @@ def test_cli_index_with_text_model_and_auto_mode(tmp_path: Path, tiny_local_dir:
     clip = runner.invoke(app, ["query", "what does error E-771 mean", "-c", "kb", *root, "--device", "cpu", "--json",
                                "--mode", "clip"])
     assert clip.exit_code == 0 and "contributions" in json.loads(clip.stdout)[0]  # the CLIP fusion query
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_renamed_document_keeps_its_vectors_without_any_model(
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    settings = make_settings(backend, tmp_path)
+    counting_text_model(monkeypatch, minilm)
+    run(settings, corpus, tiny_embedder)
+    (corpus / "guide.md").rename(corpus / "handbook.md")
+    text_model, clip = counting_text_model(monkeypatch, minilm), CountingClip(tiny_embedder)
+    report = run(settings, corpus, clip)
+    assert report.plan["renamed"] == 1 and text_model.texts == [] and clip.texts == []
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        for mode in ("sparse", "dense"):
+            found = index.retrieve("rotate the API key in the settings page", 1, mode=mode)[0]
+            assert found.source == "handbook.md" and found.heading_path[-1] == "Rotating credentials"
+    assert not [p for p in stored(settings).values() if p["path"] == "guide.md"]
