@@ -375,6 +375,7 @@ def info(
             f"[bold]{entry.name}[/]  points={entry.points}  failed={entry.failed}  images={entry.images}  "
             f"text_chunks={entry.text_chunks}  shards={entry.shards}\n"
             f"  embedder={entry.embedder_id}  dim={entry.dim}  backend={entry.backend}"
+            + (f"\n  text model={entry.text_embedder_id} (+ BM25)" if entry.text_embedder_id else "")
         )
         if entry.last_run is not None:
             run = entry.last_run

@@ -34,6 +34,8 @@ class CollectionInfo:
     root: Path
     backend: str
     last_run: RunSummary | None
+    # RAG: the text model of the ``text`` vector (None: CLIP vectors only).
+    text_embedder_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -60,6 +62,7 @@ def _describe(settings: Settings, state: CollectionState, points: int) -> Collec
         root=settings.root,
         backend=f"qdrant server {settings.qdrant_url}" if settings.qdrant_url else "embedded qdrant-edge",
         last_run=state.last_run,
+        text_embedder_id=state.current.text_embedder_id,
     )
 
 
