@@ -235,6 +235,8 @@ def test_langchain_and_llamaindex_adapters_return_the_retrievers_passages(indexe
         assert nodes[0].node.metadata["char_start"] == expected[0].char_start
         with pytest.raises(TypeError):
             LlamaRetriever(index)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            LangChainRetriever(retriever=index)
 
 
 def test_cli_query_modes(indexed) -> None:  # noqa: ANN001

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import field_validator
+
 try:
     from langchain_core.callbacks import CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
@@ -35,9 +37,12 @@ class MmindexRetriever(BaseRetriever):
     where: list[str] = []
     include_images: bool | int = False
 
-    def model_post_init(self, context: Any) -> None:
-        if not isinstance(self.retriever, Retriever):
+    @field_validator("retriever")
+    @classmethod
+    def _is_a_retriever(cls, value: Any) -> Retriever:
+        if not isinstance(value, Retriever):
             raise TypeError("retriever must be an mmindex Retriever (Index(...).retriever())")
+        return value
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         passages = self.retriever.retrieve(query, self.k, where=self.where, mode=self.mode,  # type: ignore[arg-type]
