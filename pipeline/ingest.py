@@ -90,6 +90,16 @@ class IndexReport:
             self.plan[name] = self.plan.get(name, 0) + value
 
 
+def label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> LabelConfig | None:
+    """The ``--labels`` flags of ``index`` (and the ingest flow's parameters) as a label configuration."""
+    if not labels:
+        return None
+    from .labels import DEFAULT_TEMPLATES, LabelSpec, split_labels  # noqa: PLC0415
+
+    spec = LabelSpec(split_labels(labels), tuple(templates or DEFAULT_TEMPLATES), threshold)
+    return LabelConfig(labels=list(spec.labels), templates=list(spec.templates), threshold=spec.threshold, scoring=spec.scoring)
+
+
 def ingest_lock(settings: Settings, collection: str) -> FileLock:
     """The lock that makes ingests into one collection mutually exclusive (across processes)."""
     locks = settings.root / "locks"
@@ -105,13 +115,19 @@ def _explicit_model(request: IndexRequest, settings: Settings) -> ModelSpec | No
     return None
 
 
+EmbedderLoader = Callable[[ModelSpec, Settings], Embedder]
+
+
 class _Session:
     """Lazily opened store and lazily loaded model, shared by every source of a run."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder | None) -> None:
+    def __init__(
+        self, settings: Settings, spec: ModelSpec, embedder: Embedder | None, loader: EmbedderLoader | None = None
+    ) -> None:
         self.settings = settings
         self.spec = spec
         self._embedder = embedder
+        self._loader = loader
         self._store: VectorStore | None = None
 
     def store(self) -> VectorStore:
@@ -120,6 +136,8 @@ class _Session:
         return self._store
 
     def embedder(self) -> Embedder:
+        if self._embedder is None and self._loader is not None:
+            self._embedder = self._loader(self.spec, self.settings)
         if self._embedder is None:
             from .embed.model import load_embedder  # noqa: PLC0415
 
@@ -287,7 +305,9 @@ class PlannedRun:
     run: RunPlan | None
 
 
-def plan_run(request: IndexRequest, settings: Settings, embedder: Embedder | None = None) -> PlannedRun:
+def plan_run(
+    request: IndexRequest, settings: Settings, embedder: Embedder | None = None, loader: EmbedderLoader | None = None
+) -> PlannedRun:
     """Step 1 of a run (the caller holds the ingest lock unless it is a dry run).
 
     Picks the collection version, re-applies shards an interrupted run wrote but did not apply,
@@ -301,7 +321,7 @@ def plan_run(request: IndexRequest, settings: Settings, embedder: Embedder | Non
                              exclude=list(request.exclude), include_hidden=request.include_hidden)
     spec, explicit = _spec_for(request, settings, embedder)
     existing = read_state(settings.root).collections.get(collection)
-    session = _Session(settings, spec, embedder)
+    session = _Session(settings, spec, embedder, loader)
     try:
         if request.dry_run and existing is None:
             report = IndexReport(collection, "(new collection)", dry_run=True)
@@ -364,11 +384,15 @@ class _Known:
         return self._items.get(item_key)
 
 
-def open_unit_session(settings: Settings, collection: str, run_id: str, embedder: Embedder | None = None) -> _Session:
-    """A store/model session for processing units of a run (the model is the version's own)."""
+def open_unit_session(
+    settings: Settings, collection: str, run_id: str, embedder: Embedder | None = None, loader: EmbedderLoader | None = None
+) -> _Session:
+    """A store/model session for processing units of a run (the model is the version's own; it is
+    loaded on first use, by ``loader`` when given, e.g. a per-process cache)."""
     run = RunDir(settings.root, collection, run_id).read_plan()
     version = _run_version(settings, run)
-    return _Session(settings, embedder.spec if embedder is not None else ModelSpec(version.model, version.pretrained), embedder)
+    spec = embedder.spec if embedder is not None else ModelSpec(version.model, version.pretrained)
+    return _Session(settings, spec, embedder, loader)
 
 
 def process_unit(

@@ -164,3 +164,10 @@ def prune_runs(root: Path, collection: str, keep: int = KEEP_FINISHED_RUNS) -> i
         shutil.rmtree(path, ignore_errors=True)
     return len(stale)
 
+
+
+def run_outcomes(root: Path, collection: str, run_id: str) -> list[UnitOutcome]:
+    """The outcomes of a run's finished units, in shard order."""
+    run_dir = RunDir(root, collection, run_id)
+    found = (run_dir.read_outcome(seq) for seq in run_dir.read_plan().seqs)
+    return [outcome for outcome in found if outcome is not None]
