@@ -236,6 +236,7 @@ def schedule(
         name=name or f"mmindex-{collection}", cron=cron, interval=interval,
         parameters={key: value for key, value in parameters.items() if value is not None},
         tags=["mmindex", f"collection:{collection}"],
+        global_limit=1,  # one run at a time: a run that outlasts the interval delays the next one
     )
 
 
