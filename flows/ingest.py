@@ -15,6 +15,7 @@ sequence number plus its atomic write make it exactly-once.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -60,13 +61,39 @@ class ShardDispatchError(MmindexError):
 
 def retry_on_io(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Retry transient I/O failures (store unreachable or busy, file system errors), nothing else."""
-    try:
-        state.result()
-    except (StoreUnavailableError, OSError):
+    return isinstance(state.result(raise_on_failure=False), (StoreUnavailableError, OSError))
+
+
+class _DoneEvent:
+    """Stands in for the completion event of a Prefect service in a forked child (already done)."""
+
+    def is_set(self) -> bool:
         return True
-    except BaseException:  # noqa: BLE001 - every other failure is permanent: no retry
-        return False
-    return False
+
+
+def _services_done_in_child() -> None:
+    from prefect._internal.concurrency import services  # noqa: PLC0415
+
+    for service in list(services._active_services):  # noqa: SLF001
+        if service._done_event is None:  # noqa: SLF001
+            service._done_event = _DoneEvent()  # type: ignore[assignment]  # noqa: SLF001
+
+
+_fork_guard = threading.Lock()
+_fork_guard_installed = False
+
+
+def _guard_forked_children() -> None:
+    """Work around a Prefect 3.8 bug: in a process forked while Prefect's log/event services run
+    (DataLoader decode workers of a shard), Prefect resets the services after the fork but still
+    drains them at exit, fails an assertion there and the child exits with status 1, which
+    DataLoader reports as a crashed worker. Marking the reset services as drained (a hook that
+    runs after Prefect's own) lets forked children exit cleanly."""
+    global _fork_guard_installed  # noqa: PLW0603
+    with _fork_guard:
+        if not _fork_guard_installed:
+            os.register_at_fork(after_in_child=_services_done_in_child)
+            _fork_guard_installed = True
 
 
 _embedders: dict[tuple[str, str | None, str, str], Embedder] = {}
@@ -99,6 +126,7 @@ class ShardDone:
       cache_policy=NO_CACHE)
 def plan_task(request: IndexRequest, settings: Settings) -> PlannedRun:
     """Crawl, plan against the catalog, write the run plan (one unit per shard)."""
+    _guard_forked_children()
     return plan_run(request, settings, loader=_cached_embedder)
 
 
@@ -106,6 +134,7 @@ def plan_task(request: IndexRequest, settings: Settings) -> PlannedRun:
       retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 def shard_task(settings: Settings, collection: str, run_id: str, seq: int) -> ShardDone:
     """Decode, embed, write the shard's Parquet file, upsert it (idempotent; see ``process_unit``)."""
+    _guard_forked_children()
     session = open_unit_session(settings, collection, run_id, loader=_cached_embedder)
     try:
         outcome = process_unit(session, collection, run_id, seq)
@@ -118,6 +147,7 @@ def shard_task(settings: Settings, collection: str, run_id: str, seq: int) -> Sh
       cache_policy=NO_CACHE)
 def finalize_task(settings: Settings, collection: str, run_id: str) -> IndexReport:
     """Mark the run's shards applied, materialize the catalog, optimize, record the run, label."""
+    _guard_forked_children()
     session = open_unit_session(settings, collection, run_id, loader=_cached_embedder)
     try:
         return finalize_run(session, collection, run_id)

@@ -130,7 +130,9 @@ def test_transient_store_failure_is_retried(
     monkeypatch.setattr(flows_ingest, "shard_task", shard)
     settings = _settings(tmp_path / "root", tiny_local_dir)
 
-    state = flows_ingest.ingest_flow(**_flow_params(photo_corpus, settings.root, tiny_local_dir), return_state=True)
+    # Decode in 2 worker processes: processes forked inside a flow run must exit cleanly too.
+    params = {**_flow_params(photo_corpus, settings.root, tiny_local_dir), "workers": 2}
+    state = flows_ingest.ingest_flow(**params, return_state=True)
     assert state.is_completed(), state
     report = state.result()
     assert failures, "the injected failure never happened"
