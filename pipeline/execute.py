@@ -1,4 +1,4 @@
-"""Carry out a change plan: build the rows of each item, commit them shard by shard.
+"""Carry out (a work unit of) a change plan: build the rows of each item, commit them as one shard.
 
 A commit writes the shard (the durable record) and then applies it to Qdrant, and finally moves
 the version's ``applied_through`` marker. Items never straddle shards, and every shard holds the
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
 from ..schemas.state import CollectionVersion
-from .apply import apply_records, mark_applied, mark_applied_next
+from .apply import apply_records, mark_applied_next
 from .embed.model import Embedder
 from .embed.stage_timer import stage
 from .ids import chunk_key, point_id
@@ -77,12 +77,11 @@ class RunCounts:
 
 @dataclass(slots=True)
 class Committer:
-    """Writes shards of whole items and applies them to the store.
+    """Writes the one shard of a work unit (whole items) and applies it to the store.
 
-    With a ``seq`` (a work unit of a run plan) everything added goes into the one shard of that
-    sequence number, written by ``flush``; the version's ``applied_through`` marker then only moves
-    when the shard is the next one (units may finish out of order; the run's finalize step moves
-    it past all of them).
+    Everything added goes into the shard of the unit's sequence number, written by ``flush``; the
+    version's ``applied_through`` marker then only moves when the shard is the next one (units may
+    finish out of order; the run's finalize step moves it past all of them).
     """
 
     root: Path
@@ -90,40 +89,31 @@ class Committer:
     version: CollectionVersion
     log: ShardLog
     store_factory: Callable[[], VectorStore]
-    shard_size: int
+    seq: int
     counts: RunCounts
     progress: ProgressReporter | None = None
-    seq: int | None = None
     written: ShardRef | None = None
     _pending: list[ItemRows] = field(default_factory=list)
-    _pending_rows: int = 0
 
     def add(self, rows: ItemRows) -> None:
-        """Queue one item's rows; a shard is committed once enough rows are queued."""
+        """Queue one item's rows for the unit's shard."""
         self._pending.append(rows)
-        self._pending_rows += len(rows[0])
-        if self.seq is None and self._pending_rows >= self.shard_size:
-            self.flush()
 
     def flush(self) -> None:
-        """Commit everything queued as one shard."""
+        """Commit everything queued as the unit's shard."""
         if not self._pending:
             return
         records = [record for rows, _ in self._pending for record in rows]
         embeddings = np.concatenate([vectors for _, vectors in self._pending])
         items = len(self._pending)
-        self._pending, self._pending_rows = [], 0
+        self._pending = []
         with stage("write"):
             ref = self.log.write(records_to_batch(records, embeddings, self.version.dim), self.seq)
         self.written = ref
         with stage("upsert"):
             result = apply_records(self.store_factory(), self.version.physical_name, records, embeddings)
         with stage("write"):
-            if self.seq is None:
-                mark_applied(self.root, self.collection, self.version.physical_name, ref.seq)
-                self.version.applied_through = ref.seq
-            else:
-                mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
+            mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
         self._count(records, result.upserted, result.deleted)
         if self.progress is not None:
             self.progress.advance(items)

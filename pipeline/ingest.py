@@ -413,8 +413,7 @@ def process_unit(
     unit = run_dir.read_unit(seq)
     log_ = shard_log(settings.root, collection, version)
     counts = RunCounts()
-    committer = Committer(settings.root, collection, version, log_, session.store, settings.shard_size, counts,
-                          progress, seq=seq)
+    committer = Committer(settings.root, collection, version, log_, session.store, seq, counts, progress)
     written = log_.find(seq)
     if written is not None:
         table = log_.read(written)
