@@ -210,7 +210,7 @@ def dispatch_shard(
             _cancel(child)
         if run_dir.read_outcome(seq) is not None:  # the shard got done before its run ended badly
             return str(child.id)
-        logger.warning("shard %d: run %s ended %s (attempt %d of %d); submitting it again",
+        logger.warning("shard %d: run %s ended %s (attempt %d of %d)",
                        seq, child.name, state.type.value if state else "unknown", attempt, attempts)
     raise ShardDispatchError(f"shard {seq} of run {run_id} did not complete in {attempts} attempts")
 
@@ -269,9 +269,10 @@ def ingest_flow(
     if dry_run:
         return index_report_json(plan_task(request, settings).report)
     with holding_ingest_lock(settings, collection):
-        run = plan_task(request, settings).run
+        planned = plan_task(request, settings)
+        run = planned.run
         if run is None:  # only a dry run has no run plan
-            raise ShardDispatchError("planning returned no run plan")
+            return index_report_json(planned.report)
         logger.info("run %s: %d shard(s) to process for %s", run.run_id, len(run.seqs), collection)
         if embed_deployment:
             shard_params = [

@@ -99,6 +99,8 @@ def test_flow_matches_cli_first_run_and_incremental(
 
     noop = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir))
     assert noop["embedded"] == 0 and noop["shards"] == 0
+    dry = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir), dry_run=True)
+    assert dry["dry_run"] and dry["plan"] == noop["plan"] and dry["shards"] == 0
 
     with get_client(sync_client=True) as client:
         artifact = client.read_latest_artifacts()
