@@ -90,6 +90,15 @@ def mark_applied(root: Path, collection: str, physical_name: str, seq: int) -> N
             version.applied_through = seq
 
 
+def mark_applied_next(root: Path, collection: str, physical_name: str, seq: int) -> None:
+    """Move the marker to ``seq`` only if every shard before it is applied (shards of a run plan
+    may be applied out of order; the run's finalize step moves the marker past all of them)."""
+    with edit_state(root) as state:
+        version = state.collections[collection].version(physical_name)
+        if version is not None and version.applied_through == seq - 1:
+            version.applied_through = seq
+
+
 def discard_partial_shards(log: ShardLog) -> int:
     """Remove temporary shard files left by a crashed writer (the caller holds the ingest lock)."""
     if not log.directory.is_dir():

@@ -124,13 +124,9 @@ class _RichProgress:
 
 def _label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> Any:
     """The ``--labels`` flags of ``index`` as a validated label configuration (or None)."""
-    if not labels:
-        return None
-    from ..schemas.state import LabelConfig  # noqa: PLC0415
-    from .labels import DEFAULT_TEMPLATES, LabelSpec, split_labels  # noqa: PLC0415
+    from .ingest import label_config  # noqa: PLC0415
 
-    spec = LabelSpec(split_labels(labels), tuple(templates or DEFAULT_TEMPLATES), threshold)
-    return LabelConfig(labels=list(spec.labels), templates=list(spec.templates), threshold=spec.threshold, scoring=spec.scoring)
+    return label_config(labels, templates, threshold)
 
 
 @app.command()
@@ -469,6 +465,62 @@ def models(
     for name, tag in open_clip.list_pretrained():
         if architecture is None or name == architecture:
             typer.echo(f"{name}\t{tag}")
+
+
+@app.command()
+def schedule(
+    source: Annotated[Path, typer.Argument(help="Folder to index on every scheduled run.")],
+    collection: CollectionOpt,
+    cron: Annotated[str | None, typer.Option("--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).', show_default=False)] = None,
+    interval: Annotated[float | None, typer.Option("--interval", min=1, help="Or: run every N seconds.", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Deployment name (default: mmindex-COLLECTION).", show_default=False)] = None,
+    embed_deployment: Annotated[str | None, typer.Option("--embed-deployment", help="Run shards as runs of this deployment (e.g. embed-shard/embed-shard on the gpu pool) instead of in-process.", show_default=False)] = None,
+    root: RootOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="open_clip architecture, or local-dir:/path.", show_default=False)] = None,
+    pretrained: Annotated[str | None, typer.Option("--pretrained", help="Weights tag or checkpoint file.", show_default=False)] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per forward pass.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=0, help="Decode worker processes.", show_default=False)] = None,
+    qdrant_url: QdrantUrlOpt = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Glob on relative paths to include (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob on relative paths to exclude (repeatable).")] = None,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    source_id: Annotated[str | None, typer.Option("--source-id", help="Stable source name for item keys.", show_default=False)] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry failed items on every run.")] = False,
+    no_delete: Annotated[bool, typer.Option("--no-delete", help="Keep items whose files are gone.")] = False,
+    labels: Annotated[str | None, typer.Option("--labels", help="Zero-shot labels (comma-separated).", show_default=False)] = None,
+    label_template: Annotated[list[str] | None, typer.Option("--label-template", help="Prompt template for --labels (repeatable).")] = None,
+    label_threshold: Annotated[float | None, typer.Option("--label-threshold", help="Score a label needs.", show_default=False)] = None,
+) -> None:
+    """Serve the Prefect ingest flow on a schedule (same options as `index`); runs until stopped.
+
+    Needs the flows extra (pip install "mmindex[flows]") and a Prefect API (PREFECT_API_URL).
+    Example: mmindex schedule ~/photos --collection photos --cron "0 * * * *"
+    """
+    from .errors import ConfigError  # noqa: PLC0415
+
+    if (cron is None) == (interval is None):
+        raise ConfigError("give either --cron EXPR or --interval SECONDS")
+    try:
+        from ..flows.ingest import ingest_flow  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
+    settings = _settings(root=root)  # validates the root like `index` does
+    parameters = {
+        "source": source.expanduser().resolve().as_posix(), "collection": collection, "root": str(settings.root),
+        "model": model, "pretrained": pretrained, "device": device, "precision": precision, "batch_size": batch_size,
+        "workers": workers, "qdrant_url": qdrant_url, "include": include or [], "exclude": exclude or [],
+        "hidden": hidden, "source_id": source_id, "retry_failed": retry_failed, "no_delete": no_delete,
+        "labels": labels, "label_template": label_template or [], "label_threshold": label_threshold,
+        "embed_deployment": embed_deployment,
+    }
+    ingest_flow.serve(
+        name=name or f"mmindex-{collection}", cron=cron, interval=interval,
+        parameters={key: value for key, value in parameters.items() if value is not None},
+        tags=["mmindex", f"collection:{collection}"],
+        global_limit=1,  # one run at a time: a run that outlasts the interval delays the next one
+    )
 
 
 @app.callback()

@@ -46,6 +46,10 @@ class IndexBusyError(StoreUnavailableError):
     """Another process holds the lock on the embedded store or on an ingest."""
 
 
+class IncompleteRunError(MmindexError):
+    """A run cannot be finalized because some of its work units are not done (re-run to finish it)."""
+
+
 class CollectionNotFoundError(MmindexError):
     """A collection name that is not in the index root was asked for."""
 

@@ -1,4 +1,4 @@
-"""Carry out a change plan: build the rows of each item, commit them shard by shard.
+"""Carry out (a work unit of) a change plan: build the rows of each item, commit them as one shard.
 
 A commit writes the shard (the durable record) and then applies it to Qdrant, and finally moves
 the version's ``applied_through`` marker. Items never straddle shards, and every shard holds the
@@ -20,13 +20,13 @@ import numpy as np
 
 from ..schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
 from ..schemas.state import CollectionVersion
-from .apply import apply_records, mark_applied
+from .apply import apply_records, mark_applied_next
 from .embed.model import Embedder
 from .embed.stage_timer import stage
 from .ids import chunk_key, point_id
 from .index.store import VectorStore
-from .io.catalog import Catalog, CatalogItem, read_item_rows
-from .io.shards import ShardLog
+from .io.catalog import CatalogItem, read_item_rows
+from .io.shards import ShardLog, ShardRef
 from .plan import ChangePlan
 from .sources.base import ItemRef
 
@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ItemRows = tuple[list[ItemRecord], np.ndarray]
+
+
+class ItemLookup(Protocol):
+    """The catalog as the executor reads it: one item's current state by key."""
+
+    def get(self, item_key: str) -> CatalogItem | None: ...
 
 
 class ProgressReporter(Protocol):
@@ -62,47 +68,62 @@ class RunCounts:
     shards_written: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
+    def merge(self, other: RunCounts) -> None:
+        """Add the counts of another part of the run (a work unit) to these."""
+        self.embedded_keys.extend(other.embedded_keys)
+        self.written_image_keys.extend(other.written_image_keys)
+        self.failures.extend(other.failures)
+        for name in ("reused", "chunks_reused", "images", "text_chunks", "failed", "points_upserted",
+                     "points_deleted", "shards_written"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 @dataclass(slots=True)
 class Committer:
-    """Writes shards of whole items and applies them to the store."""
+    """Writes the one shard of a work unit (whole items) and applies it to the store.
+
+    Everything added goes into the shard of the unit's sequence number, written by ``flush``; the
+    version's ``applied_through`` marker then only moves when the shard is the next one (units may
+    finish out of order; the run's finalize step moves it past all of them).
+    """
 
     root: Path
     collection: str
     version: CollectionVersion
     log: ShardLog
     store_factory: Callable[[], VectorStore]
-    shard_size: int
+    seq: int
     counts: RunCounts
     progress: ProgressReporter | None = None
+    written: ShardRef | None = None
     _pending: list[ItemRows] = field(default_factory=list)
-    _pending_rows: int = 0
 
     def add(self, rows: ItemRows) -> None:
-        """Queue one item's rows; a shard is committed once enough rows are queued."""
+        """Queue one item's rows for the unit's shard."""
         self._pending.append(rows)
-        self._pending_rows += len(rows[0])
-        if self._pending_rows >= self.shard_size:
-            self.flush()
 
     def flush(self) -> None:
-        """Commit everything queued as one shard."""
+        """Commit everything queued as the unit's shard."""
         if not self._pending:
             return
         records = [record for rows, _ in self._pending for record in rows]
         embeddings = np.concatenate([vectors for _, vectors in self._pending])
         items = len(self._pending)
-        self._pending, self._pending_rows = [], 0
+        self._pending = []
         with stage("write"):
-            ref = self.log.write(records_to_batch(records, embeddings, self.version.dim, self.version.text_dim))
+            ref = self.log.write(records_to_batch(records, embeddings, self.version.dim, self.version.text_dim), self.seq)
+        self.written = ref
         with stage("upsert"):
             result = apply_records(self.store_factory(), self.version.physical_name, records, embeddings)
         with stage("write"):
-            mark_applied(self.root, self.collection, self.version.physical_name, ref.seq)
-        self.version.applied_through = ref.seq
+            mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
         self._count(records, result.upserted, result.deleted)
         if self.progress is not None:
             self.progress.advance(items)
+
+    def count_applied(self, records: list[ItemRecord], upserted: int, deleted: int) -> None:
+        """Count a shard applied outside ``flush`` (a unit's shard re-applied after a crash)."""
+        self._count(records, upserted, deleted)
 
     def _count(self, records: list[ItemRecord], upserted: int, deleted: int) -> None:
         counts = self.counts
@@ -191,7 +212,7 @@ class PlanExecutor:
     """Executes one source's change plan against one collection version."""
 
     plan: ChangePlan
-    catalog: Catalog
+    catalog: ItemLookup
     committer: Committer
     embedder: Callable[[], Embedder]
     batch_size: int

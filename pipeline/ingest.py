@@ -9,9 +9,11 @@ every source the collection has seen; the collection name switches to it only wh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,17 +22,20 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, Timeout
 
 from ..schemas.config import Settings
+from ..schemas.items import batch_embeddings, batch_to_records
 from ..schemas.state import CollectionState, CollectionVersion, LabelConfig, RunSummary, SourceSpec
-from .apply import collection_spec, replay_unapplied, shard_log
+from .apply import apply_records, collection_spec, mark_applied, mark_applied_next, replay_unapplied, shard_log
 from .embed.model import Embedder, ModelSpec
 from .embed.stage_timer import stage
-from .errors import IndexBusyError
+from .errors import CollectionNotFoundError, IncompleteRunError, IndexBusyError, SchemaMismatchError
 from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
 from .index.open_store import open_store, physical_collection_name, validate_collection_name
 from .index.store import VectorStore
-from .io.catalog import Catalog, load_catalog, write_catalog
+from .io.catalog import Catalog, CatalogItem, load_catalog, write_catalog
 from .io.state_file import edit_state, read_state
 from .plan import ChangePlan, plan_changes
+from .runplan import ReuseJob, RunDir, RunPlan, UnitOutcome, WorkUnit, prune_runs, worker_name
+from .sources.base import ItemRef
 from .sources.local import crawl_local
 
 if TYPE_CHECKING:
@@ -38,7 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IndexReport", "IndexRequest", "ProgressReporter", "index_source", "ingest_lock"]
+__all__ = [
+    "IndexReport", "IndexRequest", "PlannedRun", "ProgressReporter", "finalize_run", "holding_ingest_lock",
+    "index_source", "ingest_lock", "open_unit_session", "plan_run", "process_unit",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,16 @@ class IndexReport:
             self.plan[name] = self.plan.get(name, 0) + value
 
 
+def label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> LabelConfig | None:
+    """The ``--labels`` flags of ``index`` (and the ingest flow's parameters) as a label configuration."""
+    if not labels:
+        return None
+    from .labels import DEFAULT_TEMPLATES, LabelSpec, split_labels  # noqa: PLC0415
+
+    spec = LabelSpec(split_labels(labels), tuple(templates or DEFAULT_TEMPLATES), threshold)
+    return LabelConfig(labels=list(spec.labels), templates=list(spec.templates), threshold=spec.threshold, scoring=spec.scoring)
+
+
 def ingest_lock(settings: Settings, collection: str) -> FileLock:
     """The lock that makes ingests into one collection mutually exclusive (across processes)."""
     locks = settings.root / "locks"
@@ -101,14 +119,20 @@ def _explicit_model(request: IndexRequest, settings: Settings) -> ModelSpec | No
     return None
 
 
+EmbedderLoader = Callable[[ModelSpec, Settings], Embedder]
+
+
 class _Session:
     """Lazily opened store and lazily loaded models, shared by every source of a run."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, embedder: Embedder | None,
-                 text_model: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, spec: ModelSpec, embedder: Embedder | None, loader: EmbedderLoader | None = None,
+        text_model: str | None = None,
+    ) -> None:
         self.settings = settings
         self.spec = spec
         self._embedder = embedder
+        self._loader = loader
         self._store: VectorStore | None = None
         self.text_model = text_model
 
@@ -118,7 +142,9 @@ class _Session:
         return load_text_embedder(self.text_model or "", self.settings.device)
 
     def text_info(self) -> TextModelInfo | None:
-        return None if self.text_model is None else self.text_embedder().info
+        from .text_model import text_model_info  # noqa: PLC0415
+
+        return None if self.text_model is None else text_model_info(self.text_model)
 
     def store(self) -> VectorStore:
         if self._store is None:
@@ -126,11 +152,21 @@ class _Session:
         return self._store
 
     def embedder(self) -> Embedder:
+        if self._embedder is None and self._loader is not None:
+            self._embedder = self._loader(self.spec, self.settings)
         if self._embedder is None:
             from .embed.model import load_embedder  # noqa: PLC0415
 
             self._embedder = load_embedder(self.spec, self.settings.device, self.settings.precision)
         return self._embedder
+
+    def check_embedder(self, version: CollectionVersion) -> None:
+        """Refuse to embed into a version with another model than the one it was built with."""
+        embedder_id = self.embedder().embedder_id
+        if embedder_id != version.embedder_id:
+            raise SchemaMismatchError(
+                f"model {self.spec.name} ({embedder_id}) is not the model of {version.physical_name} ({version.embedder_id})"
+            )
 
     def close_store(self) -> None:
         if self._store is not None:
@@ -232,62 +268,97 @@ def _crawl_and_plan(
     return catalog, plan
 
 
-def _index_one_source(
-    session: _Session,
-    request: IndexRequest,
-    source: Path,
-    source_id: str,
-    spec: SourceSpec,
-    version: CollectionVersion,
-    report: IndexReport,
-    progress: ProgressReporter | None,
-) -> None:
-    settings = session.settings
-    log_ = shard_log(settings.root, request.collection, version)
-    catalog, plan = _crawl_and_plan(request, source, source_id, spec, lambda: load_catalog(log_), report)
-    if request.dry_run or plan.is_noop:
-        return
-    if progress is not None:
-        total = len(plan.to_embed) + len(plan.reuse) + len(plan.metadata_changed) + len(plan.restat) + len(plan.deleted)
-        progress.start(total)
-    committer = Committer(settings.root, request.collection, version, log_, session.store,
-                          settings.shard_size, report.counts, progress)
-    PlanExecutor(plan, catalog, committer, session.embedder, settings.batch_size, settings.workers,
-                 settings.max_image_pixels, session.text_embedder if version.text_embedder_id else None).run()
-    write_catalog(log_)
+def split_into_units(plan: ChangePlan, catalog: Catalog, first_seq: int, items_per_unit: int) -> list[WorkUnit]:
+    """Cut a plan into work units of at most ``items_per_unit`` items, numbered from ``first_seq``.
+
+    Deletes and stored-vector rewrites come first, then items to embed (the executor's order), so a
+    run that only deletes or renames never needs the model in most units.
+    """
+    jobs: list[tuple[str, object]] = [
+        *(("deleted", item) for item in plan.deleted),
+        *(("reuse", ReuseJob(ref, item)) for ref, item in [*plan.restat, *plan.metadata_changed]),
+        *(("reuse", ReuseJob(reuse.ref, reuse.source)) for reuse in plan.reuse),
+        *(("embed", ref) for ref in plan.to_embed),
+    ]
+    units: list[WorkUnit] = []
+    for start in range(0, len(jobs), items_per_unit):
+        unit = WorkUnit(seq=first_seq + len(units))
+        for kind, job in jobs[start : start + items_per_unit]:
+            if kind == "deleted":
+                unit.deleted.append(job)  # type: ignore[arg-type]
+            elif kind == "reuse":
+                unit.reuse.append(job)  # type: ignore[arg-type]
+            else:
+                ref: ItemRef = job  # type: ignore[assignment]
+                unit.embed.append(ref)
+                known = catalog.get(ref.key)
+                if known is not None:
+                    unit.previous.append(known)
+        units.append(unit)
+    return units
 
 
-def index_source(
-    request: IndexRequest,
-    settings: Settings,
-    progress: ProgressReporter | None = None,
-    embedder: Embedder | None = None,
-) -> IndexReport:
-    """Make the collection reflect the source; see the module docstring for the steps."""
-    started, started_at = time.perf_counter(), datetime.now(UTC)
-    collection = validate_collection_name(request.collection)
-    source_id = request.resolved_source_id()
-    this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
-                             exclude=list(request.exclude), include_hidden=request.include_hidden)
+def _new_run_id() -> str:
+    """Sortable by time, unique across processes."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _spec_for(request: IndexRequest, settings: Settings, embedder: Embedder | None) -> tuple[ModelSpec, ModelSpec | None]:
+    """The model this run uses, and the one the user asked for explicitly (None: the collection's own)."""
     explicit = _explicit_model(request, settings)
-    existing = read_state(settings.root).collections.get(collection)
+    existing = read_state(settings.root).collections.get(request.collection)
     spec = explicit or (ModelSpec(existing.current.model, existing.current.pretrained) if existing else None) \
         or ModelSpec(settings.model, settings.pretrained)
     if embedder is not None:
         spec = embedder.spec
         explicit = explicit or spec
-    lock = ingest_lock(settings, collection)
-    if not request.dry_run:
-        try:
-            lock.acquire(timeout=0)
-        except Timeout as exc:
-            raise IndexBusyError(f"another ingest into collection {collection!r} is running (lock {lock.lock_file})") from exc
-    session = _Session(settings, spec, embedder, _text_model(settings, existing, collection))
+    return spec, explicit
+
+
+@contextlib.contextmanager
+def holding_ingest_lock(settings: Settings, collection: str) -> Iterator[None]:
+    """Hold the collection's ingest lock for a whole run (plan, units, finalize), or refuse at once."""
+    lock = ingest_lock(settings, validate_collection_name(collection))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as exc:
+        raise IndexBusyError(f"another ingest into collection {collection!r} is running (lock {lock.lock_file})") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@dataclass(slots=True)
+class PlannedRun:
+    """What ``plan_run`` returns: the report so far, and the run plan (None for a dry run)."""
+
+    report: IndexReport
+    run: RunPlan | None
+
+
+def plan_run(
+    request: IndexRequest, settings: Settings, embedder: Embedder | None = None, loader: EmbedderLoader | None = None
+) -> PlannedRun:
+    """Step 1 of a run (the caller holds the ingest lock unless it is a dry run).
+
+    Picks the collection version, re-applies shards an interrupted run wrote but did not apply,
+    crawls and plans every source of the run, and writes the run plan: one work unit per shard,
+    each with its sequence number assigned here.
+    """
+    started_at = datetime.now(UTC)
+    collection = validate_collection_name(request.collection)
+    source_id = request.resolved_source_id()
+    this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
+                             exclude=list(request.exclude), include_hidden=request.include_hidden)
+    spec, explicit = _spec_for(request, settings, embedder)
+    existing = read_state(settings.root).collections.get(collection)
+    session = _Session(settings, spec, embedder, loader, _text_model(settings, existing, collection))
     try:
         if request.dry_run and existing is None:
             report = IndexReport(collection, "(new collection)", dry_run=True)
             _crawl_and_plan(request, Path(this_source.path), source_id, this_source, Catalog.empty, report)
-            return report
+            return PlannedRun(report, None)
         version, migrating = _target_version(session, collection, explicit)
         report = IndexReport(collection, version.embedder_id, dry_run=request.dry_run)
         if not request.dry_run:
@@ -298,22 +369,165 @@ def index_source(
         if migrating:
             recorded = read_state(settings.root).collections[collection].sources
             sources = {**recorded, source_id: this_source}
+        log_ = shard_log(settings.root, collection, version)
+        units: list[WorkUnit] = []
+        next_seq = max(log_.last_seq(), version.applied_through) + 1
         for sid, spec_ in sources.items():
-            _index_one_source(session, request, Path(spec_.path), sid, spec_, version, report, progress)
-        if not request.dry_run:
-            if report.counts.shards_written:
-                with stage("index build"):
-                    session.store().optimize(version.physical_name)
-            report.seconds = time.perf_counter() - started
-            _record_run(settings, collection, source_id, this_source, report, started_at, version if migrating else None)
-            report.migrated_to = version.physical_name if migrating else None
-            _label_written_images(session, collection, request.labels, report)
-        report.seconds = time.perf_counter() - started
-        return report
+            catalog, plan = _crawl_and_plan(request, Path(spec_.path), sid, spec_, lambda: load_catalog(log_), report)
+            if not request.dry_run and not plan.is_noop:
+                units += split_into_units(plan, catalog, next_seq + len(units), settings.shard_size)
+        if request.dry_run:
+            return PlannedRun(report, None)
+        run = RunPlan(
+            run_id=_new_run_id(), collection=collection, physical_name=version.physical_name,
+            embedder_id=version.embedder_id, started_at=started_at, source_id=source_id, source=this_source,
+            migrating=migrating, items_seen=report.items_seen, plan=dict(report.plan),
+            seqs=[unit.seq for unit in units], unit_items=[unit.items for unit in units],
+            replayed_shards=report.replayed_shards, labels=request.labels,
+        )
+        prune_runs(settings.root, collection)
+        RunDir(settings.root, collection, run.run_id).write_plan(run, units)
+        return PlannedRun(report, run)
     finally:
         session.close()
-        if lock.is_locked:
-            lock.release()
+
+
+def _run_version(settings: Settings, run: RunPlan) -> CollectionVersion:
+    entry = read_state(settings.root).collections.get(run.collection)
+    version = entry.version(run.physical_name) if entry is not None else None
+    if version is None:
+        raise CollectionNotFoundError(f"collection {run.collection!r} has no version {run.physical_name!r} (run {run.run_id})")
+    return version
+
+
+def _unit_plan(unit: WorkUnit) -> ChangePlan:
+    """A work unit as the executor's plan (stored-vector rewrites all take the reuse path)."""
+    return ChangePlan(embed_new=list(unit.embed), restat=[(job.ref, job.stored) for job in unit.reuse],
+                      deleted=list(unit.deleted))
+
+
+class _Known:
+    """The catalog state of a unit's embedded items (what the executor looks up)."""
+
+    def __init__(self, items: list[CatalogItem]) -> None:
+        self._items = {item.item_key: item for item in items}
+
+    def get(self, item_key: str) -> CatalogItem | None:
+        return self._items.get(item_key)
+
+
+def open_unit_session(
+    settings: Settings, collection: str, run_id: str, embedder: Embedder | None = None, loader: EmbedderLoader | None = None
+) -> _Session:
+    """A store/model session for processing units of a run (the model is the version's own; it is
+    loaded on first use, by ``loader`` when given, e.g. a per-process cache)."""
+    run = RunDir(settings.root, collection, run_id).read_plan()
+    version = _run_version(settings, run)
+    spec = embedder.spec if embedder is not None else ModelSpec(version.model, version.pretrained)
+    return _Session(settings, spec, embedder, loader, version.text_model if version.text_embedder_id else None)
+
+
+def process_unit(
+    session: _Session, collection: str, run_id: str, seq: int, progress: ProgressReporter | None = None
+) -> UnitOutcome:
+    """Step 2, once per work unit: decode, embed, write the unit's shard under its sequence number,
+    apply it to the store. Idempotent: a unit that is done is not redone, and a unit whose shard was
+    written before a crash is only applied again, so each shard is written exactly once."""
+    settings = session.settings
+    started = time.perf_counter()
+    run_dir = RunDir(settings.root, collection, run_id)
+    done = run_dir.read_outcome(seq)
+    if done is not None:
+        log.info("unit %d of run %s was already done by %s", seq, run_id, done.worker)
+        return done
+    run = run_dir.read_plan()
+    version = _run_version(settings, run)
+    unit = run_dir.read_unit(seq)
+    log_ = shard_log(settings.root, collection, version)
+    counts = RunCounts()
+    committer = Committer(settings.root, collection, version, log_, session.store, seq, counts, progress)
+    written = log_.find(seq)
+    if written is not None:
+        table = log_.read(written)
+        records = batch_to_records(table)
+        result = apply_records(session.store(), version.physical_name, records, batch_embeddings(table))
+        mark_applied_next(settings.root, collection, version.physical_name, seq)
+        committer.count_applied(records, result.upserted, result.deleted)
+        counts.embedded_keys = [ref.key for ref in unit.embed]
+        if progress is not None:
+            progress.advance(unit.items)
+    else:
+        if unit.embed:
+            session.check_embedder(version)
+        PlanExecutor(_unit_plan(unit), _Known(unit.previous), committer, session.embedder, settings.batch_size,
+                     settings.workers, settings.max_image_pixels,
+                     session.text_embedder if version.text_embedder_id else None).run()
+    shard = written or committer.written
+    outcome = UnitOutcome(seq=seq, shard=None if shard is None else shard.path.name,
+                          counts=counts, worker=worker_name(), seconds=time.perf_counter() - started,
+                          reapplied=written is not None)
+    run_dir.write_outcome(outcome)
+    return outcome
+
+
+def finalize_run(session: _Session, collection: str, run_id: str) -> IndexReport:
+    """Step 3, after every unit is done: move the applied marker past the run's shards, materialize
+    the catalog, build the index, record the run (and switch a completed migration), label."""
+    settings = session.settings
+    run_dir = RunDir(settings.root, collection, run_id)
+    run = run_dir.read_plan()
+    version = _run_version(settings, run)
+    report = IndexReport(collection, run.embedder_id, items_seen=run.items_seen, plan=dict(run.plan),
+                         replayed_shards=run.replayed_shards)
+    missing = []
+    for seq in run.seqs:
+        outcome = run_dir.read_outcome(seq)
+        if outcome is None:
+            missing.append(seq)
+        else:
+            report.counts.merge(outcome.counts)
+    if missing:
+        raise IncompleteRunError(f"run {run_id} of {collection!r} cannot be finalized: unit(s) {missing} are not done")
+    log_ = shard_log(settings.root, collection, version)
+    if run.seqs:
+        mark_applied(settings.root, collection, version.physical_name, max(run.seqs))
+        write_catalog(log_)
+    if report.counts.shards_written:
+        with stage("index build"):
+            session.store().optimize(version.physical_name)
+    report.seconds = (datetime.now(UTC) - run.started_at).total_seconds()
+    _record_run(settings, collection, run.source_id, run.source, report, run.started_at, version if run.migrating else None)
+    report.migrated_to = version.physical_name if run.migrating else None
+    _label_written_images(session, collection, run.labels, report)
+    report.seconds = (datetime.now(UTC) - run.started_at).total_seconds()
+    run_dir.finish()
+    return report
+
+
+def index_source(
+    request: IndexRequest,
+    settings: Settings,
+    progress: ProgressReporter | None = None,
+    embedder: Embedder | None = None,
+) -> IndexReport:
+    """Make the collection reflect the source, in this process: plan, every unit in order, finalize.
+    (The Prefect ingest flow runs the same three steps as tasks; see ``flows/ingest.py``.)"""
+    if request.dry_run:
+        return plan_run(request, settings, embedder).report
+    with holding_ingest_lock(settings, request.collection):
+        planned = plan_run(request, settings, embedder)
+        run = planned.run
+        if run is None:
+            return planned.report
+        session = open_unit_session(settings, run.collection, run.run_id, embedder)
+        try:
+            if progress is not None and run.seqs:
+                progress.start(sum(run.unit_items))
+            for seq in run.seqs:
+                process_unit(session, run.collection, run.run_id, seq, progress)
+            return finalize_run(session, run.collection, run.run_id)
+        finally:
+            session.close()
 
 
 def _text_model(settings: Settings, existing: CollectionState | None, collection: str) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from .ingest import IndexReport
+from .runplan import UnitOutcome
 
 PLAN_ORDER = ("new", "changed", "renamed", "deleted", "unchanged", "retried", "failed_unchanged")
 
@@ -65,3 +66,42 @@ def print_index_report(console: Console, report: IndexReport) -> None:
         console.print(f"  [yellow]failed[/] {path}: {error}")
     if counts.failed > 10:
         console.print(f"  … and {counts.failed - 10} more: mmindex info --collection {report.collection} --failed")
+
+
+def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> str:
+    """A run as a Markdown table (the Prefect ingest flow's artifact): counts, throughput, the
+    shards and which worker wrote each, and the first failures."""
+    counts = report.counts
+    rows = [
+        ("items seen", report.items_seen),
+        *((f"plan: {name}", report.plan.get(name, 0)) for name in PLAN_ORDER),
+        ("embedded", len(counts.embedded_keys)),
+        ("reused", counts.reused),
+        ("images", counts.images),
+        ("text chunks", counts.text_chunks),
+        ("failed", counts.failed),
+        ("points upserted", counts.points_upserted),
+        ("points deleted", counts.points_deleted),
+        ("shards written", counts.shards_written),
+        ("shards re-applied from an interrupted run", report.replayed_shards),
+        ("labeled", report.labeled),
+        ("seconds", f"{report.seconds:.1f}"),
+        ("items/s", f"{report.items_per_second:.1f}"),
+    ]
+    lines = [f"## mmindex ingest into `{report.collection}`", "", f"embedder `{report.embedder_id}`", "",
+             "| | |", "|---|---:|", *(f"| {name} | {value} |" for name, value in rows)]
+    if outcomes:
+        lines += ["", "| shard | items | failed | seconds | worker |", "|---|---:|---:|---:|---|"]
+        for outcome in outcomes:
+            items = outcome.counts.images + outcome.counts.text_chunks + outcome.counts.failed
+            lines.append(f"| {outcome.shard or '-'} | {items} | {outcome.counts.failed} | {outcome.seconds:.1f} | {outcome.worker} |")
+    if counts.failures:
+        lines += ["", "| failed item | reason |", "|---|---|"]
+        lines += [f"| {_cell(path)} | {_cell(error)} |" for path, error in counts.failures[:50]]
+        if len(counts.failures) > 50:
+            lines.append(f"| … {len(counts.failures) - 50} more | `mmindex info -c {report.collection} --failed` |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -86,6 +87,30 @@ class TextModelInfo:
     dim: int
 
 
+def _output_dim(folder: Path) -> int:
+    """The vector size a sentence-transformers folder produces, read from its module configs:
+    the last Dense layer's ``out_features``, else the Pooling layer's ``word_embedding_dimension``."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        dim: int | None = None
+        for module in modules:
+            config_path = folder / module.get("path", "") / "config.json"
+            if module.get("type", "").endswith((".Pooling", ".Dense")) and config_path.is_file():
+                config = json.loads(config_path.read_text())
+                dim = config.get("out_features", config.get("word_embedding_dimension", dim))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelUnavailableError(f"cannot read the module configs of text model folder {folder}: {exc}") from exc
+    if not isinstance(dim, int) or dim <= 0:
+        raise ModelUnavailableError(f"text model folder {folder} names no output dimension (Pooling/Dense config)")
+    return dim
+
+
+def text_model_info(name: str) -> TextModelInfo:
+    """A text model's identity and vector size, read from its files without loading the weights
+    (so a collection records its text model without paying for the model until a chunk needs it)."""
+    return TextModelInfo(name, text_embedder_id(name), _output_dim(_model_dir(name)))
+
+
 class TextEmbedder:
     """A loaded sentence-transformers model: texts -> L2-normalized float32 vectors."""
 
@@ -120,7 +145,9 @@ def _load(name: str, device: str) -> TextEmbedder:
     started = time.perf_counter()
     try:
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+        from transformers.utils import logging as transformers_logging  # noqa: PLC0415
 
+        transformers_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's terminal
         model = SentenceTransformer(str(folder), device=device, local_files_only=True)
     except ImportError as exc:
         raise ModelUnavailableError("text models need sentence-transformers (pip install sentence-transformers)") from exc

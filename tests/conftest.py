@@ -109,3 +109,85 @@ def minilm():
     from mmindex.pipeline.text_model import load_text_embedder
 
     return load_text_embedder("all-MiniLM-L6-v2", "cpu")
+
+
+PREFECT_START_DEADLINE_S = 180.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _api_healthy(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:  # noqa: S310 - local test server
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - yields the API URL
+    """A real Prefect server on 127.0.0.1 (own PREFECT_HOME, analytics off) for the flow tests.
+
+    Sets PREFECT_API_URL/PREFECT_HOME for this process (and so for the workers and runners the
+    tests start); polls ``/api/health`` with a deadline; stops the server at teardown.
+    """
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    env_updates = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_API_REQUEST_TIMEOUT": "120",
+    }
+    saved = {name: os.environ.get(name) for name in env_updates}
+    os.environ.update(env_updates)
+    log_file = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", port],
+        env={**os.environ}, stdout=log_file, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + PREFECT_START_DEADLINE_S
+        while not _api_healthy(url):
+            if server.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server not healthy within {PREFECT_START_DEADLINE_S}s")
+            time.sleep(0.5)  # polling interval, not synchronization: the loop waits on /health
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: str(home)}):
+            yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+        log_file.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

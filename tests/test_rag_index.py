@@ -374,6 +374,28 @@ def test_new_collections_get_minilm_by_default(tmp_path: Path, tiny_embedder, mi
     assert version.sparse_encoder_id is not None and version.sparse_encoder_id.startswith("qdrant-edge-bm25")
 
 
+def test_image_only_collection_records_the_text_model_without_loading_it(
+    tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """The text model is loaded only when a chunk needs it: a photo folder never pays for it,
+    yet its collection records the model (identity and size read from the model's files)."""
+    monkeypatch.delenv("MMINDEX_TEXT_MODEL", raising=False)
+
+    def refuse(name: str, device: str = "auto") -> None:
+        raise AssertionError(f"text model {name!r} loaded for an image-only corpus")
+
+    monkeypatch.setattr("mmindex.pipeline.text_model.load_text_embedder", refuse)
+    corpus = tmp_path / "photos"
+    corpus.mkdir()
+    for shade in range(3):
+        Image.new("RGB", (32, 24), (shade * 80, 40, 200 - shade * 60)).save(corpus / f"p{shade}.png")
+    settings = Settings(root=tmp_path / "root", workers=0, device="cpu")
+    report = run(settings, corpus, tiny_embedder)
+    assert report.counts.points_upserted == 3
+    version = collection_state(settings, "docs").current
+    assert (version.text_model, version.text_dim, version.text_embedder_id) == ("all-MiniLM-L6-v2", 384, minilm.embedder_id)
+
+
 def test_cli_index_with_text_model_and_auto_mode(tmp_path: Path, tiny_local_dir: Path, minilm) -> None:  # noqa: ANN001
     """A document-only collection answers a plain text query with hybrid passages (``--mode auto``)."""
     from typer.testing import CliRunner

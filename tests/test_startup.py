@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("torch", "open_clip", "torchvision", "timm")
+HEAVY = ("torch", "open_clip", "torchvision", "timm", "prefect")
 
 
 def _modules_after(code: str, env: dict[str, str] | None = None) -> dict[str, bool]:

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,18 +73,28 @@ class ShardLog:
                 found.append(ShardRef(int(match["seq"]), match["shard_id"], path))
         return sorted(found, key=lambda ref: ref.seq)
 
-    def _next_seq(self) -> int:
+    def last_seq(self) -> int:
+        """The sequence number of the newest committed shard (0 when there is none)."""
         existing = self.shards()
-        return existing[-1].seq + 1 if existing else 1
+        return existing[-1].seq if existing else 0
 
-    def write(self, batch: pa.RecordBatch) -> ShardRef:
-        """Write one shard atomically and return its reference."""
+    def find(self, seq: int) -> ShardRef | None:
+        """The committed shard with this sequence number, if it exists."""
+        return next((ref for ref in self.shards() if ref.seq == seq), None)
+
+    def write(self, batch: pa.RecordBatch, seq: int | None = None) -> ShardRef:
+        """Write one shard atomically and return its reference.
+
+        ``seq`` is the sequence number a run plan assigned to this shard (so concurrent writers
+        never pick the same one); without it the shard goes after the newest one.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         keys = batch.column("key").to_pylist()
         ref_id = shard_id_for(keys)
-        seq = self._next_seq()
+        if seq is None:
+            seq = self.last_seq() + 1
         final = self.directory / f"{seq:08d}-{ref_id}.parquet"
-        tmp = self.directory / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
+        tmp = self.directory / f"{TMP_PREFIX}{final.name}.{os.getpid()}.{threading.get_ident()}"
         try:
             with pq.ParquetWriter(tmp, batch.schema, compression="zstd") as writer:
                 writer.write_batch(batch)

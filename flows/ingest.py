@@ -1,0 +1,301 @@
+"""The Prefect ingest flow: ``mmindex index`` as plan → one task per shard → finalize (DESIGN §5).
+
+The tasks are thin: they call the same ``pipeline.ingest`` functions as the CLI (``plan_run``,
+``process_unit``, ``finalize_run``). A task's input is a reference (root, collection, run id,
+shard seq), never arrays. Shard tasks retry with backoff on I/O failures (store unreachable or
+busy, file system errors); items that fail to decode are already rows with a reason and are
+never retried here.
+
+Without ``embed_deployment`` every shard runs in this flow's process. With it (e.g.
+``embed-shard/embed-shard``, a deployment of ``embed_shard`` on a ``gpu`` work pool), each shard
+becomes a run of that deployment, picked up by whichever worker of the pool is free; a run that
+crashes or fails (a worker died mid-shard) is submitted again, and the shard's pre-assigned
+sequence number plus its atomic write make it exactly-once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun, TaskRun
+from prefect.deployments import run_deployment
+from prefect.futures import wait
+from prefect.states import Cancelled, State
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import Task
+
+from ..pipeline.embed.model import Embedder, ModelSpec
+from ..pipeline.errors import MmindexError, StoreUnavailableError
+from ..pipeline.ingest import (
+    IndexReport,
+    IndexRequest,
+    PlannedRun,
+    finalize_run,
+    holding_ingest_lock,
+    label_config,
+    open_unit_session,
+    plan_run,
+    process_unit,
+)
+from ..pipeline.reports import index_report_json, index_report_markdown
+from ..pipeline.runplan import RunDir, run_outcomes
+from ..schemas.config import Settings, load_settings
+
+IO_RETRIES = 3
+IO_RETRY_DELAYS = [2.0, 10.0, 30.0]
+MAX_SHARDS_IN_FLIGHT = 32
+DEFAULT_EMBED_DEPLOYMENT = "embed-shard/embed-shard"
+
+
+class ShardDispatchError(MmindexError):
+    """A shard's deployment run did not complete after every attempt."""
+
+
+def retry_on_io(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry transient I/O failures (store unreachable or busy, file system errors), nothing else."""
+    return isinstance(state.result(raise_on_failure=False), (StoreUnavailableError, OSError))
+
+
+class _DoneEvent:
+    """Stands in for the completion event of a Prefect service in a forked child (already done)."""
+
+    def is_set(self) -> bool:
+        return True
+
+
+def _services_done_in_child() -> None:
+    from prefect._internal.concurrency import services  # noqa: PLC0415
+
+    for service in list(services._active_services):  # noqa: SLF001
+        if service._done_event is None:  # noqa: SLF001
+            service._done_event = _DoneEvent()  # type: ignore[assignment]  # noqa: SLF001
+
+
+_fork_guard = threading.Lock()
+_fork_guard_installed = False
+
+
+def _guard_forked_children() -> None:
+    """Work around a Prefect 3.8 bug: in a process forked while Prefect's log/event services run
+    (DataLoader decode workers of a shard), Prefect resets the services after the fork but still
+    drains them at exit, fails an assertion there and the child exits with status 1, which
+    DataLoader reports as a crashed worker. Marking the reset services as drained (a hook that
+    runs after Prefect's own) lets forked children exit cleanly."""
+    global _fork_guard_installed  # noqa: PLW0603
+    with _fork_guard:
+        if not _fork_guard_installed:
+            os.register_at_fork(after_in_child=_services_done_in_child)
+            _fork_guard_installed = True
+
+
+_embedders: dict[tuple[str, str | None, str, str], Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
+def _cached_embedder(spec: ModelSpec, settings: Settings) -> Embedder:
+    """One loaded model per process (shard tasks of one flow run share it)."""
+    from ..pipeline.embed.model import load_embedder  # noqa: PLC0415
+
+    key = (spec.name, spec.pretrained, settings.device, settings.precision)
+    with _embedders_lock:
+        if key not in _embedders:
+            _embedders[key] = load_embedder(spec, settings.device, settings.precision)
+        return _embedders[key]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDone:
+    """What a shard task returns: a reference to its outcome, not the data."""
+
+    seq: int
+    shard: str | None
+    worker: str
+    failed: int
+    reapplied: bool
+
+
+@task(name="plan", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=retry_on_io,
+      cache_policy=NO_CACHE)
+def plan_task(request: IndexRequest, settings: Settings) -> PlannedRun:
+    """Crawl, plan against the catalog, write the run plan (one unit per shard)."""
+    _guard_forked_children()
+    return plan_run(request, settings, loader=_cached_embedder)
+
+
+@task(name="shard", task_run_name="shard-{seq}", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
+def shard_task(settings: Settings, collection: str, run_id: str, seq: int) -> ShardDone:
+    """Decode, embed, write the shard's Parquet file, upsert it (idempotent; see ``process_unit``)."""
+    _guard_forked_children()
+    session = open_unit_session(settings, collection, run_id, loader=_cached_embedder)
+    try:
+        outcome = process_unit(session, collection, run_id, seq)
+    finally:
+        session.close()
+    return ShardDone(outcome.seq, outcome.shard, outcome.worker, outcome.counts.failed, outcome.reapplied)
+
+
+@task(name="finalize", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=retry_on_io,
+      cache_policy=NO_CACHE)
+def finalize_task(settings: Settings, collection: str, run_id: str) -> IndexReport:
+    """Mark the run's shards applied, materialize the catalog, optimize, record the run, label."""
+    _guard_forked_children()
+    session = open_unit_session(settings, collection, run_id, loader=_cached_embedder)
+    try:
+        return finalize_run(session, collection, run_id)
+    finally:
+        session.close()
+
+
+def _settings(
+    root: str | None, model: str | None = None, pretrained: str | None = None, device: str | None = None,
+    precision: str | None = None, batch_size: int | None = None, workers: int | None = None,
+    qdrant_url: str | None = None, shard_size: int | None = None,
+) -> Settings:
+    return load_settings(root=Path(root) if root else None, model=model, pretrained=pretrained, device=device,
+                         precision=precision, batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
+                         shard_size=shard_size)
+
+
+@flow(name="embed-shard", flow_run_name="embed-shard-{collection}-{seq}")
+def embed_shard(
+    root: str,
+    collection: str,
+    run_id: str,
+    seq: int,
+    qdrant_url: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+) -> int:
+    """One shard of a planned run, on whichever worker picks it up (deploy on the ``gpu`` pool).
+
+    Settings not given here come from the worker's environment (``MMINDEX_*``, ``QDRANT_URL``,
+    ``QDRANT_API_KEY``: secrets never travel as parameters). Returns the shard's seq.
+    """
+    settings = _settings(root, device=device, precision=precision, batch_size=batch_size, workers=workers,
+                         qdrant_url=qdrant_url)
+    return shard_task(settings, collection, run_id, seq).seq
+
+
+def _final(flow_run: FlowRun) -> bool:
+    return flow_run.state is not None and flow_run.state.is_final()
+
+
+@task(name="dispatch-shard", task_run_name="dispatch-shard-{seq}", cache_policy=NO_CACHE)
+def dispatch_shard(
+    deployment: str, parameters: dict[str, Any], root: str, collection: str, run_id: str, seq: int,
+    attempts: int, shard_timeout: float | None, poll_seconds: float,
+) -> str:
+    """Run one shard as a run of the embedding deployment; resubmit it when that run crashes,
+    fails or times out (a worker that died mid-shard). Returns the completed run's id."""
+    logger = get_run_logger()
+    run_dir = RunDir(Path(root), collection, run_id)
+    for attempt in range(1, attempts + 1):
+        child = run_deployment(deployment, parameters=parameters, timeout=shard_timeout, poll_interval=poll_seconds,
+                               tags=["mmindex", f"collection:{collection}"])
+        state = child.state
+        if state is not None and state.is_completed():
+            return str(child.id)
+        if not _final(child):
+            _cancel(child)
+        if run_dir.read_outcome(seq) is not None:  # the shard got done before its run ended badly
+            return str(child.id)
+        logger.warning("shard %d: run %s ended %s (attempt %d of %d)",
+                       seq, child.name, state.type.value if state else "unknown", attempt, attempts)
+    raise ShardDispatchError(f"shard {seq} of run {run_id} did not complete in {attempts} attempts")
+
+
+def _cancel(flow_run: FlowRun) -> None:
+    """Stop waiting for a run that timed out (its worker is presumed lost)."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.id, Cancelled(message="mmindex: shard timed out; resubmitted"), force=True)
+
+
+def _artifact_key(collection: str) -> str:
+    return "mmindex-ingest-" + re.sub(r"[^a-z0-9-]+", "-", collection.lower()).strip("-")
+
+
+@flow(name="mmindex-ingest", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))
+def ingest_flow(
+    source: str,
+    collection: str,
+    root: str | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    qdrant_url: str | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    hidden: bool = False,
+    source_id: str | None = None,
+    dry_run: bool = False,
+    retry_failed: bool = False,
+    no_delete: bool = False,
+    labels: str | None = None,
+    label_template: list[str] | None = None,
+    label_threshold: float | None = None,
+    shard_size: int | None = None,
+    embed_deployment: str | None = None,
+    shard_attempts: int = 3,
+    shard_timeout: float | None = None,
+    poll_seconds: float = 5.0,
+) -> dict[str, Any]:
+    """``mmindex index`` as a flow (same parameters), plus where shards run: ``embed_deployment``
+    (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
+    Returns the run report (``mmindex index --json``)."""
+    logger = get_run_logger()
+    settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size)
+    request = IndexRequest(
+        source=Path(source).expanduser(), collection=collection, include=tuple(include or ()),
+        exclude=tuple(exclude or ()), include_hidden=hidden, source_id=source_id, dry_run=dry_run,
+        retry_failed=retry_failed, delete_missing=not no_delete,
+        labels=label_config(labels, label_template, label_threshold),
+    )
+    if dry_run:
+        return index_report_json(plan_task(request, settings).report)
+    with holding_ingest_lock(settings, collection):
+        planned = plan_task(request, settings)
+        run = planned.run
+        if run is None:  # only a dry run has no run plan
+            return index_report_json(planned.report)
+        logger.info("run %s: %d shard(s) to process for %s", run.run_id, len(run.seqs), collection)
+        if embed_deployment:
+            shard_params = [
+                {"root": str(settings.root), "collection": collection, "run_id": run.run_id, "seq": seq,
+                 "qdrant_url": qdrant_url, "device": device, "precision": precision, "batch_size": batch_size,
+                 "workers": workers}
+                for seq in run.seqs
+            ]
+            futures = [
+                dispatch_shard.submit(embed_deployment, params, str(settings.root), collection, run.run_id, params["seq"],
+                                      shard_attempts, shard_timeout, poll_seconds)
+                for params in shard_params
+            ]
+            wait(futures)  # every shard settles before the lock is released, even when one failed
+            for future in futures:
+                future.result()
+        else:
+            for seq in run.seqs:
+                shard_task(settings, collection, run.run_id, seq)
+        report = finalize_task(settings, collection, run.run_id)
+    outcomes = run_outcomes(settings.root, collection, run.run_id)
+    create_markdown_artifact(key=_artifact_key(collection), markdown=index_report_markdown(report, outcomes),
+                             description=f"mmindex ingest into {collection}")
+    logger.info("indexed %d items into %s (%d embedded, %d failed) in %.1fs", report.items_seen, collection,
+                len(report.counts.embedded_keys), report.counts.failed, report.seconds)
+    return index_report_json(report)

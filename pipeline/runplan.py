@@ -1,0 +1,173 @@
+"""Run plans on disk: a planned ingest split into work units, under ``<root>/runs/<collection>/<run_id>/``.
+
+A run plan is written once, by the planning step (which holds the collection's ingest lock):
+``run.json`` (what the finalize step needs) and one ``units/<seq>.json`` per work unit (the items
+of one shard). Whoever processes a unit, in this process or on a worker elsewhere, needs only
+(root, collection, run id, seq). A unit that is done leaves ``done/<seq>.json`` (its counts and
+which worker did it). Every file is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import TypeAdapter
+
+from ..schemas.state import LabelConfig, SourceSpec
+from .execute import RunCounts
+from .io.catalog import CatalogItem
+from .sources.base import ItemRef
+
+RUNS_DIR = "runs"
+KEEP_FINISHED_RUNS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseJob:
+    """An item whose stored vectors are reused (renamed, copied, sidecar edited, only touched)."""
+
+    ref: ItemRef
+    stored: CatalogItem
+
+
+@dataclass(slots=True)
+class WorkUnit:
+    """The items of one shard: what to delete, what to rewrite from stored vectors, what to embed.
+
+    ``previous`` holds the catalog state of the embedded items that had one (their vanished
+    chunks get tombstones; unchanged chunk texts reuse their vectors).
+    """
+
+    seq: int
+    deleted: list[CatalogItem] = field(default_factory=list)
+    reuse: list[ReuseJob] = field(default_factory=list)
+    embed: list[ItemRef] = field(default_factory=list)
+    previous: list[CatalogItem] = field(default_factory=list)
+
+    @property
+    def items(self) -> int:
+        return len(self.deleted) + len(self.reuse) + len(self.embed)
+
+
+@dataclass(slots=True)
+class RunPlan:
+    """One planned ingest into one collection version; its units are ``seqs``."""
+
+    run_id: str
+    collection: str
+    physical_name: str
+    embedder_id: str
+    started_at: datetime
+    source_id: str
+    source: SourceSpec
+    migrating: bool
+    items_seen: int
+    plan: dict[str, int]
+    seqs: list[int]
+    unit_items: list[int]
+    replayed_shards: int = 0
+    labels: LabelConfig | None = None
+
+
+@dataclass(slots=True)
+class UnitOutcome:
+    """A finished unit: its shard file, counts, who processed it, and how long it took."""
+
+    seq: int
+    shard: str | None
+    counts: RunCounts
+    worker: str
+    seconds: float
+    reapplied: bool = False
+
+
+_RUN = TypeAdapter(RunPlan)
+_UNIT = TypeAdapter(WorkUnit)
+_OUTCOME = TypeAdapter(UnitOutcome)
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process: recorded in each unit outcome."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RunDir:
+    """The folder of one run plan."""
+
+    root: Path
+    collection: str
+    run_id: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / RUNS_DIR / self.collection / self.run_id
+
+    def unit_path(self, seq: int) -> Path:
+        return self.path / "units" / f"{seq:08d}.json"
+
+    def outcome_path(self, seq: int) -> Path:
+        return self.path / "done" / f"{seq:08d}.json"
+
+    def write_plan(self, plan: RunPlan, units: list[WorkUnit]) -> None:
+        """Units first, then ``run.json``: a run plan whose ``run.json`` exists is complete."""
+        for unit in units:
+            _write_atomically(self.unit_path(unit.seq), _UNIT.dump_json(unit))
+        _write_atomically(self.path / "run.json", _RUN.dump_json(plan, indent=2))
+
+    def read_plan(self) -> RunPlan:
+        return _RUN.validate_json((self.path / "run.json").read_bytes())
+
+    def read_unit(self, seq: int) -> WorkUnit:
+        return _UNIT.validate_json(self.unit_path(seq).read_bytes())
+
+    def write_outcome(self, outcome: UnitOutcome) -> None:
+        _write_atomically(self.outcome_path(outcome.seq), _OUTCOME.dump_json(outcome, indent=2))
+
+    def read_outcome(self, seq: int) -> UnitOutcome | None:
+        """The outcome of a finished unit, or None while it is not done."""
+        try:
+            return _OUTCOME.validate_json(self.outcome_path(seq).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def finish(self) -> None:
+        """Drop the unit manifests of a finalized run (its plan and outcomes stay as its record)."""
+        shutil.rmtree(self.path / "units", ignore_errors=True)
+
+
+def prune_runs(root: Path, collection: str, keep: int = KEEP_FINISHED_RUNS) -> int:
+    """Remove all but the newest ``keep`` run folders of a collection (the caller holds the ingest
+    lock, so none of them is in progress). Run ids sort by time."""
+    folder = root / RUNS_DIR / collection
+    if not folder.is_dir():
+        return 0
+    runs = sorted(path for path in folder.iterdir() if path.is_dir())
+    stale = runs[: max(0, len(runs) - keep)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
+
+def run_outcomes(root: Path, collection: str, run_id: str) -> list[UnitOutcome]:
+    """The outcomes of a run's finished units, in shard order."""
+    run_dir = RunDir(root, collection, run_id)
+    found = (run_dir.read_outcome(seq) for seq in run_dir.read_plan().seqs)
+    return [outcome for outcome in found if outcome is not None]

@@ -1,0 +1,174 @@
+"""The Prefect ingest flow against a real Prefect server: same result as the CLI (first run and
+incremental re-runs), the run's artifact, and a transient store failure retried to completion."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mmindex.pipeline.errors import StoreUnavailableError
+from mmindex.pipeline.index.open_store import open_store
+from mmindex.pipeline.ingest import IndexRequest, index_source
+from mmindex.pipeline.query import collection_state
+from mmindex.schemas.config import Settings
+
+pytest.importorskip("prefect")
+
+SHARD_SIZE = 3
+
+
+def _settings(root: Path, model_dir: Path) -> Settings:
+    return Settings(root=root, model=f"local-dir:{model_dir}", pretrained=None, workers=0, batch_size=4,
+                    shard_size=SHARD_SIZE)
+
+
+def _flow_params(corpus: Path, root: Path, model_dir: Path, collection: str = "c") -> dict[str, Any]:
+    return {"source": str(corpus), "collection": collection, "root": str(root), "model": f"local-dir:{model_dir}",
+            "workers": 0, "batch_size": 4, "shard_size": SHARD_SIZE}
+
+
+def _points(settings: Settings, collection: str) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
+    version = collection_state(settings, collection).current
+    store = open_store(settings)
+    try:
+        points: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
+        offset = None
+        while True:
+            page = store.scroll(version.physical_name, offset=offset, with_vectors=True)
+            points.update({point.id: (point.payload, point.vector) for point in page.points})
+            if page.next_offset is None:
+                return points
+            offset = page.next_offset
+    finally:
+        store.close()
+
+
+def _shards(root: Path) -> dict[str, int]:
+    return {path.name: pq.read_metadata(path).num_rows for path in sorted((root / "shards").glob("*/*/[0-9]*.parquet"))}
+
+
+def _assert_same_index(cli: Settings, flow: Settings, collection: str) -> None:
+    cli_points, flow_points = _points(cli, collection), _points(flow, collection)
+    assert cli_points.keys() == flow_points.keys() and cli_points
+    for point_id, (payload, vector) in cli_points.items():
+        assert flow_points[point_id][0] == payload
+        np.testing.assert_allclose(flow_points[point_id][1], vector, rtol=0, atol=1e-6)
+    assert _shards(cli.root) == _shards(flow.root)
+    cli_state, flow_state = collection_state(cli, collection), collection_state(flow, collection)
+    assert cli_state.current.applied_through == flow_state.current.applied_through
+    for name in ("items_seen", "new", "changed", "renamed", "deleted", "unchanged", "embedded", "reused", "failed",
+                 "points_upserted", "points_deleted", "shards_written"):
+        assert getattr(flow_state.last_run, name) == getattr(cli_state.last_run, name), name
+
+
+def _edit(corpus: Path) -> None:
+    """New, deleted, renamed and edited items."""
+    (corpus / "rocket.bmp").rename(corpus / "launch.bmp")
+    (corpus / "food" / "coffee.webp").unlink()
+    (corpus / "notes" / "rockets.txt").write_text("A rocket lands back on the barge.\n", encoding="utf-8")
+    (corpus / "notes" / "new.md").write_text("Fresh notes about telescopes and stars.\n", encoding="utf-8")
+
+
+def test_flow_matches_cli_first_run_and_incremental(
+    prefect_api: str, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from mmindex.flows.ingest import ingest_flow
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(photo_corpus, corpus)
+    cli, flow = _settings(tmp_path / "cli", tiny_local_dir), _settings(tmp_path / "flow", tiny_local_dir)
+
+    index_source(IndexRequest(corpus, "c"), cli)
+    first = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir))
+    assert first["shards"] >= 3 and first["failed"] == 0
+    _assert_same_index(cli, flow, "c")
+
+    _edit(corpus)
+    cli_again = index_source(IndexRequest(corpus, "c"), cli)
+    flow_again = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir))
+    assert flow_again["plan"] == {**flow_again["plan"], "renamed": 1, "deleted": 1, "changed": 1, "new": 1}
+    assert sorted(flow_again["embedded_keys"]) == sorted(cli_again.counts.embedded_keys)
+    _assert_same_index(cli, flow, "c")
+
+    noop = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir))
+    assert noop["embedded"] == 0 and noop["shards"] == 0
+    dry = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir), dry_run=True)
+    assert dry["dry_run"] and dry["plan"] == noop["plan"] and dry["shards"] == 0
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    tables = [entry for entry in artifact if entry.key == "mmindex-ingest-c"]
+    assert tables and "| items seen |" in str(tables[0].data) and "| failed |" in str(tables[0].data)
+
+
+def test_transient_store_failure_is_retried(
+    prefect_api: str, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from mmindex.flows import ingest as flows_ingest
+    from mmindex.pipeline.index.edge_store import EdgeStore
+
+    monkeypatch.setattr(flows_ingest, "IO_RETRY_DELAYS", [0.5, 1.0, 2.0])
+    failures: list[int] = []
+    real_upsert = EdgeStore.upsert
+
+    def flaky_upsert(self: EdgeStore, name: str, points: Any) -> None:
+        if not failures:
+            failures.append(len(points))
+            raise StoreUnavailableError("injected: Qdrant unreachable")
+        real_upsert(self, name, points)
+
+    monkeypatch.setattr(EdgeStore, "upsert", flaky_upsert)
+    shard = flows_ingest.shard_task.with_options(retry_delay_seconds=[0.5, 1.0, 2.0])
+    monkeypatch.setattr(flows_ingest, "shard_task", shard)
+    settings = _settings(tmp_path / "root", tiny_local_dir)
+
+    # Decode in 2 worker processes: processes forked inside a flow run must exit cleanly too.
+    params = {**_flow_params(photo_corpus, settings.root, tiny_local_dir), "workers": 2}
+    state = flows_ingest.ingest_flow(**params, return_state=True)
+    assert state.is_completed(), state
+    report = state.result()
+    assert failures, "the injected failure never happened"
+    expected_points = report["images"] + report["text_chunks"]
+    assert len(_points(settings, "c")) == expected_points and expected_points > 0
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    shard_runs = [run for run in runs if run.name.startswith("shard-")]
+    assert len(shard_runs) == report["shards"]
+    assert sorted(run.run_count for run in shard_runs) == [1] * (len(shard_runs) - 1) + [2]
+    assert all(run.state is not None and run.state.is_completed() for run in shard_runs)
+
+
+def test_prefect_yaml_deploys_the_scheduled_ingest_and_the_gpu_step(prefect_api: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    repo = Path(__file__).resolve().parents[1]
+    with get_client(sync_client=True) as client:
+        for pool in ("gpu", "default"):
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(repo / "deploy" / "prefect.yaml")],
+        cwd=repo, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        embed = client.read_deployment_by_name("embed-shard/embed-shard")
+        ingest = client.read_deployment_by_name("mmindex-ingest/ingest-photos-hourly")
+    assert embed.work_pool_name == "gpu" and embed.entrypoint == "mmindex.flows.ingest.embed_shard"
+    assert ingest.work_pool_name == "default" and ingest.parameters["embed_deployment"] == "embed-shard/embed-shard"
+    assert [schedule.schedule.cron for schedule in ingest.schedules] == ["0 * * * *"]

@@ -1,0 +1,246 @@
+"""Prefect machinery end to end, in separate processes against a real Prefect server:
+``mmindex schedule`` serves the ingest flow and a scheduled run completes; two process workers of
+one work pool split the shards of one run, each shard done exactly once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow.parquet as pq
+import pytest
+
+from mmindex.pipeline.index.open_store import open_store
+from mmindex.pipeline.io.catalog import summarize
+from mmindex.pipeline.apply import shard_log
+from mmindex.pipeline.query import collection_state
+from mmindex.schemas.config import Settings
+
+pytest.importorskip("prefect")
+
+DEADLINE_S = 240.0
+T = TypeVar("T")
+
+
+def _poll(what: str, check: Callable[[], T | None], deadline_s: float = DEADLINE_S, every_s: float = 0.5) -> T:
+    """Poll ``check`` until it returns something (not None/False) or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every_s)  # polling interval; the loop waits on the condition, not the clock
+    raise AssertionError(f"{what}: not within {deadline_s}s")
+
+
+def _child_env() -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
+            "MMINDEX_PRECISION": "fp32", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "INFO"}
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start background processes (logs in tmp_path); all of them are stopped at teardown."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("wb")
+        process = subprocess.Popen(args, env=_child_env(), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        _stop(process)
+
+
+def _flow_runs(deployment_name: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])))
+
+
+def test_served_schedule_produces_a_completed_run(
+    prefect_api: str, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path, started: Callable[..., Any]
+) -> None:
+    root = tmp_path / "root"
+    runner = started([sys.executable, "-m", "mmindex.pipeline.cli", "schedule", str(photo_corpus), "-c", "sched",
+                      "--root", str(root), "--model", f"local-dir:{tiny_local_dir}", "--workers", "0",
+                      "--interval", "5", "--name", "sched-test"], "schedule")
+
+    def completed() -> list[Any] | None:
+        if runner.poll() is not None:
+            raise AssertionError(f"mmindex schedule exited: {(tmp_path / 'schedule.log').read_text()[-3000:]}")
+        runs = _flow_runs("sched-test")
+        failed = [run for run in runs if run.state is not None and run.state.is_final() and not run.state.is_completed()]
+        assert not failed, f"scheduled run ended {failed[0].state}: {(tmp_path / 'schedule.log').read_text()[-3000:]}"
+        return [run for run in runs if run.state is not None and run.state.is_completed()]
+
+    done = _poll("a completed scheduled run", completed)
+    assert done[0].parameters["collection"] == "sched" and done[0].auto_scheduled
+    settings = Settings(root=root)
+    state = collection_state(settings, "sched")
+    assert state.last_run is not None and state.last_run.failed == 0 and state.last_run.items_seen == 8
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    """A process work pool with the embed-shard deployment and two workers (logs in ``logs``)."""
+
+    deployment: str
+    logs: Path
+
+
+@pytest.fixture(scope="module")
+def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
+    from prefect.deployments.runner import EntrypointType
+
+    from mmindex.flows.ingest import embed_shard
+
+    pool, logs = "cpu-test", tmp_path_factory.mktemp("workers")
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+    embed_shard.deploy(name="embed-shard-test", work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
+                       build=False, push=False, ignore_warnings=True, print_next_steps=False)
+    workers = []
+    for name in ("w1", "w2"):
+        log = (logs / f"{name}.log").open("wb")
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", name,
+             "--limit", "1"], env=_child_env(), stdout=log, stderr=subprocess.STDOUT, cwd=logs))
+
+    def online() -> bool:
+        with get_client(sync_client=True) as client:
+            found = client.read_workers_for_work_pool(pool, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"])))
+        return {worker.name for worker in found} >= {"w1", "w2"}
+
+    try:
+        _poll("both workers online", online)
+        yield WorkerPool("embed-shard/embed-shard-test", logs)
+    finally:
+        for worker in workers:
+            _stop(worker)
+
+
+def _index_on_pool(pool: WorkerPool, corpus: Path, root: Path, model_dir: Path, collection: str) -> dict[str, Any]:
+    from mmindex.flows.ingest import ingest_flow
+
+    return ingest_flow(source=str(corpus), collection=collection, root=str(root), model=f"local-dir:{model_dir}",
+                       workers=0, batch_size=4, shard_size=2, embed_deployment=pool.deployment, poll_seconds=1.0)
+
+
+def _child_runs(collection: str) -> list[Any]:
+    return [run for run in _flow_runs("embed-shard-test") if run.parameters["collection"] == collection]
+
+
+def _assert_exact(root: Path, collection: str, report: dict[str, Any]) -> list[Any]:
+    """Four shards (8 items, 2 per shard), each written once, one outcome each, exact point count."""
+    from mmindex.pipeline.runplan import run_outcomes
+
+    settings = Settings(root=root)
+    version = collection_state(settings, collection).current
+    log = shard_log(root, collection, version)
+    shards = log.shards()
+    assert [ref.seq for ref in shards] == [1, 2, 3, 4]
+    (run_dir,) = list((root / "runs" / collection).iterdir())
+    outcomes = run_outcomes(root, collection, run_dir.name)
+    assert [outcome.seq for outcome in outcomes] == [1, 2, 3, 4]
+    assert sorted(outcome.shard for outcome in outcomes) == sorted(ref.path.name for ref in shards)
+    summary = summarize(log)
+    assert summary.ok == sum(pq.read_metadata(ref.path).num_rows for ref in shards) - summary.failed
+    store = open_store(settings)
+    try:
+        assert store.count(version.physical_name) == summary.ok == report["images"] + report["text_chunks"] > 0
+    finally:
+        store.close()
+    return outcomes
+
+
+def _submitted(worker_log: Path) -> set[str]:
+    """Flow runs a worker started (tried to submit, and was not told to abort)."""
+    text = worker_log.read_text()
+    tried = set(re.findall(r"submitting flow run '([0-9a-f-]+)'", text))
+    return tried - set(re.findall(r"Aborted submission of flow run '([0-9a-f-]+)'", text))
+
+
+def test_two_workers_split_the_shards_exactly_once(
+    worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    report = _index_on_pool(worker_pool, photo_corpus, root, tiny_local_dir, "scale")
+    assert report["shards"] == 4
+    outcomes = _assert_exact(root, "scale", report)
+    assert not any(outcome.reapplied for outcome in outcomes)
+
+    runs = _child_runs("scale")
+    assert len(runs) == 4 and all(run.state is not None and run.state.is_completed() for run in runs)
+    assert sorted(run.parameters["seq"] for run in runs) == [1, 2, 3, 4]  # one child run per shard, none repeated
+    # Both workers may try to submit a run; the server aborts the submission of the one that loses it.
+    ids = {str(run.id) for run in runs}
+    by_worker = {name: _submitted(worker_pool.logs / f"{name}.log") & ids for name in ("w1", "w2")}
+    assert by_worker["w1"] and by_worker["w2"], by_worker  # both workers ran shards
+    assert not by_worker["w1"] & by_worker["w2"]
+    assert by_worker["w1"] | by_worker["w2"] == ids
+
+
+def test_a_shard_whose_worker_process_dies_is_redone_elsewhere(
+    worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    result: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.update(_index_on_pool(worker_pool, photo_corpus, root, tiny_local_dir, "crash"))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def started_child() -> Any:
+        if not thread.is_alive():
+            raise AssertionError(f"the run ended before a shard could be killed: {errors or result}")
+        runs = [r for r in _child_runs("crash") if r.infrastructure_pid and r.state is not None and not r.state.is_final()]
+        return runs[0] if runs else None
+
+    victim = _poll("a shard run with a process", started_child, every_s=0.1)
+    os.kill(int(str(victim.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive(), "the run did not finish after a shard's process was killed"
+    if errors:
+        raise errors[0]
+
+    _assert_exact(root, "crash", result)
+    runs = _child_runs("crash")
+    crashed = [r for r in runs if r.state is not None and r.state.is_crashed()]
+    assert [r.id for r in crashed] == [victim.id]
+    seq = victim.parameters["seq"]
+    redone = [r for r in runs if r.parameters["seq"] == seq and r.state is not None and r.state.is_completed()]
+    assert len(redone) == 1  # submitted again, and done once
+    assert sorted(r.parameters["seq"] for r in runs if r.state is not None and r.state.is_completed()) == [1, 2, 3, 4]
