@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +28,13 @@ from .store import (
     named_vector,
     stored_points,
     vector_list,
+    vector_matrix,
     SCROLL_PAGE,
     UPSERT_BATCH,
     CollectionSpec,
     MmrParams,
     PayloadUpdate,
+    PointBatch,
     PointRecord,
     ScrollPage,
     SearchHit,
@@ -97,6 +99,8 @@ class ClientStore:
         self.location = location
         self._secret = secret
         self._vectors: dict[str, _VectorInfo] = {}
+        # Processes ``upsert_batches`` uploads from (qdrant-client's ``parallel``; servers only).
+        self.upload_parallel = 1
 
     # -- construction ----------------------------------------------------------------------
 
@@ -221,6 +225,47 @@ class ClientStore:
             with self._calling(name, "upsert into"):
                 self.client.upsert(name, points=batch, wait=True)
         logger.debug("upserted %d points into %r", len(points), name)
+
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch]) -> int:
+        """Bulk load with qdrant-client's uploader (``UPSERT_BATCH`` points a request, each acknowledged).
+
+        Per Qdrant's guidance for bulk uploads, a server's collection has vector indexing switched
+        off (``indexing_threshold`` 0) during the load and its previous threshold restored at the
+        end, so the server builds the HNSW index once instead of while points arrive. (An
+        interrupted load leaves indexing off: running the rebuild again restores it. The local
+        mode has no such setting.) ``upload_parallel`` > 1 uploads from that many processes.
+        """
+        info = self._vector_info(name)
+        counted = [0]
+
+        def points() -> Iterator[models.PointStruct]:
+            for batch in batches:
+                vectors = vector_matrix(batch.vectors, info.dim, name).tolist()
+                counted[0] += len(batch)
+                for point_id, vector, payload in zip(batch.ids, vectors, batch.payloads, strict=True):
+                    yield models.PointStruct(id=point_id, vector={info.name: vector}, payload=payload)
+
+        with self._indexing_deferred(name), self._calling(name, "upload into"):
+            self.client.upload_points(name, points(), batch_size=UPSERT_BATCH, parallel=self.upload_parallel,
+                                      wait=True)
+        logger.debug("bulk-loaded %d points into %r", counted[0], name)
+        return counted[0]
+
+    @contextmanager
+    def _indexing_deferred(self, name: str) -> Iterator[None]:
+        """Vector indexing off (``indexing_threshold`` 0) inside the block, the previous value after it."""
+        with self._calling(name, "describe"):
+            previous = self.client.get_collection(name).config.optimizer_config.indexing_threshold
+        if not previous:
+            yield
+            return
+        with self._calling(name, "configure"):
+            self.client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0))
+        yield
+        with self._calling(name, "configure"):
+            self.client.update_collection(
+                name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=previous)
+            )
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""

@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,13 @@ from .store import (
     named_vector,
     stored_points,
     vector_list,
+    vector_matrix,
     SCROLL_PAGE,
     UPSERT_BATCH,
     CollectionSpec,
     MmrParams,
     PayloadUpdate,
+    PointBatch,
     PointRecord,
     ScrollPage,
     SearchHit,
@@ -66,6 +68,16 @@ logger = logging.getLogger(__name__)
 SPEC_FILE = "mmindex_collection.json"
 _LOCK_POLL_S = 0.01
 _SPEC_FORMAT = 1
+# A segment gets a vector (HNSW) index once its vectors exceed this many KiB; smaller segments are
+# searched by an exact scan. qdrant-edge has no background optimizer: the index is built by
+# ``optimize`` (after a bulk load), never during one. Qdrant's server default (10 MB) suits a
+# server under many concurrent queries; one process scanning ~100,000 512-d vectors (200 MB)
+# answers in tens of milliseconds, so embedded collections up to that size skip the index build
+# (the slowest step of a rebuild) and answer exactly.
+EDGE_INDEXING_THRESHOLD_KB = 200_000
+# A bulk load holds one shard session for at most this long, then flushes and lets queries
+# waiting for the lock in (the turnstile), and goes on in a new session.
+BULK_SESSION_S = 5.0
 # A collection name becomes a directory name: no separators, no leading dot.
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _SCHEMA_TYPES: dict[FieldType, qe.PayloadSchemaType] = {
@@ -122,6 +134,16 @@ def _spec_from_json(data: dict[str, Any]) -> CollectionSpec:
 
 
 
+def _edge_points(batch: PointBatch, start: int, stop: int, spec: CollectionSpec, collection: str) -> list[qe.Point]:
+    """qdrant-edge points of rows ``start:stop`` of a batch (the vectors become lists in one call)."""
+    vectors = vector_matrix(batch.vectors[start:stop], spec.dim, collection).tolist()
+    ids, payloads = batch.ids[start:stop], batch.payloads[start:stop]
+    return [
+        qe.Point(id=point_id, vector={spec.vector_name: vector}, payload=payload)
+        for point_id, vector, payload in zip(ids, vectors, payloads, strict=True)
+    ]
+
+
 def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
     """Records in the order their ids were asked for (Qdrant returns them in its own order)."""
     by_id = {str(record.id): record for record in records}
@@ -132,9 +154,13 @@ def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
 class EdgeStore:
     """Embedded Qdrant (qdrant-edge): one shard directory per collection, opened per operation."""
 
-    def __init__(self, directory: Path, lock_timeout: float = 30.0) -> None:
+    def __init__(
+        self, directory: Path, lock_timeout: float = 30.0, indexing_threshold_kb: int = EDGE_INDEXING_THRESHOLD_KB
+    ) -> None:
+        """``indexing_threshold_kb`` applies to the collections this store creates (see the constant)."""
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
+        self.indexing_threshold_kb = indexing_threshold_kb
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -221,7 +247,8 @@ class EdgeStore:
             logger.warning("removing %s, left over from an interrupted collection creation", path)
             shutil.rmtree(path)
         vectors = {spec.vector_name: qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)}
-        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors))
+        optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors, optimizers=optimizers))
         try:
             for field_name, kind in spec.indexed_fields.items():
                 shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
@@ -322,6 +349,37 @@ class EdgeStore:
                 ]
                 shard.update(qe.UpdateOperation.upsert_points(batch))
         logger.debug("upserted %d points into %r", len(points), name)
+
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch]) -> int:
+        """Bulk load in as few locked shard sessions as possible; flushed on return; points written.
+
+        One session takes batch after batch (each sent in updates of ``UPSERT_BATCH`` points, its
+        vectors converted in one call) for up to ``BULK_SESSION_S`` seconds, then flushes and
+        closes, so queries waiting for the lock get their turn, and the load goes on in the next
+        session. Vector indexes are left to ``optimize``.
+        """
+        pending = iter(batches)
+        batch = next(pending, None)
+        written = 0
+        failure: BaseException | None = None
+        while batch is not None:
+            with self._open_shard(name, write=True) as (shard, spec):
+                deadline = time.monotonic() + BULK_SESSION_S
+                while batch is not None:
+                    for start in range(0, len(batch), UPSERT_BATCH):
+                        points = _edge_points(batch, start, start + UPSERT_BATCH, spec, name)
+                        shard.update(qe.UpdateOperation.upsert_points(points))
+                    written += len(batch)
+                    try:  # the producer's own failure is raised as it is, once this session is flushed
+                        batch = next(pending, None)
+                    except Exception as exc:  # noqa: BLE001 - re-raised below, unchanged
+                        batch, failure = None, exc
+                    if time.monotonic() >= deadline:
+                        break
+        if failure is not None:
+            raise failure
+        logger.debug("bulk-loaded %d points into %r", written, name)
+        return written
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +42,29 @@ class PointRecord:
     id: str
     vector: np.ndarray
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PointBatch:
+    """Points to write column-wise (the bulk path): ``ids[i]`` gets ``vectors[i]`` and ``payloads[i]``.
+
+    ``vectors`` is an (n, dim) float32 matrix of L2-normalized rows, so backends convert it in one
+    call instead of point by point.
+    """
+
+    ids: Sequence[str]
+    vectors: np.ndarray
+    payloads: Sequence[dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        if not len(self.ids) == len(self.payloads) == len(self.vectors):
+            raise ConfigError(
+                f"a point batch needs as many vectors and payloads as ids: "
+                f"{len(self.ids)} ids, {len(self.vectors)} vectors, {len(self.payloads)} payloads"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +148,14 @@ class VectorStore(Protocol):
     def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
         """Write points (batched internally); durable when it returns."""
 
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch]) -> int:
+        """Bulk load: write every batch (pulled lazily), durable when it returns; points written.
+
+        For loads of many points (``mmindex rebuild``): backends write with as little per-point
+        work and as few round trips or shard sessions as they can, and leave vector indexing to
+        ``optimize``. Re-running after an interruption is safe (upserts are idempotent).
+        """
+
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""
 
@@ -199,6 +230,14 @@ def vector_list(vector: np.ndarray, dim: int, collection: str) -> list[float]:
     if array.shape != (dim,):
         raise SchemaMismatchError(f"collection {collection!r} holds {dim}-d vectors, got an array of shape {array.shape}")
     return array.tolist()
+
+
+def vector_matrix(vectors: np.ndarray, dim: int, collection: str) -> np.ndarray:
+    """A batch of vectors as a C-contiguous float32 (n, dim) matrix, checked against the collection."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise SchemaMismatchError(f"collection {collection!r} holds {dim}-d vectors, got an array of shape {matrix.shape}")
+    return matrix
 
 
 def named_vector(raw: Any, vector_name: str) -> np.ndarray | None:
