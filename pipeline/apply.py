@@ -134,19 +134,17 @@ def rebuild_version(settings: Settings, store: VectorStore, collection: str, ver
     """Drop the version's Qdrant collection and refill it from Parquet alone (no model).
 
     The points go through the store's bulk path (``upsert_batches``); the vector index is built
-    once at the end (``optimize``; on the embedded backend only for collections large enough to
-    need one). An interrupted rebuild is simply run again.
+    once at the end of it (on the embedded backend only for collections large enough to need
+    one). An interrupted rebuild is simply run again.
     """
     log_ = shard_log(settings.root, collection, version)
     discard_partial_shards(log_)
     shards = log_.shards()
     store.drop_collection(version.physical_name)
     store.create_collection(version.physical_name, CollectionSpec(dim=version.dim))
-    written = 0
-    if shards:
-        with stage("upsert"):
-            written = store.upsert_batches(version.physical_name, current_point_batches(log_))
-        mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
-    with stage("index build"):
-        store.optimize(version.physical_name)
+    if not shards:
+        return 0
+    with stage("upsert"):  # the vector index is built at the end of the load (optimize=True)
+        written = store.upsert_batches(version.physical_name, current_point_batches(log_), optimize=True)
+    mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
     return written

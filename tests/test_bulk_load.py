@@ -170,6 +170,10 @@ def test_edge_vector_index_is_built_by_optimize_only_above_the_threshold(tmp_pat
         _assert_same_hits(edge.search(COLLECTION, query, 10, where), _reference_search(records, query, 10, where))
     assert _indexed_vectors(small) == 0, "below the threshold: exact scans, no HNSW build"
     assert _indexed_vectors(tiny_threshold) > 0, "above it: optimize builds the vector index"
+    tiny_threshold.drop_collection(COLLECTION)
+    tiny_threshold.create_collection(COLLECTION, SPEC)
+    tiny_threshold.upsert_batches(COLLECTION, _batches(records, 128), optimize=True)
+    assert _indexed_vectors(tiny_threshold) > 0, "optimize=True builds it at the end of the load"
     config = json.loads((tiny_threshold.shard_path(COLLECTION) / "edge_config.json").read_text())
     assert config["optimizers"]["indexing_threshold"] == 1
 

@@ -226,7 +226,7 @@ class ClientStore:
                 self.client.upsert(name, points=batch, wait=True)
         logger.debug("upserted %d points into %r", len(points), name)
 
-    def upsert_batches(self, name: str, batches: Iterable[PointBatch]) -> int:
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch], optimize: bool = False) -> int:
         """Bulk load with qdrant-client's uploader (``UPSERT_BATCH`` points a request, each acknowledged).
 
         Per Qdrant's guidance for bulk uploads, a server's collection has vector indexing switched
@@ -234,6 +234,7 @@ class ClientStore:
         end, so the server builds the HNSW index once instead of while points arrive. (An
         interrupted load leaves indexing off: running the rebuild again restores it. The local
         mode has no such setting.) ``upload_parallel`` > 1 uploads from that many processes.
+        ``optimize`` changes nothing here: the server builds its indexes in the background.
         """
         info = self._vector_info(name)
         counted = [0]

@@ -350,13 +350,14 @@ class EdgeStore:
                 shard.update(qe.UpdateOperation.upsert_points(batch))
         logger.debug("upserted %d points into %r", len(points), name)
 
-    def upsert_batches(self, name: str, batches: Iterable[PointBatch]) -> int:
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch], optimize: bool = False) -> int:
         """Bulk load in as few locked shard sessions as possible; flushed on return; points written.
 
         One session takes batch after batch (each sent in updates of ``UPSERT_BATCH`` points, its
         vectors converted in one call) for up to ``BULK_SESSION_S`` seconds, then flushes and
         closes, so queries waiting for the lock get their turn, and the load goes on in the next
-        session. Vector indexes are left to ``optimize``.
+        session. Nothing is indexed meanwhile; ``optimize=True`` runs the optimizers (the HNSW
+        build of segments above the indexing threshold) at the end of the last session.
         """
         pending = iter(batches)
         batch = next(pending, None)
@@ -376,6 +377,8 @@ class EdgeStore:
                         batch, failure = None, exc
                     if time.monotonic() >= deadline:
                         break
+                if optimize and batch is None and failure is None:
+                    shard.optimize()
         if failure is not None:
             raise failure
         logger.debug("bulk-loaded %d points into %r", written, name)
