@@ -9,6 +9,7 @@ interrupted load or rebuild is simply run again.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,3 +300,54 @@ def test_interrupted_rebuild_can_run_again(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(apply_module, "current_point_batches", real)
     assert rebuild_version(settings, edge, "c", version) == 56
     assert edge.count(version.physical_name) == 56
+
+
+_BULK_WRITER = """
+import sys
+from pathlib import Path
+import numpy as np
+from mmindex.pipeline.ids import point_id
+from mmindex.pipeline.index import edge_store
+from mmindex.pipeline.index.store import PointBatch
+
+root, name, batches, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+edge_store.BULK_SESSION_S = 0.0  # a new session after every batch
+store = edge_store.EdgeStore(root, lock_timeout=30)
+rng = np.random.default_rng(5)
+
+def produce():
+    for b in range(batches):
+        vectors = rng.standard_normal((size, {dim})).astype(np.float32)
+        yield PointBatch([point_id(f"w-{{b}}-{{i}}") for i in range(size)], vectors, [{{"batch": b}}] * size)
+
+print("ready", flush=True)
+sys.stdin.readline()
+store.upsert_batches(name, produce(), optimize=True)
+"""
+
+
+def test_edge_queries_interleave_with_a_bulk_load_in_another_process(tmp_path: Path) -> None:
+    from test_store_backends import SUBPROCESS_DEADLINE_S, _read_line, _spawn  # noqa: PLC0415
+
+    batches, size = 40, 50
+    edge = EdgeStore(tmp_path, lock_timeout=30)
+    edge.create_collection(COLLECTION, SPEC)
+    writer = _spawn(_BULK_WRITER.format(dim=DIM), str(tmp_path), COLLECTION, str(batches), str(size))
+    seen: list[int] = []
+    try:
+        assert _read_line(writer) == "ready"
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        deadline = time.monotonic() + SUBPROCESS_DEADLINE_S
+        while writer.poll() is None:
+            assert time.monotonic() < deadline, "bulk writer did not finish in time"
+            seen.append(edge.count(COLLECTION))
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        _, stderr = writer.communicate(timeout=SUBPROCESS_DEADLINE_S)
+    assert writer.returncode == 0, stderr
+    assert any(0 < count < batches * size for count in seen), f"queries ran between the bulk sessions: {seen}"
+    assert seen == sorted(seen), "counts never go backwards"
+    assert edge.count(COLLECTION) == batches * size

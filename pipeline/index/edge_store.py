@@ -12,7 +12,8 @@ qdrant-edge allows one process per shard, and a second process that merely tries
 open shard fails on the WAL lock *and* corrupts the first process's shard (measured; DESIGN §4).
 So every operation that opens a shard takes the collection's file lock, loads the shard, does one
 unit of work, flushes (writes), closes it and releases the lock: nothing stays open between
-calls, and queries interleave with a running ingest. ``collection_exists`` and
+calls, and queries interleave with a running ingest (a bulk load, ``upsert_batches``, keeps one
+session for up to ``BULK_SESSION_S`` seconds, then lets waiting queries in). ``collection_exists`` and
 ``list_collections`` only look at the spec files (written atomically), so they take no lock.
 """
 
