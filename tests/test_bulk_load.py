@@ -351,3 +351,47 @@ def test_edge_queries_interleave_with_a_bulk_load_in_another_process(tmp_path: P
     assert any(0 < count < batches * size for count in seen), f"queries ran between the bulk sessions: {seen}"
     assert seen == sorted(seen), "counts never go backwards"
     assert edge.count(COLLECTION) == batches * size
+
+
+class _RecordingClient:
+    """Stands in for a server's QdrantClient: records indexing-threshold changes and uploads."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.fail = fail
+        self.threshold = 20_000
+
+    def get_collection(self, name: str) -> object:
+        from types import SimpleNamespace  # noqa: PLC0415
+
+        params = SimpleNamespace(vectors={"clip": SimpleNamespace(size=DIM)})
+        config = SimpleNamespace(params=params, optimizer_config=SimpleNamespace(indexing_threshold=self.threshold))
+        return SimpleNamespace(config=config)
+
+    def update_collection(self, name: str, optimizers_config: object) -> bool:
+        self.threshold = optimizers_config.indexing_threshold  # type: ignore[attr-defined]
+        self.calls.append(("threshold", self.threshold))
+        return True
+
+    def upload_points(self, name: str, points: Iterator[object], **options: object) -> None:
+        uploaded = list(points)
+        if self.fail:
+            raise ConnectionError("server went away")
+        self.calls.append(("upload", (len(uploaded), self.threshold, options["wait"], options["batch_size"])))
+
+    def collection_exists(self, name: str) -> bool:
+        return True
+
+
+def test_client_bulk_load_defers_indexing_on_a_server_and_restores_it() -> None:
+    from mmindex.pipeline.index.client_store import ClientStore  # noqa: PLC0415
+    from mmindex.pipeline.index.store import UPSERT_BATCH  # noqa: PLC0415
+
+    client = _RecordingClient()
+    store = ClientStore(client, location="http://server:6333")  # type: ignore[arg-type]
+    assert store.upsert_batches(COLLECTION, _batches(_records(n=30), 8)) == 30
+    assert client.calls == [("threshold", 0), ("upload", (30, 0, True, UPSERT_BATCH)), ("threshold", 20_000)]
+    failing = _RecordingClient(fail=True)
+    with pytest.raises(ConnectionError):
+        ClientStore(failing, location="http://server:6333").upsert_batches(COLLECTION, _batches(_records(n=5), 8))  # type: ignore[arg-type]
+    assert failing.calls == [("threshold", 0), ("threshold", 20_000)], "restored when the load fails"

@@ -231,9 +231,9 @@ class ClientStore:
 
         Per Qdrant's guidance for bulk uploads, a server's collection has vector indexing switched
         off (``indexing_threshold`` 0) during the load and its previous threshold restored at the
-        end, so the server builds the HNSW index once instead of while points arrive. (An
-        interrupted load leaves indexing off: running the rebuild again restores it. The local
-        mode has no such setting.) ``upload_parallel`` > 1 uploads from that many processes.
+        end (also when the load fails), so the server builds the HNSW index once instead of while
+        points arrive. (A process killed mid-load leaves indexing off: running the rebuild again
+        restores it. The local mode has no such setting.) ``upload_parallel`` > 1 uploads from that many processes.
         ``optimize`` changes nothing here: the server builds its indexes in the background.
         """
         info = self._vector_info(name)
@@ -262,11 +262,13 @@ class ClientStore:
             return
         with self._calling(name, "configure"):
             self.client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0))
-        yield
-        with self._calling(name, "configure"):
-            self.client.update_collection(
-                name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=previous)
-            )
+        try:
+            yield
+        finally:
+            with self._calling(name, "configure"):
+                self.client.update_collection(
+                    name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=previous)
+                )
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""
