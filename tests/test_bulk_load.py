@@ -125,10 +125,15 @@ def test_edge_bulk_load_holds_one_session_and_yields_after_its_time(tmp_path: Pa
     edge.upsert_batches(COLLECTION, _batches(records, 100))
     assert len(loads) == 1, "one shard session for the whole load"
     monkeypatch.setattr(edge_module, "BULK_SESSION_S", 0.0)
+    monkeypatch.setattr(edge_module, "BULK_SESSION_REOPEN_FACTOR", 0.0)
     loads.clear()
     edge.upsert_batches(COLLECTION, _batches(records, 100))
     assert len(loads) == 3, "a new session (the lock released in between) once a session's time is up"
     assert edge.count(COLLECTION) == 300
+    monkeypatch.setattr(edge_module, "BULK_SESSION_REOPEN_FACTOR", 1e6)
+    loads.clear()
+    edge.upsert_batches(COLLECTION, _batches(records, 100))
+    assert len(loads) == 1, "a session lasts long enough that re-opening the shard stays a small share"
 
 
 def test_edge_interrupted_bulk_load_keeps_what_it_wrote_and_can_run_again(tmp_path: Path) -> None:
@@ -311,7 +316,7 @@ from mmindex.pipeline.index import edge_store
 from mmindex.pipeline.index.store import PointBatch
 
 root, name, batches, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-edge_store.BULK_SESSION_S = 0.0  # a new session after every batch
+edge_store.BULK_SESSION_S = edge_store.BULK_SESSION_REOPEN_FACTOR = 0.0  # a new session after every batch
 store = edge_store.EdgeStore(root, lock_timeout=30)
 rng = np.random.default_rng(5)
 

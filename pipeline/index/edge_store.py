@@ -13,7 +13,7 @@ open shard fails on the WAL lock *and* corrupts the first process's shard (measu
 So every operation that opens a shard takes the collection's file lock, loads the shard, does one
 unit of work, flushes (writes), closes it and releases the lock: nothing stays open between
 calls, and queries interleave with a running ingest (a bulk load, ``upsert_batches``, keeps one
-session for up to ``BULK_SESSION_S`` seconds, then lets waiting queries in). ``collection_exists`` and
+session for ``BULK_SESSION_S`` seconds or more, then lets waiting queries in). ``collection_exists`` and
 ``list_collections`` only look at the spec files (written atomically), so they take no lock.
 """
 
@@ -76,9 +76,12 @@ _SPEC_FORMAT = 1
 # answers in tens of milliseconds, so embedded collections up to that size skip the index build
 # (the slowest step of a rebuild) and answer exactly.
 EDGE_INDEXING_THRESHOLD_KB = 200_000
-# A bulk load holds one shard session for at most this long, then flushes and lets queries
-# waiting for the lock in (the turnstile), and goes on in a new session.
+# A bulk load holds one shard session for this long, then flushes and lets queries waiting for
+# the lock in (the turnstile), and goes on in a new session; and for at least this many times
+# what closing and re-opening the shard took, since loading a large shard takes long: so
+# re-opening costs a bulk load at most about a tenth of its time, whatever the collection's size.
 BULK_SESSION_S = 5.0
+BULK_SESSION_REOPEN_FACTOR = 10.0
 # A collection name becomes a directory name: no separators, no leading dot.
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _SCHEMA_TYPES: dict[FieldType, qe.PayloadSchemaType] = {
@@ -355,18 +358,22 @@ class EdgeStore:
         """Bulk load in as few locked shard sessions as possible; flushed on return; points written.
 
         One session takes batch after batch (each sent in updates of ``UPSERT_BATCH`` points, its
-        vectors converted in one call) for up to ``BULK_SESSION_S`` seconds, then flushes and
-        closes, so queries waiting for the lock get their turn, and the load goes on in the next
-        session. Nothing is indexed meanwhile; ``optimize=True`` runs the optimizers (the HNSW
+        vectors converted in one call) for ``BULK_SESSION_S`` seconds (longer for a shard slow to
+        re-open, see ``BULK_SESSION_REOPEN_FACTOR``), then flushes and closes, so queries waiting
+        for the lock get their turn, and the load goes on in the next session. Nothing is indexed meanwhile; ``optimize=True`` runs the optimizers (the HNSW
         build of segments above the indexing threshold) at the end of the last session.
         """
         pending = iter(batches)
         batch = next(pending, None)
         written = 0
         failure: BaseException | None = None
+        closing_s = 0.0  # what flushing and closing the previous session took
         while batch is not None:
+            entering = time.monotonic()
             with self._open_shard(name, write=True) as (shard, spec):
-                deadline = time.monotonic() + BULK_SESSION_S
+                opened = time.monotonic()
+                reopen_s = closing_s + opened - entering
+                deadline = opened + max(BULK_SESSION_S, BULK_SESSION_REOPEN_FACTOR * reopen_s)
                 while batch is not None:
                     for start in range(0, len(batch), UPSERT_BATCH):
                         points = _edge_points(batch, start, start + UPSERT_BATCH, spec, name)
@@ -380,6 +387,8 @@ class EdgeStore:
                         break
                 if optimize and batch is None and failure is None:
                     shard.optimize()
+                leaving = time.monotonic()
+            closing_s = time.monotonic() - leaving
         if failure is not None:
             raise failure
         logger.debug("bulk-loaded %d points into %r", written, name)
