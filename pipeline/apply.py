@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..schemas.config import Settings
-from ..schemas.items import STATUS_OK, ItemRecord, batch_embeddings, batch_to_records
-from ..schemas.payload import PointPayload
+from ..schemas.items import STATUS_OK, ItemRecord, batch_embeddings, batch_text_vectors, batch_to_records
+from ..schemas.payload import PointPayload, payloads_from_table
 from ..schemas.state import CollectionVersion
-from .index.store import CollectionSpec, PointRecord, VectorStore
+from .embed.stage_timer import stage
+from .index.store import CollectionSpec, PointBatch, PointRecord, VectorStore
 from .io.catalog import latest_rows
 from .io.shards import TMP_PREFIX, ShardLog
 from .io.state_file import edit_state
@@ -129,25 +129,56 @@ def replay_unapplied(settings: Settings, store: VectorStore, collection: str, ve
     return replayed
 
 
-def _live_batches(table: pa.Table, size: int) -> Iterator[pa.Table]:
-    live = table.filter(pc.equal(table.column("status"), STATUS_OK))
+def point_batches(rows: pa.Table, size: int = REBUILD_BATCH) -> Iterator[PointBatch]:
+    """The ok rows of shard rows as column-wise point batches of at most ``size`` points."""
+    live = rows.filter(pc.equal(rows.column("status"), STATUS_OK))
     for start in range(0, live.num_rows, size):
-        yield live.slice(start, size)
+        part = live.slice(start, size)
+        text_vectors = batch_text_vectors(part)
+        sparse = None
+        if text_vectors is not None:  # BM25 vectors are recomputed from the stored chunk text (no model)
+            from .sparse import document_vector  # noqa: PLC0415
+
+            texts = part.column("text").to_pylist()
+            sparse = [None if vector is None else document_vector(text or "") for vector, text in zip(text_vectors, texts, strict=True)]
+        yield PointBatch(part.column("point_id").to_pylist(), batch_embeddings(part), payloads_from_table(part),
+                         text_vectors, sparse)
+
+
+def current_point_batches(log_: ShardLog, size: int = REBUILD_BATCH) -> Iterator[PointBatch]:
+    """Point batches of every item's current ok rows, streamed shard by shard (oldest first).
+
+    Which shard holds an item's current rows is decided from the key columns alone; then each
+    shard is read in full once and only its current rows are kept, so memory holds one shard
+    and the keys, never every embedding of the collection.
+    """
+    current = latest_rows(log_, ["status"])
+    current = current.filter(pc.equal(current.column("status"), STATUS_OK))
+    for ref in log_.shards():
+        keys = current.filter(pc.equal(current.column("seq"), ref.seq)).column("key")
+        if len(keys) == 0:
+            continue
+        with stage("read"):
+            table = log_.read(ref)
+            table = table.filter(pc.is_in(table.column("key"), value_set=keys.combine_chunks()))
+        yield from point_batches(table, size)
 
 
 def rebuild_version(settings: Settings, store: VectorStore, collection: str, version: CollectionVersion) -> int:
-    """Drop the version's Qdrant collection and refill it from Parquet alone (no model)."""
+    """Drop the version's Qdrant collection and refill it from Parquet alone (no model).
+
+    The points go through the store's bulk path (``upsert_batches``); the vector index is built
+    once at the end of it (on the embedded backend only for collections large enough to need
+    one). An interrupted rebuild is simply run again.
+    """
     log_ = shard_log(settings.root, collection, version)
     discard_partial_shards(log_)
     shards = log_.shards()
-    columns = pq.read_schema(shards[0].path).names if shards else []
     store.drop_collection(version.physical_name)
     store.create_collection(version.physical_name, collection_spec(version))
-    written = 0
-    if columns:
-        current = latest_rows(log_, columns)
-        for batch in _live_batches(current, REBUILD_BATCH):
-            written += apply_records(store, version.physical_name, batch_to_records(batch), batch_embeddings(batch)).upserted
-        mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
-    store.optimize(version.physical_name)
+    if not shards:
+        return 0
+    with stage("upsert"):  # the vector index is built at the end of the load (optimize=True)
+        written = store.upsert_batches(version.physical_name, current_point_batches(log_), optimize=True)
+    mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
     return written

@@ -153,18 +153,25 @@ def batch_to_records(batch: pa.RecordBatch | pa.Table) -> list[ItemRecord]:
     """
     present = [name for name in RECORD_FIELDS if name in batch.schema.names]
     records = [ItemRecord(**row) for row in batch.select(present).to_pylist()]
-    if TEXT_EMBEDDING in batch.schema.names:
-        column = batch.column(TEXT_EMBEDDING)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        text_dim = batch.schema.field(TEXT_EMBEDDING).type.list_size
-        valid = column.is_valid().to_numpy(zero_copy_only=False)
-        filled = column.fill_null(pa.scalar([0.0] * text_dim, type=column.type))
-        matrix = filled.values.to_numpy(zero_copy_only=False).reshape(len(records), text_dim).astype(np.float32)
-        for row, record in enumerate(records):
-            if valid[row]:
-                record.text_vector = matrix[row].copy()
+    text_vectors = batch_text_vectors(batch)
+    if text_vectors is not None:
+        for record, vector in zip(records, text_vectors, strict=True):
+            record.text_vector = vector
     return records
+
+
+def batch_text_vectors(batch: pa.RecordBatch | pa.Table) -> list[np.ndarray | None] | None:
+    """The ``text_embedding`` column as one vector (or None) per row; None without that column."""
+    if TEXT_EMBEDDING not in batch.schema.names:
+        return None
+    column = batch.column(TEXT_EMBEDDING)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    text_dim = batch.schema.field(TEXT_EMBEDDING).type.list_size
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    filled = column.fill_null(pa.scalar([0.0] * text_dim, type=column.type))
+    matrix = filled.values.to_numpy(zero_copy_only=False).reshape(len(batch), text_dim).astype(np.float32)
+    return [matrix[row] if valid[row] else None for row in range(len(batch))]
 
 
 def batch_embeddings(batch: pa.RecordBatch | pa.Table) -> np.ndarray:

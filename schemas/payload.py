@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .items import ItemRecord
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class FieldType(str, Enum):
@@ -108,3 +111,33 @@ class PointPayload(BaseModel):
     def to_qdrant(self) -> dict[str, Any]:
         """The payload as stored: unset fields are left out rather than stored as null."""
         return self.model_dump(exclude_none=True)
+
+
+# Payload key <- shard column, in ``PointPayload`` field order (``payloads_from_table``).
+_PAYLOAD_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("key", "key"), ("source", "source_id"), ("modality", "modality"), ("uri", "uri"), ("path", "path"),
+    ("ext", "ext"), ("embedder", "embedder_id"), ("mime", "mime"), ("width", "width"), ("height", "height"),
+    ("bytes", "bytes"), ("mtime", "mtime_ns"), ("sha256", "sha256"), ("text", "text"), ("doc_key", "doc_key"),
+    ("chunk_index", "chunk_index"), ("char_start", "char_start"), ("char_end", "char_end"),
+    ("heading_path", "heading_path"), ("caption", "caption"), ("meta", "metadata_json"),
+)
+
+
+def payloads_from_table(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
+    """``PointPayload.from_record(row).to_qdrant()`` of every row of shard rows, column-wise.
+
+    The bulk path (``mmindex rebuild``): one ``to_pylist`` per column instead of a record and a
+    validated model per row; the result is the same dicts (tests hold the two to it).
+    """
+    names = [name for name, _ in _PAYLOAD_COLUMNS]
+    present = set(table.schema.names)  # shards older than a column read it as null
+    columns = [table.column(column).to_pylist() if column in present else [None] * table.num_rows
+               for _, column in _PAYLOAD_COLUMNS]
+    mtime, meta, headings = names.index("mtime"), names.index("meta"), names.index("heading_path")
+    columns[headings] = [value or None for value in columns[headings]]
+    columns[mtime] = [None if value is None else value / 1e9 for value in columns[mtime]]
+    columns[meta] = [None if value is None else json.loads(value) for value in columns[meta]]
+    return [
+        {name: value for name, value in zip(names, row, strict=True) if value is not None}
+        for row in zip(*columns, strict=True)
+    ]

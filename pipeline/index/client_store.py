@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from .store import (
     named_vector,
     stored_points,
     vector_list,
+    vector_matrix,
     CLIP_VECTOR,
     SCROLL_PAGE,
     SPARSE_VECTOR,
@@ -36,8 +37,10 @@ from .store import (
     CollectionSpec,
     MmrParams,
     PayloadUpdate,
+    PointBatch,
     PointRecord,
     ScrollPage,
+    SparseVector,
     SearchHit,
     StoredPoint,
     TextSearch,
@@ -91,19 +94,19 @@ class _VectorInfo:
     text_dim: int | None = None
 
 
-def _client_vectors(point: PointRecord, info: _VectorInfo, collection: str) -> dict[str, Any]:
+def _client_vectors(
+    clip: list[float], text_vector: np.ndarray | None, sparse: SparseVector | None, info: _VectorInfo, collection: str
+) -> dict[str, Any]:
     """The named vectors of a point: CLIP, plus ``text`` and ``bm25`` on text chunks that have them."""
-    vectors: dict[str, Any] = {info.name: vector_list(point.vector, info.dim, collection)}
-    if point.text_vector is None and point.sparse is None:
+    vectors: dict[str, Any] = {info.name: clip}
+    if text_vector is None and sparse is None:
         return vectors
     text_dim = check_text_vectors(info.text_dim, collection)
-    if point.text_vector is not None:
-        vectors[TEXT_VECTOR] = vector_list(point.text_vector, text_dim, collection)
-    if point.sparse is not None:
-        vectors[SPARSE_VECTOR] = models.SparseVector(indices=list(point.sparse.indices), values=list(point.sparse.values))
+    if text_vector is not None:
+        vectors[TEXT_VECTOR] = vector_list(text_vector, text_dim, collection)
+    if sparse is not None:
+        vectors[SPARSE_VECTOR] = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
     return vectors
-
-
 
 
 class ClientStore:
@@ -115,6 +118,8 @@ class ClientStore:
         self.location = location
         self._secret = secret
         self._vectors: dict[str, _VectorInfo] = {}
+        # Processes ``upsert_batches`` uploads from (qdrant-client's ``parallel``; servers only).
+        self.upload_parallel = 1
 
     # -- construction ----------------------------------------------------------------------
 
@@ -241,12 +246,58 @@ class ClientStore:
         info = self._vector_info(name)
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                models.PointStruct(id=p.id, vector=_client_vectors(p, info, name), payload=p.payload)
+                models.PointStruct(id=p.id, payload=p.payload,
+                                   vector=_client_vectors(vector_list(p.vector, info.dim, name), p.text_vector, p.sparse, info, name))
                 for p in points[start : start + UPSERT_BATCH]
             ]
             with self._calling(name, "upsert into"):
                 self.client.upsert(name, points=batch, wait=True)
         logger.debug("upserted %d points into %r", len(points), name)
+
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch], optimize: bool = False) -> int:
+        """Bulk load with qdrant-client's uploader (``UPSERT_BATCH`` points a request, each acknowledged).
+
+        Per Qdrant's guidance for bulk uploads, a server's collection has vector indexing switched
+        off (``indexing_threshold`` 0) during the load and its previous threshold restored at the
+        end (also when the load fails), so the server builds the HNSW index once instead of while
+        points arrive. (A process killed mid-load leaves indexing off: running the rebuild again
+        restores it. The local mode has no such setting.) ``upload_parallel`` > 1 uploads from that many processes.
+        ``optimize`` changes nothing here: the server builds its indexes in the background.
+        """
+        info = self._vector_info(name)
+        counted = [0]
+
+        def points() -> Iterator[models.PointStruct]:
+            for batch in batches:
+                vectors = vector_matrix(batch.vectors, info.dim, name).tolist()
+                counted[0] += len(batch)
+                for row, (point_id, vector, payload) in enumerate(zip(batch.ids, vectors, batch.payloads, strict=True)):
+                    named = _client_vectors(vector, *batch.rag_vectors(row), info, name)
+                    yield models.PointStruct(id=point_id, vector=named, payload=payload)
+
+        with self._indexing_deferred(name), self._calling(name, "upload into"):
+            self.client.upload_points(name, points(), batch_size=UPSERT_BATCH, parallel=self.upload_parallel,
+                                      wait=True)
+        logger.debug("bulk-loaded %d points into %r", counted[0], name)
+        return counted[0]
+
+    @contextmanager
+    def _indexing_deferred(self, name: str) -> Iterator[None]:
+        """Vector indexing off (``indexing_threshold`` 0) inside the block, the previous value after it."""
+        with self._calling(name, "describe"):
+            previous = self.client.get_collection(name).config.optimizer_config.indexing_threshold
+        if not previous:
+            yield
+            return
+        with self._calling(name, "configure"):
+            self.client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0))
+        try:
+            yield
+        finally:
+            with self._calling(name, "configure"):
+                self.client.update_collection(
+                    name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=previous)
+                )
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""

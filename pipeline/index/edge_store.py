@@ -12,7 +12,8 @@ qdrant-edge allows one process per shard, and a second process that merely tries
 open shard fails on the WAL lock *and* corrupts the first process's shard (measured; DESIGN §4).
 So every operation that opens a shard takes the collection's file lock, loads the shard, does one
 unit of work, flushes (writes), closes it and releases the lock: nothing stays open between
-calls, and queries interleave with a running ingest. ``collection_exists`` and
+calls, and queries interleave with a running ingest (a bulk load, ``upsert_batches``, keeps one
+session for ``BULK_SESSION_S`` seconds or more, then lets waiting queries in). ``collection_exists`` and
 ``list_collections`` only look at the spec files (written atomically), so they take no lock.
 """
 
@@ -25,7 +26,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from .store import (
     named_vector,
     stored_points,
     vector_list,
+    vector_matrix,
     SCROLL_PAGE,
     SPARSE_VECTOR,
     TEXT_VECTOR,
@@ -56,8 +58,10 @@ from .store import (
     CollectionSpec,
     MmrParams,
     PayloadUpdate,
+    PointBatch,
     PointRecord,
     ScrollPage,
+    SparseVector,
     SearchHit,
     StoredPoint,
     TextSearch,
@@ -70,6 +74,19 @@ logger = logging.getLogger(__name__)
 SPEC_FILE = "mmindex_collection.json"
 _LOCK_POLL_S = 0.01
 _SPEC_FORMAT = 1
+# A segment gets a vector (HNSW) index once its vectors exceed this many KiB; smaller segments are
+# searched by an exact scan. qdrant-edge has no background optimizer: the index is built by
+# ``optimize`` (after a bulk load), never during one. Qdrant's server default (10 MB) suits a
+# server under many concurrent queries; one process scanning ~100,000 512-d vectors (200 MB)
+# answers in tens of milliseconds, so embedded collections up to that size skip the index build
+# (the slowest step of a rebuild) and answer exactly.
+EDGE_INDEXING_THRESHOLD_KB = 200_000
+# A bulk load holds one shard session for this long, then flushes and lets queries waiting for
+# the lock in (the turnstile), and goes on in a new session; and for at least this many times
+# what closing and re-opening the shard took, since loading a large shard takes long: so
+# re-opening costs a bulk load at most about a tenth of its time, whatever the collection's size.
+BULK_SESSION_S = 5.0
+BULK_SESSION_REOPEN_FACTOR = 10.0
 # A collection name becomes a directory name: no separators, no leading dot.
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _SCHEMA_TYPES: dict[FieldType, qe.PayloadSchemaType] = {
@@ -125,20 +142,30 @@ def _spec_from_json(data: dict[str, Any]) -> CollectionSpec:
     )
 
 
-
-
-
-def _point_vectors(point: PointRecord, spec: CollectionSpec, collection: str) -> dict[str, Any]:
+def _point_vectors(
+    clip: list[float], text_vector: np.ndarray | None, sparse: SparseVector | None, spec: CollectionSpec, collection: str
+) -> dict[str, Any]:
     """The named vectors of a point: CLIP, plus ``text`` and ``bm25`` on text chunks that have them."""
-    vectors: dict[str, Any] = {spec.vector_name: vector_list(point.vector, spec.dim, collection)}
-    if point.text_vector is None and point.sparse is None:
+    vectors: dict[str, Any] = {spec.vector_name: clip}
+    if text_vector is None and sparse is None:
         return vectors
     check_text_vectors(spec.text_dim, collection)
-    if point.text_vector is not None:
-        vectors[TEXT_VECTOR] = vector_list(point.text_vector, spec.text_dim, collection)  # type: ignore[arg-type]
-    if point.sparse is not None:
-        vectors[SPARSE_VECTOR] = qe.SparseVector(list(point.sparse.indices), list(point.sparse.values))
+    if text_vector is not None:
+        vectors[TEXT_VECTOR] = vector_list(text_vector, spec.text_dim, collection)  # type: ignore[arg-type]
+    if sparse is not None:
+        vectors[SPARSE_VECTOR] = qe.SparseVector(list(sparse.indices), list(sparse.values))
     return vectors
+
+
+def _edge_points(batch: PointBatch, start: int, stop: int, spec: CollectionSpec, collection: str) -> list[qe.Point]:
+    """qdrant-edge points of rows ``start:stop`` of a batch (the CLIP vectors become lists in one call)."""
+    clips = vector_matrix(batch.vectors[start:stop], spec.dim, collection).tolist()
+    ids, payloads = batch.ids[start:stop], batch.payloads[start:stop]
+    return [
+        qe.Point(id=point_id, vector=_point_vectors(clip, *batch.rag_vectors(start + offset), spec, collection),
+                 payload=payload)
+        for offset, (point_id, clip, payload) in enumerate(zip(ids, clips, payloads, strict=True))
+    ]
 
 
 def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
@@ -151,9 +178,13 @@ def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
 class EdgeStore:
     """Embedded Qdrant (qdrant-edge): one shard directory per collection, opened per operation."""
 
-    def __init__(self, directory: Path, lock_timeout: float = 30.0) -> None:
+    def __init__(
+        self, directory: Path, lock_timeout: float = 30.0, indexing_threshold_kb: int = EDGE_INDEXING_THRESHOLD_KB
+    ) -> None:
+        """``indexing_threshold_kb`` applies to the collections this store creates (see the constant)."""
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
+        self.indexing_threshold_kb = indexing_threshold_kb
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -244,7 +275,8 @@ class EdgeStore:
         if spec.text_dim is not None:
             vectors[TEXT_VECTOR] = qe.EdgeVectorParams(size=spec.text_dim, distance=qe.Distance.Cosine)
             sparse = {SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
-        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse))
+        optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
+        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, optimizers=optimizers))
         try:
             for field_name, kind in spec.indexed_fields.items():
                 shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
@@ -340,11 +372,52 @@ class EdgeStore:
         with self._open_shard(name, write=True) as (shard, spec):
             for start in range(0, len(points), UPSERT_BATCH):
                 batch = [
-                    qe.Point(id=p.id, vector=_point_vectors(p, spec, name), payload=p.payload)
+                    qe.Point(id=p.id, vector=_point_vectors(vector_list(p.vector, spec.dim, name), p.text_vector, p.sparse, spec, name),
+                             payload=p.payload)
                     for p in points[start : start + UPSERT_BATCH]
                 ]
                 shard.update(qe.UpdateOperation.upsert_points(batch))
         logger.debug("upserted %d points into %r", len(points), name)
+
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch], optimize: bool = False) -> int:
+        """Bulk load in as few locked shard sessions as possible; flushed on return; points written.
+
+        One session takes batch after batch (each sent in updates of ``UPSERT_BATCH`` points, its
+        vectors converted in one call) for ``BULK_SESSION_S`` seconds (longer for a shard slow to
+        re-open, see ``BULK_SESSION_REOPEN_FACTOR``), then flushes and closes, so queries waiting
+        for the lock get their turn, and the load goes on in the next session. Nothing is indexed meanwhile; ``optimize=True`` runs the optimizers (the HNSW
+        build of segments above the indexing threshold) at the end of the last session.
+        """
+        pending = iter(batches)
+        batch = next(pending, None)
+        written = 0
+        failure: BaseException | None = None
+        closing_s = 0.0  # what flushing and closing the previous session took
+        while batch is not None:
+            entering = time.monotonic()
+            with self._open_shard(name, write=True) as (shard, spec):
+                opened = time.monotonic()
+                reopen_s = closing_s + opened - entering
+                deadline = opened + max(BULK_SESSION_S, BULK_SESSION_REOPEN_FACTOR * reopen_s)
+                while batch is not None:
+                    for start in range(0, len(batch), UPSERT_BATCH):
+                        points = _edge_points(batch, start, start + UPSERT_BATCH, spec, name)
+                        shard.update(qe.UpdateOperation.upsert_points(points))
+                    written += len(batch)
+                    try:  # the producer's own failure is raised as it is, once this session is flushed
+                        batch = next(pending, None)
+                    except Exception as exc:  # noqa: BLE001 - re-raised below, unchanged
+                        batch, failure = None, exc
+                    if time.monotonic() >= deadline:
+                        break
+                if optimize and batch is None and failure is None:
+                    shard.optimize()
+                leaving = time.monotonic()
+            closing_s = time.monotonic() - leaving
+        if failure is not None:
+            raise failure
+        logger.debug("bulk-loaded %d points into %r", written, name)
+        return written
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -120,6 +120,40 @@ def rrf_fuse(
 
 
 @dataclass(frozen=True, slots=True)
+class PointBatch:
+    """Points to write column-wise (the bulk path): ``ids[i]`` gets ``vectors[i]`` and ``payloads[i]``.
+
+    ``vectors`` is an (n, dim) float32 matrix of L2-normalized rows, so backends convert it in one
+    call instead of point by point.
+    """
+
+    ids: Sequence[str]
+    vectors: np.ndarray
+    payloads: Sequence[dict[str, Any]]
+    # Per point, the text model's vector and the BM25 vector (text chunks of RAG collections),
+    # None where a point has none; the whole field None when no point has any.
+    text_vectors: Sequence[np.ndarray | None] | None = None
+    sparse: Sequence[SparseVector | None] | None = None
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.ids), len(self.payloads), len(self.vectors)}
+        sizes |= {len(extra) for extra in (self.text_vectors, self.sparse) if extra is not None}
+        if len(sizes) != 1:
+            raise ConfigError(
+                f"a point batch needs as many vectors and payloads as ids: "
+                f"{len(self.ids)} ids, {len(self.vectors)} vectors, {len(self.payloads)} payloads"
+            )
+
+    def rag_vectors(self, row: int) -> tuple[np.ndarray | None, SparseVector | None]:
+        """The text-model and BM25 vectors of point ``row`` (None for either it lacks)."""
+        return (None if self.text_vectors is None else self.text_vectors[row],
+                None if self.sparse is None else self.sparse[row])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     """A scored point returned by a search."""
 
@@ -199,6 +233,15 @@ class VectorStore(Protocol):
 
     def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
         """Write points (batched internally); durable when it returns."""
+
+    def upsert_batches(self, name: str, batches: Iterable[PointBatch], optimize: bool = False) -> int:
+        """Bulk load: write every batch (pulled lazily), durable when it returns; points written.
+
+        For loads of many points (``mmindex rebuild``): backends write with as little per-point
+        work and as few round trips or shard sessions as they can, and leave vector indexing to
+        the end: ``optimize=True`` builds the indexes once the last batch is in (as ``optimize``
+        would, without another shard session). Re-running after an interruption is safe.
+        """
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""
@@ -282,6 +325,14 @@ def vector_list(vector: np.ndarray, dim: int, collection: str) -> list[float]:
     if array.shape != (dim,):
         raise SchemaMismatchError(f"collection {collection!r} holds {dim}-d vectors, got an array of shape {array.shape}")
     return array.tolist()
+
+
+def vector_matrix(vectors: np.ndarray, dim: int, collection: str) -> np.ndarray:
+    """A batch of vectors as a C-contiguous float32 (n, dim) matrix, checked against the collection."""
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise SchemaMismatchError(f"collection {collection!r} holds {dim}-d vectors, got an array of shape {matrix.shape}")
+    return matrix
 
 
 def named_vector(raw: Any, vector_name: str) -> np.ndarray | None:

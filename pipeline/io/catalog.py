@@ -190,6 +190,10 @@ def write_catalog(log: ShardLog) -> None:
     tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
     pq.write_table(items, tmp)
     os.replace(tmp, target)
+    del items
+    # Reading every shard's item columns took memory that Arrow's allocator (mimalloc) keeps
+    # after the tables are gone; give it back, or a large ingest's peak RSS carries it along.
+    pa.default_memory_pool().release_unused()
 
 
 def load_catalog(log: ShardLog) -> Catalog:

@@ -1,0 +1,206 @@
+"""`mmindex rebuild` throughput on the embedded backend: points/s from Parquet to a queryable collection.
+
+    python benchmarks/rebuild.py                        # 20,000 points, 512-d (ViT-B-32's width)
+    python benchmarks/rebuild.py --points 50000 --repeat 3
+
+A synthetic index root (shards of 4,096 rows with realistic payloads: images and text chunks,
+every indexed field set) is generated once and cached under the system temp folder. Each repeat
+runs ``rebuild_collection`` (what ``mmindex rebuild`` runs, minus interpreter start) end to end:
+read Parquet, drop and create the collection with its payload indexes, load every point, build
+the vector index. Then it checks the rebuilt collection answers like brute force (exact top-10
+of a few queries, a filtered count) and reports recall@10 against brute force. Goal: >= 20,000
+points/s. The phase rows come from the stage timer (``upsert`` includes ``read`` and the index
+build at its end). The floor: qdrant-edge alone building and upserting the same points, prepared
+beforehand as lists and dicts, into a shard with the same payload indexes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+SHARD_ROWS = 4096
+GOAL_POINTS_PER_S = 20_000
+
+
+def make_root(root: Path, points: int, dim: int, seed: int = 0) -> None:
+    """An index root holding one collection ``bench`` whose shards hold ``points`` ok rows."""
+    from mmindex.pipeline.apply import shard_log
+    from mmindex.pipeline.ids import chunk_key, point_id
+    from mmindex.pipeline.index.open_store import physical_collection_name
+    from mmindex.pipeline.io.state_file import edit_state
+    from mmindex.schemas.items import ItemRecord, records_to_batch
+    from mmindex.schemas.state import CollectionState, CollectionVersion
+
+    embedder = f"bench-random-{dim}"
+    version = CollectionVersion(physical_name=physical_collection_name("bench", embedder), embedder_id=embedder,
+                                model="bench", pretrained=None, dim=dim, created_at=datetime.now(UTC))
+    log = shard_log(root, "bench", version)
+    rng = np.random.default_rng(seed)
+    source = "/data/photos"
+    for start in range(0, points, SHARD_ROWS):
+        records = []
+        for index in range(start, min(points, start + SHARD_ROWS)):
+            folder = f"d{index // 1000:04d}"
+            if index % 10 == 0:  # a text chunk
+                doc = f"{source}/{folder}/n{index:07d}.txt"
+                key = chunk_key(doc, 0)
+                records.append(ItemRecord(
+                    key=key, point_id=point_id(key), source_id=source, modality="text", uri=f"file://{doc}",
+                    path=f"{folder}/n{index:07d}.txt", ext="txt", embedder_id=embedder, mime="text/plain",
+                    bytes=40, mtime_ns=1_700_000_000_000_000_000 + index, sha256=hashlib.sha256(key.encode()).hexdigest(),
+                    text=f"note number {index}", doc_key=doc, chunk_index=0, char_start=0, char_end=18))
+            else:
+                key = f"{source}/{folder}/i{index:07d}.jpg"
+                records.append(ItemRecord(
+                    key=key, point_id=point_id(key), source_id=source, modality="image", uri=f"file://{key}",
+                    path=f"{folder}/i{index:07d}.jpg", ext="jpg", embedder_id=embedder, mime="image/jpeg",
+                    width=640, height=480, bytes=50_000 + index, mtime_ns=1_700_000_000_000_000_000 + index,
+                    sha256=hashlib.sha256(key.encode()).hexdigest(),
+                    caption=f"caption {index}" if index % 3 == 0 else None,
+                    metadata_json='{"camera": "x100"}' if index % 7 == 0 else None))
+        vectors = rng.standard_normal((len(records), dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        log.write(records_to_batch(records, vectors, dim))
+    version.applied_through = log.shards()[-1].seq
+    with edit_state(root) as state:
+        state.collections["bench"] = CollectionState(name="bench", current=version)
+
+
+def cached_root(points: int, dim: int) -> Path:
+    root = Path(tempfile.gettempdir()) / f"mmindex-bench-rebuild-{points}-{dim}"
+    if not (root / "state.json").exists():
+        console.print(f"generating {points:,} points of {dim}-d under {root} …")
+        make_root(root, points, dim)
+    return root
+
+
+def check_answers(root: Path, points: int) -> tuple[float, float]:
+    """Check the rebuilt collection holds every point (and filters right); return its recall@10
+    against brute force over 20 random queries, and the median query latency in ms."""
+    from mmindex.pipeline.apply import shard_log
+    from mmindex.pipeline.index.filters import parse_where
+    from mmindex.pipeline.index.open_store import open_store
+    from mmindex.pipeline.io.catalog import latest_rows
+    from mmindex.pipeline.io.state_file import read_state
+    from mmindex.schemas.config import Settings
+    from mmindex.schemas.items import batch_embeddings
+
+    version = read_state(root).collections["bench"].current
+    rows = latest_rows(shard_log(root, "bench", version), ["point_id", "modality", "embedding"])
+    ids, vectors = rows.column("point_id").to_pylist(), batch_embeddings(rows)
+    store = open_store(Settings(root=root))
+    try:
+        name = version.physical_name
+        if store.count(name) != points:
+            raise RuntimeError(f"rebuilt collection holds {store.count(name)} points, expected {points}")
+        texts = rows.column("modality").to_pylist().count("text")
+        if store.count(name, parse_where(["modality=text"])) != texts:
+            raise RuntimeError("filtered count differs after the rebuild")
+        rng = np.random.default_rng(1)
+        found, latencies = 0, []
+        for query in rng.standard_normal((20, vectors.shape[1])).astype(np.float32):
+            expected = {ids[i] for i in np.argsort(-(vectors @ query))[:10]}
+            started = time.perf_counter()
+            hits = store.search(name, query, 10)
+            latencies.append(time.perf_counter() - started)
+            found += len(expected & {hit.id for hit in hits})
+    finally:
+        store.close()
+    return found / 200, 1000 * statistics.median(latencies)
+
+
+def engine_floor(root: Path) -> tuple[float, float]:
+    """Seconds qdrant-edge itself needs for the same points: (build ``qe.Point``s from prepared
+    lists and dicts, upsert them into a new shard with the same payload indexes + flush).
+
+    The floor under any rebuild through qdrant-edge's Python API, which holds the GIL throughout.
+    """
+    import qdrant_edge as qe
+
+    from mmindex.pipeline.apply import current_point_batches, shard_log
+    from mmindex.pipeline.index.edge_store import _SCHEMA_TYPES, EDGE_INDEXING_THRESHOLD_KB
+    from mmindex.pipeline.index.store import CLIP_VECTOR, UPSERT_BATCH
+    from mmindex.pipeline.io.state_file import read_state
+    from mmindex.schemas.payload import INDEXED_FIELDS
+
+    version = read_state(root).collections["bench"].current
+    prepared = [(list(b.ids), b.vectors.tolist(), list(b.payloads))
+                for b in current_point_batches(shard_log(root, "bench", version))]
+    with tempfile.TemporaryDirectory(prefix="mmindex-edge-floor-") as tmp:
+        config = qe.EdgeConfig(
+            vectors={CLIP_VECTOR: qe.EdgeVectorParams(size=version.dim, distance=qe.Distance.Cosine)},
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=EDGE_INDEXING_THRESHOLD_KB),
+        )
+        shard = qe.EdgeShard.create(tmp, config)
+        for field_name, kind in INDEXED_FIELDS.items():
+            shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
+        started = time.perf_counter()
+        points = [qe.Point(id=i, vector={CLIP_VECTOR: v}, payload=p)
+                  for ids, vectors, payloads in prepared for i, v, p in zip(ids, vectors, payloads, strict=True)]
+        built = time.perf_counter()
+        for start in range(0, len(points), UPSERT_BATCH):
+            shard.update(qe.UpdateOperation.upsert_points(points[start : start + UPSERT_BATCH]))
+        shard.flush()
+        done = time.perf_counter()
+        shard.close()
+    return built - started, done - built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=20_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    from mmindex.pipeline.embed import stage_timer
+    from mmindex.pipeline.maintenance import rebuild_collection
+    from mmindex.schemas.config import Settings
+
+    root = cached_root(args.points, args.dim)
+    settings = Settings(root=root)
+    walls, phases = [], []
+    for _ in range(args.repeat):
+        with stage_timer.recording() as timer:
+            started = time.perf_counter()
+            written = rebuild_collection(settings, "bench")
+            walls.append(time.perf_counter() - started)
+        phases.append(dict(timer.seconds))
+        if written != args.points:
+            raise RuntimeError(f"rebuild wrote {written} points, expected {args.points}")
+    recall, latency_ms = check_answers(root, args.points)
+    floors = [engine_floor(root) for _ in range(args.repeat)]
+    build_s = statistics.median(b for b, _ in floors)
+    upsert_s = statistics.median(u for _, u in floors)
+
+    wall = statistics.median(walls)
+    table = Table(title=f"mmindex rebuild, {args.points:,} points x {args.dim}-d, embedded qdrant-edge "
+                        f"(median of {args.repeat})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for stage_name in sorted({name for run in phases for name in run}):
+        table.add_row(f"  {stage_name}, s", f"{statistics.median(run.get(stage_name, 0.0) for run in phases):.2f}")
+    table.add_row("wall, s (each run)", ", ".join(f"{w:.2f}" for w in walls))
+    table.add_row("recall@10 vs brute force", f"{recall:.3f}")
+    table.add_row("query latency (one search, shard load included), ms", f"{latency_ms:.1f}")
+    table.add_row("points/s (median)", f"{args.points / wall:,.0f}")
+    table.add_row("qdrant-edge alone: build Points, s / upsert + flush, s", f"{build_s:.2f} / {upsert_s:.2f}")
+    table.add_row("qdrant-edge alone: points/s (build + upsert)", f"{args.points / (build_s + upsert_s):,.0f}")
+    table.add_row("rebuild / qdrant-edge alone", f"{(build_s + upsert_s) / wall:.2f}")
+    table.add_row(f"goal >= {GOAL_POINTS_PER_S:,} points/s", "met" if args.points / wall >= GOAL_POINTS_PER_S else "not met")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
