@@ -37,7 +37,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 console = Console()
-MODES = ("dense", "sparse", "hybrid", "hybrid-k60", "clip")
+MODES = ("dense", "sparse", "hybrid", "hybrid-dense2", "hybrid-k60", "clip")
 DEPTH = 10
 
 
@@ -59,6 +59,43 @@ class Score:
         return self.hits1 / self.count, self.hits5 / self.count, self.reciprocal / self.count
 
 
+@dataclass
+class HeldOut:
+    """One dev/test split: the dense weight that did best on dev, and both modes' MRR on test."""
+
+    weight: float
+    hybrid: float
+    dense: float
+
+
+DENSE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
+
+
+def weight_check(index, candidates: int, splits: int) -> list[HeldOut]:  # noqa: ANN001
+    """Choose the hybrid dense weight on a random half of the questions, score it on the other half."""
+    import random
+
+    def reciprocal_ranks(retriever, mode: str) -> list[float]:  # noqa: ANN001
+        ranks = []
+        for question in QUESTIONS:
+            passages = retriever.retrieve(question.text, mode=mode)
+            rank = next((r for r, p in enumerate(passages, 1) if question.answer in p.text), None)
+            ranks.append(0.0 if rank is None else 1.0 / rank)
+        return ranks
+
+    by_weight = {w: reciprocal_ranks(index.retriever(k=DEPTH, candidates=candidates, rrf_weights=(w, 0.999)), "hybrid")
+                 for w in DENSE_WEIGHTS}
+    dense = reciprocal_ranks(index.retriever(k=DEPTH, candidates=candidates), "dense")
+    results = []
+    for seed in range(splits):
+        order = list(range(len(QUESTIONS)))
+        random.Random(seed).shuffle(order)
+        dev, test = order[: len(order) // 2], order[len(order) // 2 :]
+        best = max(DENSE_WEIGHTS, key=lambda w: sum(by_weight[w][i] for i in dev))
+        results.append(HeldOut(best, sum(by_weight[best][i] for i in test) / len(test), sum(dense[i] for i in test) / len(test)))
+    return results
+
+
 def write_docs(corpus: Path) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     for doc in DOCS:
@@ -77,6 +114,8 @@ def main() -> None:
     parser.add_argument("--clip-pretrained", default=None, help="its weights tag or checkpoint file")
     parser.add_argument("--candidates", type=int, default=50, help="per-branch candidates of hybrid search")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--splits", type=int, default=6,
+                        help="random dev/test halves on which the hybrid dense weight is chosen and checked (0: skip)")
     args = parser.parse_args()
 
     from mmindex.api import Index
@@ -101,31 +140,36 @@ def main() -> None:
         latency: dict[str, float] = {}
         with Index("eval", settings=settings) as index:
             retriever = index.retriever(k=DEPTH, candidates=args.candidates)
-            retriever_k60 = index.retriever(k=DEPTH, candidates=args.candidates, rrf_k=60)
+            variants = {  # hybrid with the other fusion settings, for comparison
+                "hybrid-dense2": index.retriever(k=DEPTH, candidates=args.candidates, rrf_weights=(2.0, 0.999)),
+                "hybrid-k60": index.retriever(k=DEPTH, candidates=args.candidates, rrf_k=60),
+            }
             for mode in MODES:
                 started = time.perf_counter()
                 for question in QUESTIONS:
-                    if mode == "hybrid-k60":
-                        passages = retriever_k60.retrieve(question.text, mode="hybrid")
+                    if mode in variants:
+                        passages = variants[mode].retrieve(question.text, mode="hybrid")
                     else:
                         passages = retriever.retrieve(question.text, mode=mode)  # type: ignore[arg-type]
                     rank = next((r for r, p in enumerate(passages, 1) if question.answer in p.text), None)
                     scores[mode]["all"].add(rank)
                     scores[mode][question.kind].add(rank)
                 latency[mode] = (time.perf_counter() - started) / len(QUESTIONS) * 1000
+            held_out = weight_check(index, args.candidates, args.splits) if args.splits else []
     results = {
         mode: {kind: dict(zip(("hit@1", "hit@5", "mrr@10"), score.row(), strict=True)) for kind, score in by_kind.items()}
         for mode, by_kind in scores.items()
     }
     if args.json:
         json.dump({"results": results, "chunks": report.counts.text_chunks, "documents": len(DOCS),
-                   "questions": len(QUESTIONS), "clip": clip_label, "backend": args.backend}, sys.stdout, indent=2)
+                   "questions": len(QUESTIONS), "clip": clip_label, "backend": args.backend,
+                   "held_out": [vars(split) for split in held_out]}, sys.stdout, indent=2)
         print()
         return
     console.print(f"{len(DOCS)} documents -> {report.counts.text_chunks} chunks, {len(QUESTIONS)} questions; "
                   f"backend {args.backend}; indexed in {index_seconds:.1f}s; CLIP: {clip_label}")
     names = {"dense": "dense (all-MiniLM-L6-v2)", "sparse": "sparse (BM25)", "hybrid": "hybrid (RRF k=2, default)",
-             "hybrid-k60": "hybrid (RRF k=60)", "clip": "CLIP-text"}
+             "hybrid-dense2": "hybrid (RRF k=2, dense weight 2)", "hybrid-k60": "hybrid (RRF k=60)", "clip": "CLIP-text"}
     table = Table("mode", "hit@1", "hit@5", "MRR@10", "paraphrase MRR", "keyword MRR", "mixed MRR", "ms/query")
     for mode in MODES:
         row = results[mode]
@@ -133,6 +177,13 @@ def main() -> None:
                       *(f"{row[kind]['mrr@10']:.3f}" for kind in ("paraphrase", "keyword", "mixed")),
                       f"{latency[mode]:.1f}")
     console.print(table)
+    if held_out:
+        split_table = Table("split", "dense weight chosen on dev", "hybrid MRR@10 (test)", "dense MRR@10 (test)")
+        for number, split in enumerate(held_out, 1):
+            split_table.add_row(str(number), f"{split.weight:g}", f"{split.hybrid:.3f}", f"{split.dense:.3f}")
+        mean = sum(split.hybrid - split.dense for split in held_out) / len(held_out)
+        console.print(split_table)
+        console.print(f"held-out: hybrid minus dense MRR@10, mean over {len(held_out)} splits: {mean:+.3f}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from .pipeline.embed.model import Embedder
 from .pipeline.errors import ConfigError
 from .pipeline.fusion import QueryPart, with_weights
 from .pipeline.index.open_store import open_store
-from .pipeline.index.store import RRF_K, MmrParams, VectorStore
+from .pipeline.index.store import RRF_K, RRF_WEIGHTS, MmrParams, VectorStore
 from .pipeline.labels import DEFAULT_TEMPLATES, LabelReport, LabelScoring, LabelSpec, label_collection
 from .pipeline.retriever import DEFAULT_CANDIDATES, Passage, RetrieveMode, Retriever
 from .pipeline.query import (
@@ -222,11 +222,14 @@ class Index:
         where: Where = (),
         candidates: int = DEFAULT_CANDIDATES,
         rrf_k: int = RRF_K,
+        rrf_weights: tuple[float, float] = RRF_WEIGHTS,
     ) -> Retriever:
         """A ``Retriever`` over this collection with default ``k``, ``mode`` and filters (``candidates``
-        per branch of hybrid search, fused by RRF with constant ``rrf_k``)."""
+        per branch of hybrid search, fused by RRF with constant ``rrf_k`` and
+        ``rrf_weights`` for the dense and sparse lists)."""
         return Retriever(self.store, self.state, lambda: self.embedder, lambda: self.text_embedder,
-                         k=k, mode=mode, where=_as_tuple(where), candidates=candidates, rrf_k=rrf_k)
+                         k=k, mode=mode, where=_as_tuple(where), candidates=candidates, rrf_k=rrf_k,
+                         rrf_weights=rrf_weights)
 
     def retrieve(
         self,

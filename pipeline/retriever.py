@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from ..schemas.state import CollectionState
 from .errors import ConfigError, SchemaMismatchError
 from .index.filters import parse_where
-from .index.store import RRF_K, SearchHit, TextSearch, VectorStore
+from .index.store import RRF_K, RRF_WEIGHTS, SearchHit, TextSearch, VectorStore
 
 if TYPE_CHECKING:
     from .embed.model import Embedder
@@ -116,6 +116,7 @@ class Retriever:
         where: Sequence[str] = (),
         candidates: int = DEFAULT_CANDIDATES,
         rrf_k: int = RRF_K,
+        rrf_weights: tuple[float, float] = RRF_WEIGHTS,
     ) -> None:
         self.store = store
         self.state = state
@@ -126,6 +127,7 @@ class Retriever:
         self.where = tuple(where)
         self.candidates = candidates
         self.rrf_k = rrf_k
+        self.rrf_weights = rrf_weights
 
     def _text_model(self) -> TextEmbedder:
         embedder = self._text_embedder()
@@ -142,7 +144,8 @@ class Retriever:
 
         dense = self._text_model().encode([question])[0] if mode in ("dense", "hybrid") else None
         sparse = query_vector(question) if mode in ("sparse", "hybrid") else None
-        return TextSearch(dense=dense, sparse=sparse, candidates=self.candidates, rrf_k=self.rrf_k)
+        return TextSearch(dense=dense, sparse=sparse, candidates=self.candidates, rrf_k=self.rrf_k,
+                          rrf_weights=self.rrf_weights)
 
     def retrieve(
         self,
