@@ -33,7 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 from ..pipeline.embed.model import Embedder, ModelSpec
-from ..pipeline.errors import MmindexError, StoreUnavailableError
+from ..pipeline.errors import ShardDispatchError, StoreUnavailableError
 from ..pipeline.ingest import (
     IndexReport,
     IndexRequest,
@@ -53,10 +53,6 @@ IO_RETRIES = 3
 IO_RETRY_DELAYS = [2.0, 10.0, 30.0]
 MAX_SHARDS_IN_FLIGHT = 32
 DEFAULT_EMBED_DEPLOYMENT = "embed-shard/embed-shard"
-
-
-class ShardDispatchError(MmindexError):
-    """A shard's deployment run did not complete after every attempt."""
 
 
 def retry_on_io(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:

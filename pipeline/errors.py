@@ -50,6 +50,10 @@ class IncompleteRunError(MmindexError):
     """A run cannot be finalized because some of its work units are not done (re-run to finish it)."""
 
 
+class ShardDispatchError(IncompleteRunError):
+    """A shard sent to a work pool (``embed_deployment``) did not complete after every attempt."""
+
+
 class CollectionNotFoundError(MmindexError):
     """A collection name that is not in the index root was asked for."""
 
