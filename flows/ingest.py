@@ -46,6 +46,7 @@ from ..pipeline.ingest import (
     process_unit,
 )
 from ..pipeline.reports import index_report_json, index_report_markdown
+from ..pipeline.io.root import parse_root
 from ..pipeline.runplan import RunDir, run_outcomes
 from ..schemas.config import Settings, load_settings
 
@@ -160,7 +161,7 @@ def _settings(
     precision: str | None = None, batch_size: int | None = None, workers: int | None = None,
     qdrant_url: str | None = None, shard_size: int | None = None,
 ) -> Settings:
-    return load_settings(root=Path(root) if root else None, model=model, pretrained=pretrained, device=device,
+    return load_settings(root=root or None, model=model, pretrained=pretrained, device=device,
                          precision=precision, batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
                          shard_size=shard_size)
 
@@ -199,7 +200,7 @@ def dispatch_shard(
     """Run one shard as a run of the embedding deployment; resubmit it when that run crashes,
     fails or times out (a worker that died mid-shard). Returns the completed run's id."""
     logger = get_run_logger()
-    run_dir = RunDir(Path(root), collection, run_id)
+    run_dir = RunDir(parse_root(root), collection, run_id)
     for attempt in range(1, attempts + 1):
         child = run_deployment(deployment, parameters=parameters, timeout=shard_timeout, poll_interval=poll_seconds,
                                tags=["mmindex", f"collection:{collection}"])
