@@ -61,6 +61,9 @@ class RemotePath:
     def __hash__(self) -> int:
         return hash((id(self.fs), self.path))
 
+    def __lt__(self, other: RemotePath) -> bool:
+        return self.path < other.path
+
     def __truediv__(self, part: str) -> RemotePath:
         return RemotePath(self.fs, f"{self.path.rstrip('/')}/{part}")
 
@@ -159,8 +162,8 @@ def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
     """Write ``data`` so that ``path`` is either absent/old or complete, never partial."""
     if isinstance(path, RemotePath):
         fs = path.fs
-        fs.makedirs(path.parent.path, exist_ok=True)
         if _has_rename(fs):
+            fs.makedirs(path.parent.path, exist_ok=True)
             tmp = path.with_name(_tmp_name(path.name))
             try:
                 fs.pipe_file(tmp.path, data)
