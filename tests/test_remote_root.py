@@ -216,7 +216,9 @@ def test_prefect_flow_on_object_storage_matches_the_cli(
     """The ingest flow (plan, one task per shard, finalize) with a root on object storage, against
     a real Prefect server: the same points as the CLI's ingest into a local root."""
     pytest.importorskip("prefect")
-    from mmindex.flows.ingest import ingest_flow
+    from prefect.client.orchestration import get_client
+
+    from mmindex.flows.ingest import ingest_flow, root_limit_name
 
     model = f"local-dir:{tiny_local_dir}"
     url = f"memory://mmindex-{uuid.uuid4().hex}/index"
@@ -229,3 +231,7 @@ def test_prefect_flow_on_object_storage_matches_the_cli(
     remote = _settings(url, tmp_path / "qdrant-remote")
     _assert_same_points(local, remote)
     assert collection_state(remote, "c").current.applied_through == collection_state(local, "c").current.applied_through
+    # The flow held the root's writer slot (a global concurrency limit of 1) and gave it back.
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(root_limit_name(remote.root))
+    assert limit.limit == 1 and limit.active_slots == 0
