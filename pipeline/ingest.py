@@ -30,7 +30,7 @@ from .embed.model import Embedder, ModelSpec
 from .embed.stage_timer import stage
 from .errors import CollectionNotFoundError, IncompleteRunError, IndexBusyError, SchemaMismatchError
 from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
-from .index.open_store import open_store, physical_collection_name, validate_collection_name
+from .index.open_store import open_store, physical_collection_name, require_store_for_root, validate_collection_name
 from .index.store import VectorStore
 from .io.catalog import Catalog, CatalogItem, load_catalog, write_catalog
 from .io.root import is_remote
@@ -361,6 +361,7 @@ def plan_run(
     """
     started_at = datetime.now(UTC)
     collection = validate_collection_name(request.collection)
+    require_store_for_root(settings)
     source_id = request.resolved_source_id()
     this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
                              exclude=list(request.exclude), include_hidden=request.include_hidden)
