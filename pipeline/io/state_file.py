@@ -1,9 +1,10 @@
 """Reading and atomically rewriting ``<root>/state.json``.
 
 On a local root every edit holds an inter-process file lock. An object store has no such lock:
-there ``state.json`` has one writer at a time by rule, the collection's ingest (planning and
-finalize), which deployments run with a concurrency limit of 1; workers never write it there
-(see ``apply.mark_applied_next``). Every write publishes the whole file at once.
+there ``state.json`` has one writer at a time by rule, the ingest's planning and finalize steps
+(the ingest flow holds a Prefect concurrency limit of 1 per root across them, see
+``flows.ingest.one_writer_per_root``); shard workers never write it there (see
+``apply.mark_applied_next``). Every write publishes the whole file at once.
 """
 
 from __future__ import annotations
