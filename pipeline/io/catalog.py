@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ...schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records
 from .root import arrow_location, publish
-from .shards import ShardLog
+from .shards import ShardLog, ShardRef
 
 _EMPTY_TYPES = {"bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32(),
                 "chunk_index": pa.int32(), "char_start": pa.int32(), "char_end": pa.int32()}
@@ -125,6 +125,7 @@ class Catalog:
         self._log = log
         self._positions: dict[str, int] | None = None
         self._shard_keys: dict[int, pa.Table] = {}
+        self._refs: dict[int, ShardRef] | None = None  # listed once: a listing is a request on object storage
 
     @classmethod
     def empty(cls) -> Catalog:
@@ -151,7 +152,9 @@ class Catalog:
         if self._log is None:
             return ()
         if seq not in self._shard_keys:
-            ref = next(ref for ref in self._log.shards() if ref.seq == seq)
+            if self._refs is None or seq not in self._refs:
+                self._refs = {ref.seq: ref for ref in self._log.shards()}
+            ref = self._refs[seq]
             table = self._log.read(ref, ["key", "doc_key", "status"])
             self._shard_keys[seq] = table.append_column("_item", pc.coalesce(table.column("doc_key"), table.column("key")))
         table = self._shard_keys[seq]
