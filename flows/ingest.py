@@ -15,9 +15,12 @@ sequence number plus its atomic write make it exactly-once.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ from ..pipeline.ingest import (
     process_unit,
 )
 from ..pipeline.reports import index_report_json, index_report_markdown
+from ..pipeline.io.root import StoragePath, is_remote, parse_root
 from ..pipeline.runplan import RunDir, run_outcomes
 from ..schemas.config import Settings, load_settings
 
@@ -156,7 +160,7 @@ def _settings(
     precision: str | None = None, batch_size: int | None = None, workers: int | None = None,
     qdrant_url: str | None = None, shard_size: int | None = None,
 ) -> Settings:
-    return load_settings(root=Path(root) if root else None, model=model, pretrained=pretrained, device=device,
+    return load_settings(root=root or None, model=model, pretrained=pretrained, device=device,
                          precision=precision, batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
                          shard_size=shard_size)
 
@@ -195,7 +199,7 @@ def dispatch_shard(
     """Run one shard as a run of the embedding deployment; resubmit it when that run crashes,
     fails or times out (a worker that died mid-shard). Returns the completed run's id."""
     logger = get_run_logger()
-    run_dir = RunDir(Path(root), collection, run_id)
+    run_dir = RunDir(parse_root(root), collection, run_id)
     for attempt in range(1, attempts + 1):
         child = run_deployment(deployment, parameters=parameters, timeout=shard_timeout, poll_interval=poll_seconds,
                                tags=["mmindex", f"collection:{collection}"])
@@ -217,6 +221,34 @@ def _cancel(flow_run: FlowRun) -> None:
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run.id, Cancelled(message="mmindex: shard timed out; resubmitted"), force=True)
+
+
+def root_limit_name(root: StoragePath) -> str:
+    """The Prefect global concurrency limit that lets one ingest at a time write an object-storage root."""
+    return "mmindex-root-" + hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def one_writer_per_root(settings: Settings) -> Iterator[None]:
+    """Hold the root's writer slot from planning to finalize when the root is on object storage.
+
+    An object store holds no file lock, so there the coordination is Prefect's: a global
+    concurrency limit of 1 per root (created on first use), taken with a lease that expires if
+    this flow run dies. A second ingest into the same root waits for the slot. Local roots use
+    their file locks instead and skip this.
+    """
+    if not is_remote(settings.root):
+        yield
+        return
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
+    from prefect.exceptions import ObjectAlreadyExists  # noqa: PLC0415
+
+    name = root_limit_name(settings.root)
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.upsert_global_concurrency_limit_by_name(name, 1)  # two first runs may race to create it
+    with concurrency(name, occupy=1, strict=True):
+        yield
 
 
 def _artifact_key(collection: str) -> str:
@@ -264,7 +296,7 @@ def ingest_flow(
     )
     if dry_run:
         return index_report_json(plan_task(request, settings).report)
-    with holding_ingest_lock(settings, collection):
+    with one_writer_per_root(settings), holding_ingest_lock(settings, collection):
         planned = plan_task(request, settings)
         run = planned.run
         if run is None:  # only a dry run has no run plan

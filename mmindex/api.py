@@ -79,7 +79,7 @@ class Index:
         these; ``embedder`` supplies the collection's model ready-loaded (checked to match).
         """
         self.settings = settings or load_settings(
-            root=None if root is None else Path(root), qdrant_url=qdrant_url, device=device, precision=precision
+            root=root, qdrant_url=qdrant_url, device=device, precision=precision
         )
         self.collection = collection
         self.state: CollectionState = collection_state(self.settings, collection)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +23,7 @@ from ..schemas.state import CollectionVersion
 from .embed.stage_timer import stage
 from .index.store import CollectionSpec, PointBatch, PointRecord, VectorStore
 from .io.catalog import latest_rows
+from .io.root import StoragePath, is_remote
 from .io.shards import TMP_PREFIX, ShardLog
 from .io.state_file import edit_state
 
@@ -40,7 +40,7 @@ class ApplyResult:
     deleted: int
 
 
-def shard_log(root: Path, collection: str, version: CollectionVersion) -> ShardLog:
+def shard_log(root: StoragePath, collection: str, version: CollectionVersion) -> ShardLog:
     """The Parquet shard log of a collection version."""
     return ShardLog(root / "shards" / collection / version.physical_name)
 
@@ -82,7 +82,7 @@ def apply_records(store: VectorStore, physical_name: str, records: Sequence[Item
     return ApplyResult(len(points), len(gone))
 
 
-def mark_applied(root: Path, collection: str, physical_name: str, seq: int) -> None:
+def mark_applied(root: StoragePath, collection: str, physical_name: str, seq: int) -> None:
     """Record that every shard up to ``seq`` of this version is in Qdrant."""
     with edit_state(root) as state:
         version = state.collections[collection].version(physical_name)
@@ -90,9 +90,15 @@ def mark_applied(root: Path, collection: str, physical_name: str, seq: int) -> N
             version.applied_through = seq
 
 
-def mark_applied_next(root: Path, collection: str, physical_name: str, seq: int) -> None:
+def mark_applied_next(root: StoragePath, collection: str, physical_name: str, seq: int) -> None:
     """Move the marker to ``seq`` only if every shard before it is applied (shards of a run plan
-    may be applied out of order; the run's finalize step moves the marker past all of them)."""
+    may be applied out of order; the run's finalize step moves the marker past all of them).
+
+    On an object-store root this does nothing: ``state.json`` there has no lock, so workers never
+    write it (only the ingest's own steps do); a crash before finalize then means the next run
+    re-applies those shards, which is idempotent."""
+    if is_remote(root):
+        return
     with edit_state(root) as state:
         version = state.collections[collection].version(physical_name)
         if version is not None and version.applied_through == seq - 1:

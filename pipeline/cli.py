@@ -45,8 +45,11 @@ app = typer.Typer(
 
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name (alias users query).")]
 RootOpt = Annotated[
-    Path | None,
-    typer.Option("--root", help="Index root (Parquet shards, embedded Qdrant, state). Env: MMINDEX_ROOT.", show_default=False),
+    str | None,
+    typer.Option(
+        "--root", help="Index root (Parquet shards, embedded Qdrant, state): a folder or an fsspec URL (s3://bucket/prefix). "
+        "Env: MMINDEX_ROOT.", show_default=False,
+    ),
 ]
 QdrantUrlOpt = Annotated[
     str | None,

@@ -13,7 +13,6 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -26,6 +25,7 @@ from .embed.stage_timer import stage
 from .ids import chunk_key, point_id
 from .index.store import VectorStore
 from .io.catalog import CatalogItem, read_item_rows
+from .io.root import StoragePath
 from .io.shards import ShardLog, ShardRef
 from .plan import ChangePlan
 from .sources.base import ItemRef
@@ -87,7 +87,7 @@ class Committer:
     finish out of order; the run's finalize step moves it past all of them).
     """
 
-    root: Path
+    root: StoragePath
     collection: str
     version: CollectionVersion
     log: ShardLog

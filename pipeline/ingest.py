@@ -10,6 +10,7 @@ every source the collection has seen; the collection name switches to it only wh
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -29,9 +30,10 @@ from .embed.model import Embedder, ModelSpec
 from .embed.stage_timer import stage
 from .errors import CollectionNotFoundError, IncompleteRunError, IndexBusyError, SchemaMismatchError
 from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
-from .index.open_store import open_store, physical_collection_name, validate_collection_name
+from .index.open_store import open_store, physical_collection_name, require_store_for_root, validate_collection_name
 from .index.store import VectorStore
 from .io.catalog import Catalog, CatalogItem, load_catalog, write_catalog
+from .io.root import is_remote
 from .io.state_file import edit_state, read_state
 from .plan import ChangePlan, plan_changes
 from .runplan import ReuseJob, RunDir, RunPlan, UnitOutcome, WorkUnit, prune_runs, worker_name
@@ -105,8 +107,19 @@ def label_config(labels: str | None, templates: list[str] | None, threshold: flo
 
 
 def ingest_lock(settings: Settings, collection: str) -> FileLock:
-    """The lock that makes ingests into one collection mutually exclusive (across processes)."""
-    locks = settings.root / "locks"
+    """The lock that makes ingests into one collection mutually exclusive (across processes).
+
+    A local root holds it in ``<root>/locks``. An object store cannot hold a file lock: for such
+    a root it is a lock in this machine's cache folder (named after the root's URL), which keeps
+    ingests from this machine apart; across machines the deployments' concurrency limit of 1
+    does (README, "Deploying with Prefect")."""
+    if is_remote(settings.root):
+        from platformdirs import user_cache_path  # noqa: PLC0415
+
+        digest = hashlib.sha256(str(settings.root).encode("utf-8")).hexdigest()[:16]
+        locks = user_cache_path("mmindex", appauthor=False) / "locks" / digest
+    else:
+        locks = settings.root / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     return FileLock(str(locks / f"{collection}.ingest.lock"))
 
@@ -348,6 +361,7 @@ def plan_run(
     """
     started_at = datetime.now(UTC)
     collection = validate_collection_name(request.collection)
+    require_store_for_root(settings)
     source_id = request.resolved_source_id()
     this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
                              exclude=list(request.exclude), include_hidden=request.include_hidden)

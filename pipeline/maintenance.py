@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from .embed.model import ModelSpec
 from .errors import ConfigError, IndexBusyError
 from .index.open_store import open_store
 from .ingest import IndexReport, IndexRequest, ProgressReporter, index_source, ingest_lock
+from .io.root import remove_tree
 from .io.state_file import edit_state
 from .query import collection_state
 
@@ -104,7 +104,7 @@ def drop_version(settings: Settings, collection: str, physical_name: str) -> Non
     try:
         store.drop_collection(physical_name)
         removed = shard_log(settings.root, collection, version)
-        shutil.rmtree(removed.directory, ignore_errors=True)
+        remove_tree(removed.directory)
         removed.catalog_path.unlink(missing_ok=True)
         with edit_state(settings.root) as edited:
             entry = edited.collections[collection]

@@ -4,24 +4,23 @@ A run plan is written once, by the planning step (which holds the collection's i
 ``run.json`` (what the finalize step needs) and one ``units/<seq>.json`` per work unit (the items
 of one shard). Whoever processes a unit, in this process or on a worker elsewhere, needs only
 (root, collection, run id, seq). A unit that is done leaves ``done/<seq>.json`` (its counts and
-which worker did it). Every file is written under a temporary name and renamed into place.
+which worker did it). Every file is published whole (``io.root.publish``: a temporary name and a
+rename on a local root, one PUT on an object store).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from pydantic import TypeAdapter
 
 from ..schemas.state import LabelConfig, SourceSpec
 from .execute import RunCounts
 from .io.catalog import CatalogItem
+from .io.root import StoragePath, publish, remove_tree
 from .sources.base import ItemRef
 
 RUNS_DIR = "runs"
@@ -97,32 +96,26 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_atomically(path: StoragePath, data: bytes) -> None:
+    publish(path, data, durable=False)
 
 
 @dataclass(frozen=True, slots=True)
 class RunDir:
     """The folder of one run plan."""
 
-    root: Path
+    root: StoragePath
     collection: str
     run_id: str
 
     @property
-    def path(self) -> Path:
+    def path(self) -> StoragePath:
         return self.root / RUNS_DIR / self.collection / self.run_id
 
-    def unit_path(self, seq: int) -> Path:
+    def unit_path(self, seq: int) -> StoragePath:
         return self.path / "units" / f"{seq:08d}.json"
 
-    def outcome_path(self, seq: int) -> Path:
+    def outcome_path(self, seq: int) -> StoragePath:
         return self.path / "done" / f"{seq:08d}.json"
 
     def write_plan(self, plan: RunPlan, units: list[WorkUnit]) -> None:
@@ -149,10 +142,10 @@ class RunDir:
 
     def finish(self) -> None:
         """Drop the unit manifests of a finalized run (its plan and outcomes stay as its record)."""
-        shutil.rmtree(self.path / "units", ignore_errors=True)
+        remove_tree(self.path / "units")
 
 
-def prune_runs(root: Path, collection: str, keep: int = KEEP_FINISHED_RUNS) -> int:
+def prune_runs(root: StoragePath, collection: str, keep: int = KEEP_FINISHED_RUNS) -> int:
     """Remove all but the newest ``keep`` run folders of a collection (the caller holds the ingest
     lock, so none of them is in progress). Run ids sort by time."""
     folder = root / RUNS_DIR / collection
@@ -161,12 +154,12 @@ def prune_runs(root: Path, collection: str, keep: int = KEEP_FINISHED_RUNS) -> i
     runs = sorted(path for path in folder.iterdir() if path.is_dir())
     stale = runs[: max(0, len(runs) - keep)]
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
     return len(stale)
 
 
 
-def run_outcomes(root: Path, collection: str, run_id: str) -> list[UnitOutcome]:
+def run_outcomes(root: StoragePath, collection: str, run_id: str) -> list[UnitOutcome]:
     """The outcomes of a run's finished units, in shard order."""
     run_dir = RunDir(root, collection, run_id)
     found = (run_dir.read_outcome(seq) for seq in run_dir.read_plan().seqs)

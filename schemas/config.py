@@ -1,23 +1,26 @@
 """Run configuration: flags > ``MMINDEX_*`` environment > config file > defaults.
 
 The config file is TOML (``MMINDEX_CONFIG`` or ``<user config dir>/mmindex/config.toml``) with
-the same keys as the fields below, e.g. ``root = "/data/mmindex"``.
+the same keys as the fields below, e.g. ``root = "/data/mmindex"`` (or an fsspec URL such as
+``root = "s3://bucket/mmindex"``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_config_path, user_data_path
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PlainSerializer, PlainValidator, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from ..pipeline.io.root import StoragePath, parse_root
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -27,6 +30,8 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 Device = Literal["auto", "cpu", "cuda"]
 # auto: fp16 autocast on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32 (pipeline/embed/precision.py).
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# A local directory (``Path``, ``~`` expanded) or an fsspec URL (``s3://bucket/prefix``: a ``RemotePath``).
+IndexRoot = Annotated[StoragePath, PlainValidator(parse_root), PlainSerializer(str, return_type=str)]
 
 
 def default_root() -> Path:
@@ -47,7 +52,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MMINDEX_", extra="ignore", populate_by_name=True)
 
-    root: Path = Field(default_factory=default_root)
+    root: IndexRoot = Field(default_factory=default_root)
     model: str = DEFAULT_MODEL
     pretrained: str | None = DEFAULT_PRETRAINED
     text_model: str = DEFAULT_TEXT_MODEL
@@ -61,11 +66,6 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("MMINDEX_QDRANT_API_KEY", "QDRANT_API_KEY", "qdrant_api_key")
     )
-
-    @field_validator("root", mode="after")
-    @classmethod
-    def _expand_root(cls, value: Path) -> Path:
-        return value.expanduser()
 
     @classmethod
     def settings_customise_sources(

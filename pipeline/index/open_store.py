@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ...schemas.config import Settings
 from ..errors import ConfigError
+from ..io.root import is_remote
 from .store import VectorStore
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
@@ -35,8 +36,19 @@ def edge_directory(root: Path) -> Path:
 LOCAL_CLIENT_PREFIX = "local:"
 
 
+def require_store_for_root(settings: Settings) -> None:
+    """An object-storage root needs a Qdrant server: the embedded store is a local directory
+    that the other workers sharing the root could not see."""
+    if is_remote(settings.root) and not settings.qdrant_url:
+        raise ConfigError(
+            f"the index root {settings.root} is an fsspec URL (object storage): give a Qdrant server with --qdrant-url or QDRANT_URL "
+            "(the embedded store needs a local directory)"
+        )
+
+
 def open_store(settings: Settings) -> VectorStore:
-    """``QdrantClient`` against ``--qdrant-url``/``QDRANT_URL`` when set, else qdrant-edge under the root.
+    """``QdrantClient`` against ``--qdrant-url``/``QDRANT_URL`` when set, else qdrant-edge under the root
+    (a local root only: workers that share an object-storage root must share one Qdrant too).
 
     ``local:/path`` selects qdrant-client's own local mode (for prototyping and tests; it speaks
     the server's API in-process).
@@ -50,6 +62,7 @@ def open_store(settings: Settings) -> VectorStore:
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return ClientStore.connect(settings.qdrant_url, api_key)
+    require_store_for_root(settings)
     from .edge_store import EdgeStore  # noqa: PLC0415
 
     return EdgeStore(edge_directory(settings.root))

@@ -7,7 +7,6 @@ item (chunks that no longer exist included) are superseded.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records
-from .shards import TMP_PREFIX, ShardLog
+from .root import arrow_location, publish
+from .shards import ShardLog, ShardRef
 
 _EMPTY_TYPES = {"bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32(),
                 "chunk_index": pa.int32(), "char_start": pa.int32(), "char_end": pa.int32()}
@@ -125,6 +125,7 @@ class Catalog:
         self._log = log
         self._positions: dict[str, int] | None = None
         self._shard_keys: dict[int, pa.Table] = {}
+        self._refs: dict[int, ShardRef] | None = None  # listed once: a listing is a request on object storage
 
     @classmethod
     def empty(cls) -> Catalog:
@@ -151,7 +152,9 @@ class Catalog:
         if self._log is None:
             return ()
         if seq not in self._shard_keys:
-            ref = next(ref for ref in self._log.shards() if ref.seq == seq)
+            if self._refs is None or seq not in self._refs:
+                self._refs = {ref.seq: ref for ref in self._log.shards()}
+            ref = self._refs[seq]
             table = self._log.read(ref, ["key", "doc_key", "status"])
             self._shard_keys[seq] = table.append_column("_item", pc.coalesce(table.column("doc_key"), table.column("key")))
         table = self._shard_keys[seq]
@@ -185,12 +188,11 @@ def write_catalog(log: ShardLog) -> None:
         return
     items = items_from_rows(latest_rows(log, ITEM_COLUMNS))
     items = items.replace_schema_metadata({_THROUGH: str(shards[-1].seq).encode()})
-    target = log.catalog_path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
-    pq.write_table(items, tmp)
-    os.replace(tmp, target)
+    sink = pa.BufferOutputStream()
+    pq.write_table(items, sink)
     del items
+    publish(log.catalog_path, sink.getvalue().to_pybytes(), durable=False)
+    del sink
     # Reading every shard's item columns took memory that Arrow's allocator (mimalloc) keeps
     # after the tables are gone; give it back, or a large ingest's peak RSS carries it along.
     pa.default_memory_pool().release_unused()
@@ -203,7 +205,8 @@ def load_catalog(log: ShardLog) -> Catalog:
     if not shards:
         return Catalog.empty()
     try:
-        items = pq.read_table(log.catalog_path)
+        where, filesystem = arrow_location(log.catalog_path)
+        items = pq.read_table(where, filesystem=filesystem)
         through = int((items.schema.metadata or {}).get(_THROUGH, b"-1"))
     except (OSError, ValueError, pa.ArrowInvalid):
         through = -1

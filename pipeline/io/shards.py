@@ -1,25 +1,24 @@
 """Parquet shards: the durable log of embeddings (DESIGN §3).
 
-A shard is written under a temporary name, fsynced, then renamed: a shard file that exists under
-its final name is complete (the rename is the commit record). Readers use plain pyarrow.
+A shard is published whole (``root.publish``: on a local root written under a temporary name,
+fsynced, then renamed; on an object store one PUT): a shard that exists under its final name is
+complete (its appearance is the commit record). Readers use plain pyarrow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...schemas.items import SCHEMA_VERSION
 from ..errors import SchemaMismatchError
+from .root import StoragePath, arrow_location, publish
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ class ShardRef:
 
     seq: int
     shard_id: str
-    path: Path
+    path: StoragePath
 
 
 def shard_id_for(keys: list[str]) -> str:
@@ -42,25 +41,17 @@ def shard_id_for(keys: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ShardLog:
     """The shards of one collection version, in ``<root>/shards/<collection>/<version>/``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: StoragePath) -> None:
         self.directory = directory
 
     @property
-    def catalog_path(self) -> Path:
+    def catalog_path(self) -> StoragePath:
         """Where the materialized catalog of these shards lives: ``<root>/catalog/<collection>/<version>.parquet``
         (outside the shard folder, so the folder stays a plain Parquet dataset)."""
-        return self.directory.parents[2] / "catalog" / self.directory.parent.name / f"{self.directory.name}.parquet"
+        return self.directory.parent.parent.parent / "catalog" / self.directory.parent.name / f"{self.directory.name}.parquet"
 
     def shards(self) -> list[ShardRef]:
         """Committed shards in the order they were written (temporary files are ignored)."""
@@ -88,28 +79,22 @@ class ShardLog:
         ``seq`` is the sequence number a run plan assigned to this shard (so concurrent writers
         never pick the same one); without it the shard goes after the newest one.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
         keys = batch.column("key").to_pylist()
         ref_id = shard_id_for(keys)
         if seq is None:
             seq = self.last_seq() + 1
         final = self.directory / f"{seq:08d}-{ref_id}.parquet"
-        tmp = self.directory / f"{TMP_PREFIX}{final.name}.{os.getpid()}.{threading.get_ident()}"
-        try:
-            with pq.ParquetWriter(tmp, batch.schema, compression="zstd") as writer:
-                writer.write_batch(batch)
-            with tmp.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        sink = pa.BufferOutputStream()
+        with pq.ParquetWriter(sink, batch.schema, compression="zstd") as writer:
+            writer.write_batch(batch)
+        publish(final, sink.getvalue().to_pybytes())
         log.debug("committed shard %s (%d rows)", final.name, batch.num_rows)
         return ShardRef(seq, ref_id, final)
 
     def read(self, ref: ShardRef, columns: list[str] | None = None) -> pa.Table:
         """One shard as a table; its schema version must be one we understand."""
-        table = pq.read_table(ref.path, columns=columns)
+        where, filesystem = arrow_location(ref.path)
+        table = pq.read_table(where, columns=columns, filesystem=filesystem)
         version = (table.schema.metadata or {}).get(b"mmindex.schema_version", b"?").decode()
         if version != str(SCHEMA_VERSION):
             raise SchemaMismatchError(f"shard {ref.path} has schema version {version}, expected {SCHEMA_VERSION}")

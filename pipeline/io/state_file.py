@@ -1,23 +1,29 @@
-"""Reading and atomically rewriting ``<root>/state.json`` under an inter-process lock."""
+"""Reading and atomically rewriting ``<root>/state.json``.
+
+On a local root every edit holds an inter-process file lock. An object store has no such lock:
+there ``state.json`` has one writer at a time by rule, the ingest's planning and finalize steps
+(the ingest flow holds a Prefect concurrency limit of 1 per root across them, see
+``flows.ingest.one_writer_per_root``); shard workers never write it there (see
+``apply.mark_applied_next``). Every write publishes the whole file at once.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from ...schemas.state import IndexState
 from ..errors import IndexBusyError, SchemaMismatchError
+from .root import StoragePath, is_remote, publish
 
 STATE_FILE = "state.json"
 LOCK_SECONDS = 30.0
 
 
-def read_state(root: Path) -> IndexState:
+def read_state(root: StoragePath) -> IndexState:
     """The root's state; an empty state when the root is new."""
     path = root / STATE_FILE
     try:
@@ -31,8 +37,13 @@ def read_state(root: Path) -> IndexState:
 
 
 @contextlib.contextmanager
-def edit_state(root: Path) -> Iterator[IndexState]:
+def edit_state(root: StoragePath) -> Iterator[IndexState]:
     """Lock, read, let the caller change the state, then write it back atomically."""
+    if is_remote(root):
+        state = read_state(root)
+        yield state
+        publish(root / STATE_FILE, state.model_dump_json(indent=2).encode("utf-8"))
+        return
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / f"{STATE_FILE}.lock"))
     try:
@@ -42,8 +53,6 @@ def edit_state(root: Path) -> Iterator[IndexState]:
     try:
         state = read_state(root)
         yield state
-        tmp = root / f".{STATE_FILE}.tmp{os.getpid()}"
-        tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-        os.replace(tmp, root / STATE_FILE)
+        publish(root / STATE_FILE, state.model_dump_json(indent=2).encode("utf-8"), durable=False)
     finally:
         lock.release()
