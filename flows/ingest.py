@@ -158,11 +158,11 @@ def finalize_task(settings: Settings, collection: str, run_id: str) -> IndexRepo
 def _settings(
     root: str | None, model: str | None = None, pretrained: str | None = None, device: str | None = None,
     precision: str | None = None, batch_size: int | None = None, workers: int | None = None,
-    qdrant_url: str | None = None, shard_size: int | None = None,
+    qdrant_url: str | None = None, shard_size: int | None = None, text_model: str | None = None,
 ) -> Settings:
     return load_settings(root=root or None, model=model, pretrained=pretrained, device=device,
                          precision=precision, batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
-                         shard_size=shard_size)
+                         shard_size=shard_size, text_model=text_model)
 
 
 @flow(name="embed-shard", flow_run_name="embed-shard-{collection}-{seq}")
@@ -277,6 +277,7 @@ def ingest_flow(
     labels: str | None = None,
     label_template: list[str] | None = None,
     label_threshold: float | None = None,
+    text_model: str | None = None,
     shard_size: int | None = None,
     embed_deployment: str | None = None,
     shard_attempts: int = 3,
@@ -287,7 +288,8 @@ def ingest_flow(
     (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
     Returns the run report (``mmindex index --json``)."""
     logger = get_run_logger()
-    settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size)
+    settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size,
+                         text_model)
     request = IndexRequest(
         source=Path(source).expanduser(), collection=collection, include=tuple(include or ()),
         exclude=tuple(exclude or ()), include_hidden=hidden, source_id=source_id, dry_run=dry_run,

@@ -495,6 +495,7 @@ def schedule(
     labels: Annotated[str | None, typer.Option("--labels", help="Zero-shot labels (comma-separated).", show_default=False)] = None,
     label_template: Annotated[list[str] | None, typer.Option("--label-template", help="Prompt template for --labels (repeatable).")] = None,
     label_threshold: Annotated[float | None, typer.Option("--label-threshold", help="Score a label needs.", show_default=False)] = None,
+    text_model: Annotated[str | None, typer.Option("--text-model", help="Text model of a new collection's chunks (as for `index`).", show_default=False)] = None,
 ) -> None:
     """Serve the Prefect ingest flow on a schedule (same options as `index`); runs until stopped.
 
@@ -516,7 +517,7 @@ def schedule(
         "workers": workers, "qdrant_url": qdrant_url, "include": include or [], "exclude": exclude or [],
         "hidden": hidden, "source_id": source_id, "retry_failed": retry_failed, "no_delete": no_delete,
         "labels": labels, "label_template": label_template or [], "label_threshold": label_threshold,
-        "embed_deployment": embed_deployment,
+        "text_model": text_model, "embed_deployment": embed_deployment,
     }
     ingest_flow.serve(
         name=name or f"mmindex-{collection}", cron=cron, interval=interval,

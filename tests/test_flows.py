@@ -172,3 +172,15 @@ def test_prefect_yaml_deploys_the_scheduled_ingest_and_the_gpu_step(prefect_api:
     assert embed.work_pool_name == "gpu" and embed.entrypoint == "mmindex.flows.ingest.embed_shard"
     assert ingest.work_pool_name == "default" and ingest.parameters["embed_deployment"] == "embed-shard/embed-shard"
     assert [schedule.schedule.cron for schedule in ingest.schedules] == ["0 * * * *"]
+
+
+def test_flow_and_schedule_take_every_option_of_index() -> None:
+    """The flow's parameters mirror `mmindex index` (and `mmindex schedule` passes them all on)."""
+    import inspect
+
+    from mmindex.flows.ingest import ingest_flow
+    from mmindex.pipeline import cli
+
+    index_options = set(inspect.signature(cli.index).parameters) - {"as_json"}
+    assert index_options <= set(inspect.signature(ingest_flow.fn).parameters)
+    assert index_options - {"dry_run"} <= set(inspect.signature(cli.schedule).parameters)
