@@ -5,6 +5,7 @@
 (a) wall time of `mmindex index` re-run on an unchanged tree (the CLI, imports included);
 (b) wall time of a bare Python walk + stat of the same tree;
 (c) wall time of the full first ingest of the tree with a tiny model.
+CLIP vectors only (``--text-model none``): the tiny CLIP model is the whole embedding cost.
 Prints a/b (goal <= 3) and a/c (goal <= 0.02), plus a small edit and its re-run.
 """
 
@@ -59,7 +60,8 @@ def cli_index(corpus: Path, root: Path, model: Path, *extra: str) -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "mmindex.pipeline.cli", "index", str(corpus), "-c", "bench", "--root", str(root),
-         "--model", f"local-dir:{model}", "--batch-size", "256", *extra],
+         "--model", f"local-dir:{model}", "--batch-size", "256",
+         "--text-model", "none", *extra],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     return time.perf_counter() - started

@@ -4,13 +4,14 @@
     python benchmarks/memory.py --small 1000 --large 20000
 
 Each size is a tree of tiny files (16x16 JPEGs and one-line notes, as ``incremental.py`` makes
-them) indexed from scratch with the tiny random model by a fresh ``mmindex index`` process; the
-peak resident set of that process (``ru_maxrss`` of the child, imports included) is compared,
-and its sampled peak of anonymous memory (RSS minus the touched pages of memory-mapped files,
-such as the embedded Qdrant shard's segments and WAL). Goal: peak RSS at the large size <= 1.3x
-that at the small size. The corpora are generated once
-and kept under the system temp folder (``--regenerate`` makes them again); index roots are fresh
-per run. A second table re-runs the large index unchanged (a no-op: crawl + plan only).
+them) indexed from scratch with the tiny random model by a fresh ``mmindex index`` process with
+CLIP vectors only (``--text-model none``, so the constant cost of a text model does not flatter
+the ratio). The peak resident set of that process (``ru_maxrss`` of the child, imports
+included) is compared, and its sampled peak of anonymous memory (RSS minus the touched pages of
+memory-mapped files, such as the embedded Qdrant shard's segments and WAL). Goal: peak RSS at
+the large size <= 1.3x that at the small size. The corpora are generated once and kept under
+the system temp folder (``--regenerate`` makes them again); index roots are fresh per run.
+A second table re-runs the large index unchanged (a no-op: crawl + plan only).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def peak_rss_mib(corpus: Path, root: Path, model: Path) -> tuple[float, float, f
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "mmindex.pipeline.cli", "index", str(corpus), "-c", "bench", "--root", str(root),
-         "--model", f"local-dir:{model}", "--batch-size", "256"],
+         "--model", f"local-dir:{model}", "--batch-size", "256",
+         "--text-model", "none"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     anon = [0]
