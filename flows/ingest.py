@@ -201,8 +201,11 @@ def dispatch_shard(
     logger = get_run_logger()
     run_dir = RunDir(parse_root(root), collection, run_id)
     for attempt in range(1, attempts + 1):
+        # The key makes the server answer a repeated create (an HTTP retry of the client under load)
+        # with the same run instead of a second run of the same shard.
         child = run_deployment(deployment, parameters=parameters, timeout=shard_timeout, poll_interval=poll_seconds,
-                               tags=["mmindex", f"collection:{collection}"])
+                               tags=["mmindex", f"collection:{collection}"],
+                               idempotency_key=f"mmindex:{collection}:{run_id}:{seq}:{attempt}")
         state = child.state
         if state is not None and state.is_completed():
             return str(child.id)
