@@ -21,7 +21,7 @@ from ..schemas.items import STATUS_OK, ItemRecord, batch_embeddings, batch_text_
 from ..schemas.payload import PointPayload, payloads_from_table
 from ..schemas.state import CollectionVersion
 from .embed.stage_timer import stage
-from .index.store import CollectionSpec, PointBatch, PointRecord, VectorStore
+from .index.store import CollectionSpec, PointBatch, PointRecord, SparseVector, VectorStore
 from .io.catalog import latest_rows
 from .io.root import StoragePath, is_remote
 from .io.shards import TMP_PREFIX, ShardLog
@@ -53,22 +53,25 @@ def collection_spec(version: CollectionVersion) -> CollectionSpec:
 def points_of(records: Sequence[ItemRecord], embeddings: np.ndarray) -> list[PointRecord]:
     """Qdrant points for the records that hold a vector.
 
-    A text chunk with a text-model vector also gets its BM25 vector, recomputed from its text
-    (a pure function, so a rebuild from Parquet gives the same point).
+    A text chunk with a text-model vector also gets its BM25 vector (``bm25_vectors``).
     """
+    live = [(row, record) for row, record in enumerate(records) if record.status == STATUS_OK]
+    sparse = bm25_vectors([record.text_vector for _, record in live], [record.text for _, record in live])
+    return [
+        PointRecord(record.point_id, embeddings[row], PointPayload.from_record(record).to_qdrant(),
+                    text_vector=record.text_vector, sparse=vector)
+        for (row, record), vector in zip(live, sparse, strict=True)
+    ]
+
+
+def bm25_vectors(text_vectors: Sequence[np.ndarray | None], texts: Sequence[str | None]) -> list[SparseVector | None]:
+    """The BM25 vector of every chunk that has a text-model vector (None elsewhere), recomputed
+    from its stored text: a pure function, so a rebuild from Parquet gives the same points."""
+    if all(vector is None for vector in text_vectors):
+        return [None] * len(text_vectors)
     from .sparse import document_vector  # noqa: PLC0415
 
-    return [
-        PointRecord(
-            record.point_id,
-            embeddings[row],
-            PointPayload.from_record(record).to_qdrant(),
-            text_vector=record.text_vector,
-            sparse=None if record.text_vector is None else document_vector(record.text or ""),
-        )
-        for row, record in enumerate(records)
-        if record.status == STATUS_OK
-    ]
+    return [None if vector is None else document_vector(text or "") for vector, text in zip(text_vectors, texts, strict=True)]
 
 
 def apply_records(store: VectorStore, physical_name: str, records: Sequence[ItemRecord], embeddings: np.ndarray) -> ApplyResult:
@@ -141,12 +144,7 @@ def point_batches(rows: pa.Table, size: int = REBUILD_BATCH) -> Iterator[PointBa
     for start in range(0, live.num_rows, size):
         part = live.slice(start, size)
         text_vectors = batch_text_vectors(part)
-        sparse = None
-        if text_vectors is not None:  # BM25 vectors are recomputed from the stored chunk text (no model)
-            from .sparse import document_vector  # noqa: PLC0415
-
-            texts = part.column("text").to_pylist()
-            sparse = [None if vector is None else document_vector(text or "") for vector, text in zip(text_vectors, texts, strict=True)]
+        sparse = None if text_vectors is None else bm25_vectors(text_vectors, part.column("text").to_pylist())
         yield PointBatch(part.column("point_id").to_pylist(), batch_embeddings(part), payloads_from_table(part),
                          text_vectors, sparse)
 
