@@ -173,6 +173,11 @@ class _Session:
             self._embedder = load_embedder(self.spec, self.settings.device, self.settings.precision)
         return self._embedder
 
+    @property
+    def loaded_embedder(self) -> Embedder | None:
+        """The model, if this session has loaded (or was given) it; never loads it."""
+        return self._embedder
+
     def check_embedder(self, version: CollectionVersion) -> None:
         """Refuse to embed into a version with another model than the one it was built with."""
         embedder_id = self.embedder().embedder_id
@@ -344,10 +349,13 @@ def holding_ingest_lock(settings: Settings, collection: str) -> Iterator[None]:
 
 @dataclass(slots=True)
 class PlannedRun:
-    """What ``plan_run`` returns: the report so far, and the run plan (None for a dry run)."""
+    """What ``plan_run`` returns: the report so far, the run plan (None for a dry run), and the
+    model if planning had to load it (a new collection's version is named after the model), so
+    that the units of an in-process run embed with it instead of loading it a second time."""
 
     report: IndexReport
     run: RunPlan | None
+    embedder: Embedder | None = None
 
 
 def plan_run(
@@ -401,7 +409,7 @@ def plan_run(
         )
         prune_runs(settings.root, collection)
         RunDir(settings.root, collection, run.run_id).write_plan(run, units)
-        return PlannedRun(report, run)
+        return PlannedRun(report, run, session.loaded_embedder)
     finally:
         session.close()
 
@@ -533,7 +541,7 @@ def index_source(
         run = planned.run
         if run is None:
             return planned.report
-        session = open_unit_session(settings, run.collection, run.run_id, embedder)
+        session = open_unit_session(settings, run.collection, run.run_id, embedder or planned.embedder)
         try:
             if progress is not None and run.seqs:
                 progress.start(sum(run.unit_items))

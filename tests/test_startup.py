@@ -79,3 +79,40 @@ def test_a_checkpoint_is_hashed_once(tiny_checkpoint: Path, tmp_path: Path, monk
     first = weights.file_sha256(copy)
     second = weights.file_sha256(copy)
     assert first == second and len(opened) == 1
+
+
+def test_a_run_loads_the_model_once(
+    tiny_model_config: str, tiny_checkpoint: Path, photo_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run names the new collection's version after the model and then embeds with that
+    same model; a migration to another checkpoint likewise: one load per run, not two."""
+    import shutil
+
+    from mmindex.pipeline.embed import model
+    from mmindex.pipeline.ingest import IndexRequest, index_source
+    from mmindex.schemas.config import Settings
+
+    loads: list[str] = []
+    original = model.load_embedder
+
+    def counting_load(spec, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        loads.append(spec.pretrained)
+        return original(spec, *args, **kwargs)
+
+    monkeypatch.setattr(model, "load_embedder", counting_load)
+    settings = Settings(root=tmp_path / "root", workers=0, model=tiny_model_config, pretrained=str(tiny_checkpoint),
+                        text_model="none")
+    first = index_source(IndexRequest(source=photo_corpus, collection="photos"), settings)
+    assert first.counts.failed == 0 and first.counts.points_upserted > 0
+    assert loads == [str(tiny_checkpoint)]
+
+    other = tmp_path / "other.pt"
+    shutil.copy(tiny_checkpoint, other)
+    import torch
+
+    state = torch.load(other, weights_only=True)
+    torch.save({name: tensor + 0.01 for name, tensor in state.items()}, other)  # other weights: a migration
+    migrated = index_source(IndexRequest(source=photo_corpus, collection="photos"),
+                            settings.model_copy(update={"pretrained": str(other)}))
+    assert migrated.counts.points_upserted == first.counts.points_upserted
+    assert loads == [str(tiny_checkpoint), str(other)]
