@@ -29,6 +29,30 @@ def make_jpegs(directory: Path, count: int, size: tuple[int, int] = (640, 480), 
     return paths
 
 
+def make_photo_mosaics(directory: Path, count: int, size: tuple[int, int] = (4032, 3024), seed: int = 0) -> list[Path]:
+    """``count`` phone-camera-sized JPEGs with photographic detail at native scale: mosaics of
+    256-px tiles cut from scikit-image photos (a resized small photo would be unrealistically smooth)."""
+    from PIL import Image
+    from skimage import data
+
+    directory.mkdir(parents=True, exist_ok=True)
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry()]
+    rng = np.random.default_rng(seed)
+    width, height = size
+    paths = []
+    for index in range(count):
+        canvas = np.zeros((height, width, 3), np.uint8)
+        for top in range(0, height, 256):
+            for left in range(0, width, 256):
+                photo = photos[rng.integers(len(photos))]
+                y, x = rng.integers(0, photo.shape[0] - 256), rng.integers(0, photo.shape[1] - 256)
+                canvas[top : top + 256, left : left + 256] = photo[y : y + 256, x : x + 256, :3][: height - top, : width - left]
+        path = directory / f"photo{index:05d}.jpg"
+        Image.fromarray(canvas).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
 def random_checkpoint(directory: Path, architecture: str = "ViT-B-32") -> Path:
     """The architecture with random weights, saved as a real checkpoint (same compute as trained)."""
     import open_clip

@@ -2,6 +2,7 @@
 
     python benchmarks/ingest.py                     # ~2.5 min on 2 cores
     python benchmarks/ingest.py --strategies        # + decode strategy x batch size sweep (~1.5 min)
+    python benchmarks/ingest.py --photos 32         # + 12-megapixel JPEGs: reduced vs full decode
 
 Every measure runs in the same process, on the same generated 640x480 JPEGs and the same random
 ViT-B-32 weights (same compute as trained ones), repeated ``--repeat`` times; medians are shown.
@@ -20,6 +21,10 @@ Goals printed: b/a >= 0.95 (same precision), b >= 1.5x clip-retrieval, which mea
 our fp32 model-only rate on this machine (so b / a_fp32 >= 1.37), b/c >= 3. The stage table
 shows where a (b) run's time goes; the cosine rows show how far the run's precision moves the
 stored vectors from fp32 (must stay >= 0.999).
+
+``--photos N`` adds what a phone's photo folder costs: ``embed_images`` (decode + encode) on N
+4032x3024 JPEGs, decoding at a reduced scale (the default, see ``pipeline/embed/preprocess.py``)
+vs every pixel, and the minimum cosine between the two runs' vectors.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _corpus import make_jpegs, random_checkpoint
+from _corpus import make_jpegs, make_photo_mosaics, random_checkpoint
 from rich.console import Console
 from rich.table import Table
 
@@ -341,6 +346,49 @@ def strategy_sweep(embedder: Any, corpus: Path, batch_sizes: list[int], repeat: 
     return table
 
 
+def photo_decode_table(embedder: Any, corpus: Path, batch_size: int, repeat: int) -> Table:
+    """images/s of embed_images on large JPEGs: reduced-scale decode (default) vs every pixel."""
+    import dataclasses
+
+    import numpy as np
+
+    from mmindex.pipeline.embed.images import embed_images
+    from mmindex.pipeline.sources.local import crawl_local
+
+    refs = list(crawl_local(corpus))
+    reduced_plan = embedder.pixel_plan
+    plans = {"reduced-scale decode (default)": reduced_plan,
+             "full decode": dataclasses.replace(reduced_plan, decode_min_side=None)}
+    rates: dict[str, Samples] = {name: Samples() for name in plans}
+    vectors: dict[str, Any] = {}
+    clean = Clean()
+    try:
+        for _ in range(repeat):
+            for name, plan in plans.items():
+                embedder.__dict__["pixel_plan"] = plan  # the cached property, swapped for this run
+
+                def run(name: str = name) -> float:
+                    started = time.perf_counter()
+                    batches = list(embed_images(refs, embedder, batch_size=batch_size, workers=None, max_pixels=10**9))
+                    vectors[name] = np.concatenate([batch_vectors for _records, batch_vectors in batches])
+                    return len(refs) / (time.perf_counter() - started)
+
+                rates[name].add(clean.run(run))
+    finally:
+        embedder.__dict__["pixel_plan"] = reduced_plan
+    table = Table(title=f"{len(refs)} JPEGs 4032x3024 (photo mosaics): decode + encode, images/s (median of {repeat})")
+    table.add_column("decode")
+    table.add_column("images/s", justify="right")
+    table.add_column("range", justify="right")
+    for name, samples in rates.items():
+        table.add_row(name, f"{samples.median:.2f}", samples.spread())
+    first, second = (vectors[name] for name in plans)
+    table.add_row("speed-up", f"{rates[next(iter(plans))].median / rates['full decode'].median:.2f}x", "")
+    table.add_row("min cosine reduced vs full", f"{float(np.min(np.sum(first * second, axis=1))):.6f}", "")
+    table.caption = f"CPU used by other processes during samples: {clean.summary()}"
+    return table
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -381,6 +429,7 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-cli", action="store_true", help="skip the cold CLI runs")
     parser.add_argument("--strategies", action="store_true", help="also sweep decode strategies x batch sizes")
+    parser.add_argument("--photos", type=int, default=0, help="also time N 4032x3024 JPEGs, reduced vs full decode")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -436,6 +485,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             console.print(f"repeat {rep + 1}/{args.repeat} done")
         startup = startup_breakdown(checkpoint, args.architecture, args.precision) if not args.no_cli else {}
         sweep = strategy_sweep(embedder, work / "large", [16, 32, 64, 128], max(1, args.repeat - 1)) if args.strategies else None
+        photos = None
+        if args.photos:
+            console.print(f"generating {args.photos} JPEGs 4032x3024 …")
+            make_photo_mosaics(work / "photos", args.photos)
+            photos = photo_decode_table(embedder, work / "photos", batch_size, max(1, args.repeat - 1))
 
     n_large, n_small = args.images, args.small
     b_steady = (n_large - n_small) / (b_large.median - b_small.median)
@@ -485,6 +539,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         console.print(start_table)
     if sweep is not None:
         console.print(sweep)
+    if photos is not None:
+        console.print(photos)
 
 
 def load_precision_note() -> str:

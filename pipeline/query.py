@@ -156,8 +156,8 @@ def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.nd
         data = path.expanduser().read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read query image {path}: {exc.strerror or exc}") from exc
-    image = decode_image(data, max_pixels).image
     plan = embedder.pixel_plan
+    image = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None).image
     if plan is None:  # a transform ingest also runs whole, per item
         return embedder.encode_images(embedder.preprocess(image).unsqueeze(0))[0]
     import torch  # noqa: PLC0415

@@ -174,8 +174,12 @@ def sha256_hex(data: bytes) -> str:
 # Images
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> DecodedImage:
     """Decode image bytes into an RGB ``DecodedImage``.
+
+    ``min_side``: a JPEG may be decoded at a reduced scale (libjpeg's DCT scaling by 1/2, 1/4 or
+    1/8) as long as both sides stay at least ``min_side`` pixels; the width and height reported
+    stay the file's own. None (the default) decodes every pixel.
 
     The format is detected from the content (the extension is not trusted) among
     ``ALLOWED_FORMATS``. The pixel count from the header is checked against ``max_pixels``
@@ -193,7 +197,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     # threads. Our own header check below stops bombs above ``max_pixels``; Pillow's guard still
     # raises DecompressionBombError beyond twice its MAX_IMAGE_PIXELS.
     try:
-        return _decode_image(data, max_pixels)
+        return _decode_image(data, max_pixels, min_side)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(_pillow_bomb_reason(exc, max_pixels)) from exc
     except UnidentifiedImageError as exc:
@@ -202,7 +206,7 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise DecodeError(f"corrupt image: {_short(exc)}") from exc
 
 
-def _decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+def _decode_image(data: bytes, max_pixels: int, min_side: int | None) -> DecodedImage:
     """The decoding steps, raising Pillow's own errors (translated by ``decode_image``)."""
     with Image.open(io.BytesIO(data), formats=_open_formats()) as opened:
         width, height = opened.size
@@ -213,14 +217,19 @@ def _decode_image(data: bytes, max_pixels: int) -> DecodedImage:
             raise DecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {limit}")
         image_format = opened.format or ""
         opened.seek(0)
+        if min_side is not None and image_format in ("JPEG", "MPO"):
+            opened.draft(None, (min_side, min_side))  # a no-op unless both sides can shrink 2x or more
         opened.load()
+        decoded_size = opened.size
         # In place: without an EXIF rotation this is a no-op, where the copying form duplicates
         # every pixel (~12% of a 640x480 JPEG's decode time).
         ImageOps.exif_transpose(opened, in_place=True)
         oriented = opened
     rgb = to_rgb(oriented)
+    if rgb.size != decoded_size:  # a quarter turn: the reported size turns with it
+        width, height = height, width
     mime = _MIME_OVERRIDES.get(image_format) or Image.MIME.get(image_format) or "application/octet-stream"
-    return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, mime=mime)
+    return DecodedImage(image=rgb, width=width, height=height, mime=mime)
 
 
 @lru_cache(maxsize=1)

@@ -135,7 +135,7 @@ def decoded_pixels(
     """
     started = time.perf_counter()
     try:
-        decoded = decode_image(data, max_pixels)
+        decoded = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None)
         mid = time.perf_counter()
         pixels = plan.to_array(decoded.image) if plan is not None else preprocess(decoded.image)
     except DecodeError as exc:
