@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
+from ..schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records, records_to_batch
 from ..schemas.state import CollectionVersion
 from .apply import apply_records, mark_applied_next
 from .embed.model import Embedder
@@ -121,9 +121,14 @@ class Committer:
         if self.progress is not None:
             self.progress.advance(items)
 
-    def count_applied(self, records: list[ItemRecord], upserted: int, deleted: int) -> None:
-        """Count a shard applied outside ``flush`` (a unit's shard re-applied after a crash)."""
-        self._count(records, upserted, deleted)
+    def reapply(self, ref: ShardRef) -> None:
+        """Apply the unit's shard that an earlier attempt wrote but may not have applied (idempotent)."""
+        table = self.log.read(ref)
+        records = batch_to_records(table)
+        with stage("upsert"):
+            result = apply_records(self.store_factory(), self.version.physical_name, records, batch_embeddings(table))
+        mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
+        self._count(records, result.upserted, result.deleted)
 
     def _count(self, records: list[ItemRecord], upserted: int, deleted: int) -> None:
         counts = self.counts
@@ -230,10 +235,16 @@ class PlanExecutor:
         return self.committer.version.dim
 
     def run(self) -> None:
+        """Embed and commit: ``prepare`` then the committer's ``flush``."""
+        self.prepare()
+        self.committer.flush()
+
+    def prepare(self) -> None:
+        """Queue every row of the plan on the committer (tombstones, reused vectors, new
+        embeddings); nothing is written until the committer's ``flush``."""
         self._delete()
         self._reuse_stored()
         self._embed()
-        self.committer.flush()
 
     def _delete(self) -> None:
         for item in self.plan.deleted:

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, Timeout
 
 from ..schemas.config import Settings
-from ..schemas.items import batch_embeddings, batch_to_records
 from ..schemas.state import CollectionState, CollectionVersion, LabelConfig, RunSummary, SourceSpec
-from .apply import apply_records, collection_spec, mark_applied, mark_applied_next, replay_unapplied, shard_log
+from .apply import collection_spec, mark_applied, replay_unapplied, shard_log
+from .commits import BackgroundCommits
 from .embed.model import Embedder, ModelSpec
 from .embed.stage_timer import stage
 from .errors import CollectionNotFoundError, IncompleteRunError, IndexBusyError, SchemaMismatchError
@@ -34,6 +34,7 @@ from .index.open_store import open_store, physical_collection_name, require_stor
 from .index.store import VectorStore
 from .io.catalog import Catalog, CatalogItem, load_catalog, write_catalog
 from .io.root import is_remote
+from .io.shards import ShardRef
 from .io.state_file import edit_state, read_state
 from .plan import ChangePlan, plan_changes
 from .runplan import ReuseJob, RunDir, RunPlan, UnitOutcome, WorkUnit, prune_runs, worker_name
@@ -449,47 +450,76 @@ def open_unit_session(
     return _Session(settings, spec, embedder, loader, version.text_model if version.text_embedder_id else None)
 
 
-def process_unit(
+@dataclass(slots=True)
+class PreparedUnit:
+    """A work unit whose rows are ready (embedded, or found in a shard an earlier attempt wrote):
+    ``commit`` writes the shard, applies it to the store and records the unit's outcome."""
+
+    run_dir: RunDir
+    seq: int
+    started: float
+    items: int
+    embedded_keys: list[str]
+    committer: Committer | None = None  # None: the unit was done before
+    written: ShardRef | None = None  # the shard an earlier attempt wrote (then only re-applied)
+    done: UnitOutcome | None = None
+
+    def commit(self) -> UnitOutcome:
+        """Write and apply the unit's shard, then record its outcome (the unit is done)."""
+        if self.done is not None:
+            return self.done
+        committer = self.committer
+        assert committer is not None  # noqa: S101 - set whenever done is None
+        if self.written is not None:
+            committer.reapply(self.written)
+            committer.counts.embedded_keys = list(self.embedded_keys)
+            if committer.progress is not None:
+                committer.progress.advance(self.items)
+        else:
+            committer.flush()
+        shard = self.written or committer.written
+        outcome = UnitOutcome(seq=self.seq, shard=None if shard is None else shard.path.name,
+                              counts=committer.counts, worker=worker_name(),
+                              seconds=time.perf_counter() - self.started, reapplied=self.written is not None)
+        self.run_dir.write_outcome(outcome)
+        return outcome
+
+
+def prepare_unit(
     session: _Session, collection: str, run_id: str, seq: int, progress: ProgressReporter | None = None
-) -> UnitOutcome:
-    """Step 2, once per work unit: decode, embed, write the unit's shard under its sequence number,
-    apply it to the store. Idempotent: a unit that is done is not redone, and a unit whose shard was
-    written before a crash is only applied again, so each shard is written exactly once."""
+) -> PreparedUnit:
+    """The first half of ``process_unit``: decode and embed the unit's items (nothing is written).
+    A unit that is done is not redone; a unit whose shard exists is only re-applied by ``commit``."""
     settings = session.settings
     started = time.perf_counter()
     run_dir = RunDir(settings.root, collection, run_id)
     done = run_dir.read_outcome(seq)
     if done is not None:
         log.info("unit %d of run %s was already done by %s", seq, run_id, done.worker)
-        return done
+        return PreparedUnit(run_dir, seq, started, 0, [], done=done)
     run = run_dir.read_plan()
     version = _run_version(settings, run)
     unit = run_dir.read_unit(seq)
     log_ = shard_log(settings.root, collection, version)
-    counts = RunCounts()
-    committer = Committer(settings.root, collection, version, log_, session.store, seq, counts, progress)
-    written = log_.find(seq)
-    if written is not None:
-        table = log_.read(written)
-        records = batch_to_records(table)
-        result = apply_records(session.store(), version.physical_name, records, batch_embeddings(table))
-        mark_applied_next(settings.root, collection, version.physical_name, seq)
-        committer.count_applied(records, result.upserted, result.deleted)
-        counts.embedded_keys = [ref.key for ref in unit.embed]
-        if progress is not None:
-            progress.advance(unit.items)
-    else:
+    committer = Committer(settings.root, collection, version, log_, session.store, seq, RunCounts(), progress)
+    prepared = PreparedUnit(run_dir, seq, started, unit.items, [ref.key for ref in unit.embed], committer,
+                            written=log_.find(seq))
+    if prepared.written is None:
         if unit.embed:
             session.check_embedder(version)
         PlanExecutor(_unit_plan(unit), _Known(unit.previous), committer, session.embedder, settings.batch_size,
                      settings.workers, settings.max_image_pixels,
-                     session.text_embedder if version.text_embedder_id else None).run()
-    shard = written or committer.written
-    outcome = UnitOutcome(seq=seq, shard=None if shard is None else shard.path.name,
-                          counts=counts, worker=worker_name(), seconds=time.perf_counter() - started,
-                          reapplied=written is not None)
-    run_dir.write_outcome(outcome)
-    return outcome
+                     session.text_embedder if version.text_embedder_id else None).prepare()
+    return prepared
+
+
+def process_unit(
+    session: _Session, collection: str, run_id: str, seq: int, progress: ProgressReporter | None = None
+) -> UnitOutcome:
+    """Step 2, once per work unit: decode, embed, write the unit's shard under its sequence number,
+    apply it to the store. Idempotent: a unit that is done is not redone, and a unit whose shard was
+    written before a crash is only applied again, so each shard is written exactly once."""
+    return prepare_unit(session, collection, run_id, seq, progress).commit()
 
 
 def finalize_run(session: _Session, collection: str, run_id: str) -> IndexReport:
@@ -533,6 +563,8 @@ def index_source(
     embedder: Embedder | None = None,
 ) -> IndexReport:
     """Make the collection reflect the source, in this process: plan, every unit in order, finalize.
+    Each unit's commit (Parquet shard, upsert, outcome) runs on a background thread while the next
+    unit is decoded and embedded; commits stay in order, one at a time (``commits.py``).
     (The Prefect ingest flow runs the same three steps as tasks; see ``flows/ingest.py``.)"""
     if request.dry_run:
         return plan_run(request, settings, embedder).report
@@ -545,8 +577,9 @@ def index_source(
         try:
             if progress is not None and run.seqs:
                 progress.start(sum(run.unit_items))
-            for seq in run.seqs:
-                process_unit(session, run.collection, run.run_id, seq, progress)
+            with BackgroundCommits() as commits:  # unit k is written and upserted while unit k+1 embeds
+                for seq in run.seqs:
+                    commits.submit(prepare_unit(session, run.collection, run.run_id, seq, progress).commit)
             return finalize_run(session, run.collection, run.run_id)
         finally:
             session.close()
