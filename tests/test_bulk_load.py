@@ -184,6 +184,20 @@ def test_edge_vector_index_is_built_by_optimize_only_above_the_threshold(tmp_pat
     assert config["optimizers"]["indexing_threshold"] == 1
 
 
+def test_edge_bulk_points_carry_the_exact_float32_values() -> None:
+    """The bulk path hands qdrant-edge memoryviews of the float32 rows: the points hold exactly
+    the values that lists of the same floats would give (with and without RAG vectors)."""
+    vectors = _vectors(5, 3)
+    payloads = [{"key": str(i)} for i in range(5)]
+    ids = [point_id(str(i)) for i in range(5)]
+    clip_only = PointBatch(ids, vectors, payloads)
+    with_rag = PointBatch(ids, vectors, payloads, text_vectors=[None] * 5, sparse=[None] * 5)
+    for batch in (clip_only, with_rag):
+        points = edge_module._edge_points(batch, 0, 5, SPEC, COLLECTION)
+        assert [p.vector for p in points] == [{SPEC.vector_name: row} for row in vectors.tolist()]
+        assert [p.payload for p in points] == payloads and [str(p.id) for p in points] == ids
+
+
 # -- column-wise payloads and the rebuild -----------------------------------------------------------
 
 

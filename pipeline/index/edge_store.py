@@ -143,7 +143,7 @@ def _spec_from_json(data: dict[str, Any]) -> CollectionSpec:
 
 
 def _point_vectors(
-    clip: list[float], text_vector: np.ndarray | None, sparse: SparseVector | None, spec: CollectionSpec, collection: str
+    clip: Sequence[float], text_vector: np.ndarray | None, sparse: SparseVector | None, spec: CollectionSpec, collection: str
 ) -> dict[str, Any]:
     """The named vectors of a point: CLIP, plus ``text`` and ``bm25`` on text chunks that have them."""
     vectors: dict[str, Any] = {spec.vector_name: clip}
@@ -158,9 +158,17 @@ def _point_vectors(
 
 
 def _edge_points(batch: PointBatch, start: int, stop: int, spec: CollectionSpec, collection: str) -> list[qe.Point]:
-    """qdrant-edge points of rows ``start:stop`` of a batch (the CLIP vectors become lists in one call)."""
-    clips = vector_matrix(batch.vectors[start:stop], spec.dim, collection).tolist()
+    """qdrant-edge points of rows ``start:stop`` of a batch.
+
+    Each CLIP vector goes to qdrant-edge as a memoryview of its float32 row, which it reads as a
+    sequence of floats: the same values as a list, without first building a Python float per
+    element (``tolist`` took a third of the Python time of a rebuild, benchmarks/rebuild.py).
+    """
+    clips = [memoryview(row) for row in vector_matrix(batch.vectors[start:stop], spec.dim, collection)]
     ids, payloads = batch.ids[start:stop], batch.payloads[start:stop]
+    if batch.text_vectors is None and batch.sparse is None:  # CLIP only: no per-point lookups
+        return [qe.Point(id=point_id, vector={spec.vector_name: clip}, payload=payload)
+                for point_id, clip, payload in zip(ids, clips, payloads, strict=True)]
     return [
         qe.Point(id=point_id, vector=_point_vectors(clip, *batch.rag_vectors(start + offset), spec, collection),
                  payload=payload)
