@@ -193,10 +193,11 @@ def rebuild_version(settings: Settings, store: VectorStore, collection: str, ver
     discard_partial_shards(log_)
     shards = log_.shards()
     store.drop_collection(version.physical_name)
-    store.create_collection(version.physical_name, collection_spec(version))
     if not shards:
+        store.create_collection(version.physical_name, collection_spec(version))
         return 0
     with stage("upsert"):  # the vector index is built at the end of the load (optimize=True)
-        written = store.upsert_batches(version.physical_name, current_point_batches(log_), optimize=True)
+        written = store.upsert_batches(version.physical_name, current_point_batches(log_), optimize=True,
+                                       create=collection_spec(version))
     mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
     return written

@@ -31,7 +31,7 @@ from test_store_backends import (
 )
 
 from mmindex.pipeline.apply import REBUILD_BATCH, point_batches, rebuild_version, shard_log
-from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
+from mmindex.pipeline.errors import ConfigError, MmindexError, SchemaMismatchError
 from mmindex.pipeline.ids import chunk_key, point_id
 from mmindex.pipeline.index import edge_store as edge_module
 from mmindex.pipeline.index.edge_store import EdgeStore
@@ -96,6 +96,17 @@ def test_bulk_load_is_idempotent_and_overwrites(store: VectorStore) -> None:
     assert store.count(COLLECTION) == 120
     assert store.count(COLLECTION, parse_where(["modality=video"])) == 10
     assert store.upsert_batches(COLLECTION, iter(())) == 0
+
+
+def test_bulk_load_can_create_the_collection(store: VectorStore) -> None:
+    records = _records(seed=8, n=90)
+    assert store.upsert_batches(COLLECTION, _batches(records, 40), create=SPEC) == 90
+    assert store.collection_exists(COLLECTION) and store.count(COLLECTION) == 90
+    _assert_same_hits(store.search(COLLECTION, records[5].vector, 5), _reference_search(records, records[5].vector, 5))
+    with pytest.raises(MmindexError):
+        store.upsert_batches(COLLECTION, _batches(records, 40), create=SPEC)  # it exists
+    assert store.upsert_batches("empty", iter(()), create=SPEC) == 0  # created, with nothing in it
+    assert store.collection_exists("empty") and store.count("empty") == 0
 
 
 def test_bulk_load_checks_shapes(store: VectorStore) -> None:
