@@ -185,7 +185,8 @@ def _current_rows(log_: ShardLog, ref: ShardRef, keys: pa.Array) -> pa.Table:
 def rebuild_version(settings: Settings, store: VectorStore, collection: str, version: CollectionVersion) -> int:
     """Drop the version's Qdrant collection and refill it from Parquet alone (no model).
 
-    The points go through the store's bulk path (``upsert_batches``); the vector index is built
+    The points go through the store's bulk path (``upsert_batches``), which also creates the
+    collection (on the embedded backend in its first shard session); the vector index is built
     once at the end of it (on the embedded backend only for collections large enough to need
     one). An interrupted rebuild is simply run again.
     """
