@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from .embed.stage_timer import stage
 from .index.store import CollectionSpec, PointBatch, PointRecord, SparseVector, VectorStore
 from .io.catalog import latest_rows
 from .io.root import StoragePath, is_remote
-from .io.shards import TMP_PREFIX, ShardLog
+from .io.shards import TMP_PREFIX, ShardLog, ShardRef
 from .io.state_file import edit_state
 
 log = logging.getLogger(__name__)
@@ -153,25 +154,39 @@ def current_point_batches(log_: ShardLog, size: int = REBUILD_BATCH) -> Iterator
     """Point batches of every item's current ok rows, streamed shard by shard (oldest first).
 
     Which shard holds an item's current rows is decided from the key columns alone; then each
-    shard is read in full once and only its current rows are kept, so memory holds one shard
-    and the keys, never every embedding of the collection.
+    shard is read in full once and only its current rows are kept, so memory holds two shards
+    (the one being written and the next, read ahead) and the keys, never every embedding of the
+    collection. The read-ahead runs in a thread: Parquet decoding releases the GIL, so it
+    overlaps the store's work on the previous shard.
     """
     current = latest_rows(log_, ["status"])
     current = current.filter(pc.equal(current.column("status"), STATUS_OK))
+    wanted = []
     for ref in log_.shards():
         keys = current.filter(pc.equal(current.column("seq"), ref.seq)).column("key")
-        if len(keys) == 0:
-            continue
-        with stage("read"):
-            table = log_.read(ref)
-            table = table.filter(pc.is_in(table.column("key"), value_set=keys.combine_chunks()))
-        yield from point_batches(table, size)
+        if len(keys) > 0:
+            wanted.append((ref, keys.combine_chunks()))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmindex-read") as reader:
+        pending = [reader.submit(_current_rows, log_, ref, keys) for ref, keys in wanted[:1]]
+        for index in range(len(wanted)):
+            with stage("read"):  # waiting for the read-ahead
+                table = pending.pop().result()
+            if index + 1 < len(wanted):
+                pending.append(reader.submit(_current_rows, log_, *wanted[index + 1]))
+            yield from point_batches(table, size)
+
+
+def _current_rows(log_: ShardLog, ref: ShardRef, keys: pa.Array) -> pa.Table:
+    """The rows of one shard whose key is in ``keys``."""
+    table = log_.read(ref)
+    return table.filter(pc.is_in(table.column("key"), value_set=keys))
 
 
 def rebuild_version(settings: Settings, store: VectorStore, collection: str, version: CollectionVersion) -> int:
     """Drop the version's Qdrant collection and refill it from Parquet alone (no model).
 
-    The points go through the store's bulk path (``upsert_batches``); the vector index is built
+    The points go through the store's bulk path (``upsert_batches``), which also creates the
+    collection (on the embedded backend in its first shard session); the vector index is built
     once at the end of it (on the embedded backend only for collections large enough to need
     one). An interrupted rebuild is simply run again.
     """
@@ -179,10 +194,11 @@ def rebuild_version(settings: Settings, store: VectorStore, collection: str, ver
     discard_partial_shards(log_)
     shards = log_.shards()
     store.drop_collection(version.physical_name)
-    store.create_collection(version.physical_name, collection_spec(version))
     if not shards:
+        store.create_collection(version.physical_name, collection_spec(version))
         return 0
     with stage("upsert"):  # the vector index is built at the end of the load (optimize=True)
-        written = store.upsert_batches(version.physical_name, current_point_batches(log_), optimize=True)
+        written = store.upsert_batches(version.physical_name, current_point_batches(log_), optimize=True,
+                                       create=collection_spec(version))
     mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
     return written

@@ -31,7 +31,7 @@ from test_store_backends import (
 )
 
 from mmindex.pipeline.apply import REBUILD_BATCH, point_batches, rebuild_version, shard_log
-from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
+from mmindex.pipeline.errors import ConfigError, MmindexError, SchemaMismatchError
 from mmindex.pipeline.ids import chunk_key, point_id
 from mmindex.pipeline.index import edge_store as edge_module
 from mmindex.pipeline.index.edge_store import EdgeStore
@@ -96,6 +96,17 @@ def test_bulk_load_is_idempotent_and_overwrites(store: VectorStore) -> None:
     assert store.count(COLLECTION) == 120
     assert store.count(COLLECTION, parse_where(["modality=video"])) == 10
     assert store.upsert_batches(COLLECTION, iter(())) == 0
+
+
+def test_bulk_load_can_create_the_collection(store: VectorStore) -> None:
+    records = _records(seed=8, n=90)
+    assert store.upsert_batches(COLLECTION, _batches(records, 40), create=SPEC) == 90
+    assert store.collection_exists(COLLECTION) and store.count(COLLECTION) == 90
+    _assert_same_hits(store.search(COLLECTION, records[5].vector, 5), _reference_search(records, records[5].vector, 5))
+    with pytest.raises(MmindexError):
+        store.upsert_batches(COLLECTION, _batches(records, 40), create=SPEC)  # it exists
+    assert store.upsert_batches("empty", iter(()), create=SPEC) == 0  # created, with nothing in it
+    assert store.collection_exists("empty") and store.count("empty") == 0
 
 
 def test_bulk_load_checks_shapes(store: VectorStore) -> None:
@@ -182,6 +193,20 @@ def test_edge_vector_index_is_built_by_optimize_only_above_the_threshold(tmp_pat
     assert _indexed_vectors(tiny_threshold) > 0, "optimize=True builds it at the end of the load"
     config = json.loads((tiny_threshold.shard_path(COLLECTION) / "edge_config.json").read_text())
     assert config["optimizers"]["indexing_threshold"] == 1
+
+
+def test_edge_bulk_points_carry_the_exact_float32_values() -> None:
+    """The bulk path hands qdrant-edge memoryviews of the float32 rows: the points hold exactly
+    the values that lists of the same floats would give (with and without RAG vectors)."""
+    vectors = _vectors(5, 3)
+    payloads = [{"key": str(i)} for i in range(5)]
+    ids = [point_id(str(i)) for i in range(5)]
+    clip_only = PointBatch(ids, vectors, payloads)
+    with_rag = PointBatch(ids, vectors, payloads, text_vectors=[None] * 5, sparse=[None] * 5)
+    for batch in (clip_only, with_rag):
+        points = edge_module._edge_points(batch, 0, 5, SPEC, COLLECTION)
+        assert [p.vector for p in points] == [{SPEC.vector_name: row} for row in vectors.tolist()]
+        assert [p.payload for p in points] == payloads and [str(p.id) for p in points] == ids
 
 
 # -- column-wise payloads and the rebuild -----------------------------------------------------------

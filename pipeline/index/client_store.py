@@ -254,7 +254,9 @@ class ClientStore:
                 self.client.upsert(name, points=batch, wait=True)
         logger.debug("upserted %d points into %r", len(points), name)
 
-    def upsert_batches(self, name: str, batches: Iterable[PointBatch], optimize: bool = False) -> int:
+    def upsert_batches(
+        self, name: str, batches: Iterable[PointBatch], optimize: bool = False, create: CollectionSpec | None = None
+    ) -> int:
         """Bulk load with qdrant-client's uploader (``UPSERT_BATCH`` points a request, each acknowledged).
 
         Per Qdrant's guidance for bulk uploads, a server's collection has vector indexing switched
@@ -263,7 +265,10 @@ class ClientStore:
         points arrive. (A process killed mid-load leaves indexing off: running the rebuild again
         restores it. The local mode has no such setting.) ``upload_parallel`` > 1 uploads from that many processes.
         ``optimize`` changes nothing here: the server builds its indexes in the background.
+        ``create`` creates the collection first (``create_collection``).
         """
+        if create is not None:
+            self.create_collection(name, create)
         info = self._vector_info(name)
         counted = [0]
 

@@ -237,13 +237,17 @@ class VectorStore(Protocol):
     def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
         """Write points (batched internally); durable when it returns."""
 
-    def upsert_batches(self, name: str, batches: Iterable[PointBatch], optimize: bool = False) -> int:
+    def upsert_batches(
+        self, name: str, batches: Iterable[PointBatch], optimize: bool = False, create: CollectionSpec | None = None
+    ) -> int:
         """Bulk load: write every batch (pulled lazily), durable when it returns; points written.
 
         For loads of many points (``mmindex rebuild``): backends write with as little per-point
         work and as few round trips or shard sessions as they can, and leave vector indexing to
         the end: ``optimize=True`` builds the indexes once the last batch is in (as ``optimize``
         would, without another shard session). Re-running after an interruption is safe.
+        With ``create``, the collection is first created with that spec (as ``create_collection``;
+        an error if it exists), also when there are no batches.
         """
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
