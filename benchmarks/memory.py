@@ -76,9 +76,10 @@ def peak_rss_mib(corpus: Path, root: Path, model: Path) -> tuple[float, float, f
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     anon = [0]
+    reaped = threading.Event()
 
-    def sample() -> None:
-        while child.poll() is None:
+    def sample() -> None:  # never reaps the child (``poll`` would, racing ``wait4`` below)
+        while not reaped.is_set():
             anon[0] = max(anon[0], _anon_kib(child.pid))
             time.sleep(0.02)
 
@@ -87,6 +88,7 @@ def peak_rss_mib(corpus: Path, root: Path, model: Path) -> tuple[float, float, f
     assert child.stderr is not None
     errors = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
+    reaped.set()
     child.returncode = os.waitstatus_to_exitcode(status)
     sampler.join()
     if child.returncode != 0:

@@ -43,6 +43,7 @@ from ..errors import (
     MmindexError,
     StoreUnavailableError,
 )
+from . import edge_layout
 from ._filter_translate import translate_filter
 from .filters import PayloadFilter
 from .store import (
@@ -74,8 +75,9 @@ logger = logging.getLogger(__name__)
 SPEC_FILE = "mmindex_collection.json"
 _LOCK_POLL_S = 0.01
 _SPEC_FORMAT = 1
-# A segment gets a vector (HNSW) index once its vectors exceed this many KiB; smaller segments are
-# searched by an exact scan. qdrant-edge has no background optimizer: the index is built by
+# A segment gets a vector (HNSW) index once its vectors exceed this many KiB (a collection that
+# seals its segments, ``edge_layout``: once all its vectors do); smaller ones are searched by an
+# exact scan. qdrant-edge has no background optimizer: the index is built by
 # ``optimize`` (after a bulk load), never during one. Qdrant's server default (10 MB) suits a
 # server under many concurrent queries; one process scanning ~100,000 512-d vectors (200 MB)
 # answers in tens of milliseconds, so embedded collections up to that size skip the index build
@@ -140,6 +142,14 @@ def _spec_from_json(data: dict[str, Any]) -> CollectionSpec:
         indexed_fields={name: FieldType(kind) for name, kind in data["indexed_fields"].items()},
         text_dim=None if data.get("text_dim") is None else int(data["text_dim"]),
     )
+
+
+def _dense_vectors(spec: CollectionSpec) -> dict[str, tuple[int, qe.Distance]]:
+    """The named dense vectors of a collection: CLIP, and ``text`` where it has a text model."""
+    vectors = {spec.vector_name: (spec.dim, qe.Distance.Cosine)}
+    if spec.text_dim is not None:
+        vectors[TEXT_VECTOR] = (spec.text_dim, qe.Distance.Cosine)
+    return vectors
 
 
 def _point_vectors(
@@ -278,16 +288,12 @@ class EdgeStore:
         if path.exists():
             logger.warning("removing %s, left over from an interrupted collection creation", path)
             shutil.rmtree(path)
-        vectors = {spec.vector_name: qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)}
-        sparse = None
-        if spec.text_dim is not None:
-            vectors[TEXT_VECTOR] = qe.EdgeVectorParams(size=spec.text_dim, distance=qe.Distance.Cosine)
-            sparse = {SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
-        optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb)
-        shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, optimizers=optimizers))
+        sparse = [] if spec.text_dim is None else [SPARSE_VECTOR]
+        config = edge_layout.shard_config(_dense_vectors(spec), sparse, self.indexing_threshold_kb)
+        shard = qe.EdgeShard.create(str(path), config)
         try:
             for field_name, kind in spec.indexed_fields.items():
-                shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
+                shard.update(qe.UpdateOperation.create_field_index(field_name, edge_layout.index_params(kind)))
         except BaseException:
             shard.close()
             raise
@@ -295,29 +301,32 @@ class EdgeStore:
                     spec.vector_name, len(spec.indexed_fields), path)
         return shard
 
-    def _load_shard(self, name: str) -> tuple[qe.EdgeShard, CollectionSpec]:
+    def _load_shard(self, name: str, config: qe.EdgeConfig | None = None) -> tuple[qe.EdgeShard, CollectionSpec]:
         spec = self._read_spec(name)
         path = self.shard_path(name)
         try:
-            return qe.EdgeShard.load(str(path)), spec
+            return qe.EdgeShard.load(str(path), config), spec
         except Exception as exc:  # qdrant-edge raises plain Exception for every failure
             raise StoreUnavailableError(f"cannot open embedded index shard {path}: {exc}") from exc
 
     @contextmanager
     def _open_shard(
-        self, name: str, create_spec: CollectionSpec | None = None, write: bool = False
+        self, name: str, create_spec: CollectionSpec | None = None, write: bool = False,
+        config: qe.EdgeConfig | None = None,
     ) -> Iterator[tuple[qe.EdgeShard, CollectionSpec]]:
-        """Lock, load (or create with ``create_spec``) the shard; flush writes; close; unlock.
+        """Lock, load (or create with ``create_spec``) the shard; seal and flush writes; close; unlock.
 
         A created shard is flushed and its spec file written before the block runs: the
-        collection exists from then on, also if the block fails. Failures of qdrant-edge inside
-        the block become ``StoreUnavailableError`` naming the shard; mmindex's own errors pass
-        through.
+        collection exists from then on, also if the block fails. ``config`` is applied on load
+        (see ``edge_layout.graph_config``). A shard that seals its segments (``edge_layout``)
+        runs its optimizers before each flush, so its appendable segment, held in RAM at every
+        load, stays small. Failures of qdrant-edge inside the block become
+        ``StoreUnavailableError`` naming the shard; mmindex's own errors pass through.
         """
         path = self.shard_path(name)
         with self._locked(name):
             if create_spec is None:
-                shard, spec = self._load_shard(name)
+                shard, spec = self._load_shard(name) if config is None else self._load_shard(name, config)
             else:
                 shard, spec = self._wrap(path, "create", self._create_shard, name, create_spec), create_spec
             try:
@@ -325,6 +334,8 @@ class EdgeStore:
                     self._wrap(path, "flush", shard.flush)
                     self._write_spec(name, create_spec)
                 yield shard, spec
+                if write and edge_layout.seals(path):
+                    self._wrap(path, "seal", shard.optimize)
                 if write:
                     self._wrap(path, "flush", shard.flush)
             except MmindexError:
@@ -437,6 +448,8 @@ class EdgeStore:
             closing_s = time.monotonic() - leaving
         if failure is not None:
             raise failure
+        if optimize:
+            self._build_graphs_when_large(name)
         logger.debug("bulk-loaded %d points into %r", written, name)
         return written
 
@@ -613,7 +626,7 @@ class EdgeStore:
         with self._open_shard(name, write=True) as (shard, spec):
             if spec.indexed_fields.get(field_name) == kind:
                 return
-            shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
+            shard.update(qe.UpdateOperation.create_field_index(field_name, edge_layout.index_params(kind)))
             self._write_spec(name, CollectionSpec(spec.dim, spec.vector_name, {**spec.indexed_fields, field_name: kind},
                                                   spec.text_dim))
 
@@ -621,10 +634,27 @@ class EdgeStore:
         """Run qdrant-edge's segment optimizers (HNSW build, vacuum) now; True if anything changed.
 
         qdrant-edge has no background optimizer: call this after a bulk load so that searches
-        use an HNSW index instead of scanning the appendable segments.
+        use an HNSW index instead of scanning the appendable segments. A collection that seals
+        its segments without graphs (``edge_layout``) gets real HNSW graphs here once its vectors
+        exceed the store's indexing threshold.
         """
         with self._open_shard(name, write=True) as (shard, _spec):
-            return bool(shard.optimize())
+            changed = bool(shard.optimize())
+        return self._build_graphs_when_large(name) or changed
+
+    def _build_graphs_when_large(self, name: str) -> bool:
+        """Switch a sealing collection above the indexing threshold to HNSW graphs; True if done."""
+        if not edge_layout.seals(self.shard_path(name)):
+            return False
+        with self._open_shard(name) as (shard, spec):
+            points = int(shard.info().points_count)
+        if edge_layout.vectors_kb(points, spec.dim) < self.indexing_threshold_kb:
+            return False
+        logger.info("collection %r outgrew %d KiB of vectors: building HNSW graphs", name, self.indexing_threshold_kb)
+        config = edge_layout.graph_config(_dense_vectors(spec), self.indexing_threshold_kb)
+        with self._open_shard(name, write=True, config=config) as (shard, _spec):
+            shard.optimize()
+        return True
 
     def close(self) -> None:
         """Nothing to release: shards and locks are held only for the duration of a call."""
