@@ -21,12 +21,14 @@ from mmindex.pipeline.index.edge_store import SPEC_FILE, EdgeStore
 from mmindex.pipeline.index.filters import parse_where
 from mmindex.pipeline.index.store import PointBatch, PointRecord
 
-SEAL_KB = 4  # 64 16-d vectors: the tests' points fill a few sealed segments
+SEAL_POINTS = 64  # 4 KiB of 16-d vectors: the tests' points fill a few sealed segments
+SEAL_KB = 4
 
 
 @pytest.fixture(autouse=True)
 def _small_seal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edge_layout, "SEAL_KB", SEAL_KB)
+    monkeypatch.setattr(edge_layout, "SEAL_POINTS", SEAL_POINTS)
+    assert edge_layout.seal_kb(DIM) == SEAL_KB
 
 
 def _batches(records: list[PointRecord], size: int) -> Iterator[PointBatch]:
@@ -62,7 +64,7 @@ def test_segments_are_sealed_without_graphs_and_answer_exactly(tmp_path: Path) -
         edge.upsert(COLLECTION, records[start : start + 50])
     configs = _segment_configs(edge)
     sealed = [c for c in configs if c["index"]["type"] == "hnsw"]
-    assert sealed, "the appendable segment is sealed once it outgrows SEAL_KB"
+    assert sealed, "the appendable segment is sealed once it outgrows SEAL_POINTS"
     assert all(c["index"]["options"]["m"] == 0 for c in sealed), "sealing builds no graph"
     _assert_exact_answers(edge, records)
     edge.delete(COLLECTION, [records[0].id, records[1].id])  # deletes and re-writes reach sealed points
