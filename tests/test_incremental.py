@@ -311,3 +311,32 @@ def test_materialized_catalog_is_rebuilt_when_lost_or_corrupt(settings: Settings
     catalog_file.unlink()
     assert run(settings, corpus, CountingEmbedder(tiny_embedder)).plan["unchanged"] == 5
     assert_exact_points(settings, corpus, tiny_embedder)
+
+
+def test_catalog_streamed_and_brought_forward_equals_a_full_rebuild(settings: Settings, corpus: Path, tiny_embedder) -> None:
+    """The catalog written shard by shard (newest first), and the one brought forward from an
+    older catalog, hold exactly what grouping every row of every shard gives."""
+    from mmindex.pipeline.apply import shard_log
+    from mmindex.pipeline.io.catalog import ITEM_COLUMNS, current_items, items_from_rows, latest_rows, load_catalog
+
+    run(settings, corpus, tiny_embedder)
+    version = collection_state(settings, "c").current
+    log_ = shard_log(settings.root, "c", version)
+    first_catalog = load_catalog(log_).items
+    first_through = log_.shards()[-1].seq
+    (corpus / "space" / "astronaut.png").unlink()  # deleted
+    shutil.move(corpus / "space" / "rocket.jpg", corpus / "rocket.jpg")  # renamed
+    (corpus / "notes.md").write_text(LONG_NOTE.replace("cats sleep", "dogs bark"), encoding="utf-8")  # edited chunks
+    Image.fromarray(_photo("camera")).convert("RGB").save(corpus / "camera.jpg")  # new
+    run(settings, corpus, tiny_embedder)
+    assert log_.shards()[-1].seq > first_through
+
+    def rows(table) -> list[dict]:  # noqa: ANN001
+        return sorted(table.to_pylist(), key=lambda row: row["item_key"])
+
+    expected = rows(items_from_rows(latest_rows(log_, ITEM_COLUMNS)))
+    assert rows(current_items(log_)) == expected
+    assert rows(current_items(log_, first_catalog, first_through)) == expected
+    assert rows(load_catalog(log_).items) == expected  # the catalog file written at the end of the run
+    statuses = {row["item_key"].rsplit("/", 1)[-1]: row["status"] for row in expected}
+    assert statuses["astronaut.png"] == "deleted" and statuses["camera.jpg"] == "ok"

@@ -181,38 +181,77 @@ class Catalog:
         return [self._item_at(position) for position in positions]
 
 
+def current_items(log: ShardLog, base: pa.Table | None = None, base_through: int = -1) -> pa.Table:
+    """One row per item (``items_from_rows``) from the newest shard that mentions it.
+
+    Shards are read one at a time, newest first, and an item's rows are taken from the first
+    shard that has it: memory holds one shard's item columns and the result, never every row of
+    the collection at once (materializing 100,000 items that way peaked ~300 MiB higher). With a
+    ``base`` catalog valid through shard ``base_through``, only the shards after it are read and
+    the base's other items are kept: a run that wrote a few shards reads only those.
+    """
+    wanted = list(dict.fromkeys(["key", "doc_key", *ITEM_COLUMNS]))
+    seen: set[str] = set()
+    parts: list[pa.Table] = []
+    for ref in reversed([ref for ref in log.shards() if ref.seq > base_through]):
+        rows = log.read(ref, wanted)
+        items = items_from_rows(rows.append_column("seq", pa.repeat(pa.scalar(ref.seq, pa.int64()), rows.num_rows)))
+        keys = items.column("item_key").to_pylist()
+        parts.append(items.filter(pa.array([key not in seen for key in keys], type=pa.bool_())))
+        seen.update(keys)
+    if base is not None:
+        keys = base.column("item_key").to_pylist()
+        parts.append(base.filter(pa.array([key not in seen for key in keys], type=pa.bool_())))
+    if not parts:
+        return Catalog.empty().items
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def _materialized(log: ShardLog) -> tuple[pa.Table, int] | None:
+    """The catalog file and the shard seq it is valid through, or None (missing or unreadable)."""
+    try:
+        where, filesystem = arrow_location(log.catalog_path)
+        items = pq.read_table(where, filesystem=filesystem)
+    except (OSError, ValueError, pa.ArrowInvalid):
+        return None
+    through = int((items.schema.metadata or {}).get(_THROUGH, b"-1"))
+    return items.replace_schema_metadata(None), through
+
+
 def write_catalog(log: ShardLog) -> None:
-    """Materialize the catalog beside the shards (atomically), valid through the last shard."""
+    """Materialize the catalog beside the shards (atomically), valid through the last shard; a
+    catalog valid through an earlier shard is brought forward by reading only the shards after it."""
     shards = log.shards()
     if not shards:
         return
-    items = items_from_rows(latest_rows(log, ITEM_COLUMNS))
-    items = items.replace_schema_metadata({_THROUGH: str(shards[-1].seq).encode()})
+    materialized = _materialized(log)
+    if materialized is not None and materialized[1] == shards[-1].seq:
+        return
+    base, through = materialized if materialized is not None and materialized[1] < shards[-1].seq else (None, -1)
+    items = current_items(log, base, through).replace_schema_metadata({_THROUGH: str(shards[-1].seq).encode()})
+    del base
     sink = pa.BufferOutputStream()
     pq.write_table(items, sink)
     del items
     publish(log.catalog_path, sink.getvalue().to_pybytes(), durable=False)
     del sink
-    # Reading every shard's item columns took memory that Arrow's allocator (mimalloc) keeps
-    # after the tables are gone; give it back, or a large ingest's peak RSS carries it along.
+    # Reading shards' item columns took memory that Arrow's allocator (mimalloc) keeps after the
+    # tables are gone; give it back, or a large ingest's peak RSS carries it along.
     pa.default_memory_pool().release_unused()
 
 
 def load_catalog(log: ShardLog) -> Catalog:
     """The catalog of a collection version: the materialized one when it is current, else
-    rebuilt from the shards (after a crash, or by an older writer)."""
+    brought forward from it (or built) from the shards (after a crash, or by an older writer)."""
     shards = log.shards()
     if not shards:
         return Catalog.empty()
-    try:
-        where, filesystem = arrow_location(log.catalog_path)
-        items = pq.read_table(where, filesystem=filesystem)
-        through = int((items.schema.metadata or {}).get(_THROUGH, b"-1"))
-    except (OSError, ValueError, pa.ArrowInvalid):
-        through = -1
-    if through == shards[-1].seq:
-        return Catalog(items.replace_schema_metadata(None), log)
-    return Catalog(items_from_rows(latest_rows(log, ITEM_COLUMNS)), log)
+    materialized = _materialized(log)
+    if materialized is not None and materialized[1] == shards[-1].seq:
+        return Catalog(materialized[0], log)
+    if materialized is not None and materialized[1] < shards[-1].seq:
+        return Catalog(current_items(log, *materialized), log)
+    return Catalog(current_items(log), log)
 
 
 def read_item_rows(log: ShardLog, items: Iterable[CatalogItem]) -> dict[str, tuple[list[ItemRecord], np.ndarray]]:
