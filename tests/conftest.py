@@ -60,6 +60,14 @@ def tiny_checkpoint(tiny_model_config: str, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
+def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):  # noqa: ANN201 - an Embedder (torch imported lazily)
+    """The tiny model loaded once through the real checkpoint path, on the CPU."""
+    from mmindex.pipeline.embed.model import ModelSpec, load_embedder
+
+    return load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_local_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same weights as an open_clip ``local-dir:`` folder (config + weights)."""
     import shutil

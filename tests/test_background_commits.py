@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from mmindex.pipeline.commits import BackgroundCommits
-from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.errors import StoreUnavailableError
 from mmindex.pipeline.index.open_store import open_store
 from mmindex.pipeline.ingest import IndexRequest, index_source
@@ -88,10 +87,6 @@ def test_an_error_in_the_block_still_finishes_the_commit_in_flight() -> None:
 # -- in a run ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_checkpoint: Path, tiny_model_config: str):  # noqa: ANN201
-    return load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
-
 
 @pytest.fixture
 def eight_photos(tmp_path: Path) -> Path:
@@ -139,11 +134,11 @@ class _Recorder:
 
 @pytest.mark.parametrize("backend", ["edge", "qdrant-client"])
 def test_unit_commits_overlap_the_next_units_embedding(
-    eight_photos: Path, tiny, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+    eight_photos: Path, tiny_embedder, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = None if backend == "edge" else f"local:{tmp_path / 'qdrant'}"
     settings = Settings(root=tmp_path / "root", workers=0, batch_size=2, shard_size=2, qdrant_url=url, text_model="none")
-    recorder = _Recorder(tiny)
+    recorder = _Recorder(tiny_embedder)
     store = open_store(settings)
     store_class = type(store)
     store.close()
@@ -160,7 +155,7 @@ def test_unit_commits_overlap_the_next_units_embedding(
 
 
 def test_a_failed_commit_stops_the_run_and_the_next_run_is_exact(
-    eight_photos: Path, tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eight_photos: Path, tiny_embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mmindex.pipeline.index.edge_store import EdgeStore
 
@@ -176,14 +171,14 @@ def test_a_failed_commit_stops_the_run_and_the_next_run_is_exact(
 
     monkeypatch.setattr(EdgeStore, "upsert", flaky)
     with pytest.raises(StoreUnavailableError, match="disk is gone"):
-        index_source(IndexRequest(eight_photos, "c"), settings, embedder=tiny)
+        index_source(IndexRequest(eight_photos, "c"), settings, embedder=tiny_embedder)
     monkeypatch.setattr(EdgeStore, "upsert", original)
-    report = index_source(IndexRequest(eight_photos, "c"), settings, embedder=tiny)
+    report = index_source(IndexRequest(eight_photos, "c"), settings, embedder=tiny_embedder)
     version = collection_state(settings, "c").current
     store = open_store(settings)
     points = store.scroll(version.physical_name, limit=100, with_vectors=True).points
     assert sorted(point.payload["path"] for point in points) == [f"p{index}.jpg" for index in range(8)]
     assert report.counts.failed == 0
     for point in points:  # every stored vector is a unit vector of the model's width
-        assert point.vector is not None and point.vector.shape == (tiny.dim,)
+        assert point.vector is not None and point.vector.shape == (tiny_embedder.dim,)
         assert np.linalg.norm(point.vector) == pytest.approx(1.0, abs=1e-4)

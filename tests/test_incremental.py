@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.ids import chunk_key, item_key, point_id
 from mmindex.pipeline.index.open_store import open_store
 from mmindex.pipeline.ingest import IndexRequest, index_source
@@ -42,10 +41,6 @@ class CountingEmbedder:
         self.texts.extend(texts)
         return self._inner.encode_texts(texts, batch_size)
 
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):
-    return load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
 
 
 @pytest.fixture(params=["edge", "qdrant-client"])

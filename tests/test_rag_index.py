@@ -18,7 +18,6 @@ from dockit import make_pdf
 from PIL import Image
 
 from mmindex.api import Index
-from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.extract import extract_document
 from mmindex.pipeline.ids import item_key, point_id
@@ -85,10 +84,6 @@ class CountingClip:
         self.texts.extend(texts)
         return self._inner.encode_texts(texts, batch_size)
 
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):
-    return load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
 
 
 def write_corpus(root: Path) -> Path:

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.index.open_store import open_store
 from mmindex.pipeline.ingest import (
@@ -72,10 +71,6 @@ def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     bucket = request.getfixturevalue("s3_bucket")
     return f"s3://{bucket}/{uuid.uuid4().hex}/index"
 
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):  # noqa: ANN201
-    return load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
 
 
 @pytest.fixture

@@ -424,6 +424,7 @@ class EdgeStore:
         written = 0
         failure: BaseException | None = None
         closing_s = 0.0  # what flushing and closing the previous session took
+        loaded: tuple[int, CollectionSpec] | None = None  # (points, spec) after an optimized load
         while batch is not None:
             entering = time.monotonic()
             with self._open_shard(name, create_spec=create, write=True) as (shard, spec):
@@ -444,12 +445,13 @@ class EdgeStore:
                         break
                 if optimize and batch is None and failure is None:
                     shard.optimize()
+                    loaded = int(shard.info().points_count), spec
                 leaving = time.monotonic()
             closing_s = time.monotonic() - leaving
         if failure is not None:
             raise failure
-        if optimize:
-            self._build_graphs_when_large(name)
+        if loaded is not None:
+            self._build_graphs_when_large(name, *loaded)
         logger.debug("bulk-loaded %d points into %r", written, name)
         return written
 
@@ -638,17 +640,15 @@ class EdgeStore:
         its segments without graphs (``edge_layout``) gets real HNSW graphs here once its vectors
         exceed the store's indexing threshold.
         """
-        with self._open_shard(name, write=True) as (shard, _spec):
+        with self._open_shard(name, write=True) as (shard, spec):
             changed = bool(shard.optimize())
-        return self._build_graphs_when_large(name) or changed
-
-    def _build_graphs_when_large(self, name: str) -> bool:
-        """Switch a sealing collection above the indexing threshold to HNSW graphs; True if done."""
-        if not edge_layout.seals(self.shard_path(name)):
-            return False
-        with self._open_shard(name) as (shard, spec):
             points = int(shard.info().points_count)
-        if edge_layout.vectors_kb(points, spec.dim) < self.indexing_threshold_kb:
+        return self._build_graphs_when_large(name, points, spec) or changed
+
+    def _build_graphs_when_large(self, name: str, points: int, spec: CollectionSpec) -> bool:
+        """Switch a sealing collection of ``points`` points past the indexing threshold to HNSW
+        graphs (one more session, with Qdrant's default HNSW); True if it did."""
+        if not edge_layout.seals(self.shard_path(name)) or edge_layout.vectors_kb(points, spec.dim) < self.indexing_threshold_kb:
             return False
         logger.info("collection %r outgrew %d KiB of vectors: building HNSW graphs", name, self.indexing_threshold_kb)
         config = edge_layout.graph_config(_dense_vectors(spec), self.indexing_threshold_kb)
