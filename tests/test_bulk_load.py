@@ -127,9 +127,9 @@ def test_edge_bulk_load_holds_one_session_and_yields_after_its_time(tmp_path: Pa
     loads: list[str] = []
     real_load = EdgeStore._load_shard
 
-    def counting_load(self: EdgeStore, name: str):  # noqa: ANN202 - same as the real one
+    def counting_load(self: EdgeStore, name: str, config=None):  # noqa: ANN001, ANN202 - same as the real one
         loads.append(name)
-        return real_load(self, name)
+        return real_load(self, name, config)
 
     monkeypatch.setattr(EdgeStore, "_load_shard", counting_load)
     records = _records(seed=8, n=300)

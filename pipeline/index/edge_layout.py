@@ -59,6 +59,11 @@ def _default_hnsw() -> qe.HnswIndexConfig:
     return qe.HnswIndexConfig(m=_HNSW_M, ef_construct=_HNSW_EF_CONSTRUCT, full_scan_threshold=_HNSW_FULL_SCAN_KB)
 
 
+def _dense_params(vectors: dict[str, tuple[int, qe.Distance]]) -> dict[str, qe.EdgeVectorParams]:
+    """Memory-mapped storage for each named dense vector."""
+    return {name: qe.EdgeVectorParams(size=size, distance=distance, memory=_COLD) for name, (size, distance) in vectors.items()}
+
+
 def shard_config(
     vectors: dict[str, tuple[int, qe.Distance]], sparse: list[str], indexing_threshold_kb: int
 ) -> qe.EdgeConfig:
@@ -68,8 +73,7 @@ def shard_config(
     it leaves sealing off: the appendable segment then grows until ``optimize`` builds the HNSW
     index of segments above the threshold, as before.
     """
-    dense = {name: qe.EdgeVectorParams(size=size, distance=distance, memory=_COLD)
-             for name, (size, distance) in vectors.items()}
+    dense = _dense_params(vectors)
     sparse_params = {name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=_COLD) for name in sparse} or None
     seal_at = seal_kb(next(iter(vectors.values()))[0])
     seals = indexing_threshold_kb > seal_at
@@ -83,8 +87,7 @@ def shard_config(
 
 def graph_config(vectors: dict[str, tuple[int, qe.Distance]], indexing_threshold_kb: int) -> qe.EdgeConfig:
     """What a sealing shard is loaded with once it outgrows the threshold: real HNSW graphs."""
-    dense = {name: qe.EdgeVectorParams(size=size, distance=distance, memory=_COLD)
-             for name, (size, distance) in vectors.items()}
+    dense = _dense_params(vectors)
     return qe.EdgeConfig(vectors=dense, hnsw_config=_default_hnsw(),
                          optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb))
 

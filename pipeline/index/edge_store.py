@@ -326,7 +326,7 @@ class EdgeStore:
         path = self.shard_path(name)
         with self._locked(name):
             if create_spec is None:
-                shard, spec = self._load_shard(name) if config is None else self._load_shard(name, config)
+                shard, spec = self._load_shard(name, config)
             else:
                 shard, spec = self._wrap(path, "create", self._create_shard, name, create_spec), create_spec
             try:

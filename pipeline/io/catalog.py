@@ -218,18 +218,27 @@ def _materialized(log: ShardLog) -> tuple[pa.Table, int] | None:
     return items.replace_schema_metadata(None), through
 
 
+def _current_catalog(log: ShardLog, last_seq: int) -> tuple[pa.Table, bool]:
+    """The catalog valid through shard ``last_seq``, and whether it is the file already written:
+    the materialized one when current, else brought forward from it, else built from the shards."""
+    materialized = _materialized(log)
+    if materialized is not None and materialized[1] == last_seq:
+        return materialized[0], True
+    if materialized is not None and materialized[1] < last_seq:
+        return current_items(log, *materialized), False
+    return current_items(log), False
+
+
 def write_catalog(log: ShardLog) -> None:
     """Materialize the catalog beside the shards (atomically), valid through the last shard; a
     catalog valid through an earlier shard is brought forward by reading only the shards after it."""
     shards = log.shards()
     if not shards:
         return
-    materialized = _materialized(log)
-    if materialized is not None and materialized[1] == shards[-1].seq:
+    items, written = _current_catalog(log, shards[-1].seq)
+    if written:
         return
-    base, through = materialized if materialized is not None and materialized[1] < shards[-1].seq else (None, -1)
-    items = current_items(log, base, through).replace_schema_metadata({_THROUGH: str(shards[-1].seq).encode()})
-    del base
+    items = items.replace_schema_metadata({_THROUGH: str(shards[-1].seq).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(items, sink)
     del items
@@ -246,12 +255,7 @@ def load_catalog(log: ShardLog) -> Catalog:
     shards = log.shards()
     if not shards:
         return Catalog.empty()
-    materialized = _materialized(log)
-    if materialized is not None and materialized[1] == shards[-1].seq:
-        return Catalog(materialized[0], log)
-    if materialized is not None and materialized[1] < shards[-1].seq:
-        return Catalog(current_items(log, *materialized), log)
-    return Catalog(current_items(log), log)
+    return Catalog(_current_catalog(log, shards[-1].seq)[0], log)
 
 
 def read_item_rows(log: ShardLog, items: Iterable[CatalogItem]) -> dict[str, tuple[list[ItemRecord], np.ndarray]]:
