@@ -69,7 +69,7 @@ def cli_index(corpus: Path, root: Path, model: Path, *extra: str) -> float:
 
 def library_noop(corpus: Path, root: Path) -> float:
     """Wall seconds of the same no-op re-run as a library call (no interpreter start, no imports)."""
-    from mmindex.pipeline.ingest import IndexRequest, index_source
+    from mmindex.pipeline.ingest.run import IndexRequest, index_source
     from mmindex.schemas.config import Settings
 
     started = time.perf_counter()

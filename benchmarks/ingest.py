@@ -56,18 +56,18 @@ CLIP_RETRIEVAL_VS_FP32_MODEL = 0.91  # clip-retrieval 2.45 measured here: 0.91x 
 # What a run records beyond what pipeline/embed records itself: (module, attribute, stage).
 # A stage nested in itself counts once, so these stay harmless once ingest marks its own stages.
 _INGEST_STAGES: tuple[tuple[str, str, str], ...] = (
-    ("mmindex.pipeline.ingest", "crawl_local", "crawl"),
-    ("mmindex.pipeline.ingest", "load_catalog", "plan"),
-    ("mmindex.pipeline.ingest", "plan_changes", "plan"),
-    ("mmindex.pipeline.execute", "records_to_batch", "write"),
+    ("mmindex.pipeline.ingest.run", "crawl_local", "crawl"),
+    ("mmindex.pipeline.ingest.run", "load_catalog", "plan"),
+    ("mmindex.pipeline.ingest.run", "plan_changes", "plan"),
+    ("mmindex.pipeline.ingest.execute", "records_to_batch", "write"),
     ("mmindex.pipeline.io.shards:ShardLog", "write", "write"),
-    ("mmindex.pipeline.execute", "mark_applied", "write"),
-    ("mmindex.pipeline.execute", "apply_records", "upsert"),
-    ("mmindex.pipeline.index.edge_store:EdgeStore", "upsert", "upsert"),
-    ("mmindex.pipeline.index.edge_store:EdgeStore", "delete", "upsert"),
-    ("mmindex.pipeline.index.edge_store:EdgeStore", "optimize", "index build"),
-    ("mmindex.pipeline.index.client_store:ClientStore", "upsert", "upsert"),
-    ("mmindex.pipeline.index.client_store:ClientStore", "optimize", "index build"),
+    ("mmindex.pipeline.ingest.execute", "mark_applied", "write"),
+    ("mmindex.pipeline.ingest.execute", "apply_records", "upsert"),
+    ("mmindex.pipeline.store.edge_store:EdgeStore", "upsert", "upsert"),
+    ("mmindex.pipeline.store.edge_store:EdgeStore", "delete", "upsert"),
+    ("mmindex.pipeline.store.edge_store:EdgeStore", "optimize", "index build"),
+    ("mmindex.pipeline.store.client_store:ClientStore", "upsert", "upsert"),
+    ("mmindex.pipeline.store.client_store:ClientStore", "optimize", "index build"),
 )
 # Rows of the stage table: (stage, label, measured on decode threads).
 _TABLE_ROWS: tuple[tuple[str, str, bool], ...] = (
@@ -185,7 +185,7 @@ def model_only(embedder: Any, tensors: list[Any], batch_size: int) -> tuple[floa
 @contextlib.contextmanager
 def instrumented() -> Iterator[None]:
     """Time the ingest stages pipeline/embed does not time itself (restored on exit)."""
-    from mmindex.pipeline.embed import stage_timer
+    from mmindex.pipeline import timing
 
     undo: list[Callable[[], None]] = []
     for target, attribute, stage in _INGEST_STAGES:
@@ -200,11 +200,11 @@ def instrumented() -> Iterator[None]:
             continue
         if stage == "crawl":  # a generator: time its iteration, not its creation
             def wrapped(*args: Any, _fn: Any = original, **kwargs: Any) -> Iterator[Any]:
-                with stage_timer.stage("crawl"):
+                with timing.stage("crawl"):
                     items = list(_fn(*args, **kwargs))
                 return iter(items)
         else:
-            wrapped = stage_timer.timed(stage, original)
+            wrapped = timing.timed(stage, original)
         setattr(owner, attribute, wrapped)
         undo.append(lambda owner=owner, attribute=attribute, original=original: setattr(owner, attribute, original))
     try:
@@ -216,8 +216,8 @@ def instrumented() -> Iterator[None]:
 
 def full_pipeline(embedder: Any, corpus: Path, root: Path, settings_kw: dict[str, Any]) -> tuple[float, dict[str, float], int]:
     """Wall seconds of index_source with the model loaded, its stage seconds, and items."""
-    from mmindex.pipeline.embed import stage_timer
-    from mmindex.pipeline.ingest import IndexRequest, index_source
+    from mmindex.pipeline import timing
+    from mmindex.pipeline.ingest.run import IndexRequest, index_source
     from mmindex.schemas.config import Settings
 
     settings = Settings(root=root, **settings_kw)
@@ -226,7 +226,7 @@ def full_pipeline(embedder: Any, corpus: Path, root: Path, settings_kw: dict[str
         import torch
 
         synchronize = torch.cuda.synchronize
-    with instrumented(), stage_timer.recording(stage_timer.StageTimes(synchronize)) as times:
+    with instrumented(), timing.recording(timing.StageTimes(synchronize)) as times:
         started = time.perf_counter()
         report = index_source(IndexRequest(corpus, "bench"), settings, embedder=embedder)
         seconds = time.perf_counter() - started
@@ -255,8 +255,8 @@ def naive_loop(embedder: Any, paths: list[Path], store_dir: Path) -> float:
     from PIL import Image
 
     from mmindex.pipeline.ids import point_id
-    from mmindex.pipeline.index.edge_store import EdgeStore
-    from mmindex.pipeline.index.store import CollectionSpec, PointRecord
+    from mmindex.pipeline.store.edge_store import EdgeStore
+    from mmindex.pipeline.store.store import CollectionSpec, PointRecord
 
     store = EdgeStore(store_dir)
     store.create_collection("naive", CollectionSpec(dim=embedder.dim))
@@ -417,7 +417,7 @@ def stage_table(stages: dict[str, Samples], wall: Samples, images: int, title: s
     return table
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256, help="large corpus (the small one is --small)")
     parser.add_argument("--small", type=int, default=64, help="small corpus: differential base and CLI start-up goal")
@@ -480,8 +480,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
             stored = stored_vectors(large_root) or stored
             c.add(clean["c"].run(lambda: naive_loop(embedder, paths[: args.naive_images], next(fresh))))
             if not args.no_cli:
-                cold_small.add(clean["cli"].run(lambda: cli_cold(work / "small", next(fresh), checkpoint, batch_size, args.architecture, args.precision)))
-                cold_large.add(clean["cli"].run(lambda: cli_cold(work / "large", next(fresh), checkpoint, batch_size, args.architecture, args.precision)))
+                model_args = (checkpoint, batch_size, args.architecture, args.precision)
+                cold_small.add(clean["cli"].run(lambda m=model_args: cli_cold(work / "small", next(fresh), *m)))
+                cold_large.add(clean["cli"].run(lambda m=model_args: cli_cold(work / "large", next(fresh), *m)))
             console.print(f"repeat {rep + 1}/{args.repeat} done")
         startup = startup_breakdown(checkpoint, args.architecture, args.precision) if not args.no_cli else {}
         sweep = strategy_sweep(embedder, work / "large", [16, 32, 64, 128], max(1, args.repeat - 1)) if args.strategies else None
@@ -499,7 +500,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     names = [path.name for path in paths]
     cos_stored = float(min(np.dot(stored[name], vectors32[i]) for i, name in enumerate(names)))  # type: ignore[index]
 
-    title = f"{args.architecture}, random weights, {n_small}/{n_large} JPEGs 640x480, batch {batch_size}, {precision}, median of {args.repeat}"
+    title = (f"{args.architecture}, random weights, {n_small}/{n_large} JPEGs 640x480, batch {batch_size}, {precision}, "
+             f"median of {args.repeat}")
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")

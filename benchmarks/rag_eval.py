@@ -31,10 +31,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _rag_eval_set import DOCS, QUESTIONS, Doc  # noqa: E402
-from _tiny import tiny_local_dir  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from _rag_eval_set import DOCS, QUESTIONS, Doc
+from _tiny import tiny_local_dir
+from rich.console import Console
+from rich.table import Table
 
 console = Console()
 MODES = ("dense", "sparse", "hybrid", "hybrid-dense2", "hybrid-k60", "clip")
@@ -71,11 +71,11 @@ class HeldOut:
 DENSE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
 
 
-def weight_check(index, candidates: int, splits: int) -> list[HeldOut]:  # noqa: ANN001
+def weight_check(index, candidates: int, splits: int) -> list[HeldOut]:
     """Choose the hybrid dense weight on a random half of the questions, score it on the other half."""
     import random
 
-    def reciprocal_ranks(retriever, mode: str) -> list[float]:  # noqa: ANN001
+    def reciprocal_ranks(retriever, mode: str) -> list[float]:
         ranks = []
         for question in QUESTIONS:
             passages = retriever.retrieve(question.text, mode=mode)
@@ -120,7 +120,7 @@ def main() -> None:
 
     from mmindex.api import Index
     from mmindex.pipeline.embed.model import ModelSpec
-    from mmindex.pipeline.ingest import IndexRequest, index_source
+    from mmindex.pipeline.ingest.run import IndexRequest, index_source
     from mmindex.schemas.config import Settings
 
     with tempfile.TemporaryDirectory(prefix="mmindex-rag-eval-") as tmp:

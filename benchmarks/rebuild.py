@@ -30,7 +30,7 @@ keeping them up to date during it takes 0.6 s. The rest of
 a rebuild beyond the floor is creating the 15 indexes (~0.2 s of fsync/msync on this disk), the
 payload dicts from Arrow (~0.2 s), dropping the old collection and the final flush and close.
 
-Since new embedded collections seal their segments (``pipeline/index/edge_layout.py``), a
+Since new embedded collections seal their segments (``pipeline/store/edge_layout.py``), a
 rebuild of more than ~16,000 points ends with Qdrant's optimizer copying the appendable segment
 into a sealed, memory-mapped one: 1.9 s per 20,000 points (the same with Memory.Cached indexes;
 qdrant-edge exposes no optimizer thread setting), so the same run now measures 4,650 points/s
@@ -60,10 +60,10 @@ GOAL_POINTS_PER_S = 20_000
 
 def make_root(root: Path, points: int, dim: int, seed: int = 0) -> None:
     """An index root holding one collection ``bench`` whose shards hold ``points`` ok rows."""
-    from mmindex.pipeline.apply import shard_log
     from mmindex.pipeline.ids import chunk_key, point_id
-    from mmindex.pipeline.index.open_store import physical_collection_name
+    from mmindex.pipeline.ingest.apply import shard_log
     from mmindex.pipeline.io.state_file import edit_state
+    from mmindex.pipeline.store.open_store import physical_collection_name
     from mmindex.schemas.items import ItemRecord, records_to_batch
     from mmindex.schemas.state import CollectionState, CollectionVersion
 
@@ -113,11 +113,11 @@ def cached_root(points: int, dim: int) -> Path:
 def check_answers(root: Path, points: int) -> tuple[float, float]:
     """Check the rebuilt collection holds every point (and filters right); return its recall@10
     against brute force over 20 random queries, and the median query latency in ms."""
-    from mmindex.pipeline.apply import shard_log
-    from mmindex.pipeline.index.filters import parse_where
-    from mmindex.pipeline.index.open_store import open_store
+    from mmindex.pipeline.ingest.apply import shard_log
     from mmindex.pipeline.io.catalog import latest_rows
     from mmindex.pipeline.io.state_file import read_state
+    from mmindex.pipeline.store.filters import parse_where
+    from mmindex.pipeline.store.open_store import open_store
     from mmindex.schemas.config import Settings
     from mmindex.schemas.items import batch_embeddings
 
@@ -153,10 +153,10 @@ def engine_floor(root: Path) -> tuple[float, float]:
     """
     import qdrant_edge as qe
 
-    from mmindex.pipeline.apply import current_point_batches, shard_log
-    from mmindex.pipeline.index.edge_store import _SCHEMA_TYPES, EDGE_INDEXING_THRESHOLD_KB
-    from mmindex.pipeline.index.store import CLIP_VECTOR, UPSERT_BATCH
+    from mmindex.pipeline.ingest.apply import current_point_batches, shard_log
     from mmindex.pipeline.io.state_file import read_state
+    from mmindex.pipeline.store.edge_store import _SCHEMA_TYPES, EDGE_INDEXING_THRESHOLD_KB
+    from mmindex.pipeline.store.store import CLIP_VECTOR, UPSERT_BATCH
     from mmindex.schemas.payload import INDEXED_FIELDS
 
     version = read_state(root).collections["bench"].current
@@ -189,15 +189,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from mmindex.pipeline.embed import stage_timer
-    from mmindex.pipeline.maintenance import rebuild_collection
+    from mmindex.pipeline import timing
+    from mmindex.pipeline.manage.maintenance import rebuild_collection
     from mmindex.schemas.config import Settings
 
     root = cached_root(args.points, args.dim)
     settings = Settings(root=root)
     walls, phases = [], []
     for _ in range(args.repeat):
-        with stage_timer.recording() as timer:
+        with timing.recording() as timer:
             started = time.perf_counter()
             written = rebuild_collection(settings, "bench")
             walls.append(time.perf_counter() - started)

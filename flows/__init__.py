@@ -1,1 +1,1 @@
-"""Prefect flows: thin wrappers over mmindex.pipeline (see DESIGN §5)."""
+"""Prefect flows: thin wrappers over mmindex.pipeline (docs/ARCHITECTURE.md §5)."""

@@ -1,4 +1,4 @@
-"""The Prefect ingest flow: ``mmindex index`` as plan → one task per shard → finalize (DESIGN §5).
+"""The Prefect ingest flow: ``mmindex index`` as plan → one task per shard → finalize (docs/ARCHITECTURE.md §5).
 
 The tasks are thin: they call the same ``pipeline.ingest`` functions as the CLI (``plan_run``,
 ``process_unit``, ``finalize_run``). A task's input is a reference (root, collection, run id,
@@ -35,9 +35,10 @@ from prefect.states import Cancelled, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
-from ..pipeline.embed.model import Embedder, ModelSpec
-from ..pipeline.errors import ShardDispatchError, StoreUnavailableError
-from ..pipeline.ingest import (
+from mmindex.pipeline.embed.model import Embedder, ModelSpec
+from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
+from mmindex.pipeline.ingest.report import index_report_json, index_report_markdown
+from mmindex.pipeline.ingest.run import (
     IndexReport,
     IndexRequest,
     PlannedRun,
@@ -48,10 +49,9 @@ from ..pipeline.ingest import (
     plan_run,
     process_unit,
 )
-from ..pipeline.reports import index_report_json, index_report_markdown
-from ..pipeline.io.root import StoragePath, is_remote, parse_root
-from ..pipeline.runplan import RunDir, run_outcomes
-from ..schemas.config import Settings, load_settings
+from mmindex.pipeline.ingest.units import RunDir, run_outcomes
+from mmindex.pipeline.io.root import StoragePath, is_remote, parse_root
+from mmindex.schemas.config import Settings, load_settings
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [2.0, 10.0, 30.0]
@@ -72,11 +72,11 @@ class _DoneEvent:
 
 
 def _services_done_in_child() -> None:
-    from prefect._internal.concurrency import services  # noqa: PLC0415
+    from prefect._internal.concurrency import services
 
-    for service in list(services._active_services):  # noqa: SLF001
-        if service._done_event is None:  # noqa: SLF001
-            service._done_event = _DoneEvent()  # type: ignore[assignment]  # noqa: SLF001
+    for service in list(services._active_services):
+        if service._done_event is None:
+            service._done_event = _DoneEvent()  # type: ignore[assignment]
 
 
 _fork_guard = threading.Lock()
@@ -89,7 +89,7 @@ def _guard_forked_children() -> None:
     drains them at exit, fails an assertion there and the child exits with status 1, which
     DataLoader reports as a crashed worker. Marking the reset services as drained (a hook that
     runs after Prefect's own) lets forked children exit cleanly."""
-    global _fork_guard_installed  # noqa: PLW0603
+    global _fork_guard_installed
     with _fork_guard:
         if not _fork_guard_installed:
             os.register_at_fork(after_in_child=_services_done_in_child)
@@ -102,7 +102,7 @@ _embedders_lock = threading.Lock()
 
 def _cached_embedder(spec: ModelSpec, settings: Settings) -> Embedder:
     """One loaded model per process (shard tasks of one flow run share it)."""
-    from ..pipeline.embed.model import load_embedder  # noqa: PLC0415
+    from mmindex.pipeline.embed.model import load_embedder
 
     key = (spec.name, spec.pretrained, settings.device, settings.precision)
     with _embedders_lock:
@@ -206,21 +206,21 @@ def dispatch_shard(
         child = run_deployment(deployment, parameters=parameters, timeout=shard_timeout, poll_interval=poll_seconds,
                                tags=["mmindex", f"collection:{collection}"],
                                idempotency_key=f"mmindex:{collection}:{run_id}:{seq}:{attempt}")
-        state = child.state
+        state = child.state  # type: ignore[union-attr]
         if state is not None and state.is_completed():
-            return str(child.id)
-        if not _final(child):
-            _cancel(child)
+            return str(child.id)  # type: ignore[union-attr]
+        if not _final(child):  # type: ignore[arg-type]
+            _cancel(child)  # type: ignore[arg-type]
         if run_dir.read_outcome(seq) is not None:  # the shard got done before its run ended badly
-            return str(child.id)
+            return str(child.id)  # type: ignore[union-attr]
         logger.warning("shard %d: run %s ended %s (attempt %d of %d)",
-                       seq, child.name, state.type.value if state else "unknown", attempt, attempts)
+                       seq, child.name, state.type.value if state else "unknown", attempt, attempts)  # type: ignore[union-attr]
     raise ShardDispatchError(f"shard {seq} of run {run_id} did not complete in {attempts} attempts")
 
 
 def _cancel(flow_run: FlowRun) -> None:
     """Stop waiting for a run that timed out (its worker is presumed lost)."""
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run.id, Cancelled(message="mmindex: shard timed out; resubmitted"), force=True)
@@ -243,9 +243,9 @@ def one_writer_per_root(settings: Settings) -> Iterator[None]:
     if not is_remote(settings.root):
         yield
         return
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
-    from prefect.exceptions import ObjectAlreadyExists  # noqa: PLC0415
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
 
     name = root_limit_name(settings.root)
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
@@ -258,7 +258,7 @@ def _artifact_key(collection: str) -> str:
     return "mmindex-ingest-" + re.sub(r"[^a-z0-9-]+", "-", collection.lower()).strip("-")
 
 
-@flow(name="mmindex-ingest", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))
+@flow(name="mmindex-ingest", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))  # type: ignore[arg-type]
 def ingest_flow(
     source: str,
     collection: str,
@@ -315,7 +315,7 @@ def ingest_flow(
                 for seq in run.seqs
             ]
             futures = [
-                dispatch_shard.submit(embed_deployment, params, str(settings.root), collection, run.run_id, params["seq"],
+                dispatch_shard.submit(embed_deployment, params, str(settings.root), collection, run.run_id, params["seq"],  # type: ignore[arg-type]
                                       shard_attempts, shard_timeout, poll_seconds)
                 for params in shard_params
             ]

@@ -14,28 +14,41 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Index": "mmindex.api",
-    "QueryHit": "mmindex.pipeline.query",
-    "SearchQuery": "mmindex.pipeline.query",
-    "SearchResult": "mmindex.pipeline.query",
-    "QueryPart": "mmindex.pipeline.fusion",
-    "Contribution": "mmindex.pipeline.fusion",
-    "MmrParams": "mmindex.pipeline.index.store",
-    "LabelReport": "mmindex.pipeline.labels",
-    "Retriever": "mmindex.pipeline.retriever",
-    "Passage": "mmindex.pipeline.retriever",
+    "QueryHit": "mmindex.pipeline.search.query",
+    "SearchQuery": "mmindex.pipeline.search.query",
+    "SearchResult": "mmindex.pipeline.search.query",
+    "QueryPart": "mmindex.pipeline.search.fusion",
+    "Contribution": "mmindex.pipeline.search.fusion",
+    "MmrParams": "mmindex.pipeline.store.store",
+    "LabelReport": "mmindex.pipeline.search.labels",
+    "Retriever": "mmindex.pipeline.search.retriever",
+    "Passage": "mmindex.pipeline.search.retriever",
     "MmindexError": "mmindex.pipeline.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "Index",
+    "QueryHit",
+    "SearchQuery",
+    "SearchResult",
+    "QueryPart",
+    "Contribution",
+    "MmrParams",
+    "LabelReport",
+    "Retriever",
+    "Passage",
+    "MmindexError",
+]
 
 if TYPE_CHECKING:
-    from .api import Index
-    from .pipeline.errors import MmindexError
-    from .pipeline.fusion import Contribution, QueryPart
-    from .pipeline.index.store import MmrParams
-    from .pipeline.labels import LabelReport
-    from .pipeline.query import QueryHit, SearchQuery, SearchResult
-    from .pipeline.retriever import Passage, Retriever
+    from mmindex.api import Index
+    from mmindex.pipeline.errors import MmindexError
+    from mmindex.pipeline.search.fusion import Contribution, QueryPart
+    from mmindex.pipeline.search.labels import LabelReport
+    from mmindex.pipeline.search.query import QueryHit, SearchQuery, SearchResult
+    from mmindex.pipeline.search.retriever import Passage, Retriever
+    from mmindex.pipeline.store.store import MmrParams
 
 
 def __getattr__(name: str) -> Any:

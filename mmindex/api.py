@@ -23,14 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .pipeline.embed.model import Embedder
-from .pipeline.errors import ConfigError
-from .pipeline.fusion import QueryPart, with_weights
-from .pipeline.index.open_store import open_store
-from .pipeline.index.store import RRF_K, RRF_WEIGHTS, MmrParams, VectorStore
-from .pipeline.labels import DEFAULT_TEMPLATES, LabelReport, LabelScoring, LabelSpec, label_collection
-from .pipeline.retriever import DEFAULT_CANDIDATES, Passage, RetrieveMode, Retriever
-from .pipeline.query import (
+from mmindex.pipeline.embed.model import Embedder
+from mmindex.pipeline.errors import ConfigError
+from mmindex.pipeline.search.fusion import QueryPart, with_weights
+from mmindex.pipeline.search.labels import DEFAULT_TEMPLATES, LabelReport, LabelScoring, LabelSpec, label_collection
+from mmindex.pipeline.search.query import (
     QueryHit,
     SearchQuery,
     SearchResult,
@@ -41,11 +38,14 @@ from .pipeline.query import (
     resolve_items,
     run_search,
 )
-from .schemas.config import Settings, load_settings
-from .schemas.state import CollectionState
+from mmindex.pipeline.search.retriever import DEFAULT_CANDIDATES, Passage, RetrieveMode, Retriever
+from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, MmrParams, VectorStore
+from mmindex.schemas.config import Settings, load_settings
+from mmindex.schemas.state import CollectionState
 
 if TYPE_CHECKING:
-    from .pipeline.text_model import TextEmbedder
+    from mmindex.pipeline.embed.text_model import TextEmbedder
 
 Where = str | Sequence[str]
 
@@ -119,7 +119,7 @@ class Index:
     @property
     def text_embedder(self) -> TextEmbedder:
         """The collection's text model (RAG), loaded on first use (once per process)."""
-        from .pipeline.text_model import load_text_embedder  # noqa: PLC0415
+        from mmindex.pipeline.embed.text_model import load_text_embedder
 
         name = self.state.current.text_model
         if name is None:
@@ -208,7 +208,7 @@ class Index:
 
     def gallery(self, result: SearchResult, path: str | Path) -> Path:
         """Write ``result`` (from ``query``) as a self-contained HTML page; returns its path."""
-        from .pipeline.gallery import write_result_gallery  # noqa: PLC0415
+        from mmindex.pipeline.search.gallery import write_result_gallery
 
         return write_result_gallery(Path(path), result, self.settings.max_image_pixels)
 
@@ -240,7 +240,7 @@ class Index:
         mode: RetrieveMode = "auto",
         include_images: bool | int = False,
     ) -> list[Passage]:
-        """The best passages for a question (see ``mmindex.pipeline.retriever``)."""
+        """The best passages for a question (see ``mmindex.pipeline.search.retriever``)."""
         return self.retriever(k=k, mode=mode).retrieve(question, where=_as_tuple(where), include_images=include_images)
 
     # -- embeddings and labels ---------------------------------------------------------------
@@ -262,6 +262,6 @@ class Index:
         scoring: LabelScoring = "softmax",
         only_keys: Iterable[str] | None = None,
     ) -> LabelReport:
-        """Zero-shot label the collection's images (see ``mmindex.pipeline.labels``)."""
+        """Zero-shot label the collection's images (see ``mmindex.pipeline.search.labels``)."""
         spec = LabelSpec(tuple(labels), tuple(templates), threshold, scoring)
         return label_collection(self.store, self.state, self.embedder, spec, only_keys)

@@ -9,15 +9,13 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from typer.core import TyperGroup
 
-from .errors import MmindexError
-
+from mmindex.pipeline.errors import MmindexError
 
 err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -26,7 +24,7 @@ out = Console(highlight=False, soft_wrap=True)
 class _UserErrorsAsOneLine(TyperGroup):
     """Turns an MmindexError from any command into one line on stderr and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context (typer vendors click)
         try:
             return super().invoke(ctx)
         except MmindexError as exc:
@@ -64,10 +62,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _settings(**flags: Any) -> Any:
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from ..schemas.config import load_settings  # noqa: PLC0415
-    from .errors import ConfigError  # noqa: PLC0415
+    from mmindex.pipeline.errors import ConfigError
+    from mmindex.schemas.config import load_settings
 
     try:
         return load_settings(**flags)
@@ -85,7 +83,7 @@ class _RichProgress:
     """Rich progress bar with items/s (on stderr, so --json output stays clean)."""
 
     def __init__(self, description: str) -> None:
-        from rich.progress import (  # noqa: PLC0415
+        from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
             Progress,
@@ -127,7 +125,7 @@ class _RichProgress:
 
 def _label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> Any:
     """The ``--labels`` flags of ``index`` as a validated label configuration (or None)."""
-    from .ingest import label_config  # noqa: PLC0415
+    from mmindex.pipeline.ingest.run import label_config
 
     return label_config(labels, templates, threshold)
 
@@ -161,8 +159,8 @@ def index(
 
     Example: mmindex index ~/photos --collection photos
     """
-    from .ingest import IndexRequest, index_source  # noqa: PLC0415
-    from .reports import index_report_json, print_index_report  # noqa: PLC0415
+    from mmindex.pipeline.ingest.report import index_report_json, print_index_report
+    from mmindex.pipeline.ingest.run import IndexRequest, index_source
 
     settings = _settings(
         root=root, model=model, pretrained=pretrained, device=device, precision=precision,
@@ -221,9 +219,9 @@ def query(
     mmindex query --image street.jpg --text "at night" --weights 0.7,0.3 --not blurry -c photos --html out.html;
     mmindex query --like ~/photos/cat.jpg -c photos --mmr
     """
-    from .fusion import parse_weights  # noqa: PLC0415
-    from .index.store import MmrParams  # noqa: PLC0415
-    from .query import SearchQuery, parts_from_flags, search_result  # noqa: PLC0415
+    from mmindex.pipeline.search.fusion import parse_weights
+    from mmindex.pipeline.search.query import SearchQuery, parts_from_flags, search_result
+    from mmindex.pipeline.store.store import MmrParams
 
     settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
     plain_text = bool(text) and not (more_texts or image or like or not_text or not_image or not_like or weights
@@ -246,7 +244,7 @@ def query(
     result = search_result(request, settings)
     hits = result.hits
     if html_out is not None:
-        from .gallery import write_result_gallery  # noqa: PLC0415
+        from mmindex.pipeline.search.gallery import write_result_gallery
 
         written = write_result_gallery(html_out, result, settings.max_image_pixels)
         err.print(f"[green]wrote[/] gallery of {len(hits)} results to {written}", highlight=False, soft_wrap=True)
@@ -267,11 +265,11 @@ def _query_passages(
     collection: str, text: str, where: list[str], limit: int, mode: str, plain_text: bool, settings: Any, as_json: bool
 ) -> bool:
     """Answer ``mmindex query`` with RAG passages when ``--mode`` (or ``auto``) says so."""
-    from .retriever import RETRIEVE_MODES, passage_mode  # noqa: PLC0415
+    from mmindex.pipeline.search.retriever import RETRIEVE_MODES, passage_mode
 
     if mode not in RETRIEVE_MODES:
         raise typer.BadParameter(f"use one of {', '.join(RETRIEVE_MODES)}", param_hint="--mode")
-    from ..api import Index  # noqa: PLC0415
+    from mmindex.api import Index
 
     with Index(collection, settings=settings) as index:
         chosen = passage_mode(mode, index.state, lambda: index.store, plain_text)
@@ -308,8 +306,8 @@ def label(
     Examples: mmindex label -c photos --labels cat,dog,car;
     mmindex label -c photos --labels-file labels.txt --template "a photo of a {}." --template "a drawing of a {}."
     """
-    from .errors import ConfigError  # noqa: PLC0415
-    from .labels import DEFAULT_TEMPLATES, apply_labels, read_labels_file, split_labels  # noqa: PLC0415
+    from mmindex.pipeline.errors import ConfigError
+    from mmindex.pipeline.search.labels import DEFAULT_TEMPLATES, apply_labels, read_labels_file, split_labels
 
     if (labels is None) == (labels_file is None):
         raise ConfigError("give either --labels a,b,c or --labels-file FILE")
@@ -345,11 +343,11 @@ def info(
     as_json: JsonOpt = False,
 ) -> None:
     """Show collections (points, failed items, embedder, root), or --failed items with reasons."""
-    from .info import collection_failures, collection_infos  # noqa: PLC0415
+    from mmindex.pipeline.manage.info import collection_failures, collection_infos
 
     settings = _settings(root=root, qdrant_url=qdrant_url)
     if failed:
-        from .errors import ConfigError  # noqa: PLC0415
+        from mmindex.pipeline.errors import ConfigError
 
         if not collection:
             raise ConfigError("--failed needs --collection NAME")
@@ -392,7 +390,7 @@ def rebuild(
     qdrant_url: QdrantUrlOpt = None,
 ) -> None:
     """Drop and rebuild the Qdrant collection from the Parquet shards alone (no model needed)."""
-    from .maintenance import rebuild_collection  # noqa: PLC0415
+    from mmindex.pipeline.manage.maintenance import rebuild_collection
 
     settings = _settings(root=root, qdrant_url=qdrant_url)
     points = rebuild_collection(settings, collection)
@@ -412,9 +410,9 @@ def migrate(
 ) -> None:
     """Re-embed every source of a collection with another model; queries keep using the old
     version until the new one is complete, then the collection name switches to it."""
-    from .embed.model import ModelSpec  # noqa: PLC0415
-    from .maintenance import migrate_collection  # noqa: PLC0415
-    from .reports import index_report_json, print_index_report  # noqa: PLC0415
+    from mmindex.pipeline.embed.model import ModelSpec
+    from mmindex.pipeline.ingest.report import index_report_json, print_index_report
+    from mmindex.pipeline.manage.maintenance import migrate_collection
 
     settings = _settings(root=root, device=device, precision=precision, qdrant_url=qdrant_url)
     with _RichProgress(f"migrating {collection}") as progress:
@@ -434,7 +432,7 @@ def versions(
     as_json: JsonOpt = False,
 ) -> None:
     """List a collection's versions (current, building, previous), or --drop an old one."""
-    from .maintenance import drop_version, list_versions  # noqa: PLC0415
+    from mmindex.pipeline.manage.maintenance import drop_version, list_versions
 
     settings = _settings(root=root, qdrant_url=qdrant_url)
     if drop:
@@ -453,7 +451,7 @@ def versions(
 
 def vars_of(entry: Any) -> dict[str, Any]:
     """A slotted dataclass as a dict."""
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
     return dataclasses.asdict(entry)
 
@@ -463,7 +461,7 @@ def models(
     architecture: Annotated[str | None, typer.Argument(help="Only tags of this architecture.", show_default=False)] = None,
 ) -> None:
     """List open_clip architectures and their pretrained weight tags."""
-    import open_clip  # noqa: PLC0415
+    import open_clip
 
     for name, tag in open_clip.list_pretrained():
         if architecture is None or name == architecture:
@@ -502,12 +500,12 @@ def schedule(
     Needs the flows extra (pip install "mmindex[flows]") and a Prefect API (PREFECT_API_URL).
     Example: mmindex schedule ~/photos --collection photos --cron "0 * * * *"
     """
-    from .errors import ConfigError  # noqa: PLC0415
+    from mmindex.pipeline.errors import ConfigError
 
     if (cron is None) == (interval is None):
         raise ConfigError("give either --cron EXPR or --interval SECONDS")
     try:
-        from ..flows.ingest import ingest_flow  # noqa: PLC0415
+        from mmindex.flows.ingest import ingest_flow
     except ImportError as exc:
         raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
     settings = _settings(root=root)  # validates the root like `index` does
@@ -529,9 +527,9 @@ def schedule(
 
 @app.callback()
 def _configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
-    import warnings  # noqa: PLC0415
+    import warnings
 
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     # Decoding checks every image's pixel count against --max-pixels itself; Pillow's own
     # warning for large images would only repeat that as noise.

@@ -1,4 +1,4 @@
-"""Deterministic identities: item keys and point ids (DESIGN §2)."""
+"""Deterministic identities: item keys and point ids (docs/ARCHITECTURE.md §2)."""
 
 from __future__ import annotations
 

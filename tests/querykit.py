@@ -2,7 +2,7 @@
 
 The reference reads every stored vector straight from the Parquet shards (not from Qdrant), and
 ranks by brute force; expected fused vectors are computed here with plain NumPy, independently
-of ``mmindex.pipeline.fusion``.
+of ``mmindex.pipeline.search.fusion``.
 """
 
 from __future__ import annotations
@@ -170,6 +170,6 @@ def image_vector(embedder: Any, path: Path) -> np.ndarray:
     Stored image vectors come from batched ingest, possibly at another precision than a query,
     so tests expect a query image's vector from this, not from the stored one.
     """
-    from mmindex.pipeline.query import image_query_vector
+    from mmindex.pipeline.search.query import image_query_vector
 
     return image_query_vector(embedder, path, 10**9)

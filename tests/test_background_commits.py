@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmindex.pipeline.commits import BackgroundCommits
 from mmindex.pipeline.errors import StoreUnavailableError
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.ingest import IndexRequest, index_source
-from mmindex.pipeline.query import collection_state
+from mmindex.pipeline.ingest.commits import BackgroundCommits
+from mmindex.pipeline.ingest.run import IndexRequest, index_source
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 WAIT_S = 60  # a bound on waits that only a broken implementation reaches
@@ -104,16 +104,16 @@ class _Recorder:
     """Wraps the embedder and the store: logs encodes and upserts, and holds the first upsert
     until the next unit has started encoding (so a serial loop would never get there)."""
 
-    def __init__(self, embedder) -> None:  # noqa: ANN001
+    def __init__(self, embedder) -> None:
         self._embedder = embedder
         self.events: list[str] = []
         self.second_unit_encoding = threading.Event()
         self.overlapped = False
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._embedder, name)
 
-    def encode_images(self, pixels):  # noqa: ANN001, ANN201
+    def encode_images(self, pixels):
         self.events.append(f"encode {threading.current_thread().name}")
         if sum(event.startswith("encode") for event in self.events) == 2:
             self.second_unit_encoding.set()
@@ -122,7 +122,7 @@ class _Recorder:
     def wrap_upsert(self, store_class: type, monkeypatch: pytest.MonkeyPatch) -> None:
         original = store_class.upsert
 
-        def upsert(store, name, points):  # noqa: ANN001, ANN202
+        def upsert(store, name, points):
             first = not any(event.startswith("upsert") for event in self.events)
             self.events.append(f"upsert {threading.current_thread().name}")
             if first:
@@ -157,13 +157,13 @@ def test_unit_commits_overlap_the_next_units_embedding(
 def test_a_failed_commit_stops_the_run_and_the_next_run_is_exact(
     eight_photos: Path, tiny_embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mmindex.pipeline.index.edge_store import EdgeStore
+    from mmindex.pipeline.store.edge_store import EdgeStore
 
     settings = Settings(root=tmp_path / "root", workers=0, batch_size=2, shard_size=2, text_model="none")
     calls = {"n": 0}
     original = EdgeStore.upsert
 
-    def flaky(self, name, points):  # noqa: ANN001, ANN202
+    def flaky(self, name, points):
         calls["n"] += 1
         if calls["n"] == 3:
             raise StoreUnavailableError("the disk is gone")

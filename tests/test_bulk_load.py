@@ -30,14 +30,14 @@ from test_store_backends import (
     _reference_search,
 )
 
-from mmindex.pipeline.apply import REBUILD_BATCH, point_batches, rebuild_version, shard_log
 from mmindex.pipeline.errors import ConfigError, MmindexError, SchemaMismatchError
 from mmindex.pipeline.ids import chunk_key, point_id
-from mmindex.pipeline.index import edge_store as edge_module
-from mmindex.pipeline.index.edge_store import EdgeStore
-from mmindex.pipeline.index.filters import parse_where
-from mmindex.pipeline.index.store import PointBatch, PointRecord, VectorStore
+from mmindex.pipeline.ingest.apply import REBUILD_BATCH, point_batches, rebuild_version, shard_log
 from mmindex.pipeline.io.state_file import edit_state
+from mmindex.pipeline.store import edge_store as edge_module
+from mmindex.pipeline.store.edge_store import EdgeStore
+from mmindex.pipeline.store.filters import parse_where
+from mmindex.pipeline.store.store import PointBatch, PointRecord, VectorStore
 from mmindex.schemas.config import Settings
 from mmindex.schemas.items import (
     STATUS_DELETED,
@@ -127,7 +127,7 @@ def test_edge_bulk_load_holds_one_session_and_yields_after_its_time(tmp_path: Pa
     loads: list[str] = []
     real_load = EdgeStore._load_shard
 
-    def counting_load(self: EdgeStore, name: str, config=None):  # noqa: ANN001, ANN202 - same as the real one
+    def counting_load(self: EdgeStore, name: str, config=None):
         loads.append(name)
         return real_load(self, name, config)
 
@@ -311,14 +311,14 @@ def test_rebuild_holds_exactly_the_current_rows(kind: str, tmp_path: Path) -> No
 
 
 def test_interrupted_rebuild_can_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mmindex.pipeline.apply as apply_module  # noqa: PLC0415
+    import mmindex.pipeline.ingest.apply as apply_module
 
     version = _version()
     _history(tmp_path / "root", version)
     settings, edge = Settings(root=tmp_path / "root"), EdgeStore(tmp_path / "edge")
     real = apply_module.current_point_batches
 
-    def interrupted(log, size=REBUILD_BATCH):  # noqa: ANN001, ANN202
+    def interrupted(log, size=REBUILD_BATCH):
         batches = real(log, 16)
         yield next(batches)
         raise KeyboardInterrupt
@@ -337,8 +337,8 @@ import sys
 from pathlib import Path
 import numpy as np
 from mmindex.pipeline.ids import point_id
-from mmindex.pipeline.index import edge_store
-from mmindex.pipeline.index.store import PointBatch
+from mmindex.pipeline.store import edge_store
+from mmindex.pipeline.store.store import PointBatch
 
 root, name, batches, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 edge_store.BULK_SESSION_S = edge_store.BULK_SESSION_REOPEN_FACTOR = 0.0  # a new session after every batch
@@ -357,7 +357,7 @@ store.upsert_batches(name, produce(), optimize=True)
 
 
 def test_edge_queries_interleave_with_a_bulk_load_in_another_process(tmp_path: Path) -> None:
-    from test_store_backends import SUBPROCESS_DEADLINE_S, _read_line, _spawn  # noqa: PLC0415
+    from test_store_backends import SUBPROCESS_DEADLINE_S, _read_line, _spawn
 
     batches, size = 40, 50
     edge = EdgeStore(tmp_path, lock_timeout=30)
@@ -392,7 +392,7 @@ class _RecordingClient:
         self.threshold = 20_000
 
     def get_collection(self, name: str) -> object:
-        from types import SimpleNamespace  # noqa: PLC0415
+        from types import SimpleNamespace
 
         params = SimpleNamespace(vectors={"clip": SimpleNamespace(size=DIM)})
         config = SimpleNamespace(params=params, optimizer_config=SimpleNamespace(indexing_threshold=self.threshold))
@@ -414,8 +414,8 @@ class _RecordingClient:
 
 
 def test_client_bulk_load_defers_indexing_on_a_server_and_restores_it() -> None:
-    from mmindex.pipeline.index.client_store import ClientStore  # noqa: PLC0415
-    from mmindex.pipeline.index.store import UPSERT_BATCH  # noqa: PLC0415
+    from mmindex.pipeline.store.client_store import ClientStore
+    from mmindex.pipeline.store.store import UPSERT_BATCH
 
     client = _RecordingClient()
     store = ClientStore(client, location="http://server:6333")  # type: ignore[arg-type]

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from mmindex.pipeline.embed.model import ModelSpec, load_embedder
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.ingest import IndexRequest, index_source
-from mmindex.pipeline.maintenance import drop_version, list_versions
-from mmindex.pipeline.query import SearchQuery, collection_state, search
+from mmindex.pipeline.ingest.run import IndexRequest, index_source
+from mmindex.pipeline.manage.maintenance import drop_version, list_versions
+from mmindex.pipeline.search.query import SearchQuery, collection_state, search
+from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 IMAGES = 36
@@ -110,15 +110,15 @@ def test_sigkill_at_any_moment_then_rerun_is_exact(many_images: Path, tiny_local
 class _BlockingEmbedder:
     """A real embedder that pauses at its first image batch until released."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         self._inner = inner
         self.blocked = threading.Event()
         self.release = threading.Event()
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
-    def encode_images(self, pixels):  # noqa: ANN001, ANN201
+    def encode_images(self, pixels):
         self.blocked.set()
         if not self.release.wait(timeout=DEADLINE_S):
             raise TimeoutError("test never released the migration")

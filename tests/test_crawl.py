@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from timeouts import finishes_within
 
 from mmindex.pipeline.errors import SourceError
 from mmindex.pipeline.ids import item_key
 from mmindex.pipeline.sources import local
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.local import crawl_local
-from timeouts import finishes_within
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

@@ -11,13 +11,14 @@ import random
 import struct
 import time
 import zlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
+from timeouts import finishes_within
 
 from mmindex.pipeline.embed import decode
 from mmindex.pipeline.embed.decode import (
@@ -33,7 +34,6 @@ from mmindex.pipeline.embed.decode import (
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.local import crawl_local
-from timeouts import finishes_within
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 MAX_PIXELS = 50_000_000
@@ -43,17 +43,17 @@ MAX_BYTES = 64 << 20
 # --- helpers ---------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _astronaut() -> np.ndarray:
     return skdata.astronaut()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _coffee() -> np.ndarray:
     return skdata.coffee()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _camera() -> np.ndarray:
     return skdata.camera()
 

@@ -16,10 +16,10 @@ import pytest
 import qdrant_edge as qe
 from test_store_backends import COLLECTION, DIM, FILTER_CASES, SPEC, _assert_same_hits, _records, _reference_search
 
-from mmindex.pipeline.index import edge_layout
-from mmindex.pipeline.index.edge_store import SPEC_FILE, EdgeStore
-from mmindex.pipeline.index.filters import parse_where
-from mmindex.pipeline.index.store import PointBatch, PointRecord
+from mmindex.pipeline.store import edge_layout
+from mmindex.pipeline.store.edge_store import SPEC_FILE, EdgeStore
+from mmindex.pipeline.store.filters import parse_where
+from mmindex.pipeline.store.store import PointBatch, PointRecord
 
 SEAL_POINTS = 64  # 4 KiB of 16-d vectors: the tests' points fill a few sealed segments
 SEAL_KB = 4

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmindex.pipeline.errors import StoreUnavailableError
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.ingest import IndexRequest, index_source
-from mmindex.pipeline.query import collection_state
+from mmindex.pipeline.ingest.run import IndexRequest, index_source
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 pytest.importorskip("prefect")
@@ -115,7 +115,7 @@ def test_transient_store_failure_is_retried(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from mmindex.flows import ingest as flows_ingest
-    from mmindex.pipeline.index.edge_store import EdgeStore
+    from mmindex.pipeline.store.edge_store import EdgeStore
 
     monkeypatch.setattr(flows_ingest, "IO_RETRY_DELAYS", [0.5, 1.0, 2.0])
     failures: list[int] = []

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import pyarrow.parquet as pq
 import pytest
 
-from mmindex.pipeline.index.open_store import open_store
+from mmindex.pipeline.ingest.apply import shard_log
 from mmindex.pipeline.io.catalog import summarize
-from mmindex.pipeline.apply import shard_log
-from mmindex.pipeline.query import collection_state
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 pytest.importorskip("prefect")
@@ -159,7 +159,7 @@ def _child_runs(collection: str) -> list[Any]:
 
 def _assert_exact(root: Path, collection: str, report: dict[str, Any]) -> list[Any]:
     """Four shards (8 items, 2 per shard), each written once, one outcome each, exact point count."""
-    from mmindex.pipeline.runplan import run_outcomes
+    from mmindex.pipeline.ingest.units import run_outcomes
 
     settings = Settings(root=root)
     version = collection_state(settings, collection).current

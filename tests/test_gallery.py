@@ -20,8 +20,8 @@ from PIL import Image
 from querykit import COLLECTION, Indexed, indexed, run  # noqa: F401
 
 from mmindex.pipeline.errors import ConfigError
-from mmindex.pipeline.gallery import THUMBNAIL_PX, GalleryHeader, render_gallery, write_gallery
-from mmindex.pipeline.query import QueryHit
+from mmindex.pipeline.search.gallery import THUMBNAIL_PX, GalleryHeader, render_gallery, write_gallery
+from mmindex.pipeline.search.query import QueryHit
 
 CHROMIUM = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
 WINDOW = (1280, 1600)

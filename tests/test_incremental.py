@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from mmindex.pipeline.ids import chunk_key, item_key, point_id
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.ingest import IndexRequest, index_source
-from mmindex.pipeline.query import SearchQuery, collection_state, search
+from mmindex.pipeline.ingest.run import IndexRequest, index_source
+from mmindex.pipeline.search.query import SearchQuery, collection_state, search
+from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 LONG_NOTE = "\n\n".join(f"Paragraph {n}: cats sleep in the sun and chase small birds in the garden." for n in range(12))
@@ -25,19 +25,19 @@ LONG_NOTE = "\n\n".join(f"Paragraph {n}: cats sleep in the sun and chase small b
 class CountingEmbedder:
     """Wraps a real embedder and records every model call."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         self._inner = inner
         self.images = 0
         self.texts: list[str] = []
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
-    def encode_images(self, pixels):  # noqa: ANN001, ANN201
+    def encode_images(self, pixels):
         self.images += int(pixels.shape[0])
         return self._inner.encode_images(pixels)
 
-    def encode_texts(self, texts, batch_size: int = 256):  # noqa: ANN001, ANN201
+    def encode_texts(self, texts, batch_size: int = 256):
         self.texts.extend(texts)
         return self._inner.encode_texts(texts, batch_size)
 
@@ -70,7 +70,7 @@ def corpus(tmp_path: Path) -> Path:
     return root
 
 
-def run(settings: Settings, corpus: Path, embedder=None, **options):  # noqa: ANN001, ANN201
+def run(settings: Settings, corpus: Path, embedder=None, **options):
     return index_source(IndexRequest(corpus, "c", **options), settings, embedder=embedder)
 
 
@@ -92,9 +92,9 @@ def stored_points(settings: Settings) -> dict[str, dict]:
         store.close()
 
 
-def expected_keys(settings: Settings, corpus: Path, embedder) -> set[str]:  # noqa: ANN001
+def expected_keys(settings: Settings, corpus: Path, embedder) -> set[str]:
     """Keys of the points the corpus should have: images, and chunk keys of documents."""
-    from mmindex.pipeline.chunking import chunk_text
+    from mmindex.pipeline.embed.chunking import chunk_text
 
     keys: set[str] = set()
     for path in corpus.rglob("*"):
@@ -107,7 +107,7 @@ def expected_keys(settings: Settings, corpus: Path, embedder) -> set[str]:  # no
     return keys
 
 
-def assert_exact_points(settings: Settings, corpus: Path, embedder) -> dict[str, dict]:  # noqa: ANN001
+def assert_exact_points(settings: Settings, corpus: Path, embedder) -> dict[str, dict]:
     points = stored_points(settings)
     wanted = expected_keys(settings, corpus, embedder)
     assert {payload["key"] for payload in points.values()} == wanted
@@ -119,7 +119,7 @@ def test_unchanged_rerun_loads_no_model_and_writes_nothing(settings: Settings, c
     first = run(settings, corpus, CountingEmbedder(tiny_embedder))
     assert first.plan["new"] == 6 and first.counts.failed == 0
 
-    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_model(*args, **kwargs):
         raise AssertionError("the model must not be loaded when nothing changed")
 
     monkeypatch.setattr("mmindex.pipeline.embed.model.load_embedder", no_model)
@@ -247,14 +247,14 @@ def test_dry_run_changes_nothing(settings: Settings, corpus: Path, tiny_embedder
 
 
 def test_rebuild_gives_the_same_results_without_a_model(settings: Settings, corpus: Path, tiny_embedder, monkeypatch) -> None:
-    from mmindex.pipeline.maintenance import rebuild_collection
+    from mmindex.pipeline.manage.maintenance import rebuild_collection
 
     run(settings, corpus, CountingEmbedder(tiny_embedder))
     queries = [SearchQuery("c", text="a cat", limit=10), SearchQuery("c", image=corpus / "coffee.webp", limit=10),
                SearchQuery("c", text="space", where=("modality=text",), limit=5)]
     before = [[(hit.key, round(hit.score, 5)) for hit in search(q, settings, tiny_embedder)] for q in queries]
 
-    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_model(*args, **kwargs):
         raise AssertionError("rebuild must not load a model")
 
     monkeypatch.setattr("mmindex.pipeline.embed.model.load_embedder", no_model)
@@ -268,7 +268,7 @@ def test_second_ingest_is_refused_while_one_runs(settings: Settings, corpus: Pat
     import sys
 
     from mmindex.pipeline.errors import IndexBusyError
-    from mmindex.pipeline.ingest import ingest_lock
+    from mmindex.pipeline.ingest.run import ingest_lock
 
     lock_path = ingest_lock(settings, "c").lock_file
     holder = subprocess.Popen(
@@ -285,7 +285,7 @@ def test_second_ingest_is_refused_while_one_runs(settings: Settings, corpus: Pat
 
 
 def test_info_reports_last_run(settings: Settings, corpus: Path, tiny_embedder) -> None:
-    from mmindex.pipeline.info import collection_infos
+    from mmindex.pipeline.manage.info import collection_infos
 
     run(settings, corpus, CountingEmbedder(tiny_embedder))
     (corpus / "short.txt").unlink()
@@ -311,7 +311,7 @@ def test_materialized_catalog_is_rebuilt_when_lost_or_corrupt(settings: Settings
 def test_catalog_streamed_and_brought_forward_equals_a_full_rebuild(settings: Settings, corpus: Path, tiny_embedder) -> None:
     """The catalog written shard by shard (newest first), and the one brought forward from an
     older catalog, hold exactly what grouping every row of every shard gives."""
-    from mmindex.pipeline.apply import shard_log
+    from mmindex.pipeline.ingest.apply import shard_log
     from mmindex.pipeline.io.catalog import ITEM_COLUMNS, current_items, items_from_rows, latest_rows, load_catalog
 
     run(settings, corpus, tiny_embedder)
@@ -326,7 +326,7 @@ def test_catalog_streamed_and_brought_forward_equals_a_full_rebuild(settings: Se
     run(settings, corpus, tiny_embedder)
     assert log_.shards()[-1].seq > first_through
 
-    def rows(table) -> list[dict]:  # noqa: ANN001
+    def rows(table) -> list[dict]:
         return sorted(table.to_pylist(), key=lambda row: row["item_key"])
 
     expected = rows(items_from_rows(latest_rows(log_, ITEM_COLUMNS)))

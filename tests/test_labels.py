@@ -14,8 +14,7 @@ import pytest
 from querykit import BACKENDS, COLLECTION, Indexed, index_corpus, run, tiny_embedder  # noqa: F401
 
 from mmindex.pipeline.errors import ConfigError, SourceError
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.labels import (
+from mmindex.pipeline.search.labels import (
     LabelSpec,
     apply_labels,
     passing_labels,
@@ -23,7 +22,8 @@ from mmindex.pipeline.labels import (
     score_images,
     split_labels,
 )
-from mmindex.pipeline.query import SearchQuery, collection_state, search
+from mmindex.pipeline.search.query import SearchQuery, collection_state, search
+from mmindex.pipeline.store.open_store import open_store
 
 
 @pytest.fixture(params=BACKENDS)

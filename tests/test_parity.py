@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmindex.pipeline.embed.model import ModelSpec, load_embedder
-from mmindex.pipeline.ingest import IndexRequest, index_source
+from mmindex.pipeline.ingest.run import IndexRequest, index_source
 from mmindex.schemas.config import Settings
 
 

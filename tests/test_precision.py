@@ -110,7 +110,7 @@ def test_stored_bf16_vectors_stay_within_0_999_of_open_clip_fp32(
     import torch
     from PIL import Image
 
-    from mmindex.pipeline.ingest import IndexRequest, index_source
+    from mmindex.pipeline.ingest.run import IndexRequest, index_source
 
     bf16 = load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu", "bf16")
     settings = Settings(root=tmp_path / "root", batch_size=4, device="cpu", precision="bf16")

@@ -14,7 +14,7 @@ import pytest
 from querykit import SCORE_TOL, Indexed, assert_hits, fused, image_vector, indexed, tiny_embedder, unit  # noqa: F401
 
 from mmindex.pipeline.errors import ConfigError
-from mmindex.pipeline.fusion import EmbeddedPart, QueryPart, fuse, parse_weights, with_weights
+from mmindex.pipeline.search.fusion import EmbeddedPart, QueryPart, fuse, parse_weights, with_weights
 
 # -- the formula, on random vectors -------------------------------------------------------------
 
@@ -144,7 +144,7 @@ def test_modality_filter_works_with_every_query_form(indexed: Indexed, tiny_embe
     ]
     for args, query, excluded in forms:
         hits = indexed.query(*args, "--where", f"modality={modality}", "--limit", "50")
-        expected = ref.ranking(query, lambda i: ref.modality[i] == modality and ref.keys[i] not in excluded)
+        expected = ref.ranking(query, lambda i, excluded=excluded: ref.modality[i] == modality and ref.keys[i] not in excluded)
         assert expected, args
         assert_hits(hits, expected, 50)
         assert all(hit["payload"]["modality"] == modality for hit in hits)

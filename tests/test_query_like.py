@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from querykit import COLLECTION, Indexed, assert_hits, fused, indexed, tiny_embedder, unit  # noqa: F401
 
-from mmindex.pipeline.fusion import QueryPart
 from mmindex.pipeline.ids import point_id
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.query import SearchQuery, collection_state, run_search
+from mmindex.pipeline.search.fusion import QueryPart
+from mmindex.pipeline.search.query import SearchQuery, collection_state, run_search
+from mmindex.pipeline.store.open_store import open_store
 
 
 def _not(*keys: str) -> Any:

@@ -11,7 +11,7 @@ import pytest
 from querykit import SCORE_TOL, Indexed, Reference, indexed, tiny_embedder, unit  # noqa: F401
 
 from mmindex.pipeline.errors import ConfigError
-from mmindex.pipeline.index.store import MmrParams
+from mmindex.pipeline.store.store import MmrParams
 
 
 def reference_mmr(

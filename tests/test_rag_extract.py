@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
-from mmindex.pipeline.chunking import Heading, chunk_sections, heading_paths
-from mmindex.pipeline.errors import DecodeError
-from mmindex.pipeline.extract import extract_document, markdown_headings
-
 from dockit import make_pdf
+
+from mmindex.pipeline.embed.chunking import Heading, chunk_sections, heading_paths
+from mmindex.pipeline.embed.extract import extract_document, markdown_headings
+from mmindex.pipeline.errors import DecodeError
 
 
 def words(text: str) -> int:

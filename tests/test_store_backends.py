@@ -1,4 +1,4 @@
-"""One behavioural suite for every ``VectorStore`` backend (DESIGN §4).
+"""One behavioural suite for every ``VectorStore`` backend (docs/ARCHITECTURE.md §4).
 
 Each test runs on embedded qdrant-edge, qdrant-client in memory and qdrant-client on a local
 path, and checks answers against a NumPy / plain-Python reference: exact cosine top-k (ids and
@@ -31,10 +31,10 @@ from mmindex.pipeline.errors import (
     StoreUnavailableError,
 )
 from mmindex.pipeline.ids import point_id
-from mmindex.pipeline.index.client_store import ClientStore
-from mmindex.pipeline.index.edge_store import EdgeStore
-from mmindex.pipeline.index.filters import Condition, PayloadFilter, parse_where
-from mmindex.pipeline.index.store import (
+from mmindex.pipeline.store.client_store import ClientStore
+from mmindex.pipeline.store.edge_store import EdgeStore
+from mmindex.pipeline.store.filters import Condition, PayloadFilter, parse_where
+from mmindex.pipeline.store.store import (
     CollectionSpec,
     MmrParams,
     PayloadUpdate,
@@ -555,8 +555,8 @@ import sys
 from pathlib import Path
 import numpy as np
 from mmindex.pipeline.ids import point_id
-from mmindex.pipeline.index.edge_store import EdgeStore
-from mmindex.pipeline.index.store import PointRecord
+from mmindex.pipeline.store.edge_store import EdgeStore
+from mmindex.pipeline.store.store import PointRecord
 
 root, name, batches, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 store = EdgeStore(root, lock_timeout=30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..pipeline.retriever import Passage
+from mmindex.pipeline.search.retriever import Passage
 
 
 def passage_metadata(passage: Passage) -> dict[str, Any]:

@@ -24,8 +24,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'mmindex[langchain]'") from exc
 
-from ..pipeline.retriever import Retriever
-from ._common import passage_metadata
+from mmindex.integrations._common import passage_metadata
+from mmindex.pipeline.search.retriever import Retriever
 
 
 class MmindexRetriever(BaseRetriever):
@@ -45,6 +45,6 @@ class MmindexRetriever(BaseRetriever):
         return value
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        passages = self.retriever.retrieve(query, self.k, where=self.where, mode=self.mode,  # type: ignore[arg-type]
+        passages = self.retriever.retrieve(query, self.k, where=self.where, mode=self.mode,
                                            include_images=self.include_images)
         return [Document(page_content=p.text, metadata=passage_metadata(p), id=p.point_id) for p in passages]

@@ -21,8 +21,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the LlamaIndex adapter needs llama-index-core: pip install 'mmindex[llamaindex]'") from exc
 
-from ..pipeline.retriever import RetrieveMode, Retriever
-from ._common import passage_metadata
+from mmindex.integrations._common import passage_metadata
+from mmindex.pipeline.search.retriever import RetrieveMode, Retriever
 
 
 class MmindexRetriever(BaseRetriever):

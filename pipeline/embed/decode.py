@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DecodeError
-from ..sources.base import ItemRef
+from mmindex.pipeline.errors import DecodeError
+from mmindex.pipeline.sources.base import ItemRef
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _os_error_reason(exc: OSError, path: str | os.PathLike[str]) -> DecodeError:
 
 
 def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of the bytes (the content hash of DESIGN §2)."""
+    """Hex sha256 of the bytes (the content hash of docs/ARCHITECTURE.md §2)."""
     return hashlib.sha256(data).hexdigest()
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .preprocess import PixelPlan
+from mmindex.pipeline.embed.preprocess import PixelPlan
 
 if TYPE_CHECKING:
     import torch
@@ -62,9 +62,9 @@ def device_jpeg_header(data: bytes, max_pixels: int) -> JpegHeader | None:
     """
     if not data.startswith(JPEG_SOI) or not data.endswith(JPEG_EOI):
         return None
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
-    from .decode import _PILLOW_ERRORS  # noqa: PLC0415
+    from mmindex.pipeline.embed.decode import _PILLOW_ERRORS
 
     try:
         with warnings.catch_warnings():
@@ -73,7 +73,7 @@ def device_jpeg_header(data: bytes, max_pixels: int) -> JpegHeader | None:
             width, height = image.size
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
             mode, image_format = image.mode, image.format
-    except (*_PILLOW_ERRORS, Image.DecompressionBombError):
+    except (*_PILLOW_ERRORS, Image.DecompressionBombError):  # type: ignore[misc]
         return None
     if image_format != "JPEG" or mode != "RGB" or orientation not in (None, 1):
         return None
@@ -88,7 +88,7 @@ def decode_jpegs(jpegs: Sequence[torch.Tensor], device: torch.device) -> list[to
     One batched call; if it fails (one bad file fails the whole call), each file is decoded on
     its own and the ones the decoder rejects come back as None.
     """
-    from torchvision.io import ImageReadMode, decode_jpeg  # noqa: PLC0415
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     if not jpegs:
         return []
@@ -114,7 +114,7 @@ _warned_all_rejected = False
 
 def _warn_all_rejected(device: torch.device) -> None:
     """Say once that the device decoder refused a whole batch (e.g. torchvision without nvjpeg)."""
-    global _warned_all_rejected  # noqa: PLW0603 - a once-per-process warning
+    global _warned_all_rejected
     _warned_all_rejected = True
     log.warning("the %s JPEG decoder rejected a whole batch; decoding on the CPU instead (slower)", device)
 
@@ -124,7 +124,7 @@ def geometry_on_device(images: Sequence[torch.Tensor], plan: PixelPlan) -> torch
 
     Images of the same size are resized together (one kernel per distinct size, not per image).
     """
-    import torch  # noqa: PLC0415
+    import torch
 
     height, width = plan.size
     device = images[0].device if images else torch.device("cpu")
@@ -153,7 +153,7 @@ def assemble_on_device(
     ``pixels`` are the CPU-decoded uint8 (N, H, W, 3) of ``pixel_rows``. Returns the rows that
     have pixels, ascending, and their normalized float (N, 3, h, w) pixels on ``device``.
     """
-    import torch  # noqa: PLC0415
+    import torch
 
     decoded = decoder(jpegs, device) if len(jpegs) else []
     device_rows: list[int] = []

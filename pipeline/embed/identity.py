@@ -1,4 +1,4 @@
-"""Embedder identity: which embedding space a vector lives in (DESIGN §2)."""
+"""Embedder identity: which embedding space a vector lives in (docs/ARCHITECTURE.md §2)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,6 @@ def embedder_id(model_name: str, weights_id: str) -> str:
 
 def expected_embedder_id(model_name: str, pretrained: str | None) -> str:
     """The embedder id a model spec will have, resolving its weights but not loading them."""
-    from .weights import resolve_weights  # noqa: PLC0415
+    from mmindex.pipeline.embed.weights import resolve_weights
 
     return embedder_id(model_name, resolve_weights(model_name, pretrained).weights_id)

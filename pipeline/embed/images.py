@@ -24,23 +24,23 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
-from ...schemas.items import STATUS_FAILED, ItemRecord
-from ..errors import DecodeError
-from ..sources.base import ItemRef
-from . import stage_timer
-from .decode import decode_image, read_caption, read_item_bytes, read_metadata, sha256_hex
-from .model import Embedder
-from .preprocess import PixelPlan
+from mmindex.pipeline import timing
+from mmindex.pipeline.embed.decode import decode_image, read_caption, read_item_bytes, read_metadata, sha256_hex
+from mmindex.pipeline.embed.model import Embedder
+from mmindex.pipeline.embed.preprocess import PixelPlan
+from mmindex.pipeline.errors import DecodeError
+from mmindex.pipeline.sources.base import ItemRef
+from mmindex.schemas.items import STATUS_FAILED, ItemRecord
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from .stage_timer import StageTimes
+    from mmindex.pipeline.timing import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ STRATEGIES: tuple[str, ...] = ("auto", "burst", "overlap", "processes", "device-
 
 def base_record(ref: ItemRef, embedder_id: str) -> ItemRecord:
     """A record with the fields every item of ``ref`` shares (identity, location, stat)."""
-    from ..ids import point_id  # noqa: PLC0415
+    from mmindex.pipeline.ids import point_id
 
     return ItemRecord(
         key=ref.key,
@@ -207,7 +207,7 @@ class ImageDecodeDataset:
         return ImageSample(record, pixels)
 
     def _device_jpeg(self, record: ItemRecord, data: bytes) -> bytes | None:
-        from .gpu_decode import device_jpeg_header  # noqa: PLC0415
+        from mmindex.pipeline.embed.gpu_decode import device_jpeg_header
 
         header = device_jpeg_header(data, self.max_pixels)
         if header is None:
@@ -226,7 +226,7 @@ class ImageDecodeDataset:
 
 def collate_images(samples: list[ImageSample], pin: bool = False) -> ImageBatch:
     """Stack the pixels of decoded samples into one tensor (page-locked with ``pin``)."""
-    import torch  # noqa: PLC0415
+    import torch
 
     records = [sample.record for sample in samples]
     pixel_rows = [row for row, sample in enumerate(samples) if sample.pixels is not None]
@@ -243,9 +243,9 @@ def collate_images(samples: list[ImageSample], pin: bool = False) -> ImageBatch:
     elif isinstance(arrays[0], np.ndarray):
         layout = "uint8"
         pixels = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8, pin_memory=pin)
-        np.stack(arrays, out=pixels.numpy())  # type: ignore[call-overload]
+        np.stack(arrays, out=pixels.numpy())  # type: ignore[arg-type]
     else:
-        pixels = torch.stack(arrays)  # type: ignore[arg-type]
+        pixels = torch.stack(cast("list[torch.Tensor]", arrays))
         pixels = pixels.pin_memory() if pin else pixels
     return ImageBatch(records, np.asarray(pixel_rows, dtype=np.int64), pixels, layout,
                       np.asarray(jpeg_rows, dtype=np.int64), jpeg_data, jpeg_offsets)
@@ -253,7 +253,7 @@ def collate_images(samples: list[ImageSample], pin: bool = False) -> ImageBatch:
 
 def available_cores() -> int:
     """CPU cores this process may run on."""
-    import os  # noqa: PLC0415
+    import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -270,7 +270,7 @@ def _spans(total: int, batch_size: int) -> Iterator[range]:
 
 def _burst_batches(dataset: ImageDecodeDataset, batch_size: int, threads: int) -> Iterator[ImageBatch]:
     """Decode each batch with a thread pool, between forward passes (Pillow releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmindex-decode") as pool:
         for span in _spans(len(dataset), batch_size):
@@ -280,8 +280,8 @@ def _burst_batches(dataset: ImageDecodeDataset, batch_size: int, threads: int) -
 def _overlap_batches(dataset: ImageDecodeDataset, batch_size: int, threads: int) -> Iterator[ImageBatch]:
     """Decode the next batch in threads while the current one is encoded (measured: slower on
     a 2-core CPU than bursts, since both halves want every core; kept for the benchmark)."""
-    from collections import deque  # noqa: PLC0415
-    from concurrent.futures import Future, ThreadPoolExecutor  # noqa: PLC0415
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mmindex-decode") as pool:
         spans = _spans(len(dataset), batch_size)
@@ -297,7 +297,7 @@ def _overlap_batches(dataset: ImageDecodeDataset, batch_size: int, threads: int)
 
 def _loader_batches(dataset: ImageDecodeDataset, batch_size: int, workers: int, pin_memory: bool) -> Iterator[ImageBatch]:
     """Decode in DataLoader worker processes, overlapped with the forward pass."""
-    from torch.utils.data import DataLoader  # noqa: PLC0415
+    from torch.utils.data import DataLoader
 
     yield from DataLoader(
         dataset,  # type: ignore[arg-type]
@@ -339,7 +339,7 @@ def _device_pixels(batch: ImageBatch, embedder: Embedder, plan: PixelPlan | None
                    dataset: ImageDecodeDataset) -> tuple[np.ndarray, torch.Tensor]:
     """The batch's rows with pixels and their normalized float pixels on the embedder's device."""
     if len(batch.jpeg_rows):
-        from .gpu_decode import assemble_on_device  # noqa: PLC0415
+        from mmindex.pipeline.embed.gpu_decode import assemble_on_device
 
         if plan is None:
             raise ValueError("device JPEG decoding needs a PixelPlan")
@@ -348,15 +348,15 @@ def _device_pixels(batch: ImageBatch, embedder: Embedder, plan: PixelPlan | None
             pixels = decoded_pixels(batch.records[row], data, dataset.max_pixels, plan, dataset.preprocess)
             return pixels if isinstance(pixels, np.ndarray) else None
 
-        with stage_timer.stage("device_decode"):
+        with timing.stage("device_decode"):
             return assemble_on_device(batch.jpeg_rows, batch.jpegs(), batch.pixel_rows, batch.pixels, plan,
                                       embedder.device, cpu_fallback)
     pixels = batch.pixels
     if pixels.device != embedder.device:
-        with stage_timer.stage("h2d"):
+        with timing.stage("h2d"):
             pixels = pixels.to(embedder.device, non_blocking=True)
     if batch.layout == "uint8" and plan is not None:
-        with stage_timer.stage("normalize"):
+        with timing.stage("normalize"):
             pixels = plan.normalize(pixels)
     return batch.pixel_rows, pixels
 
@@ -375,11 +375,11 @@ def embed_images(
     ``workers=None`` picks the decoding strategy for the device (see the module docstring); a
     number asks for that many worker processes (0: decode in the calling thread). ``strategy``
     forces one (the benchmark compares them). Stage times are recorded when a
-    ``stage_timer.recording()`` is open.
+    ``timing.recording()`` is open.
     """
     if not refs:
         return
-    times = stage_timer.current()
+    times = timing.current()
     plan = embedder.pixel_plan
     chosen = _choose(strategy, workers, embedder.device.type, plan)
     threaded = chosen in ("burst", "overlap")
@@ -389,12 +389,12 @@ def embed_images(
     batches = iter(_batches(dataset, chosen, batch_size, workers, embedder.device.type))
     dim = embedder.dim
     while True:
-        with stage_timer.stage("decode_wait"):
+        with timing.stage("decode_wait"):
             batch = next(batches, None)
         if batch is None:
             return
         rows, pixels = _device_pixels(batch, embedder, plan, dataset)
-        with stage_timer.stage("encode", len(rows)):
+        with timing.stage("encode", len(rows)):
             vectors = embedder.encode_images(pixels)
         if len(rows) == len(batch.records):
             yield batch.records, vectors

@@ -1,4 +1,4 @@
-"""One factory for embedders: ``load_embedder(spec)`` (the open_clip habit, see STYLE.md).
+"""One factory for embedders: ``load_embedder(spec)`` (the open_clip habit: one entry point over a registry of configs).
 
 An ``Embedder`` turns preprocessed image tensors and texts into L2-normalized float32 vectors
 in one shared space. Device is picked automatically (CUDA when present). Precision ``auto`` is
@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, ModelUnavailableError
-from .identity import LOCAL_DIR_PREFIX, PREPROCESS_VERSION, embedder_id
-from .precision import Precision, ResolvedPrecision, resolve_precision
-from .weights import ResolvedWeights, resolve_weights
+from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX, PREPROCESS_VERSION, embedder_id
+from mmindex.pipeline.embed.precision import Precision, ResolvedPrecision, resolve_precision
+from mmindex.pipeline.embed.weights import ResolvedWeights, resolve_weights
+from mmindex.pipeline.errors import ConfigError, ModelUnavailableError
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from .preprocess import PixelPlan
+    from mmindex.pipeline.embed.preprocess import PixelPlan
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ModelSpec:
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` is CUDA when a GPU is visible, else CPU; ``cuda`` without a GPU is an error."""
-    import torch  # noqa: PLC0415
+    import torch
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,7 +74,7 @@ class Embedder:
     ) -> None:
         self.spec = spec
         self.weights = weights
-        self.model = model
+        self.model: Any = model  # open_clip's CLIP or CustomTextCLIP (encode_image / encode_text)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = device
@@ -92,7 +92,7 @@ class Embedder:
     def pixel_plan(self) -> PixelPlan | None:
         """The preprocessing split into per-item geometry and per-batch normalization, or None
         when the transform is not one ``preprocess.plan_pixels`` recognises (then it runs whole)."""
-        from .preprocess import plan_pixels  # noqa: PLC0415
+        from mmindex.pipeline.embed.preprocess import plan_pixels
 
         visual = getattr(self.model, "visual", None)
         plan = plan_pixels(self.preprocess, getattr(visual, "image_size", None))
@@ -115,7 +115,7 @@ class Embedder:
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
-        import torch  # noqa: PLC0415
+        import torch
 
         with torch.inference_mode():
             if self.autocast_dtype is None:
@@ -126,7 +126,7 @@ class Embedder:
 
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
         """Embed a batch of preprocessed images (N, 3, H, W) -> (N, dim) normalized float32."""
-        import torch  # noqa: PLC0415
+        import torch
 
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -137,7 +137,7 @@ class Embedder:
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Embed texts (truncated to the model's context) -> (N, dim) normalized float32."""
-        import torch  # noqa: PLC0415
+        import torch
 
         outputs = [np.zeros((0, self.dim), dtype=np.float32)]
         for start in range(0, len(texts), batch_size):
@@ -168,7 +168,7 @@ def load_embedder(spec: ModelSpec, device: str = "auto", precision: Precision = 
         resolved = resolve_precision(precision, torch_device.type)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    import open_clip  # noqa: PLC0415
+    import open_clip
 
     overrides: dict[str, Any] = {}
     if weights.preprocess:
@@ -190,7 +190,7 @@ def load_embedder(spec: ModelSpec, device: str = "auto", precision: Precision = 
         tokenizer = open_clip.get_tokenizer(spec.name)
     # Loading an arbitrary user file through torch/open_clip can raise nearly anything (asserts,
     # unpickler IndexErrors, ...): every such failure is reported, with its cause, as one line.
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(f"cannot load model {spec.describe()}: {first_line[:300]}") from exc
     model.eval()

@@ -44,7 +44,7 @@ class ResolvedPrecision:
 
     def dtype(self) -> torch.dtype:
         """The torch dtype of this precision."""
-        import torch  # noqa: PLC0415
+        import torch
 
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.name]
 
@@ -67,7 +67,7 @@ def cpu_has_fast_bf16() -> bool:
     was built with oneDNN to use it. Reads ``/proc/cpuinfo``; False elsewhere."""
     if not _CPU_BF16_FLAGS & cpu_flags():
         return False
-    import torch  # noqa: PLC0415
+    import torch
 
     if not torch.backends.mkldnn.is_available():
         return False
@@ -93,4 +93,4 @@ def resolve_precision(precision: Precision, device_type: str) -> ResolvedPrecisi
     if precision == "fp32":
         return ResolvedPrecision("fp32", "fp32")
     mode: Literal["autocast", "weights"] = "autocast" if device_type == "cuda" else "weights"
-    return ResolvedPrecision(precision, mode)  # type: ignore[arg-type]
+    return ResolvedPrecision(precision, mode)

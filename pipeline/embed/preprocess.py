@@ -81,7 +81,7 @@ class PixelPlan:
     def normalize(self, batch: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
         """uint8 (N, H, W, 3) (or (N, 3, H, W) with ``channels_last=False``) on any device ->
         contiguous float32 (N, 3, H, W): ToTensor + Normalize, the same float operations."""
-        import torch  # noqa: PLC0415
+        import torch
 
         chw = batch.permute(0, 3, 1, 2) if channels_last else batch
         pixels = chw.contiguous().to(torch.float32).div_(255)
@@ -138,8 +138,8 @@ class FusedResizeCrop:
         open_clip's own transform, landscape and square images differ by at most 2 levels in
         under 1 pixel of 250; on portrait images torch's kernels (either axis order) differ by
         up to 4 levels in 15% of the pixels (measured over 3 photos x 78 sizes)."""
-        import torch  # noqa: PLC0415
-        from torch.nn import functional  # noqa: PLC0415
+        import torch
+        from torch.nn import functional
 
         mode = _TORCH_MODES.get(self.resample)
         width, height = image.size
@@ -160,7 +160,7 @@ class FusedResizeCrop:
         if crop_h > new_h or crop_w > new_w or new_w > width or new_h > height:
             # Padding crops and upscaling (box and full resize then differ by up to 2 levels):
             # exactly torchvision's two steps.
-            from torchvision.transforms import functional as tvf  # noqa: PLC0415
+            from torchvision.transforms import functional as tvf
 
             return tvf.center_crop(image.resize((new_w, new_h), self.resample), [crop_h, crop_w])
         top, left = self._crop_offsets(new_w, new_h)
@@ -176,8 +176,8 @@ _TORCH_MODES: dict[int, str] = {3: "bicubic", 2: "bilinear"}  # Image.Resampling
 
 
 def _pil_resample(interpolation: Any) -> int | None:
-    from PIL import Image  # noqa: PLC0415
-    from torchvision.transforms import InterpolationMode  # noqa: PLC0415
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
 
     return {
         InterpolationMode.BICUBIC: Image.Resampling.BICUBIC,
@@ -194,7 +194,7 @@ def _three(values: Sequence[float]) -> tuple[float, float, float] | None:
     floats = tuple(float(value) for value in values)
     if len(floats) == 1:
         return (floats[0],) * 3
-    return floats if len(floats) == 3 else None  # type: ignore[return-value]
+    return floats if len(floats) == 3 else None
 
 
 def plan_pixels(transform: Any, image_size: int | Sequence[int] | None) -> PixelPlan | None:
@@ -205,7 +205,7 @@ def plan_pixels(transform: Any, image_size: int | Sequence[int] | None) -> Pixel
     ``ResizeKeepRatio``/``CenterCropOrPad`` or ``MaybeConvertMode('RGB')``, and whose output size
     is known (``image_size``: the model's input size).
     """
-    from torchvision import transforms as tv  # noqa: PLC0415
+    from torchvision import transforms as tv
 
     steps = list(getattr(transform, "transforms", None) or [])
     if len(steps) < 2 or image_size is None:

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...schemas.items import STATUS_OK, ItemRecord
-from ..chunking import chunk_sections
-from ..errors import DecodeError
-from ..ids import chunk_key, point_id
-from ..sources.base import ItemRef
-from .decode import read_item_bytes, sha256_hex
-from .images import MAX_FILE_BYTES, base_record, fail
-from .model import Embedder
+from mmindex.pipeline.embed.chunking import chunk_sections
+from mmindex.pipeline.embed.decode import read_item_bytes, sha256_hex
+from mmindex.pipeline.embed.images import MAX_FILE_BYTES, base_record, fail
+from mmindex.pipeline.embed.model import Embedder
+from mmindex.pipeline.errors import DecodeError
+from mmindex.pipeline.ids import chunk_key, point_id
+from mmindex.pipeline.sources.base import ItemRef
+from mmindex.schemas.items import STATUS_OK, ItemRecord
 
 if TYPE_CHECKING:
-    from ..text_model import TextEmbedder
+    from mmindex.pipeline.embed.text_model import TextEmbedder
 
 CHUNK_OVERLAP_TOKENS = 16
 MAX_TEXT_BYTES = 64 * 1024 * 1024
@@ -32,7 +32,7 @@ MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 def document_records(ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedder | None = None) -> list[ItemRecord]:
     """One record per chunk of the document, or a single failed record."""
-    from ..extract import extract_document  # noqa: PLC0415
+    from mmindex.pipeline.embed.extract import extract_document
 
     document = base_record(ref, embedder.embedder_id)
     document.doc_key = ref.key
@@ -46,7 +46,7 @@ def document_records(ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedd
     if text_embedder is None:
         count, limit, overlap = embedder.count_tokens, embedder.context_length - 2, CHUNK_OVERLAP_TOKENS
     else:
-        from ..text_model import TEXT_CHUNK_OVERLAP, TEXT_CHUNK_TOKENS  # noqa: PLC0415
+        from mmindex.pipeline.embed.text_model import TEXT_CHUNK_OVERLAP, TEXT_CHUNK_TOKENS
 
         count, overlap = text_embedder.count_tokens, TEXT_CHUNK_OVERLAP
         limit = min(TEXT_CHUNK_TOKENS, text_embedder.max_tokens - 2)
@@ -111,7 +111,7 @@ def embed_texts(
             if record.status != STATUS_OK:
                 continue
             if record.text in known:
-                embeddings[row] = known[record.text]
+                embeddings[row] = known[record.text]  # type: ignore[index]
                 counts.reused += 1
             else:
                 to_encode.append(row)

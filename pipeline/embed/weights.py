@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 
 from platformdirs import user_cache_path
 
-from ..errors import ModelUnavailableError
-from .identity import LOCAL_DIR_PREFIX
+from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
+from mmindex.pipeline.errors import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,12 @@ def _local_dir_weights(directory: Path) -> ResolvedWeights:
 
 def _cached_tag_file(tag_cfg: dict[str, object]) -> Path | None:
     """The tag's weights if a previous download left them in the hub or URL cache."""
-    from open_clip.constants import HF_WEIGHTS_NAME  # noqa: PLC0415
-    from open_clip.pretrained import _get_safe_alternatives  # noqa: PLC0415
+    from open_clip.constants import HF_WEIGHTS_NAME
+    from open_clip.pretrained import _get_safe_alternatives
 
     hub = str(tag_cfg.get("hf_hub") or "")
     if hub:
-        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+        from huggingface_hub import try_to_load_from_cache
 
         repo_id, filename = os.path.split(hub)
         filename = filename or HF_WEIGHTS_NAME
@@ -154,14 +154,14 @@ def _cached_tag_file(tag_cfg: dict[str, object]) -> Path | None:
 
 def _download_endpoint(tag_cfg: dict[str, object]) -> str:
     if tag_cfg.get("hf_hub"):
-        from huggingface_hub import constants  # noqa: PLC0415
+        from huggingface_hub import constants
 
         return str(constants.ENDPOINT)
     return str(tag_cfg.get("url") or "")
 
 
 def _hub_offline() -> bool:
-    from huggingface_hub import constants  # noqa: PLC0415
+    from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
 
@@ -174,7 +174,7 @@ def resolve_weights(model: str, pretrained: str | None) -> ResolvedWeights:
         # A checkpoint file: identified by its hash; the architecture is checked when it loads.
         path = Path(pretrained).expanduser()
         return ResolvedWeights(checkpoint=path, weights_id=f"sha256:{file_sha256(path)[:16]}")
-    import open_clip  # noqa: PLC0415 - heavy (imports torch): only for names and tags
+    import open_clip
 
     if model not in open_clip.list_models():
         raise ModelUnavailableError(f"unknown model {model!r}; `mmindex models` lists the architectures")

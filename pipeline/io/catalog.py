@@ -1,4 +1,4 @@
-"""The catalog: the current rows of every item, a view over the shard log (DESIGN §3).
+"""The catalog: the current rows of every item, a view over the shard log (docs/ARCHITECTURE.md §3).
 
 An item is an image (rows keyed by ``key``) or a document (all its chunk rows share ``doc_key``).
 The newest shard that mentions an item holds its complete current state, so older rows of that
@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ...schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records
-from .root import arrow_location, publish
-from .shards import ShardLog, ShardRef
+from mmindex.pipeline.io.root import arrow_location, publish
+from mmindex.pipeline.io.shards import ShardLog, ShardRef
+from mmindex.schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records
 
 _EMPTY_TYPES = {"bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32(),
                 "chunk_index": pa.int32(), "char_start": pa.int32(), "char_end": pa.int32()}

@@ -44,7 +44,7 @@ class RemotePath:
 
     @classmethod
     def from_url(cls, url: str) -> RemotePath:
-        from fsspec.core import url_to_fs  # noqa: PLC0415
+        from fsspec.core import url_to_fs
 
         fs, path = url_to_fs(url)
         return cls(fs, path)
@@ -102,7 +102,7 @@ class RemotePath:
             entries = self.fs.ls(self.path, detail=False)
         except FileNotFoundError:
             return []
-        prefix = self.fs._strip_protocol(self.path).rstrip("/")  # noqa: SLF001
+        prefix = self.fs._strip_protocol(self.path).rstrip("/")
         return [RemotePath(self.fs, str(entry)) for entry in entries if str(entry).rstrip("/") != prefix]
 
     def read_bytes(self) -> bytes:
@@ -111,7 +111,7 @@ class RemotePath:
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
 
-    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:  # noqa: ARG002
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Folders are implied by object names on object stores; create them where they exist."""
         self.fs.makedirs(self.path, exist_ok=True)
 
@@ -173,19 +173,19 @@ def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
                     fs.rm_file(tmp.path)
         else:
             fs.pipe_file(path.path, data)  # one PUT: the object appears whole or not at all
-        path._fresh()  # noqa: SLF001
+        path._fresh()
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(_tmp_name(path.name))
+    local_tmp = path.with_name(_tmp_name(path.name))
     try:
-        with tmp.open("wb") as handle:
+        with local_tmp.open("wb") as handle:
             handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(local_tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        local_tmp.unlink(missing_ok=True)
     if durable:
         _fsync_dir(path.parent)
 

@@ -1,4 +1,4 @@
-"""Parquet shards: the durable log of embeddings (DESIGN §3).
+"""Parquet shards: the durable log of embeddings (docs/ARCHITECTURE.md §3).
 
 A shard is published whole (``root.publish``: on a local root written under a temporary name,
 fsynced, then renamed; on an object store one PUT): a shard that exists under its final name is
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...schemas.items import SCHEMA_VERSION
-from ..errors import SchemaMismatchError
-from .root import StoragePath, arrow_location, publish
+from mmindex.pipeline.errors import SchemaMismatchError
+from mmindex.pipeline.io.root import StoragePath, arrow_location, publish
+from mmindex.schemas.items import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from ...schemas.state import IndexState
-from ..errors import IndexBusyError, SchemaMismatchError
-from .root import StoragePath, is_remote, publish
+from mmindex.pipeline.errors import IndexBusyError, SchemaMismatchError
+from mmindex.pipeline.io.root import StoragePath, is_remote, publish
+from mmindex.schemas.state import IndexState
 
 STATE_FILE = "state.json"
 LOCK_SECONDS = 30.0

@@ -1,0 +1,1 @@
+"""Sources: what to index. A source lists items (``ItemRef``) and opens their bytes."""

@@ -15,7 +15,7 @@ TEXT_EXTENSIONS = frozenset({"txt", "md", "html", "htm", "pdf"})
 class ItemRef:
     """One crawled item: where it is, what it is, and its cheap change signals (size, mtime).
 
-    ``key`` is the stable item key (DESIGN §2); ``uri`` is what a reader opens (a local path
+    ``key`` is the stable item key (docs/ARCHITECTURE.md §2); ``uri`` is what a reader opens (a local path
     for local sources). ``caption_path``/``metadata_path`` point at sidecar files of an image
     (``photo.txt`` / ``photo.json`` beside ``photo.jpg``); ``sidecar_sig`` changes whenever either sidecar does.
     """

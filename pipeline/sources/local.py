@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import SourceError
-from ..ids import item_key
-from .base import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, ItemRef, Modality
+from mmindex.pipeline.errors import SourceError
+from mmindex.pipeline.ids import item_key
+from mmindex.pipeline.sources.base import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, ItemRef, Modality
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Plan an incremental run: compare a crawl with the catalog (DESIGN §2).
+"""Plan an incremental run: compare a crawl with the catalog (docs/ARCHITECTURE.md §2).
 
 Per item, cheapest signal first: same size and mtime -> unchanged (no read); otherwise the
 content hash decides. New items whose content is already stored under another key (a rename or
@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK
-from .io.catalog import Catalog, CatalogItem
-from .sources.base import ItemRef
+from mmindex.pipeline.io.catalog import Catalog, CatalogItem
+from mmindex.pipeline.sources.base import ItemRef
+from mmindex.schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ChangePlan:
 def content_sha256(path: str) -> str | None:
     """sha256 of a file's bytes, or None when it cannot be read (the embed step will say why)."""
     try:
-        with open(path, "rb") as handle:  # noqa: PTH123 - plain open is the cheapest here
+        with open(path, "rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         log.debug("cannot hash %s: %s", path, exc)
@@ -84,8 +84,8 @@ def content_sha256(path: str) -> str | None:
 
 
 def _is_regular(ref: ItemRef) -> bool:
-    import os  # noqa: PLC0415
-    import stat  # noqa: PLC0415
+    import os
+    import stat
 
     try:
         return stat.S_ISREG(os.stat(ref.uri).st_mode)

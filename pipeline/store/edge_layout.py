@@ -26,7 +26,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from ...schemas.payload import FieldType
+from mmindex.schemas.payload import FieldType
 
 # Seal the appendable segment once it holds this many points. Measured (15 payload indexes,
 # ingest-like upserts of 1,000 points): at 90,000 512-d points, sealing every ~20,000 cut the

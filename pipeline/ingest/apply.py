@@ -1,6 +1,6 @@
 """Bring Qdrant in line with the shard log: apply a shard, replay unapplied ones, rebuild.
 
-Qdrant is derived from Parquet (DESIGN §1): applying a shard upserts its ok rows and deletes the
+Qdrant is derived from Parquet (docs/ARCHITECTURE.md §1): applying a shard upserts its ok rows and deletes the
 point ids of its failed and tombstone rows. Applying is idempotent, so a shard written just
 before a crash is simply applied again by the next run (its ``seq`` is above the version's
 ``applied_through`` marker).
@@ -17,16 +17,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schemas.config import Settings
-from ..schemas.items import STATUS_OK, ItemRecord, batch_embeddings, batch_text_vectors, batch_to_records
-from ..schemas.payload import PointPayload, payloads_from_table
-from ..schemas.state import CollectionVersion
-from .embed.stage_timer import stage
-from .index.store import CollectionSpec, PointBatch, PointRecord, SparseVector, VectorStore
-from .io.catalog import latest_rows
-from .io.root import StoragePath, is_remote
-from .io.shards import TMP_PREFIX, ShardLog, ShardRef
-from .io.state_file import edit_state
+from mmindex.pipeline.io.catalog import latest_rows
+from mmindex.pipeline.io.root import StoragePath, is_remote
+from mmindex.pipeline.io.shards import TMP_PREFIX, ShardLog, ShardRef
+from mmindex.pipeline.io.state_file import edit_state
+from mmindex.pipeline.store.store import CollectionSpec, PointBatch, PointRecord, SparseVector, VectorStore
+from mmindex.pipeline.timing import stage
+from mmindex.schemas.config import Settings
+from mmindex.schemas.items import STATUS_OK, ItemRecord, batch_embeddings, batch_text_vectors, batch_to_records
+from mmindex.schemas.payload import PointPayload, payloads_from_table
+from mmindex.schemas.state import CollectionVersion
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def bm25_vectors(text_vectors: Sequence[np.ndarray | None], texts: Sequence[str 
     from its stored text: a pure function, so a rebuild from Parquet gives the same points."""
     if all(vector is None for vector in text_vectors):
         return [None] * len(text_vectors)
-    from .sparse import document_vector  # noqa: PLC0415
+    from mmindex.pipeline.embed.sparse import document_vector
 
     return [None if vector is None else document_vector(text or "") for vector, text in zip(text_vectors, texts, strict=True)]
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 from filelock import Timeout
 
-from ..schemas.config import Settings
-from ..schemas.state import CollectionVersion
-from .apply import rebuild_version, shard_log
-from .embed.model import ModelSpec
-from .errors import ConfigError, IndexBusyError
-from .index.open_store import open_store
-from .ingest import IndexReport, IndexRequest, ProgressReporter, index_source, ingest_lock
-from .io.root import remove_tree
-from .io.state_file import edit_state
-from .query import collection_state
+from mmindex.pipeline.embed.model import ModelSpec
+from mmindex.pipeline.errors import ConfigError, IndexBusyError
+from mmindex.pipeline.ingest.apply import rebuild_version, shard_log
+from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, ProgressReporter, index_source, ingest_lock
+from mmindex.pipeline.io.root import remove_tree
+from mmindex.pipeline.io.state_file import edit_state
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.open_store import open_store
+from mmindex.schemas.config import Settings
+from mmindex.schemas.state import CollectionVersion
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from .chunking import Heading
-from .embed.decode import decode_text
-from .errors import DecodeError
+from mmindex.pipeline.embed.chunking import Heading
+from mmindex.pipeline.embed.decode import decode_text
+from mmindex.pipeline.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class _HtmlText:
         return start
 
     def walk(self, node: object) -> None:
-        from bs4 import Comment, NavigableString, Tag  # noqa: PLC0415
+        from bs4 import Comment, NavigableString, Tag
 
         for child in getattr(node, "children", ()):
             if isinstance(child, Comment):
@@ -121,7 +121,7 @@ class _HtmlText:
 
 def _html(markup: str) -> ExtractedText:
     try:
-        from bs4 import BeautifulSoup  # noqa: PLC0415
+        from bs4 import BeautifulSoup
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise DecodeError("cannot read HTML: beautifulsoup4 is not installed") from exc
     soup = BeautifulSoup(markup, "html.parser")
@@ -135,7 +135,7 @@ def _html(markup: str) -> ExtractedText:
 
 def _pdf(data: bytes) -> ExtractedText:
     try:
-        from pypdf import PdfReader  # noqa: PLC0415
+        from pypdf import PdfReader
     except ImportError as exc:
         raise DecodeError("cannot read PDF: pypdf is not installed (pip install 'mmindex[pdf]')") from exc
     try:
@@ -145,7 +145,7 @@ def _pdf(data: bytes) -> ExtractedText:
         pages = [page.extract_text() or "" for page in reader.pages]
     except DecodeError:
         raise
-    except Exception as exc:  # pypdf raises many exception types on malformed files  # noqa: BLE001
+    except Exception as exc:  # pypdf raises many exception types on malformed files
         raise DecodeError(f"unreadable PDF: {type(exc).__name__}: {exc}") from exc
     parts: list[str] = []
     headings: list[Heading] = []

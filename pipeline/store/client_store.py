@@ -19,16 +19,10 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from ...schemas.payload import FieldType
-from ..errors import CollectionNotFoundError, ConfigError, MmindexError, SchemaMismatchError, StoreUnavailableError
-from ._filter_translate import translate_filter
-from .filters import PayloadFilter
-from .store import (
-    canonical_id,
-    named_vector,
-    stored_points,
-    vector_list,
-    vector_matrix,
+from mmindex.pipeline.errors import CollectionNotFoundError, ConfigError, MmindexError, SchemaMismatchError, StoreUnavailableError
+from mmindex.pipeline.store._filter_translate import translate_filter
+from mmindex.pipeline.store.filters import PayloadFilter
+from mmindex.pipeline.store.store import (
     CLIP_VECTOR,
     SCROLL_PAGE,
     SPARSE_VECTOR,
@@ -40,12 +34,18 @@ from .store import (
     PointBatch,
     PointRecord,
     ScrollPage,
-    SparseVector,
     SearchHit,
+    SparseVector,
     StoredPoint,
     TextSearch,
+    canonical_id,
+    named_vector,
+    stored_points,
+    vector_list,
+    vector_matrix,
 )
-from .text_vectors import check_text_vectors
+from mmindex.pipeline.store.text_vectors import check_text_vectors
+from mmindex.schemas.payload import FieldType
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class _ClientFilterBuilders:
         return models.FieldCondition(key=key, range=models.Range(gte=gte, gt=gt, lte=lte, lt=lt))
 
     def has_id(self, ids: list[str]) -> Any:
-        return models.HasIdCondition(has_id=ids)
+        return models.HasIdCondition(has_id=list[models.ExtendedPointId](ids))
 
 
 _BUILDERS = _ClientFilterBuilders()
@@ -277,7 +277,8 @@ class ClientStore:
                 vectors = vector_matrix(batch.vectors, info.dim, name).tolist()
                 counted[0] += len(batch)
                 for row, (point_id, vector, payload) in enumerate(zip(batch.ids, vectors, batch.payloads, strict=True)):
-                    named = _client_vectors(vector, *batch.rag_vectors(row), info, name)
+                    text_vector, sparse = batch.rag_vectors(row)
+                    named = _client_vectors(vector, text_vector, sparse, info, name)
                     yield models.PointStruct(id=point_id, vector=named, payload=payload)
 
         with self._indexing_deferred(name), self._calling(name, "upload into"):
@@ -396,7 +397,7 @@ class ClientStore:
             return []
         scoring = models.RecommendQuery(
             recommend=models.RecommendInput(
-                positive=positive, negative=negative or None, strategy=models.RecommendStrategy.AVERAGE_VECTOR
+                positive=positive, negative=negative or None, strategy=models.RecommendStrategy.AVERAGE_VECTOR  # type: ignore[arg-type]
             )
         )
         return self._query(name, info, scoring, limit, client_filter(payload_filter), with_vectors, score_threshold)
@@ -419,7 +420,8 @@ class ClientStore:
             if request.mode == "hybrid":
                 prefetch = [models.Prefetch(query=query, using=using, filter=point_filter, limit=max(request.candidates, limit))
                             for query, using in branches]
-                response = self.client.query_points(name, prefetch=prefetch, query=models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=list(request.rrf_weights))),
+                fusion = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=list(request.rrf_weights)))
+                response = self.client.query_points(name, prefetch=prefetch, query=fusion,
                                                     query_filter=point_filter, limit=limit, with_payload=True)
             else:
                 query, using = branches[0]

@@ -1,4 +1,4 @@
-"""One store interface over Qdrant backends (DESIGN §4).
+"""One store interface over Qdrant backends (docs/ARCHITECTURE.md §4).
 
 ``EdgeStore`` (embedded qdrant-edge, the default) and ``ClientStore`` (qdrant-client: a server
 or cluster by URL, or its in-process mode) implement ``VectorStore``; the same behavioural test
@@ -8,16 +8,15 @@ suite runs on both. Vectors are CLIP embeddings in one named vector, cosine dist
 from __future__ import annotations
 
 import uuid
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from ...schemas.payload import INDEXED_FIELDS, FieldType
-from ..errors import ConfigError, SchemaMismatchError
-from .filters import PayloadFilter
+from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
+from mmindex.pipeline.store.filters import PayloadFilter
+from mmindex.schemas.payload import INDEXED_FIELDS, FieldType
 
 CLIP_VECTOR = "clip"
 # RAG (collections built with a text model): the text model's dense vector and a BM25 sparse

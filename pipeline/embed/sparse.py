@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .index.store import SparseVector
+from mmindex.pipeline.store.store import SparseVector
 
 BM25_K = 1.2
 BM25_B = 0.75
@@ -28,7 +28,7 @@ SPARSE_ENCODER_ID = f"qdrant-edge-bm25:k={BM25_K},b={BM25_B},avg_len={BM25_AVG_L
 
 @functools.lru_cache(maxsize=1)
 def _bm25() -> Any:
-    import qdrant_edge as qe  # noqa: PLC0415
+    import qdrant_edge as qe
 
     return qe.Bm25(qe.Bm25Config(k=BM25_K, b=BM25_B, avg_len=BM25_AVG_LEN, language="english"))
 

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..schemas.config import Settings
-from ..schemas.state import CollectionState, RunSummary
-from .index.open_store import open_store
-from .apply import shard_log
-from .io.catalog import FailedItem, failed_items, summarize
-from .io.state_file import read_state
-from .query import collection_state
+from mmindex.pipeline.ingest.apply import shard_log
+from mmindex.pipeline.io.catalog import FailedItem, failed_items, summarize
+from mmindex.pipeline.io.state_file import read_state
+from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.store.open_store import open_store
+from mmindex.schemas.config import Settings
+from mmindex.schemas.state import CollectionState, RunSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class CollectionInfo:
     text_embedder_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data = {name: getattr(self, name) for name in self.__slots__}
         data["root"] = str(self.root)
         data["last_run"] = None if self.last_run is None else self.last_run.model_dump(mode="json")
         return data
@@ -59,7 +59,7 @@ def _describe(settings: Settings, state: CollectionState, points: int) -> Collec
         images=summary.images,
         text_chunks=summary.text_chunks,
         shards=summary.shards,
-        root=settings.root,
+        root=settings.root,  # type: ignore[arg-type]
         backend=f"qdrant server {settings.qdrant_url}" if settings.qdrant_url else "embedded qdrant-edge",
         last_run=state.last_run,
         text_embedder_id=state.current.text_embedder_id,

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from ...schemas.payload import INDEXED_FIELDS, FieldType
-from .filters import Condition, PayloadFilter, Scalar
+from mmindex.pipeline.store.filters import Condition, PayloadFilter, Scalar
+from mmindex.schemas.payload import INDEXED_FIELDS, FieldType
 
 _MATCH_OPS = frozenset({"eq", "ne", "any", "none"})
 _NEGATED_OPS = frozenset({"ne", "none"})

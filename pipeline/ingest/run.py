@@ -22,27 +22,27 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
-from ..schemas.config import Settings
-from ..schemas.state import CollectionState, CollectionVersion, LabelConfig, RunSummary, SourceSpec
-from .apply import collection_spec, mark_applied, replay_unapplied, shard_log
-from .commits import BackgroundCommits
-from .embed.model import Embedder, ModelSpec
-from .embed.stage_timer import stage
-from .errors import CollectionNotFoundError, IncompleteRunError, IndexBusyError, SchemaMismatchError
-from .execute import Committer, PlanExecutor, ProgressReporter, RunCounts
-from .index.open_store import open_store, physical_collection_name, require_store_for_root, validate_collection_name
-from .index.store import VectorStore
-from .io.catalog import Catalog, CatalogItem, load_catalog, write_catalog
-from .io.root import is_remote
-from .io.shards import ShardRef
-from .io.state_file import edit_state, read_state
-from .plan import ChangePlan, plan_changes
-from .runplan import ReuseJob, RunDir, RunPlan, UnitOutcome, WorkUnit, prune_runs, worker_name
-from .sources.base import ItemRef
-from .sources.local import crawl_local
+from mmindex.pipeline.embed.model import Embedder, ModelSpec
+from mmindex.pipeline.errors import CollectionNotFoundError, IncompleteRunError, IndexBusyError, SchemaMismatchError
+from mmindex.pipeline.ingest.apply import collection_spec, mark_applied, replay_unapplied, shard_log
+from mmindex.pipeline.ingest.commits import BackgroundCommits
+from mmindex.pipeline.ingest.execute import Committer, PlanExecutor, ProgressReporter, RunCounts
+from mmindex.pipeline.ingest.plan import ChangePlan, plan_changes
+from mmindex.pipeline.ingest.units import ReuseJob, RunDir, RunPlan, UnitOutcome, WorkUnit, prune_runs, worker_name
+from mmindex.pipeline.io.catalog import Catalog, CatalogItem, load_catalog, write_catalog
+from mmindex.pipeline.io.root import is_remote
+from mmindex.pipeline.io.shards import ShardRef
+from mmindex.pipeline.io.state_file import edit_state, read_state
+from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.local import crawl_local
+from mmindex.pipeline.store.open_store import open_store, physical_collection_name, require_store_for_root, validate_collection_name
+from mmindex.pipeline.store.store import VectorStore
+from mmindex.pipeline.timing import stage
+from mmindex.schemas.config import Settings
+from mmindex.schemas.state import CollectionState, CollectionVersion, LabelConfig, RunSummary, SourceSpec
 
 if TYPE_CHECKING:
-    from .text_model import TextEmbedder, TextModelInfo
+    from mmindex.pipeline.embed.text_model import TextEmbedder, TextModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def label_config(labels: str | None, templates: list[str] | None, threshold: flo
     """The ``--labels`` flags of ``index`` (and the ingest flow's parameters) as a label configuration."""
     if not labels:
         return None
-    from .labels import DEFAULT_TEMPLATES, LabelSpec, split_labels  # noqa: PLC0415
+    from mmindex.pipeline.search.labels import DEFAULT_TEMPLATES, LabelSpec, split_labels
 
     spec = LabelSpec(split_labels(labels), tuple(templates or DEFAULT_TEMPLATES), threshold)
     return LabelConfig(labels=list(spec.labels), templates=list(spec.templates), threshold=spec.threshold, scoring=spec.scoring)
@@ -115,12 +115,12 @@ def ingest_lock(settings: Settings, collection: str) -> FileLock:
     ingests from this machine apart; across machines the deployments' concurrency limit of 1
     does (README, "Deploying with Prefect")."""
     if is_remote(settings.root):
-        from platformdirs import user_cache_path  # noqa: PLC0415
+        from platformdirs import user_cache_path
 
         digest = hashlib.sha256(str(settings.root).encode("utf-8")).hexdigest()[:16]
         locks = user_cache_path("mmindex", appauthor=False) / "locks" / digest
     else:
-        locks = settings.root / "locks"
+        locks = settings.root / "locks"  # type: ignore[assignment]
     locks.mkdir(parents=True, exist_ok=True)
     return FileLock(str(locks / f"{collection}.ingest.lock"))
 
@@ -151,12 +151,12 @@ class _Session:
         self.text_model = text_model
 
     def text_embedder(self) -> TextEmbedder:
-        from .text_model import load_text_embedder  # noqa: PLC0415
+        from mmindex.pipeline.embed.text_model import load_text_embedder
 
         return load_text_embedder(self.text_model or "", self.settings.device)
 
     def text_info(self) -> TextModelInfo | None:
-        from .text_model import text_model_info  # noqa: PLC0415
+        from mmindex.pipeline.embed.text_model import text_model_info
 
         return None if self.text_model is None else text_model_info(self.text_model)
 
@@ -169,7 +169,7 @@ class _Session:
         if self._embedder is None and self._loader is not None:
             self._embedder = self._loader(self.spec, self.settings)
         if self._embedder is None:
-            from .embed.model import load_embedder  # noqa: PLC0415
+            from mmindex.pipeline.embed.model import load_embedder
 
             self._embedder = load_embedder(self.spec, self.settings.device, self.settings.precision)
         return self._embedder
@@ -206,7 +206,7 @@ def _new_version(collection: str, embedder: Embedder, text: TextModelInfo | None
             dim=embedder.dim,
             created_at=datetime.now(UTC),
         )
-    from .sparse import SPARSE_ENCODER_ID  # noqa: PLC0415
+    from mmindex.pipeline.embed.sparse import SPARSE_ENCODER_ID
 
     identity = f"{embedder.embedder_id}|{text.embedder_id}|{SPARSE_ENCODER_ID}"
     return CollectionVersion(
@@ -225,7 +225,7 @@ def _new_version(collection: str, embedder: Embedder, text: TextModelInfo | None
 
 def _same_tagged_model(spec: ModelSpec, version: CollectionVersion) -> bool:
     """Same architecture and weights tag as the version (a tag names fixed weights; files may change)."""
-    from .embed.identity import LOCAL_DIR_PREFIX  # noqa: PLC0415
+    from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
 
     is_file = spec.pretrained is not None and Path(spec.pretrained).expanduser().exists()
     return (
@@ -236,7 +236,7 @@ def _same_tagged_model(spec: ModelSpec, version: CollectionVersion) -> bool:
 
 def _target_version(session: _Session, collection: str, explicit: ModelSpec | None) -> tuple[CollectionVersion, bool]:
     """The version this run writes to, and whether it is a migration (not yet the current one)."""
-    from .embed.identity import expected_embedder_id  # noqa: PLC0415
+    from mmindex.pipeline.embed.identity import expected_embedder_id
 
     existing = read_state(session.settings.root).collections.get(collection)
     if existing is None:
@@ -564,7 +564,7 @@ def index_source(
 ) -> IndexReport:
     """Make the collection reflect the source, in this process: plan, every unit in order, finalize.
     Each unit's commit (Parquet shard, upsert, outcome) runs on a background thread while the next
-    unit is decoded and embedded; commits stay in order, one at a time (``commits.py``).
+    unit is decoded and embedded; commits stay in order, one at a time (``ingest/commits.py``).
     (The Prefect ingest flow runs the same three steps as tasks; see ``flows/ingest.py``.)"""
     if request.dry_run:
         return plan_run(request, settings, embedder).report
@@ -591,7 +591,7 @@ def _text_model(settings: Settings, existing: CollectionState | None, collection
     Asking an existing collection for another text model (or none) is refused: vectors of two
     text models must never be mixed in one collection (``text_model.ensure_text_model``).
     """
-    from .text_model import ensure_text_model, wants_text_model  # noqa: PLC0415
+    from mmindex.pipeline.embed.text_model import ensure_text_model, wants_text_model
 
     if existing is None:
         return settings.text_model if wants_text_model(settings.text_model) else None
@@ -616,7 +616,7 @@ def _label_written_images(session: _Session, collection: str, requested: LabelCo
         only_keys = None
     if only_keys == []:
         return
-    from .labels import apply_labels  # noqa: PLC0415
+    from mmindex.pipeline.search.labels import apply_labels
 
     session.close_store()  # labeling opens the store itself
     report.labeled = apply_labels(

@@ -17,11 +17,11 @@ from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from ..schemas.state import LabelConfig, SourceSpec
-from .execute import RunCounts
-from .io.catalog import CatalogItem
-from .io.root import StoragePath, publish, remove_tree
-from .sources.base import ItemRef
+from mmindex.pipeline.ingest.execute import RunCounts
+from mmindex.pipeline.io.catalog import CatalogItem
+from mmindex.pipeline.io.root import StoragePath, publish, remove_tree
+from mmindex.pipeline.sources.base import ItemRef
+from mmindex.schemas.state import LabelConfig, SourceSpec
 
 RUNS_DIR = "runs"
 KEEP_FINISHED_RUNS = 20

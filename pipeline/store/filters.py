@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...schemas.payload import INDEXED_FIELDS, FieldType
-from ..errors import FilterSyntaxError
+from mmindex.pipeline.errors import FilterSyntaxError
+from mmindex.schemas.payload import INDEXED_FIELDS, FieldType
 
 Operator = Literal["eq", "ne", "any", "none", "gte", "lte", "gt", "lt"]
 Scalar = str | int | float

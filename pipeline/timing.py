@@ -2,11 +2,11 @@
 
 A recording is opened around a run (the benchmark does it)::
 
-    with stage_timer.recording() as times:
+    with timing.recording() as times:
         index_source(...)
     times.seconds["encode"]
 
-Library code marks stages with ``with stage_timer.stage("crawl"): ...``; outside a recording
+Library code marks stages with ``with timing.stage("crawl"): ...``; outside a recording
 that is one context-variable lookup and a shared no-op context manager. Hot per-item code asks
 for ``current()`` once per call and skips timing entirely when it is None.
 

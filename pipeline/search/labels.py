@@ -25,15 +25,15 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ..schemas.config import Settings
-from ..schemas.payload import INDEXED_FIELDS, LABEL_SCORES_FIELD, LABELS_FIELD
-from ..schemas.state import CollectionState, LabelConfig
-from .embed.model import Embedder
-from .errors import ConfigError, SourceError
-from .index.filters import Condition, PayloadFilter
-from .index.open_store import open_store
-from .index.store import PayloadUpdate, StoredPoint, VectorStore
-from .query import check_embedder, collection_state, embedder_for
+from mmindex.pipeline.embed.model import Embedder
+from mmindex.pipeline.errors import ConfigError, SourceError
+from mmindex.pipeline.search.query import check_embedder, collection_state, embedder_for
+from mmindex.pipeline.store.filters import Condition, PayloadFilter
+from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.store.store import PayloadUpdate, StoredPoint, VectorStore
+from mmindex.schemas.config import Settings
+from mmindex.schemas.payload import INDEXED_FIELDS, LABEL_SCORES_FIELD, LABELS_FIELD
+from mmindex.schemas.state import CollectionState, LabelConfig
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def apply_labels(
 
 def remember_labels(settings: Settings, collection: str, spec: LabelSpec) -> None:
     """Save the label settings so later ingests label the points they rewrite the same way."""
-    from .io.state_file import edit_state  # noqa: PLC0415
+    from mmindex.pipeline.io.state_file import edit_state
 
     config = LabelConfig(labels=list(spec.labels), templates=list(spec.templates), threshold=spec.threshold, scoring=spec.scoring)
     with edit_state(settings.root) as state:

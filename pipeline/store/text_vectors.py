@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import SchemaMismatchError
+from mmindex.pipeline.errors import SchemaMismatchError
 
 
 def check_text_vectors(text_dim: int | None, collection: str) -> int:

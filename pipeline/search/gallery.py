@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import ConfigError, DecodeError
-from .fusion import Contribution
-from .query import QueryHit, SearchResult
+from mmindex.pipeline.errors import ConfigError, DecodeError
+from mmindex.pipeline.search.fusion import Contribution
+from mmindex.pipeline.search.query import QueryHit, SearchResult
 
 THUMBNAIL_PX = 256
 JPEG_QUALITY = 80
@@ -78,7 +78,7 @@ class GalleryHeader:
 
 def thumbnail_data_uri(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) -> str | None:
     """A ``data:image/jpeg;base64,...`` thumbnail of a local image, or ``None`` if it can't be read."""
-    from .embed.decode import decode_image, read_regular_file  # noqa: PLC0415
+    from mmindex.pipeline.embed.decode import decode_image, read_regular_file
 
     try:
         image = decode_image(read_regular_file(path, MAX_SOURCE_BYTES), max_pixels).image

@@ -1,7 +1,7 @@
 """Searching a collection: embed the query parts with the collection's own model, fuse, filter, rank.
 
 Every query form goes through one path: the parts (texts, images, stored items, vectors) become
-unit vectors, ``fusion.fuse`` combines them (formula in ``pipeline/fusion.py``), and the store
+unit vectors, ``fusion.fuse`` combines them (formula in ``pipeline/search/fusion.py``), and the store
 ranks by cosine similarity. Two shortcuts into Qdrant's own query API:
 
 * a query made only of stored items (``--like``, equal weights, no MMR) is Qdrant's recommend
@@ -22,16 +22,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..schemas.config import Settings
-from ..schemas.state import CollectionState
-from .embed.model import Embedder, ModelSpec, load_embedder
-from .errors import CollectionNotFoundError, ConfigError, SchemaMismatchError, SourceError
-from .fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
-from .ids import point_id
-from .index.filters import PayloadFilter, parse_where
-from .index.open_store import open_store
-from .index.store import MmrParams, SearchHit, StoredPoint, VectorStore
-from .io.state_file import read_state
+from mmindex.pipeline.embed.model import Embedder, ModelSpec, load_embedder
+from mmindex.pipeline.errors import CollectionNotFoundError, ConfigError, SchemaMismatchError, SourceError
+from mmindex.pipeline.ids import point_id
+from mmindex.pipeline.io.state_file import read_state
+from mmindex.pipeline.search.fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
+from mmindex.pipeline.store.filters import PayloadFilter, parse_where
+from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.store.store import MmrParams, SearchHit, StoredPoint, VectorStore
+from mmindex.schemas.config import Settings
+from mmindex.schemas.state import CollectionState
 
 SearchMethod = Literal["nearest", "recommend", "mmr"]
 
@@ -150,7 +150,7 @@ def check_embedder(embedder: Embedder, collection: CollectionState) -> Embedder:
 
 def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
     """Embed a query image with exactly the decoding and preprocessing used at ingest."""
-    from .embed.decode import decode_image  # noqa: PLC0415
+    from mmindex.pipeline.embed.decode import decode_image
 
     try:
         data = path.expanduser().read_bytes()
@@ -160,7 +160,7 @@ def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.nd
     image = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None).image
     if plan is None:  # a transform ingest also runs whole, per item
         return embedder.encode_images(embedder.preprocess(image).unsqueeze(0))[0]
-    import torch  # noqa: PLC0415
+    import torch
 
     array = np.array(plan.to_array(image))  # a writable copy for torch
     pixels = plan.normalize(torch.from_numpy(array).unsqueeze(0))  # ingest's CPU path, exactly

@@ -6,10 +6,10 @@ import hashlib
 import re
 from pathlib import Path
 
-from ...schemas.config import Settings
-from ..errors import ConfigError
-from ..io.root import is_remote
-from .store import VectorStore
+from mmindex.pipeline.errors import ConfigError
+from mmindex.pipeline.io.root import is_remote
+from mmindex.pipeline.store.store import VectorStore
+from mmindex.schemas.config import Settings
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
 
@@ -54,15 +54,15 @@ def open_store(settings: Settings) -> VectorStore:
     the server's API in-process).
     """
     if settings.qdrant_url and settings.qdrant_url.startswith(LOCAL_CLIENT_PREFIX):
-        from .client_store import ClientStore  # noqa: PLC0415
+        from mmindex.pipeline.store.client_store import ClientStore
 
         return ClientStore.local(Path(settings.qdrant_url[len(LOCAL_CLIENT_PREFIX) :]).expanduser())
     if settings.qdrant_url:
-        from .client_store import ClientStore  # noqa: PLC0415
+        from mmindex.pipeline.store.client_store import ClientStore
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return ClientStore.connect(settings.qdrant_url, api_key)
     require_store_for_root(settings)
-    from .edge_store import EdgeStore  # noqa: PLC0415
+    from mmindex.pipeline.store.edge_store import EdgeStore
 
-    return EdgeStore(edge_directory(settings.root))
+    return EdgeStore(edge_directory(settings.root))  # type: ignore[arg-type]

@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.console import Console
 
-from .ingest import IndexReport
-from .runplan import UnitOutcome
+from mmindex.pipeline.ingest.run import IndexReport
+from mmindex.pipeline.ingest.units import UnitOutcome
 
 PLAN_ORDER = ("new", "changed", "renamed", "deleted", "unchanged", "retried", "failed_unchanged")
 

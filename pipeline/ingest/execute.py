@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records, records_to_batch
-from ..schemas.state import CollectionVersion
-from .apply import apply_records, mark_applied_next
-from .embed.model import Embedder
-from .embed.stage_timer import stage
-from .ids import chunk_key, point_id
-from .index.store import VectorStore
-from .io.catalog import CatalogItem, read_item_rows
-from .io.root import StoragePath
-from .io.shards import ShardLog, ShardRef
-from .plan import ChangePlan
-from .sources.base import ItemRef
+from mmindex.pipeline.embed.model import Embedder
+from mmindex.pipeline.ids import chunk_key, point_id
+from mmindex.pipeline.ingest.apply import apply_records, mark_applied_next
+from mmindex.pipeline.ingest.plan import ChangePlan
+from mmindex.pipeline.io.catalog import CatalogItem, read_item_rows
+from mmindex.pipeline.io.root import StoragePath
+from mmindex.pipeline.io.shards import ShardLog, ShardRef
+from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.store.store import VectorStore
+from mmindex.pipeline.timing import stage
+from mmindex.schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records, records_to_batch
+from mmindex.schemas.state import CollectionVersion
 
 if TYPE_CHECKING:
-    from .text_model import TextEmbedder
+    from mmindex.pipeline.embed.text_model import TextEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def tombstone_rows(item: CatalogItem, keys: Iterable[str], embedder_id: str, dim
 
 
 def _sidecars(ref: ItemRef) -> tuple[str | None, str | None]:
-    from .embed.decode import read_caption, read_metadata  # noqa: PLC0415
+    from mmindex.pipeline.embed.decode import read_caption, read_metadata
 
     caption = read_caption(ref.caption_path) if ref.caption_path else None
     metadata = read_metadata(ref.metadata_path) if ref.metadata_path else None
@@ -181,7 +181,7 @@ def refreshed(records: list[ItemRecord], ref: ItemRef) -> list[ItemRecord]:
     caption, metadata_json = _sidecars(ref) if ref.modality == "image" else (None, None)
     updated = []
     for record in records:
-        key = chunk_key(ref.key, record.chunk_index) if ref.modality == "text" else ref.key
+        key = chunk_key(ref.key, record.chunk_index) if ref.modality == "text" else ref.key  # type: ignore[arg-type]
         updated.append(
             dataclasses.replace(
                 record,
@@ -285,8 +285,8 @@ class PlanExecutor:
         return known, known_text
 
     def _embed(self) -> None:
-        from .embed.images import embed_images  # noqa: PLC0415
-        from .embed.texts import TextEmbedStats, embed_texts  # noqa: PLC0415
+        from mmindex.pipeline.embed.images import embed_images
+        from mmindex.pipeline.embed.texts import TextEmbedStats, embed_texts
 
         refs = self.plan.to_embed
         if not refs:

@@ -1,0 +1,1 @@
+"""Collection management: info, versions, rebuild, migrate, delete."""

@@ -1,0 +1,1 @@
+"""The Qdrant store: one ``VectorStore`` protocol, the embedded (qdrant-edge) and client backends, filters."""
