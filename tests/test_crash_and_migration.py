@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import BlockingEmbedder
 from PIL import Image
 
 from mmindex.pipeline.embed.model import ModelSpec, load_embedder
@@ -107,24 +108,6 @@ def test_sigkill_at_any_moment_then_rerun_is_exact(many_images: Path, tiny_local
     assert again.counts.embedded_keys == [] and again.counts.shards_written == 0
 
 
-class _BlockingEmbedder:
-    """A real embedder that pauses at its first image batch until released."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.blocked = threading.Event()
-        self.release = threading.Event()
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-    def encode_images(self, pixels):
-        self.blocked.set()
-        if not self.release.wait(timeout=DEADLINE_S):
-            raise TimeoutError("test never released the migration")
-        return self._inner.encode_images(pixels)
-
-
 def test_migration_serves_the_old_version_until_complete(
     photo_corpus: Path, tiny_checkpoint: Path, tiny_model_config: str, tmp_path: Path, backend: str | None
 ) -> None:
@@ -140,7 +123,7 @@ def test_migration_serves_the_old_version_until_complete(
     new_checkpoint = tmp_path / "new.pt"
     torch.save(weights, new_checkpoint)
     new_model = ModelSpec(tiny_model_config, str(new_checkpoint))
-    blocking = _BlockingEmbedder(load_embedder(new_model, "cpu"))
+    blocking = BlockingEmbedder(load_embedder(new_model, "cpu"))
     outcome: dict[str, object] = {}
 
     def migrate() -> None:

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import finishes_within
 from PIL import Image
-from timeouts import finishes_within
 
 from mmindex.pipeline.errors import SourceError
 from mmindex.pipeline.ids import item_key

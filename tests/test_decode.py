@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import finishes_within
 from PIL import Image
 from skimage import data as skdata
-from timeouts import finishes_within
 
 from mmindex.pipeline.embed import decode
 from mmindex.pipeline.embed.decode import (

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import collection_points
 
 from mmindex.pipeline.errors import StoreUnavailableError
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
 from mmindex.pipeline.search.query import collection_state
-from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 pytest.importorskip("prefect")
@@ -33,19 +33,8 @@ def _flow_params(corpus: Path, root: Path, model_dir: Path, collection: str = "c
 
 
 def _points(settings: Settings, collection: str) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
-    version = collection_state(settings, collection).current
-    store = open_store(settings)
-    try:
-        points: dict[str, tuple[dict[str, Any], np.ndarray]] = {}
-        offset = None
-        while True:
-            page = store.scroll(version.physical_name, offset=offset, with_vectors=True)
-            points.update({point.id: (point.payload, point.vector) for point in page.points})
-            if page.next_offset is None:
-                return points
-            offset = page.next_offset
-    finally:
-        store.close()
+    found = collection_points(settings, collection, with_vectors=True)
+    return {point_id: (point.payload, point.vector) for point_id, point in found.items()}
 
 
 def _shards(root: Path) -> dict[str, int]:

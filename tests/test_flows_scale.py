@@ -1,9 +1,11 @@
 """Prefect machinery end to end, in separate processes against a real Prefect server:
 ``mmindex schedule`` serves the ingest flow and a scheduled run completes; two process workers of
-one work pool split the shards of one run, each shard done exactly once."""
+one work pool split the shards of one run, each shard done exactly once; a shard whose process is
+killed while it is provably mid-shard (held there by ``child_hooks/sitecustomize.py``) is redone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -28,6 +30,7 @@ from mmindex.schemas.config import Settings
 pytest.importorskip("prefect")
 
 DEADLINE_S = 240.0
+CHILD_HOOKS = Path(__file__).parent / "child_hooks"
 T = TypeVar("T")
 
 
@@ -106,10 +109,12 @@ def test_served_schedule_produces_a_completed_run(
 
 @dataclass(frozen=True)
 class WorkerPool:
-    """A process work pool with the embed-shard deployment and two workers (logs in ``logs``)."""
+    """A process work pool with the embed-shard deployment and two workers (logs in ``logs``);
+    creating ``hold / "armed"`` makes the next shard process that embeds stop mid-shard."""
 
     deployment: str
     logs: Path
+    hold: Path
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +126,7 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
     from mmindex.flows.ingest import embed_shard
 
-    pool, logs = "cpu-test", tmp_path_factory.mktemp("workers")
+    pool, logs, hold = "cpu-test", tmp_path_factory.mktemp("workers"), tmp_path_factory.mktemp("hold")
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
     embed_shard.deploy(name="embed-shard-test", work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
@@ -131,7 +136,8 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
         log = (logs / f"{name}.log").open("wb")
         workers.append(subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", name,
-             "--limit", "1"], env=_child_env(), stdout=log, stderr=subprocess.STDOUT, cwd=logs))
+             "--limit", "1"], env={**_child_env(), "PYTHONPATH": str(CHILD_HOOKS), "MMINDEX_TEST_HOLD_DIR": str(hold)},
+            stdout=log, stderr=subprocess.STDOUT, cwd=logs))
 
     def online() -> bool:
         with get_client(sync_client=True) as client:
@@ -140,8 +146,9 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
     try:
         _poll("both workers online", online)
-        yield WorkerPool("embed-shard/embed-shard-test", logs)
+        yield WorkerPool("embed-shard/embed-shard-test", logs, hold)
     finally:
+        (hold / "released").touch()  # a held process that is still alive goes on
         for worker in workers:
             _stop(worker)
 
@@ -220,23 +227,37 @@ def test_a_shard_whose_worker_process_dies_is_redone_elsewhere(
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             errors.append(exc)
 
+    (worker_pool.hold / "armed").touch()  # the first shard process to embed stops there
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    try:
+        def held() -> Path | None:
+            if not thread.is_alive():
+                raise AssertionError(f"the run ended before a shard was held: {errors or result}")
+            found = [path for path in worker_pool.hold.glob("held-*") if path.read_text(encoding="utf-8")]
+            return found[0] if found else None
 
-    def started_child() -> Any:
-        if not thread.is_alive():
-            raise AssertionError(f"the run ended before a shard could be killed: {errors or result}")
-        runs = [r for r in _child_runs("crash") if r.infrastructure_pid and r.state is not None and not r.state.is_final()]
-        return runs[0] if runs else None
+        held_file = _poll("a shard process held mid-shard", held, every_s=0.1)
+        held_pid, victim_id = int(held_file.name.removeprefix("held-")), held_file.read_text(encoding="utf-8")
 
-    victim = _poll("a shard run with a process", started_child, every_s=0.1)
-    os.kill(int(str(victim.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
-    thread.join(DEADLINE_S)
+        def victim_run() -> Any:
+            runs = [r for r in _child_runs("crash") if str(r.id) == victim_id and r.infrastructure_pid]
+            return runs[0] if runs else None
+
+        victim = _poll("the held shard's flow run", victim_run, every_s=0.1)
+        assert victim.state is not None and victim.state.is_running()  # it is mid-shard, not finishing
+        infrastructure_pid = int(str(victim.infrastructure_pid).rsplit(":", 1)[-1])
+        for pid in dict.fromkeys([infrastructure_pid, held_pid]):  # the worker's process, and the held one if another
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        thread.join(DEADLINE_S)
+    finally:
+        (worker_pool.hold / "armed").unlink(missing_ok=True)
     assert not thread.is_alive(), "the run did not finish after a shard's process was killed"
     if errors:
         raise errors[0]
 
-    _assert_exact(root, "crash", result)
+    outcomes = _assert_exact(root, "crash", result)
     runs = _child_runs("crash")
     crashed = [r for r in runs if r.state is not None and r.state.is_crashed()]
     assert [r.id for r in crashed] == [victim.id]
@@ -244,3 +265,4 @@ def test_a_shard_whose_worker_process_dies_is_redone_elsewhere(
     redone = [r for r in runs if r.parameters["seq"] == seq and r.state is not None and r.state.is_completed()]
     assert len(redone) == 1  # submitted again, and done once
     assert sorted(r.parameters["seq"] for r in runs if r.state is not None and r.state.is_completed()) == [1, 2, 3, 4]
+    assert not any(outcome.reapplied for outcome in outcomes)  # killed before its shard was written: embedded again

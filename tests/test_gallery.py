@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import COLLECTION, Indexed, run_cli
 from PIL import Image
-from querykit import COLLECTION, Indexed, indexed, run  # noqa: F401
 
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.gallery import THUMBNAIL_PX, GalleryHeader, render_gallery, write_gallery
@@ -152,7 +152,7 @@ def test_write_gallery_replaces_atomically_and_reports_bad_paths(tmp_path: Path)
 
 def test_html_flag_with_json_keeps_stdout_clean(indexed: Indexed, tmp_path: Path) -> None:
     page = tmp_path / "g.html"
-    code, stdout, stderr = run("query", "-c", COLLECTION, "--like", indexed.key("rocket.bmp"), "--html", str(page),
+    code, stdout, stderr = run_cli("query", "-c", COLLECTION, "--like", indexed.key("rocket.bmp"), "--html", str(page),
                                "--json", *indexed.flags)
     assert code == 0, stderr
     assert len(json.loads(stdout)) == len(parse_cards(page.read_text(encoding="utf-8")).cards) > 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers import CountingEmbedder
 from PIL import Image
 
 from mmindex.pipeline.ids import chunk_key, item_key, point_id
@@ -20,27 +21,6 @@ from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
 LONG_NOTE = "\n\n".join(f"Paragraph {n}: cats sleep in the sun and chase small birds in the garden." for n in range(12))
-
-
-class CountingEmbedder:
-    """Wraps a real embedder and records every model call."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.images = 0
-        self.texts: list[str] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-    def encode_images(self, pixels):
-        self.images += int(pixels.shape[0])
-        return self._inner.encode_images(pixels)
-
-    def encode_texts(self, texts, batch_size: int = 256):
-        self.texts.extend(texts)
-        return self._inner.encode_texts(texts, batch_size)
-
 
 
 @pytest.fixture(params=["edge", "qdrant-client"])

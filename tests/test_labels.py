@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from querykit import BACKENDS, COLLECTION, Indexed, index_corpus, run, tiny_embedder  # noqa: F401
+from helpers import BACKENDS, COLLECTION, Indexed, collection_points, index_corpus, run_cli
 
 from mmindex.pipeline.errors import ConfigError, SourceError
 from mmindex.pipeline.search.labels import (
@@ -22,8 +22,7 @@ from mmindex.pipeline.search.labels import (
     score_images,
     split_labels,
 )
-from mmindex.pipeline.search.query import SearchQuery, collection_state, search
-from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.search.query import SearchQuery, search
 
 
 @pytest.fixture(params=BACKENDS)
@@ -61,13 +60,7 @@ def split_threshold(scores: dict[str, np.ndarray]) -> float:
 
 def stored_payloads(indexed: Indexed) -> dict[str, dict[str, Any]]:
     """Every point's payload by key, read with the store's scroll."""
-    settings = indexed.settings()
-    store = open_store(settings)
-    try:
-        page = store.scroll(collection_state(settings, COLLECTION).current.physical_name, limit=1000)
-    finally:
-        store.close()
-    return {point.payload["key"]: point.payload for point in page.points}
+    return {point.payload["key"]: point.payload for point in collection_points(indexed.settings(), COLLECTION).values()}
 
 
 def stored_images(indexed: Indexed) -> dict[str, dict[str, Any]]:
@@ -99,7 +92,7 @@ def check_stored(
 
 
 def label_cli(indexed: Indexed, *args: str) -> dict[str, Any]:
-    code, stdout, stderr = run("label", "-c", COLLECTION, *args, *indexed.flags, "--device", "cpu", "--json")
+    code, stdout, stderr = run_cli("label", "-c", COLLECTION, *args, *indexed.flags, "--device", "cpu", "--json")
     assert code == 0, stderr
     return json.loads(stdout)
 
@@ -165,14 +158,14 @@ def test_relabeling_replaces_old_labels_and_only_keys_limits_the_run(fresh: Inde
 )
 def test_label_mistakes_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
     """Checked before the collection is looked up or the model loaded."""
-    code, stdout, stderr = run("label", "-c", COLLECTION, *args, "--root", str(tmp_path))
+    code, stdout, stderr = run_cli("label", "-c", COLLECTION, *args, "--root", str(tmp_path))
     assert code != 0, stdout
     assert message in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
 
 
 def test_label_unknown_collection(tmp_path: Path) -> None:
-    code, _, stderr = run("label", "-c", "nope", "--labels", "a", "--root", str(tmp_path))
+    code, _, stderr = run_cli("label", "-c", "nope", "--labels", "a", "--root", str(tmp_path))
     assert code != 0 and "no collection 'nope'" in stderr
 
 

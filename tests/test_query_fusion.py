@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from querykit import SCORE_TOL, Indexed, assert_hits, fused, image_vector, indexed, tiny_embedder, unit  # noqa: F401
+from helpers import COLLECTION, SCORE_TOL, Indexed, assert_hits, fused, image_vector, run_cli, unit
 
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.fusion import EmbeddedPart, QueryPart, fuse, parse_weights, with_weights
@@ -179,9 +179,7 @@ def test_query_mistakes_are_one_line_errors(indexed: Indexed, args: list[str], m
 
 
 def test_table_output_shows_the_fused_query(indexed: Indexed) -> None:
-    from querykit import COLLECTION, run
-
-    code, stdout, stderr = run("query", "-c", COLLECTION, "cats", "--not", "dogs", *indexed.flags, "--device", "cpu")
+    code, stdout, stderr = run_cli("query", "-c", COLLECTION, "cats", "--not", "dogs", *indexed.flags, "--device", "cpu")
     assert code == 0, stderr
     assert "query: text 'cats' ×1 − text 'dogs' ×0.5" in stdout
     assert "score" in stdout and "modality" in stdout

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from querykit import COLLECTION, Indexed, assert_hits, fused, indexed, tiny_embedder, unit  # noqa: F401
+from helpers import COLLECTION, Indexed, assert_hits, fused, unit
 
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.search.fusion import QueryPart

@@ -3,44 +3,14 @@ candidates (relevance = cosine to the fused query; scores stay that relevance)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from querykit import SCORE_TOL, Indexed, Reference, indexed, tiny_embedder, unit  # noqa: F401
+from helpers import SCORE_TOL, Indexed, assert_same_picks, reference_mmr, unit
 
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.store.store import MmrParams
-
-
-def reference_mmr(
-    ref: Reference,
-    query: np.ndarray,
-    limit: int,
-    diversity: float,
-    candidates: int,
-    allowed: Callable[[int], bool] = lambda _i: True,
-) -> list[tuple[str, float]]:
-    """Greedy MMR: first the most relevant, then argmax λ·rel − (1−λ)·max sim to the picked, λ = 1 − diversity."""
-    pool = ref.ranking(query, allowed)[:candidates]
-    vectors = np.stack([unit(ref.vector(key)) for key, _ in pool])
-    relevance = np.array([score for _, score in pool])
-    lam = 1.0 - diversity
-    picked = [0]
-    while len(picked) < min(limit, len(pool)):
-        pending = [i for i in range(len(pool)) if i not in picked]
-        similarity = vectors[pending] @ vectors[picked].T
-        scores = lam * relevance[pending] - (1 - lam) * similarity.max(axis=1)
-        picked.append(pending[int(np.argmax(scores))])
-    return [pool[i] for i in picked]
-
-
-def assert_same_picks(hits: list[dict[str, Any]], expected: list[tuple[str, float]], ref: Reference) -> None:
-    """Same relevance rank by rank; identical text chunks are interchangeable."""
-    np.testing.assert_allclose([h["score"] for h in hits], [s for _, s in expected], atol=SCORE_TOL)
-    for hit, (key, _) in zip(hits, expected, strict=True):
-        assert np.allclose(ref.vector(hit["key"]), ref.vector(key), atol=1e-5), (hit["key"], key)
 
 
 @pytest.mark.parametrize("diversity", [0.0, 0.5, 0.9])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dockit import make_pdf
+from helpers import make_pdf
 
 from mmindex.pipeline.embed.chunking import Heading, chunk_sections, heading_paths
 from mmindex.pipeline.embed.extract import extract_document, markdown_headings

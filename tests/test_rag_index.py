@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from dockit import make_pdf
+from helpers import CountingEmbedder, CountingText, collection_points, make_pdf, run_cli
 from PIL import Image
 
 from mmindex.api import Index
@@ -55,35 +55,6 @@ NOTES = "Lunch on Fridays is pizza. The office closes at six."
 BACKENDS = ("edge", "qdrant-client")
 
 
-class CountingText:
-    """Wraps the real text model and records every text it encodes."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.texts: list[str] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-    def encode(self, texts, batch_size: int = 64):
-        self.texts.extend(texts)
-        return self._inner.encode(texts, batch_size)
-
-
-class CountingClip:
-    """Wraps the tiny CLIP embedder and records every text it encodes."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.texts: list[str] = []
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-    def encode_texts(self, texts, batch_size: int = 256):
-        self.texts.extend(texts)
-        return self._inner.encode_texts(texts, batch_size)
-
 
 
 def write_corpus(root: Path) -> Path:
@@ -116,19 +87,8 @@ def run(settings: Settings, corpus: Path, embedder, collection: str = "docs"):
 
 
 def stored(settings: Settings, collection: str = "docs") -> dict[str, dict]:
-    """Every point of the collection by id (scrolling the whole store)."""
-    physical = collection_state(settings, collection).current.physical_name
-    store = open_store(settings)
-    try:
-        points, offset = {}, None
-        while True:
-            page = store.scroll(physical, limit=64, offset=offset)
-            points.update({point.id: point.payload for point in page.points})
-            if page.next_offset is None:
-                return points
-            offset = page.next_offset
-    finally:
-        store.close()
+    """Every point's payload of the collection by id (scrolling the whole store)."""
+    return {point_id: point.payload for point_id, point in collection_points(settings, collection).items()}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -235,23 +195,18 @@ def test_langchain_and_llamaindex_adapters_return_the_retrievers_passages(indexe
 
 
 def test_cli_query_modes(indexed) -> None:
-    from typer.testing import CliRunner
-
-    from mmindex.pipeline.cli import app
-
     settings = indexed[0]
     flags = ["-c", "docs", "--root", str(settings.root), "--device", "cpu", "--json"]
     if settings.qdrant_url:
         flags += ["--qdrant-url", settings.qdrant_url]
-    runner = CliRunner()
-    result = runner.invoke(app, ["query", "E-771", "--mode", "sparse", "-k", "2", *flags])
-    assert result.exit_code == 0, result.output
+    result = run_cli("query", "E-771", "--mode", "sparse", "-k", "2", *flags)
+    assert result.code == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer[0]["source"] == "manual.pdf" and answer[0]["heading_path"] == ["page 2"]
-    bad = runner.invoke(app, ["query", "E-771", "--mode", "dense", "--image", "x.jpg", *flags])
-    assert bad.exit_code == 2 and "--mode dense takes one query text" in bad.output
-    unknown = runner.invoke(app, ["query", "E-771", "--mode", "bm42", *flags])
-    assert unknown.exit_code == 2
+    bad = run_cli("query", "E-771", "--mode", "dense", "--image", "x.jpg", *flags)
+    assert bad.code == 2 and "--mode dense takes one query text" in bad.stderr
+    unknown = run_cli("query", "E-771", "--mode", "bm42", *flags)
+    assert unknown.code == 2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -268,7 +223,7 @@ def test_edits_reembed_only_changed_chunks_and_deletes_remove_all(
     edited = edited.replace("# Widget guide\n", "# Widget guide\n\nNew: a troubleshooting section is coming.\n", 1)
     (corpus / "guide.md").write_text(edited, encoding="utf-8")
     (corpus / "billing.html").unlink()
-    text_model, clip = counting_text_model(monkeypatch, minilm), CountingClip(tiny_embedder)
+    text_model, clip = counting_text_model(monkeypatch, minilm), CountingEmbedder(tiny_embedder)
     report = run(settings, corpus, clip)
     assert report.plan["changed"] == 1 and report.plan["deleted"] == 1
 
@@ -393,26 +348,21 @@ def test_image_only_collection_records_the_text_model_without_loading_it(
 
 def test_cli_index_with_text_model_and_auto_mode(tmp_path: Path, tiny_local_dir: Path, minilm) -> None:
     """A document-only collection answers a plain text query with hybrid passages (``--mode auto``)."""
-    from typer.testing import CliRunner
-
-    from mmindex.pipeline.cli import app
-
     corpus = tmp_path / "docs"
     corpus.mkdir()
     (corpus / "guide.md").write_text(GUIDE, encoding="utf-8")
     (corpus / "manual.pdf").write_bytes(make_pdf(MANUAL_PAGES))
     root = ["--root", str(tmp_path / "root")]
-    runner = CliRunner()
-    indexed = runner.invoke(app, ["index", str(corpus), "-c", "kb", *root, "--model", f"local-dir:{tiny_local_dir}",
-                                  "--text-model", "all-MiniLM-L6-v2", "--device", "cpu", "--workers", "0", "--json"])
-    assert indexed.exit_code == 0, indexed.output
-    answer = runner.invoke(app, ["query", "what does error E-771 mean", "-c", "kb", *root, "--device", "cpu", "--json"])
-    assert answer.exit_code == 0, answer.output
+    indexed = run_cli("index", str(corpus), "-c", "kb", *root, "--model", f"local-dir:{tiny_local_dir}",
+                      "--text-model", "all-MiniLM-L6-v2", "--device", "cpu", "--workers", "0", "--json")
+    assert indexed.code == 0, indexed.stderr
+    answer = run_cli("query", "what does error E-771 mean", "-c", "kb", *root, "--device", "cpu", "--json")
+    assert answer.code == 0, answer.stderr
     passages = json.loads(answer.stdout)
     assert passages[0]["source"] == "manual.pdf" and passages[0]["heading_path"] == ["page 2"]
-    clip = runner.invoke(app, ["query", "what does error E-771 mean", "-c", "kb", *root, "--device", "cpu", "--json",
-                               "--mode", "clip"])
-    assert clip.exit_code == 0 and "contributions" in json.loads(clip.stdout)[0]  # the CLIP fusion query
+    clip = run_cli("query", "what does error E-771 mean", "-c", "kb", *root, "--device", "cpu", "--json",
+                   "--mode", "clip")
+    assert clip.code == 0 and "contributions" in json.loads(clip.stdout)[0]  # the CLIP fusion query
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -424,7 +374,7 @@ def test_renamed_document_keeps_its_vectors_without_any_model(
     counting_text_model(monkeypatch, minilm)
     run(settings, corpus, tiny_embedder)
     (corpus / "guide.md").rename(corpus / "handbook.md")
-    text_model, clip = counting_text_model(monkeypatch, minilm), CountingClip(tiny_embedder)
+    text_model, clip = counting_text_model(monkeypatch, minilm), CountingEmbedder(tiny_embedder)
     report = run(settings, corpus, clip)
     assert report.plan["renamed"] == 1 and text_model.texts == [] and clip.texts == []
     with Index("docs", settings=settings, embedder=tiny_embedder) as index:

@@ -7,13 +7,13 @@ moto or s3fs is not installed: ``pip install -e ".[dev]"``)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import collection_points, free_port
 from PIL import Image
 
 from mmindex.pipeline.errors import ConfigError
@@ -30,14 +30,7 @@ from mmindex.pipeline.ingest.units import RunDir
 from mmindex.pipeline.io.root import RemotePath, parse_root
 from mmindex.pipeline.manage.maintenance import rebuild_collection
 from mmindex.pipeline.search.query import collection_state
-from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def s3_bucket() -> Iterator[str]:
     server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (part of the [dev] extra)")
     import boto3
 
-    port = _free_port()
+    port = free_port()
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     patch = pytest.MonkeyPatch()
@@ -94,20 +87,8 @@ def _settings(root: str | Path, qdrant_dir: Path) -> Settings:
 
 
 def _points(settings: Settings) -> dict[str, tuple[dict, np.ndarray]]:
-    version = collection_state(settings, "c").current
-    store = open_store(settings)
-    try:
-        found: dict[str, tuple[dict, np.ndarray]] = {}
-        offset = None
-        while True:
-            page = store.scroll(version.physical_name, offset=offset, with_vectors=True)
-            for point in page.points:
-                found[point.id] = (point.payload, np.asarray(point.vector))
-            offset = page.next_offset
-            if offset is None:
-                return found
-    finally:
-        store.close()
+    found = collection_points(settings, "c", with_vectors=True)
+    return {point_id: (point.payload, np.asarray(point.vector)) for point_id, point in found.items()}
 
 
 def _assert_same_points(local: Settings, remote: Settings) -> None:
