@@ -1,5 +1,5 @@
 """The LangChain and LlamaIndex adapters against the frameworks' own contracts, over a real
-collection (tiny open_clip model + the shipped all-MiniLM-L6-v2, embedded backend):
+collection (tiny open_clip model + the shipped all-MiniLM-L6-v2) on both store backends:
 
 * LangChain's standard retriever suite (``langchain-tests`` ``RetrieversIntegrationTests``), then
   per-call ``k``/``where``/``mode``/``include_images`` and ``ainvoke`` off the event loop;
@@ -64,12 +64,13 @@ A refund reaches your card within five business days.
     "security.txt": "Security keys must be rotated every ninety days; the API key is shown only once.",
 }
 QUESTION = "How do I rotate the API key?"
+BACKENDS = ("edge", "qdrant-client")
 
 
-@pytest.fixture(scope="module")
-def docs_index(tmp_path_factory: pytest.TempPathFactory, tiny_embedder, minilm) -> Iterator[Index]:
-    """A document collection (four texts and a photo) on the embedded backend, open for the module."""
-    tmp = tmp_path_factory.mktemp("adapters")
+@pytest.fixture(scope="module", params=BACKENDS)
+def docs_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_embedder, minilm) -> Iterator[Index]:
+    """A document collection (four texts and a photo) per store backend, open for the module."""
+    tmp = tmp_path_factory.mktemp(request.param)
     corpus = tmp / "corpus"
     corpus.mkdir()
     for name, text in DOCUMENTS.items():
@@ -77,7 +78,8 @@ def docs_index(tmp_path_factory: pytest.TempPathFactory, tiny_embedder, minilm) 
     from skimage import data
 
     Image.fromarray(data.chelsea()).save(corpus / "cat.jpg")
-    settings = Settings(root=tmp / "root", workers=0, batch_size=8, shard_size=4, device="cpu",
+    url = None if request.param == "edge" else f"local:{tmp / 'qdrant-client'}"
+    settings = Settings(root=tmp / "root", workers=0, batch_size=8, shard_size=4, device="cpu", qdrant_url=url,
                         text_model="all-MiniLM-L6-v2")
     index_source(IndexRequest(corpus, "docs"), settings, embedder=tiny_embedder)
     with Index("docs", settings=settings, embedder=tiny_embedder) as index:
@@ -160,6 +162,7 @@ def test_langchain_invoke_overrides_k_where_mode_and_images_per_call(docs_retrie
     assert [d.metadata["modality"] for d in with_images] == ["text", "image"]
     assert with_images[-1].metadata["source"] == "cat.jpg"
     assert len(adapter.invoke(QUESTION, verbose=True)) == 3  # LangChain's own keyword is not an override
+    assert [len(docs) for docs in adapter.batch([QUESTION, "When do refunds arrive?"], k=1)] == [1, 1]
 
 
 def test_langchain_rejects_bad_arguments(docs_retriever: Retriever) -> None:
