@@ -171,8 +171,10 @@ def test_langchain_rejects_bad_arguments(docs_retriever: Retriever) -> None:
         adapter.invoke(QUESTION, top_k=2)
     with pytest.raises(ConfigError, match="unknown retrieval mode"):
         adapter.invoke(QUESTION, mode="fuzzy")
-    with pytest.raises(ConfigError, match="k must be at least 1"):
-        adapter.invoke(QUESTION, k=0)
+    for bad in (0, "3", 2.5, True):
+        with pytest.raises(ConfigError, match="k must be a whole number of at least 1"):
+            adapter.invoke(QUESTION, k=bad)
+    assert len(LangChainRetriever(retriever=docs_retriever, k=2).invoke(QUESTION, k=None, mode=None)) == 2
     with pytest.raises(FilterSyntaxError):
         adapter.invoke(QUESTION, where="ext")
     with pytest.raises(ValidationError):
@@ -220,7 +222,7 @@ def test_llama_index_retrieve_takes_query_bundles_and_similarity_top_k(docs_retr
     assert len(LlamaRetriever(docs_retriever, k=2).retrieve(QUESTION)) == 2
     with pytest.raises(ConfigError, match="disagree"):
         LlamaRetriever(docs_retriever, similarity_top_k=2, k=3)
-    with pytest.raises(ConfigError, match="at least 1"):
+    with pytest.raises(ConfigError, match="similarity_top_k must be a whole number of at least 1"):
         adapter.similarity_top_k = 0
 
 

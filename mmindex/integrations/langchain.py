@@ -30,7 +30,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'mmindex[langchain]'") from exc
 
-from mmindex.integrations._common import passage_metadata
+from mmindex.integrations._common import checked_count, passage_metadata
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.retriever import RetrieveMode, Retriever
 
@@ -74,11 +74,12 @@ class MmindexRetriever(BaseRetriever):
             raise ConfigError(f"unknown retriever argument(s) {', '.join(unknown)}: use {', '.join(CALL_ARGUMENTS)}")
         extra = overrides.get("where")
         where = [*self.where, *((extra,) if isinstance(extra, str) else (extra or ()))]
+        k, mode, images = (overrides.get(name) for name in ("k", "mode", "include_images"))
         passages = self.retriever.retrieve(
             query,
-            overrides.get("k", self.k),
+            self.k if k is None else checked_count(k, "k"),
             where=where,
-            mode=overrides.get("mode", self.mode),
-            include_images=overrides.get("include_images", self.include_images),
+            mode=self.mode if mode is None else mode,
+            include_images=self.include_images if images is None else images,
         )
         return [Document(page_content=p.text, metadata=passage_metadata(p), id=p.point_id) for p in passages]

@@ -29,7 +29,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the LlamaIndex adapter needs llama-index-core: pip install 'mmindex[llamaindex]'") from exc
 
-from mmindex.integrations._common import passage_metadata
+from mmindex.integrations._common import checked_count, passage_metadata
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.retriever import RetrieveMode, Retriever
 from mmindex.pipeline.store.filters import parse_where
@@ -109,9 +109,7 @@ class MmindexRetriever(BaseRetriever):
 
     @similarity_top_k.setter
     def similarity_top_k(self, value: int | None) -> None:
-        if value is not None and value < 1:
-            raise ConfigError("similarity_top_k must be at least 1")
-        self._k = value
+        self._k = checked_count(value, "similarity_top_k")
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         passages = self._mmindex.retrieve(query_bundle.query_str, self._k, where=self._where, mode=self._mode,
