@@ -1,10 +1,18 @@
-"""What both adapters put in a framework document's metadata."""
+"""What both adapters share: the metadata of a framework document, the check of a requested count."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.retriever import Passage
+
+
+def checked_count(value: Any, name: str) -> int | None:
+    """A number of passages asked through an adapter (None: the default); ``ConfigError`` otherwise."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return value
 
 
 def passage_metadata(passage: Passage) -> dict[str, Any]:
