@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import warnings
 from collections.abc import Callable
 from types import FrameType
 
@@ -46,12 +47,14 @@ def serve_until_stopped(serve: Callable[[], object]) -> None:
 
     SIGTERM is turned into the KeyboardInterrupt that Prefect's runner already shuts down on, so
     both stop the same way; Prefect's client logs that a stopping process prints are silenced."""
+    # Prefect's runner, interrupted, leaves a stop coroutine that the interpreter reports at exit.
+    warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         serve()
     except KeyboardInterrupt:
         pass
-    finally:
+    finally:  # also when Prefect's runner ends the process with SystemExit on the signal
         signal.signal(signal.SIGTERM, previous)
-    logging.getLogger("prefect").setLevel(logging.CRITICAL)
-    err.print("mmindex schedule stopped")
+        logging.getLogger("prefect").setLevel(logging.CRITICAL)
+        err.print("mmindex schedule stopped")
