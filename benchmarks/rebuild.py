@@ -199,7 +199,7 @@ def main() -> None:
     for _ in range(args.repeat):
         with timing.recording() as timer:
             started = time.perf_counter()
-            written = rebuild_collection(settings, "bench")
+            written = rebuild_collection(settings, "bench").points
             walls.append(time.perf_counter() - started)
         phases.append(dict(timer.seconds))
         if written != args.points:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -58,13 +59,16 @@ class SourceSpec(BaseModel):
     include_hidden: bool = False
 
 
+LabelScoring = Literal["softmax", "cosine"]
+
+
 class LabelConfig(BaseModel):
     """Zero-shot labels a collection was labeled with; re-applied to points an ingest rewrites."""
 
     labels: list[str]
     templates: list[str]
     threshold: float | None = None
-    scoring: str = "softmax"
+    scoring: LabelScoring = "softmax"
 
 
 class CollectionState(BaseModel):

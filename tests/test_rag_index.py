@@ -272,7 +272,7 @@ def test_rebuild_restores_every_vector_without_any_model(
 
     monkeypatch.setattr("mmindex.pipeline.embed.text_model.load_text_embedder", no_model)
     monkeypatch.setattr("mmindex.pipeline.embed.model.load_embedder", no_model)
-    written = rebuild_collection(settings, "docs")
+    written = rebuild_collection(settings, "docs").points
     assert written == len(stored(settings))
     assert answers() == before
 

@@ -308,7 +308,8 @@ class PlanExecutor:
                 ref = by_key[item_key]
                 for record in item_records:
                     record.sidecar_sig = ref.sidecar_sig
-                self.committer.counts.embedded_keys.append(item_key)
+                if any(record.status == STATUS_OK for record in item_records):  # a failed item is not embedded
+                    self.committer.counts.embedded_keys.append(item_key)
                 self.committer.add(self._with_tombstones(item_key, (item_records, item_vectors)))
         self.committer.counts.chunks_reused += stats.reused
 

@@ -25,7 +25,6 @@ from mmindex.schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
 class Reuse:
     """A crawled item whose content is already embedded under ``source`` (renamed or copied)."""
@@ -71,6 +70,44 @@ class ChangePlan:
             "retried": len(self.retry_failed),
             "failed_unchanged": self.failed_unchanged,
         }
+
+    def items(self) -> PlannedItems:
+        """The paths behind ``counts``' new, changed, renamed and deleted."""
+        renamed = [reuse for reuse in self.reuse if reuse.renamed]
+        renamed_from = {reuse.source.item_key for reuse in renamed}
+        return PlannedItems(
+            new=[ref.path for ref in self.embed_new] + [reuse.ref.path for reuse in self.reuse if not reuse.renamed],
+            changed=[ref.path for ref in self.embed_changed] + [ref.path for ref, _ in self.metadata_changed],
+            renamed=[(reuse.source.path, reuse.ref.path) for reuse in renamed],
+            deleted=[item.path for item in self.deleted if item.item_key not in renamed_from],
+        )
+
+
+@dataclass(slots=True)
+class PlannedItems:
+    """Which items a plan finds new, changed, renamed (from, to) and deleted, by path: what
+    ``--dry-run`` lists (``ChangePlan.counts`` counts the same items)."""
+
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def extend(self, other: PlannedItems) -> None:
+        """Add the items of another source's plan."""
+        self.new += other.new
+        self.changed += other.changed
+        self.renamed += other.renamed
+        self.deleted += other.deleted
+
+    def lines(self) -> dict[str, list[str]]:
+        """Each kind's items as one line each (a rename as ``old -> new``)."""
+        return {"new": self.new, "changed": self.changed,
+                "renamed": [f"{old} -> {new}" for old, new in self.renamed], "deleted": self.deleted}
+
+    def as_json(self) -> dict[str, list[str] | list[dict[str, str]]]:
+        return {"new": self.new, "changed": self.changed,
+                "renamed": [{"from": old, "to": new} for old, new in self.renamed], "deleted": self.deleted}
 
 
 def content_sha256(path: str) -> str | None:

@@ -1,10 +1,9 @@
-"""How run reports look: JSON for scripts, a few Rich lines for people."""
+"""How run reports look: JSON for scripts and a Markdown artifact for Prefect (the CLI prints the
+lines people read: ``pipeline/cli/ingest.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from rich.console import Console
 
 from mmindex.pipeline.ingest.run import IndexReport
 from mmindex.pipeline.ingest.units import UnitOutcome
@@ -37,35 +36,13 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
         "seconds": round(report.seconds, 3),
         "items_per_second": round(report.items_per_second, 2),
         "failures": [{"path": path, "error": error} for path, error in counts.failures],
+        **({"planned_items": report.items.as_json()} if report.items is not None else {}),
     }
 
 
 def plan_line(plan: dict[str, int]) -> str:
     """``new=3 changed=1 renamed=0 deleted=2 unchanged=120 …``"""
     return " ".join(f"{name}={plan.get(name, 0)}" for name in PLAN_ORDER if plan.get(name, 0) or name != "retried")
-
-
-def print_index_report(console: Console, report: IndexReport) -> None:
-    """A short human summary of a run."""
-    counts = report.counts
-    if report.dry_run:
-        console.print(f"[bold]plan[/] for {report.collection} ({report.items_seen} items): {plan_line(report.plan)}")
-        return
-    console.print(
-        f"[green]indexed[/] {report.items_seen} items into [bold]{report.collection}[/]: {plan_line(report.plan)}; "
-        f"embedded {len(counts.embedded_keys)}, reused {counts.reused}, {counts.failed} failed "
-        f"({report.seconds:.1f}s)"
-    )
-    if report.replayed_shards:
-        console.print(f"  re-applied {report.replayed_shards} shard(s) left by an interrupted run")
-    if report.labeled:
-        console.print(f"  labeled {report.labeled} images")
-    if report.migrated_to:
-        console.print(f"  collection now serves the new version {report.migrated_to}")
-    for path, error in counts.failures[:10]:
-        console.print(f"  [yellow]failed[/] {path}: {error}")
-    if counts.failed > 10:
-        console.print(f"  … and {counts.failed - 10} more: mmindex info --collection {report.collection} --failed")
 
 
 def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> str:

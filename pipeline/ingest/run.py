@@ -27,7 +27,7 @@ from mmindex.pipeline.errors import CollectionNotFoundError, IncompleteRunError,
 from mmindex.pipeline.ingest.apply import collection_spec, mark_applied, replay_unapplied, shard_log
 from mmindex.pipeline.ingest.commits import BackgroundCommits
 from mmindex.pipeline.ingest.execute import Committer, PlanExecutor, ProgressReporter, RunCounts
-from mmindex.pipeline.ingest.plan import ChangePlan, plan_changes
+from mmindex.pipeline.ingest.plan import ChangePlan, PlannedItems, plan_changes
 from mmindex.pipeline.ingest.units import ReuseJob, RunDir, RunPlan, UnitOutcome, WorkUnit, prune_runs, worker_name
 from mmindex.pipeline.io.catalog import Catalog, CatalogItem, load_catalog, write_catalog
 from mmindex.pipeline.io.root import is_remote
@@ -87,6 +87,7 @@ class IndexReport:
     migrated_to: str | None = None
     replayed_shards: int = 0
     labeled: int = 0
+    items: PlannedItems | None = None  # a dry run's planned items, by kind
 
     @property
     def items_per_second(self) -> float:
@@ -95,6 +96,9 @@ class IndexReport:
     def add_plan(self, plan: ChangePlan) -> None:
         for name, value in plan.counts().items():
             self.plan[name] = self.plan.get(name, 0) + value
+        if self.dry_run:
+            self.items = self.items or PlannedItems()
+            self.items.extend(plan.items())
 
 
 def label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> LabelConfig | None:
@@ -621,7 +625,7 @@ def _label_written_images(session: _Session, collection: str, requested: LabelCo
     session.close_store()  # labeling opens the store itself
     report.labeled = apply_labels(
         session.settings, collection, config.labels, config.templates, config.threshold, only_keys,
-        scoring=config.scoring,  # type: ignore[arg-type]
+        scoring=config.scoring,
         embedder=session.embedder(),
     ).labeled
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import Timeout
+from filelock import FileLock, Timeout
 
 from mmindex.pipeline.embed.model import ModelSpec
-from mmindex.pipeline.errors import ConfigError, IndexBusyError
+from mmindex.pipeline.errors import ConfigError, IndexBusyError, ModelUnavailableError
 from mmindex.pipeline.ingest.apply import rebuild_version, shard_log
 from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, ProgressReporter, index_source, ingest_lock
 from mmindex.pipeline.io.root import remove_tree
@@ -31,7 +31,8 @@ class VersionInfo:
     shards: int
 
 
-def _locked(settings: Settings, collection: str):  # noqa: ANN202 - returns the acquired FileLock
+def lock_collection(settings: Settings, collection: str) -> FileLock:
+    """The collection's ingest lock, acquired (``IndexBusyError`` while an ingest holds it)."""
     lock = ingest_lock(settings, collection)
     try:
         lock.acquire(timeout=0)
@@ -40,16 +41,39 @@ def _locked(settings: Settings, collection: str):  # noqa: ANN202 - returns the 
     return lock
 
 
-def rebuild_collection(settings: Settings, collection: str) -> int:
-    """Drop the collection's current Qdrant collection and refill it from the Parquet shards."""
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    """What ``rebuild_collection`` did. Labels live in the Qdrant payload only, so a rebuild
+    labels the images again from their stored vectors with the remembered label settings
+    (``labeled``); ``labels_not_reapplied`` says why it could not (the model cannot be loaded)."""
+
+    points: int
+    labeled: int | None = None
+    labels_not_reapplied: str | None = None
+
+
+def rebuild_collection(settings: Settings, collection: str) -> RebuildReport:
+    """Drop the collection's current Qdrant collection and refill it from the Parquet shards, then
+    re-apply its remembered labels (the model's text tower scores the stored image vectors)."""
     state = collection_state(settings, collection)
-    lock = _locked(settings, collection)
+    lock = lock_collection(settings, collection)
     store = open_store(settings)
     try:
-        return rebuild_version(settings, store, collection, state.current)
+        points = rebuild_version(settings, store, collection, state.current)
     finally:
         store.close()
         lock.release()
+    labels = state.labels
+    if labels is None:
+        return RebuildReport(points)
+    from mmindex.pipeline.search.labels import apply_labels
+
+    try:
+        labeled = apply_labels(settings, collection, labels.labels, labels.templates, labels.threshold,
+                               scoring=labels.scoring)
+    except ModelUnavailableError as exc:
+        return RebuildReport(points, labels_not_reapplied=str(exc))
+    return RebuildReport(points, labeled=labeled.images)
 
 
 def migrate_collection(
@@ -99,7 +123,7 @@ def drop_version(settings: Settings, collection: str, physical_name: str) -> Non
     version = state.version(physical_name)
     if version is None:
         raise ConfigError(f"collection {collection!r} has no version {physical_name!r} (see `mmindex versions -c {collection}`)")
-    lock = _locked(settings, collection)
+    lock = lock_collection(settings, collection)
     store = open_store(settings)
     try:
         store.drop_collection(physical_name)

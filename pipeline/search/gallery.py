@@ -21,6 +21,7 @@ from pathlib import Path
 from mmindex.pipeline.errors import ConfigError, DecodeError
 from mmindex.pipeline.search.fusion import Contribution
 from mmindex.pipeline.search.query import QueryHit, SearchResult
+from mmindex.pipeline.sources.local import GENERATED_PAGE_MARKER
 
 THUMBNAIL_PX = 256
 JPEG_QUALITY = 80
@@ -178,7 +179,7 @@ def render_gallery(header: GalleryHeader, hits: Sequence[QueryHit], max_pixels: 
     body = cards or '<p class="empty">No results.</p>'
     return (
         "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
+        f'<html lang="en"><head><meta charset="utf-8">{GENERATED_PAGE_MARKER}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(header.title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{html.escape(header.title)}</h1>"

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,11 +33,10 @@ from mmindex.pipeline.store.open_store import open_store
 from mmindex.pipeline.store.store import PayloadUpdate, StoredPoint, VectorStore
 from mmindex.schemas.config import Settings
 from mmindex.schemas.payload import INDEXED_FIELDS, LABEL_SCORES_FIELD, LABELS_FIELD
-from mmindex.schemas.state import CollectionState, LabelConfig
+from mmindex.schemas.state import CollectionState, LabelConfig, LabelScoring
 
 log = logging.getLogger(__name__)
 
-LabelScoring = Literal["softmax", "cosine"]
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 DEFAULT_THRESHOLDS: dict[LabelScoring, float] = {"softmax": 0.5, "cosine": 0.25}
 _KEYS_PER_FILTER = 512

@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 RetrieveMode = Literal["auto", "dense", "sparse", "hybrid", "clip"]
 RETRIEVE_MODES: tuple[str, ...] = get_args(RetrieveMode)
 DEFAULT_CANDIDATES = 50
+ScoreKind = Literal["cosine", "bm25", "rrf"]
+_SCORE_KINDS: dict[str, ScoreKind] = {"clip": "cosine", "dense": "cosine", "sparse": "bm25", "hybrid": "rrf"}
+
+
+def score_kind(mode: RetrieveMode) -> ScoreKind:
+    """What a passage's ``score`` is in ``mode``: a cosine similarity (clip, dense), a BM25 score
+    (sparse) or a reciprocal-rank-fusion sum (hybrid; ``1/(k+rank)`` per list, not a similarity)."""
+    return _SCORE_KINDS["hybrid" if mode == "auto" else mode]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """Crawl a local directory tree into a deterministic stream of ``ItemRef``.
 
-The crawler only ever calls ``stat``/``scandir``: it never opens a file, so a FIFO or a device
-named ``photo.jpg`` cannot hang a crawl. Such entries (and broken symlinks) are still yielded,
+The crawler only ever calls ``stat``/``scandir``, except that it reads the first bytes of
+``.html``/``.htm`` files (opened non-blocking, read only when regular) to skip pages mmindex wrote
+itself (a result gallery carries ``GENERATED_PAGE_MARKER``). It never reads anything else, so a
+FIFO or a device named ``photo.jpg`` cannot hang a crawl. Such entries (and broken symlinks) are still yielded,
 and the decoder fails them as items (``pipeline.embed.decode.read_item_bytes``), so they show up
 as failed rows instead of vanishing.
 
@@ -36,6 +38,10 @@ from mmindex.pipeline.sources.base import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, Ite
 logger = logging.getLogger(__name__)
 
 CAPTION_EXTENSION = "txt"
+# In the <head> of every HTML page mmindex writes (the result gallery): such pages are not indexed.
+GENERATED_PAGE_MARKER = '<meta name="generator" content="mmindex">'
+_HTML_EXTENSIONS = frozenset({"html", "htm"})
+_HEAD_BYTES = 2048
 METADATA_EXTENSION = "json"
 
 
@@ -206,7 +212,27 @@ class _Walker:
         modality = _modality(entry.ext)
         if modality is None or sidecars.is_sidecar(entry) or not self.filters.wants_file(rel_path):
             return None
+        if entry.ext in _HTML_EXTENSIONS and _written_by_mmindex(entry.abs_path):
+            logger.info("not indexing %s: a page mmindex wrote (a result gallery)", rel_path)
+            return None
         return _item_ref(entry, modality=modality, rel_path=rel_path, sid=self.sid, sidecars=sidecars)
+
+
+def _written_by_mmindex(path: str) -> bool:
+    """True when the file's head carries ``GENERATED_PAGE_MARKER`` (only a regular file is read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False  # the decoder reports an unreadable file as a failed item
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, _HEAD_BYTES)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return GENERATED_PAGE_MARKER.encode("ascii") in head
 
 
 def _is_valid_name(entry: os.DirEntry[str], rel_dir: str) -> bool:

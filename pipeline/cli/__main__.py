@@ -1,0 +1,5 @@
+"""``python -m mmindex.pipeline.cli``."""
+
+from mmindex.pipeline.cli import main
+
+main()
