@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from querykit import BACKENDS, COLLECTION, Indexed, index_corpus, run, tiny_embedder  # noqa: F401
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.errors import ConfigError, SourceError
 from mmindex.pipeline.search.labels import (
     LabelSpec,
@@ -22,7 +23,7 @@ from mmindex.pipeline.search.labels import (
     score_images,
     split_labels,
 )
-from mmindex.pipeline.search.query import SearchQuery, collection_state, search
+from mmindex.pipeline.search.query import SearchQuery, search
 from mmindex.pipeline.store.open_store import open_store
 
 

@@ -8,8 +8,7 @@ from rich.console import Console
 
 from mmindex.pipeline.ingest.run import IndexReport
 from mmindex.pipeline.ingest.units import UnitOutcome
-
-PLAN_ORDER = ("new", "changed", "renamed", "deleted", "unchanged", "retried", "failed_unchanged")
+from mmindex.schemas.state import PLAN_FIELDS as PLAN_ORDER
 
 
 def index_report_json(report: IndexReport) -> dict[str, Any]:
@@ -21,8 +20,8 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
         "dry_run": report.dry_run,
         "items": report.items_seen,
         "plan": {name: report.plan.get(name, 0) for name in PLAN_ORDER},
-        "embedded": len(counts.embedded_keys),
-        "embedded_keys": counts.embedded_keys,
+        "embedded": counts.embedded,
+        "embedded_keys": report.embedded_keys,
         "reused": counts.reused,
         "chunks_reused": counts.chunks_reused,
         "images": counts.images,
@@ -36,7 +35,7 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
         "labeled": report.labeled,
         "seconds": round(report.seconds, 3),
         "items_per_second": round(report.items_per_second, 2),
-        "failures": [{"path": path, "error": error} for path, error in counts.failures],
+        "failures": [{"path": path, "error": error} for path, error in report.failures],
     }
 
 
@@ -53,7 +52,7 @@ def print_index_report(console: Console, report: IndexReport) -> None:
         return
     console.print(
         f"[green]indexed[/] {report.items_seen} items into [bold]{report.collection}[/]: {plan_line(report.plan)}; "
-        f"embedded {len(counts.embedded_keys)}, reused {counts.reused}, {counts.failed} failed "
+        f"embedded {counts.embedded}, reused {counts.reused}, {counts.failed} failed "
         f"({report.seconds:.1f}s)"
     )
     if report.replayed_shards:
@@ -62,7 +61,7 @@ def print_index_report(console: Console, report: IndexReport) -> None:
         console.print(f"  labeled {report.labeled} images")
     if report.migrated_to:
         console.print(f"  collection now serves the new version {report.migrated_to}")
-    for path, error in counts.failures[:10]:
+    for path, error in report.failures[:10]:
         console.print(f"  [yellow]failed[/] {path}: {error}")
     if counts.failed > 10:
         console.print(f"  … and {counts.failed - 10} more: mmindex info --collection {report.collection} --failed")
@@ -75,7 +74,7 @@ def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> s
     rows = [
         ("items seen", report.items_seen),
         *((f"plan: {name}", report.plan.get(name, 0)) for name in PLAN_ORDER),
-        ("embedded", len(counts.embedded_keys)),
+        ("embedded", counts.embedded),
         ("reused", counts.reused),
         ("images", counts.images),
         ("text chunks", counts.text_chunks),
@@ -95,11 +94,11 @@ def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> s
         for outcome in outcomes:
             items = outcome.counts.images + outcome.counts.text_chunks + outcome.counts.failed
             lines.append(f"| {outcome.shard or '-'} | {items} | {outcome.counts.failed} | {outcome.seconds:.1f} | {outcome.worker} |")
-    if counts.failures:
+    if report.failures:
         lines += ["", "| failed item | reason |", "|---|---|"]
-        lines += [f"| {_cell(path)} | {_cell(error)} |" for path, error in counts.failures[:50]]
-        if len(counts.failures) > 50:
-            lines.append(f"| … {len(counts.failures) - 50} more | `mmindex info -c {report.collection} --failed` |")
+        lines += [f"| {_cell(path)} | {_cell(error)} |" for path, error in report.failures[:50]]
+        if len(report.failures) > 50:
+            lines.append(f"| … {len(report.failures) - 50} more | `mmindex info -c {report.collection} --failed` |")
     return "\n".join(lines) + "\n"
 
 
