@@ -25,7 +25,10 @@ LOCK_SECONDS = 30.0
 
 def read_state(root: StoragePath) -> IndexState:
     """The root's state; an empty state when the root is new."""
-    path = IndexPaths(root).state_file
+    return _load(IndexPaths(root).state_file)
+
+
+def _load(path: StoragePath) -> IndexState:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -41,7 +44,7 @@ def edit_state(root: StoragePath) -> Iterator[IndexState]:
     """Lock, read, let the caller change the state, then write it back atomically."""
     paths = IndexPaths(root)
     if is_remote(root):
-        state = read_state(root)
+        state = _load(paths.state_file)
         yield state
         publish(paths.state_file, state.model_dump_json(indent=2).encode("utf-8"))
         return
@@ -52,7 +55,7 @@ def edit_state(root: StoragePath) -> Iterator[IndexState]:
     except Timeout as exc:
         raise IndexBusyError(f"timed out waiting for the state lock of {root}") from exc
     try:
-        state = read_state(root)
+        state = _load(paths.state_file)
         yield state
         publish(paths.state_file, state.model_dump_json(indent=2).encode("utf-8"), durable=False)
     finally:
