@@ -62,7 +62,7 @@ _INGEST_STAGES: tuple[tuple[str, str, str], ...] = (
     ("mmindex.pipeline.ingest.execute", "records_to_batch", "write"),
     ("mmindex.pipeline.io.shards:ShardLog", "write", "write"),
     ("mmindex.pipeline.ingest.execute", "mark_applied", "write"),
-    ("mmindex.pipeline.ingest.execute", "apply_records", "upsert"),
+    ("mmindex.pipeline.ingest.execute", "apply_rows", "upsert"),
     ("mmindex.pipeline.store.edge_store:EdgeStore", "upsert", "upsert"),
     ("mmindex.pipeline.store.edge_store:EdgeStore", "delete", "upsert"),
     ("mmindex.pipeline.store.edge_store:EdgeStore", "optimize", "index build"),
@@ -256,7 +256,7 @@ def naive_loop(embedder: Any, paths: list[Path], store_dir: Path) -> float:
 
     from mmindex.pipeline.ids import point_id
     from mmindex.pipeline.store.edge_store import EdgeStore
-    from mmindex.pipeline.store.store import CollectionSpec, PointRecord
+    from mmindex.pipeline.store.store import CollectionSpec, PointBatch
 
     store = EdgeStore(store_dir)
     store.create_collection("naive", CollectionSpec(dim=embedder.dim))
@@ -265,7 +265,7 @@ def naive_loop(embedder: Any, paths: list[Path], store_dir: Path) -> float:
         with Image.open(path) as image:
             pixels = embedder.preprocess(image.convert("RGB")).unsqueeze(0)
         vector = embedder.encode_images(pixels)[0]
-        store.upsert("naive", [PointRecord(point_id(str(path)), vector, {"path": str(path)})])
+        store.upsert("naive", PointBatch([point_id(str(path))], vector[None, :], [{"path": str(path)}]))
     elapsed = time.perf_counter() - started
     store.close()
     return len(paths) / elapsed

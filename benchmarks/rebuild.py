@@ -61,7 +61,7 @@ GOAL_POINTS_PER_S = 20_000
 def make_root(root: Path, points: int, dim: int, seed: int = 0) -> None:
     """An index root holding one collection ``bench`` whose shards hold ``points`` ok rows."""
     from mmindex.pipeline.ids import chunk_key, point_id
-    from mmindex.pipeline.ingest.apply import shard_log
+    from mmindex.pipeline.io.paths import IndexPaths
     from mmindex.pipeline.io.state_file import edit_state
     from mmindex.pipeline.store.open_store import physical_collection_name
     from mmindex.schemas.items import ItemRecord, records_to_batch
@@ -70,7 +70,7 @@ def make_root(root: Path, points: int, dim: int, seed: int = 0) -> None:
     embedder = f"bench-random-{dim}"
     version = CollectionVersion(physical_name=physical_collection_name("bench", embedder), embedder_id=embedder,
                                 model="bench", pretrained=None, dim=dim, created_at=datetime.now(UTC))
-    log = shard_log(root, "bench", version)
+    log = IndexPaths(root).shard_log("bench", version.physical_name)
     rng = np.random.default_rng(seed)
     source = "/data/photos"
     for start in range(0, points, SHARD_ROWS):
@@ -113,8 +113,8 @@ def cached_root(points: int, dim: int) -> Path:
 def check_answers(root: Path, points: int) -> tuple[float, float]:
     """Check the rebuilt collection holds every point (and filters right); return its recall@10
     against brute force over 20 random queries, and the median query latency in ms."""
-    from mmindex.pipeline.ingest.apply import shard_log
     from mmindex.pipeline.io.catalog import latest_rows
+    from mmindex.pipeline.io.paths import IndexPaths
     from mmindex.pipeline.io.state_file import read_state
     from mmindex.pipeline.store.filters import parse_where
     from mmindex.pipeline.store.open_store import open_store
@@ -122,7 +122,7 @@ def check_answers(root: Path, points: int) -> tuple[float, float]:
     from mmindex.schemas.items import batch_embeddings
 
     version = read_state(root).collections["bench"].current
-    rows = latest_rows(shard_log(root, "bench", version), ["point_id", "modality", "embedding"])
+    rows = latest_rows(IndexPaths(root).shard_log("bench", version.physical_name), ["point_id", "modality", "embedding"])
     ids, vectors = rows.column("point_id").to_pylist(), batch_embeddings(rows)
     store = open_store(Settings(root=root))
     try:
@@ -153,7 +153,8 @@ def engine_floor(root: Path) -> tuple[float, float]:
     """
     import qdrant_edge as qe
 
-    from mmindex.pipeline.ingest.apply import current_point_batches, shard_log
+    from mmindex.pipeline.ingest.apply import current_point_batches
+    from mmindex.pipeline.io.paths import IndexPaths
     from mmindex.pipeline.io.state_file import read_state
     from mmindex.pipeline.store.edge_store import _SCHEMA_TYPES, EDGE_INDEXING_THRESHOLD_KB
     from mmindex.pipeline.store.store import CLIP_VECTOR, UPSERT_BATCH
@@ -161,7 +162,7 @@ def engine_floor(root: Path) -> tuple[float, float]:
 
     version = read_state(root).collections["bench"].current
     prepared = [(list(b.ids), b.vectors.tolist(), list(b.payloads))
-                for b in current_point_batches(shard_log(root, "bench", version))]
+                for b in current_point_batches(IndexPaths(root).shard_log("bench", version.physical_name))]
     with tempfile.TemporaryDirectory(prefix="mmindex-edge-floor-") as tmp:
         config = qe.EdgeConfig(
             vectors={CLIP_VECTOR: qe.EdgeVectorParams(size=version.dim, distance=qe.Distance.Cosine)},

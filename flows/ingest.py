@@ -1,7 +1,7 @@
 """The Prefect ingest flow: ``mmindex index`` as plan → one task per shard → finalize (docs/ARCHITECTURE.md §5).
 
 The tasks are thin: they call the same ``pipeline.ingest`` functions as the CLI (``plan_run``,
-``process_unit``, ``finalize_run``). A task's input is a reference (root, collection, run id,
+then a ``RunSession``'s ``process`` and ``finalize``). A task's input is a reference (root, collection, run id,
 shard seq), never arrays. Shard tasks retry with backoff on I/O failures (store unreachable or
 busy, file system errors); items that fail to decode are already rows with a reason and are
 never retried here.
@@ -42,12 +42,10 @@ from mmindex.pipeline.ingest.run import (
     IndexReport,
     IndexRequest,
     PlannedRun,
-    finalize_run,
+    RunSession,
     holding_ingest_lock,
     label_config,
-    open_unit_session,
     plan_run,
-    process_unit,
 )
 from mmindex.pipeline.ingest.units import RunDir, run_outcomes
 from mmindex.pipeline.io.root import StoragePath, is_remote, parse_root
@@ -133,13 +131,10 @@ def plan_task(request: IndexRequest, settings: Settings) -> PlannedRun:
 @task(name="shard", task_run_name="shard-{seq}", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       retry_condition_fn=retry_on_io, cache_policy=NO_CACHE)
 def shard_task(settings: Settings, collection: str, run_id: str, seq: int) -> ShardDone:
-    """Decode, embed, write the shard's Parquet file, upsert it (idempotent; see ``process_unit``)."""
+    """Decode, embed, write the shard's Parquet file, upsert it (idempotent; see ``RunSession.process``)."""
     _guard_forked_children()
-    session = open_unit_session(settings, collection, run_id, loader=_cached_embedder)
-    try:
-        outcome = process_unit(session, collection, run_id, seq)
-    finally:
-        session.close()
+    with RunSession(settings, collection, run_id, loader=_cached_embedder) as session:
+        outcome = session.process(seq)
     return ShardDone(outcome.seq, outcome.shard, outcome.worker, outcome.counts.failed, outcome.reapplied)
 
 
@@ -148,11 +143,8 @@ def shard_task(settings: Settings, collection: str, run_id: str, seq: int) -> Sh
 def finalize_task(settings: Settings, collection: str, run_id: str) -> IndexReport:
     """Mark the run's shards applied, materialize the catalog, optimize, record the run, label."""
     _guard_forked_children()
-    session = open_unit_session(settings, collection, run_id, loader=_cached_embedder)
-    try:
-        return finalize_run(session, collection, run_id)
-    finally:
-        session.close()
+    with RunSession(settings, collection, run_id, loader=_cached_embedder) as session:
+        return session.finalize()
 
 
 def _settings(
@@ -330,5 +322,5 @@ def ingest_flow(
     create_markdown_artifact(key=_artifact_key(collection), markdown=index_report_markdown(report, outcomes),
                              description=f"mmindex ingest into {collection}")
     logger.info("indexed %d items into %s (%d embedded, %d failed) in %.1fs", report.items_seen, collection,
-                len(report.counts.embedded_keys), report.counts.failed, report.seconds)
+                report.counts.embedded, report.counts.failed, report.seconds)
     return index_report_json(report)

@@ -23,26 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.fusion import QueryPart, with_weights
-from mmindex.pipeline.search.labels import DEFAULT_TEMPLATES, LabelReport, LabelScoring, LabelSpec, label_collection
+from mmindex.pipeline.search.labels import DEFAULT_TEMPLATES, LabelReport, LabelSpec, label_collection
 from mmindex.pipeline.search.query import (
     QueryHit,
     SearchQuery,
     SearchResult,
-    check_embedder,
-    collection_state,
-    embedder_for,
     image_query_vector,
     resolve_items,
     run_search,
 )
 from mmindex.pipeline.search.retriever import DEFAULT_CANDIDATES, Passage, RetrieveMode, Retriever
-from mmindex.pipeline.store.open_store import open_store
 from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, MmrParams, VectorStore
-from mmindex.schemas.config import Settings, load_settings
-from mmindex.schemas.state import CollectionState
+from mmindex.schemas.config import Device, Precision, Settings, load_settings
+from mmindex.schemas.state import CollectionState, LabelScoring
 
 if TYPE_CHECKING:
     from mmindex.pipeline.embed.text_model import TextEmbedder
@@ -67,8 +64,8 @@ class Index:
         root: str | Path | None = None,
         *,
         qdrant_url: str | None = None,
-        device: str | None = None,
-        precision: str | None = None,
+        device: Device | None = None,
+        precision: Precision | None = None,
         settings: Settings | None = None,
         embedder: Embedder | None = None,
     ) -> None:
@@ -82,9 +79,9 @@ class Index:
             root=root, qdrant_url=qdrant_url, device=device, precision=precision
         )
         self.collection = collection
-        self.state: CollectionState = collection_state(self.settings, collection)
-        self._embedder = None if embedder is None else check_embedder(embedder, self.state)
-        self._store: VectorStore | None = None
+        self._collection = Collection.open(self.settings, collection, embedder=embedder)
+        if embedder is not None:
+            self._collection.embedder()  # a model given must be the collection's own: say so now
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -98,38 +95,32 @@ class Index:
 
     def close(self) -> None:
         """Release the store connection (and a local folder's lock)."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        self._collection.close()
+
+    @property
+    def state(self) -> CollectionState:
+        """The collection's entry in the root's ``state.json`` (as read when it was opened)."""
+        return self._collection.entry
 
     @property
     def store(self) -> VectorStore:
         """The collection's store, opened on first use."""
-        if self._store is None:
-            self._store = open_store(self.settings)
-        return self._store
+        return self._collection.store()
 
     @property
     def embedder(self) -> Embedder:
         """The collection's own model, loaded on first use."""
-        if self._embedder is None:
-            self._embedder = check_embedder(embedder_for(self.settings, self.state), self.state)
-        return self._embedder
+        return self._collection.embedder()
 
     @property
     def text_embedder(self) -> TextEmbedder:
         """The collection's text model (RAG), loaded on first use (once per process)."""
-        from mmindex.pipeline.embed.text_model import load_text_embedder
-
-        name = self.state.current.text_model
-        if name is None:
-            raise ConfigError(f"collection {self.collection!r} was built without a text model")
-        return load_text_embedder(name, self.settings.device)
+        return self._collection.text_embedder()
 
     @property
     def dim(self) -> int:
         """Dimension of the collection's vectors."""
-        return self.state.current.dim
+        return self._collection.version.dim
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -137,7 +128,7 @@ class Index:
         """Run a ``SearchQuery`` on this collection: hits, the fused query, the method used."""
         if query.collection != self.collection:
             raise ConfigError(f"query is for collection {query.collection!r}, this index is {self.collection!r}")
-        return run_search(query, self.settings, self.store, self.state, lambda: self.embedder)
+        return run_search(query, self._collection)
 
     def search(
         self,
@@ -203,7 +194,7 @@ class Index:
 
     def get(self, key: str) -> QueryHit:
         """A stored item by key, point id or indexed file (score 1, its payload)."""
-        point = resolve_items(self.store, self.state, [key])[key]
+        point = resolve_items(self._collection, [key])[key]
         return QueryHit(str(point.payload.get("key", "")), 1.0, point.id, point.payload)
 
     def gallery(self, result: SearchResult, path: str | Path) -> Path:
@@ -227,8 +218,7 @@ class Index:
         """A ``Retriever`` over this collection with default ``k``, ``mode`` and filters (``candidates``
         per branch of hybrid search, fused by RRF with constant ``rrf_k`` and
         ``rrf_weights`` for the dense and sparse lists)."""
-        return Retriever(self.store, self.state, lambda: self.embedder, lambda: self.text_embedder,
-                         k=k, mode=mode, where=_as_tuple(where), candidates=candidates, rrf_k=rrf_k,
+        return Retriever(self._collection, k=k, mode=mode, where=_as_tuple(where), candidates=candidates, rrf_k=rrf_k,
                          rrf_weights=rrf_weights)
 
     def retrieve(
@@ -264,4 +254,4 @@ class Index:
     ) -> LabelReport:
         """Zero-shot label the collection's images (see ``mmindex.pipeline.search.labels``)."""
         spec = LabelSpec(tuple(labels), tuple(templates), threshold, scoring)
-        return label_collection(self.store, self.state, self.embedder, spec, only_keys)
+        return label_collection(self._collection, spec, only_keys)

@@ -66,5 +66,10 @@ class SchemaMismatchError(MmindexError):
     exit_code = 2
 
 
+class ModelMismatchError(SchemaMismatchError):
+    """A model that is not the collection's own was given for a query or an ingest (one collection,
+    one model: ``pipeline/collection.py``)."""
+
+
 class FilterSyntaxError(ConfigError):
     """A ``--where`` expression cannot be parsed."""

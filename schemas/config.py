@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from mmindex.pipeline.io.root import StoragePath, parse_root
+from mmindex.schemas.root import StoragePath, parse_root
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mmindex.schemas.items import ItemRecord
-
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -81,37 +79,6 @@ class PointPayload(BaseModel):
     labels: list[str] | None = None
     label_scores: dict[str, float] | None = None
 
-    @classmethod
-    def from_record(cls, record: ItemRecord) -> PointPayload:
-        """The payload of an indexed (status ok) record."""
-        return cls(
-            key=record.key,
-            source=record.source_id,
-            modality=record.modality,
-            uri=record.uri,
-            path=record.path,
-            ext=record.ext,
-            embedder=record.embedder_id,
-            mime=record.mime,
-            width=record.width,
-            height=record.height,
-            bytes=record.bytes,
-            mtime=None if record.mtime_ns is None else record.mtime_ns / 1e9,
-            sha256=record.sha256,
-            text=record.text,
-            doc_key=record.doc_key,
-            chunk_index=record.chunk_index,
-            char_start=record.char_start,
-            char_end=record.char_end,
-            heading_path=record.heading_path or None,
-            caption=record.caption,
-            meta=None if record.metadata_json is None else json.loads(record.metadata_json),
-        )
-
-    def to_qdrant(self) -> dict[str, Any]:
-        """The payload as stored: unset fields are left out rather than stored as null."""
-        return self.model_dump(exclude_none=True)
-
 
 # Payload key <- shard column, in ``PointPayload`` field order (``payloads_from_table``).
 _PAYLOAD_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -124,10 +91,9 @@ _PAYLOAD_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def payloads_from_table(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
-    """``PointPayload.from_record(row).to_qdrant()`` of every row of shard rows, column-wise.
-
-    The bulk path (``mmindex rebuild``): one ``to_pylist`` per column instead of a record and a
-    validated model per row; the result is the same dicts (tests hold the two to it).
+    """The Qdrant payload of every row of shard rows (a ``PointPayload`` without its unset fields),
+    column-wise: one ``to_pylist`` per column instead of a record and a validated model per row.
+    The one mapping from shard rows to payloads (every write into Qdrant goes through it).
     """
     names = [name for name, _ in _PAYLOAD_COLUMNS]
     present = set(table.schema.names)  # shards older than a column read it as null

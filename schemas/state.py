@@ -7,28 +7,57 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+# The plan's part of ``RunCounts``, in the order reports show it.
+PLAN_FIELDS = ("new", "changed", "renamed", "deleted", "unchanged", "retried", "failed_unchanged")
 
-class RunSummary(BaseModel):
-    """Counts of the last ingest run into a collection."""
 
-    started_at: datetime
-    seconds: float
-    items_seen: int
+class RunCounts(BaseModel):
+    """What a run did, from planning to the report: one shape all the way.
+
+    Planning fills ``items_seen`` and the plan's counts (``PLAN_FIELDS``), each work unit's
+    commit the rest; the run adds them up (``+``), the report prints them and the run record
+    (``RunSummary``, the collection's ``last_run``) stores them as they are.
+    """
+
+    items_seen: int = 0
     new: int = 0
     changed: int = 0
     renamed: int = 0
     deleted: int = 0
     unchanged: int = 0
     retried: int = 0
+    failed_unchanged: int = 0
     embedded: int = 0
     reused: int = 0
+    chunks_reused: int = 0
     images: int = 0
     text_chunks: int = 0
     failed: int = 0
     points_upserted: int = 0
     points_deleted: int = 0
     shards_written: int = 0
+
+    def __add__(self, other: RunCounts) -> RunCounts:
+        return RunCounts(**{name: getattr(self, name) + getattr(other, name) for name in RunCounts.model_fields})
+
+    def plan(self) -> dict[str, int]:
+        """The plan's counts by name (``--dry-run``, the report's ``plan``)."""
+        return {name: getattr(self, name) for name in PLAN_FIELDS}
+
+
+class RunSummary(RunCounts):
+    """The record of the last ingest run into a collection: its counts, when, and how long.
+
+    Flat, as ``state.json`` files of every earlier version hold it (counts they lack are 0).
+    """
+
+    started_at: datetime
+    seconds: float
     dry_run: bool = False
+
+    @classmethod
+    def of(cls, counts: RunCounts, started_at: datetime, seconds: float) -> RunSummary:
+        return cls(**dict(counts), started_at=started_at, seconds=seconds)
 
 
 class CollectionVersion(BaseModel):

@@ -91,7 +91,7 @@ def scroll_all(store: Any, physical_name: str, *, with_vectors: bool = False, pa
 
 def collection_points(settings: Any, collection: str, *, with_vectors: bool = False) -> dict[str, Any]:
     """Every point of the collection's current version, by point id."""
-    from mmindex.pipeline.search.query import collection_state
+    from mmindex.pipeline.collection import collection_state
     from mmindex.pipeline.store.open_store import open_store
 
     physical = collection_state(settings, collection).current.physical_name

@@ -11,10 +11,10 @@ import pytest
 from helpers import scroll_all
 from PIL import Image
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.errors import StoreUnavailableError
 from mmindex.pipeline.ingest.commits import BackgroundCommits
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
-from mmindex.pipeline.search.query import collection_state
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 

@@ -13,11 +13,13 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import qdrant_edge as qe
 from helpers import scroll_all
+from storekit import Point, batches_of
 from test_store_backends import (
     BACKENDS,
     COLLECTION,
@@ -33,12 +35,13 @@ from test_store_backends import (
 
 from mmindex.pipeline.errors import ConfigError, MmindexError, SchemaMismatchError
 from mmindex.pipeline.ids import chunk_key, point_id
-from mmindex.pipeline.ingest.apply import REBUILD_BATCH, point_batches, rebuild_version, shard_log
+from mmindex.pipeline.ingest.apply import REBUILD_BATCH, point_batches, rebuild_version
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.state_file import edit_state
 from mmindex.pipeline.store import edge_store as edge_module
 from mmindex.pipeline.store.edge_store import EdgeStore
 from mmindex.pipeline.store.filters import parse_where
-from mmindex.pipeline.store.store import PointBatch, PointRecord, VectorStore
+from mmindex.pipeline.store.store import PointBatch, VectorStore
 from mmindex.schemas.config import Settings
 from mmindex.schemas.items import (
     STATUS_DELETED,
@@ -51,12 +54,6 @@ from mmindex.schemas.items import (
 )
 from mmindex.schemas.payload import PointPayload, payloads_from_table
 from mmindex.schemas.state import CollectionState, CollectionVersion
-
-
-def _batches(records: list[PointRecord], size: int) -> Iterator[PointBatch]:
-    for start in range(0, len(records), size):
-        part = records[start : start + size]
-        yield PointBatch([r.id for r in part], np.stack([r.vector for r in part]), [r.payload for r in part])
 
 
 @pytest.fixture(params=BACKENDS)
@@ -72,7 +69,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
 def test_bulk_load_answers_like_brute_force(store: VectorStore) -> None:
     records = _records(seed=6, n=700)  # batches of 300: several updates and sessions
     store.create_collection(COLLECTION, SPEC)
-    assert store.upsert_batches(COLLECTION, _batches(records, 300)) == 700
+    assert store.upsert_batches(COLLECTION, batches_of(records, 300)) == 700
     store.optimize(COLLECTION)
     assert store.count(COLLECTION) == 700
     for query in np.random.default_rng(2).standard_normal((4, DIM)).astype(np.float32):
@@ -91,9 +88,9 @@ def test_bulk_load_answers_like_brute_force(store: VectorStore) -> None:
 def test_bulk_load_is_idempotent_and_overwrites(store: VectorStore) -> None:
     records = _records(seed=7, n=120)
     store.create_collection(COLLECTION, SPEC)
-    store.upsert_batches(COLLECTION, _batches(records, 50))
-    changed = [PointRecord(r.id, r.vector, {**r.payload, "modality": "video"}) for r in records[:10]]
-    store.upsert_batches(COLLECTION, _batches(records[10:] + changed, 64))
+    store.upsert_batches(COLLECTION, batches_of(records, 50))
+    changed = [Point(r.id, r.vector, {**r.payload, "modality": "video"}) for r in records[:10]]
+    store.upsert_batches(COLLECTION, batches_of(records[10:] + changed, 64))
     assert store.count(COLLECTION) == 120
     assert store.count(COLLECTION, parse_where(["modality=video"])) == 10
     assert store.upsert_batches(COLLECTION, iter(())) == 0
@@ -101,11 +98,11 @@ def test_bulk_load_is_idempotent_and_overwrites(store: VectorStore) -> None:
 
 def test_bulk_load_can_create_the_collection(store: VectorStore) -> None:
     records = _records(seed=8, n=90)
-    assert store.upsert_batches(COLLECTION, _batches(records, 40), create=SPEC) == 90
+    assert store.upsert_batches(COLLECTION, batches_of(records, 40), create=SPEC) == 90
     assert store.collection_exists(COLLECTION) and store.count(COLLECTION) == 90
     _assert_same_hits(store.search(COLLECTION, records[5].vector, 5), _reference_search(records, records[5].vector, 5))
     with pytest.raises(MmindexError):
-        store.upsert_batches(COLLECTION, _batches(records, 40), create=SPEC)  # it exists
+        store.upsert_batches(COLLECTION, batches_of(records, 40), create=SPEC)  # it exists
     assert store.upsert_batches("empty", iter(()), create=SPEC) == 0  # created, with nothing in it
     assert store.collection_exists("empty") and store.count("empty") == 0
 
@@ -134,17 +131,17 @@ def test_edge_bulk_load_holds_one_session_and_yields_after_its_time(tmp_path: Pa
 
     monkeypatch.setattr(EdgeStore, "_load_shard", counting_load)
     records = _records(seed=8, n=300)
-    edge.upsert_batches(COLLECTION, _batches(records, 100))
+    edge.upsert_batches(COLLECTION, batches_of(records, 100))
     assert len(loads) == 1, "one shard session for the whole load"
     monkeypatch.setattr(edge_module, "BULK_SESSION_S", 0.0)
     monkeypatch.setattr(edge_module, "BULK_SESSION_REOPEN_FACTOR", 0.0)
     loads.clear()
-    edge.upsert_batches(COLLECTION, _batches(records, 100))
+    edge.upsert_batches(COLLECTION, batches_of(records, 100))
     assert len(loads) == 3, "a new session (the lock released in between) once a session's time is up"
     assert edge.count(COLLECTION) == 300
     monkeypatch.setattr(edge_module, "BULK_SESSION_REOPEN_FACTOR", 1e6)
     loads.clear()
-    edge.upsert_batches(COLLECTION, _batches(records, 100))
+    edge.upsert_batches(COLLECTION, batches_of(records, 100))
     assert len(loads) == 1, "a session lasts long enough that re-opening the shard stays a small share"
 
 
@@ -154,13 +151,13 @@ def test_edge_interrupted_bulk_load_keeps_what_it_wrote_and_can_run_again(tmp_pa
     records = _records(seed=9, n=250)
 
     def failing() -> Iterator[PointBatch]:
-        yield from _batches(records[:100], 50)
+        yield from batches_of(records[:100], 50)
         raise OSError("disk went away")
 
     with pytest.raises(OSError, match="disk went away"):  # the producer's error, not a store error
         edge.upsert_batches(COLLECTION, failing())
     assert edge.count(COLLECTION) == 100
-    assert edge.upsert_batches(COLLECTION, _batches(records, 64)) == 250
+    assert edge.upsert_batches(COLLECTION, batches_of(records, 64)) == 250
     assert edge.count(COLLECTION) == 250
     _assert_same_hits(edge.search(COLLECTION, records[5].vector, 5), _reference_search(records, records[5].vector, 5))
 
@@ -179,7 +176,7 @@ def test_edge_vector_index_is_built_by_optimize_only_above_the_threshold(tmp_pat
     tiny_threshold = EdgeStore(tmp_path / "tiny", indexing_threshold_kb=1)
     for edge in (small, tiny_threshold):
         edge.create_collection(COLLECTION, SPEC)
-        edge.upsert_batches(COLLECTION, _batches(records, 128))
+        edge.upsert_batches(COLLECTION, batches_of(records, 128))
         assert _indexed_vectors(edge) == 0, "nothing is indexed during a bulk load"
         edge.optimize(COLLECTION)
         query = records[17].vector + records[18].vector
@@ -190,7 +187,7 @@ def test_edge_vector_index_is_built_by_optimize_only_above_the_threshold(tmp_pat
     assert _indexed_vectors(tiny_threshold) > 0, "above it: optimize builds the vector index"
     tiny_threshold.drop_collection(COLLECTION)
     tiny_threshold.create_collection(COLLECTION, SPEC)
-    tiny_threshold.upsert_batches(COLLECTION, _batches(records, 128), optimize=True)
+    tiny_threshold.upsert_batches(COLLECTION, batches_of(records, 128), optimize=True)
     assert _indexed_vectors(tiny_threshold) > 0, "optimize=True builds it at the end of the load"
     config = json.loads((tiny_threshold.shard_path(COLLECTION) / "edge_config.json").read_text())
     assert config["optimizers"]["indexing_threshold"] == 1
@@ -238,10 +235,22 @@ def _vectors(n: int, seed: int, dim: int = DIM) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def _reference_payload(record: ItemRecord) -> dict[str, Any]:
+    """The payload of an ok record, field by field through the validated model."""
+    return PointPayload(
+        key=record.key, source=record.source_id, modality=record.modality, uri=record.uri, path=record.path,
+        ext=record.ext, embedder=record.embedder_id, mime=record.mime, width=record.width, height=record.height,
+        bytes=record.bytes, mtime=None if record.mtime_ns is None else record.mtime_ns / 1e9, sha256=record.sha256,
+        text=record.text, doc_key=record.doc_key, chunk_index=record.chunk_index, char_start=record.char_start,
+        char_end=record.char_end, heading_path=record.heading_path or None, caption=record.caption,
+        meta=None if record.metadata_json is None else json.loads(record.metadata_json),
+    ).model_dump(exclude_none=True)
+
+
 def test_payloads_from_table_equal_the_validated_payloads() -> None:
     records = [_item(i) for i in range(7)] + [_chunk(1, 0, "héllo"), _chunk(1, 1, "wörld"), _item(9, width=None, mime=None, mtime_ns=None)]
     table = records_to_batch(records, _vectors(len(records), 0), DIM)
-    assert payloads_from_table(table) == [PointPayload.from_record(record).to_qdrant() for record in records]
+    assert payloads_from_table(table) == [_reference_payload(record) for record in records]
     batch, = point_batches(records_to_batch(records + [_item(20, status=STATUS_FAILED, error="bad")],
                                             _vectors(len(records) + 1, 1), DIM))
     assert list(batch.ids) == [record.point_id for record in records]  # the failed row is left out
@@ -254,7 +263,7 @@ def _version(dim: int = DIM) -> CollectionVersion:
 
 def _history(root: Path, version: CollectionVersion) -> None:
     """Three shards: items written, then some rewritten, deleted, failed, and a document re-chunked."""
-    log = shard_log(root, "c", version)
+    log = IndexPaths(root).shard_log("c", version.physical_name)
     first = [_item(i) for i in range(60)] + [_chunk(1, 0, "a"), _chunk(1, 1, "b"), _chunk(1, 2, "c")]
     log.write(records_to_batch(first, _vectors(len(first), 1), DIM))
     second = [_item(i, width=999) for i in range(10, 30)] + [_chunk(1, 0, "a2"), _chunk(1, 1, "b2")]
@@ -271,17 +280,17 @@ def _tombstone(record: ItemRecord) -> ItemRecord:
     return record
 
 
-def _current(root: Path, version: CollectionVersion) -> list[PointRecord]:
+def _current(root: Path, version: CollectionVersion) -> list[Point]:
     """What the collection must hold, the obvious way: each item's rows of the newest shard that
     mentions it (a later shard replaces all of them), ok rows only."""
     newest: dict[str, list[tuple[ItemRecord, np.ndarray]]] = {}
-    for _ref, shard in shard_log(root, "c", version).iter_tables():
+    for _ref, shard in IndexPaths(root).shard_log("c", version.physical_name).iter_tables():
         in_shard: dict[str, list[tuple[ItemRecord, np.ndarray]]] = {}
         for record, vector in zip(batch_to_records(shard), batch_embeddings(shard), strict=True):
             in_shard.setdefault(record.doc_key or record.key, []).append((record, vector))
         newest.update(in_shard)
     return [
-        PointRecord(record.point_id, vector, PointPayload.from_record(record).to_qdrant())
+        Point(record.point_id, vector, _reference_payload(record))
         for rows in newest.values()
         for record, vector in rows
         if record.status == STATUS_OK
@@ -336,6 +345,7 @@ def test_interrupted_rebuild_can_run_again(tmp_path: Path, monkeypatch: pytest.M
 _BULK_WRITER = """
 import sys
 from pathlib import Path
+from typing import Any
 import numpy as np
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.store import edge_store
@@ -420,9 +430,9 @@ def test_client_bulk_load_defers_indexing_on_a_server_and_restores_it() -> None:
 
     client = _RecordingClient()
     store = ClientStore(client, location="http://server:6333")  # type: ignore[arg-type]
-    assert store.upsert_batches(COLLECTION, _batches(_records(n=30), 8)) == 30
+    assert store.upsert_batches(COLLECTION, batches_of(_records(n=30), 8)) == 30
     assert client.calls == [("threshold", 0), ("upload", (30, 0, True, UPSERT_BATCH)), ("threshold", 20_000)]
     failing = _RecordingClient(fail=True)
     with pytest.raises(ConnectionError):
-        ClientStore(failing, location="http://server:6333").upsert_batches(COLLECTION, _batches(_records(n=5), 8))  # type: ignore[arg-type]
+        ClientStore(failing, location="http://server:6333").upsert_batches(COLLECTION, batches_of(_records(n=5), 8))  # type: ignore[arg-type]
     assert failing.calls == [("threshold", 0), ("threshold", 20_000)], "restored when the load fails"

@@ -15,10 +15,11 @@ import pytest
 from helpers import BlockingEmbedder
 from PIL import Image
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
 from mmindex.pipeline.manage.maintenance import drop_version, list_versions
-from mmindex.pipeline.search.query import SearchQuery, collection_state, search
+from mmindex.pipeline.search.query import SearchQuery, search
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
@@ -92,7 +93,7 @@ def test_sigkill_at_any_moment_then_rerun_is_exact(many_images: Path, tiny_local
     report = index_source(IndexRequest(many_images, "c"), settings)
     assert report.counts.failed == 0
     rows_committed = 2 * len(committed)  # each committed shard holds two images
-    assert len(report.counts.embedded_keys) == IMAGES - rows_committed  # only work that was in flight
+    assert len(report.embedded_keys) == IMAGES - rows_committed  # only work that was in flight
     for name, stat in committed.items():
         assert _shards(root)[name] == stat, f"finished shard {name} was rewritten"
 
@@ -105,7 +106,7 @@ def test_sigkill_at_any_moment_then_rerun_is_exact(many_images: Path, tiny_local
         store.close()
     assert keys == {f"{many_images.resolve().as_posix()}/img{index:03d}.jpg" for index in range(IMAGES)}
     again = index_source(IndexRequest(many_images, "c"), settings)
-    assert again.counts.embedded_keys == [] and again.counts.shards_written == 0
+    assert again.embedded_keys == [] and again.counts.shards_written == 0
 
 
 def test_migration_serves_the_old_version_until_complete(

@@ -8,18 +8,16 @@ shard created before sealing existed loads and works as it was created.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import qdrant_edge as qe
+from storekit import Point, batch_of, batches_of
 from test_store_backends import COLLECTION, DIM, FILTER_CASES, SPEC, _assert_same_hits, _records, _reference_search
 
 from mmindex.pipeline.store import edge_layout
 from mmindex.pipeline.store.edge_store import SPEC_FILE, EdgeStore
 from mmindex.pipeline.store.filters import parse_where
-from mmindex.pipeline.store.store import PointBatch, PointRecord
 
 SEAL_POINTS = 64  # 4 KiB of 16-d vectors: the tests' points fill a few sealed segments
 SEAL_KB = 4
@@ -31,12 +29,6 @@ def _small_seal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert edge_layout.seal_kb(DIM) == SEAL_KB
 
 
-def _batches(records: list[PointRecord], size: int) -> Iterator[PointBatch]:
-    for start in range(0, len(records), size):
-        part = records[start : start + size]
-        yield PointBatch([r.id for r in part], np.stack([r.vector for r in part]), [r.payload for r in part])
-
-
 def _shard_config(edge: EdgeStore) -> dict[str, object]:
     return json.loads((edge.shard_path(COLLECTION) / "edge_config.json").read_text())
 
@@ -46,7 +38,7 @@ def _segment_configs(edge: EdgeStore) -> list[dict[str, object]]:
     return [json.loads(path.read_text())["config"]["vector_data"][SPEC.vector_name] for path in segments]
 
 
-def _assert_exact_answers(edge: EdgeStore, records: list[PointRecord]) -> None:
+def _assert_exact_answers(edge: EdgeStore, records: list[Point]) -> None:
     query = records[3].vector + records[40].vector
     _assert_same_hits(edge.search(COLLECTION, query, 10), _reference_search(records, query, 10))
     for where in FILTER_CASES:
@@ -61,14 +53,14 @@ def test_segments_are_sealed_without_graphs_and_answer_exactly(tmp_path: Path) -
     edge.create_collection(COLLECTION, SPEC)
     records = _records(seed=21, n=400)  # 25 KiB of vectors: several sealed segments
     for start in range(0, len(records), 50):  # one session per upsert, as ingest units do
-        edge.upsert(COLLECTION, records[start : start + 50])
+        edge.upsert(COLLECTION, batch_of(records[start : start + 50]))
     configs = _segment_configs(edge)
     sealed = [c for c in configs if c["index"]["type"] == "hnsw"]
     assert sealed, "the appendable segment is sealed once it outgrows SEAL_POINTS"
     assert all(c["index"]["options"]["m"] == 0 for c in sealed), "sealing builds no graph"
     _assert_exact_answers(edge, records)
     edge.delete(COLLECTION, [records[0].id, records[1].id])  # deletes and re-writes reach sealed points
-    edge.upsert(COLLECTION, [records[5]])
+    edge.upsert(COLLECTION, batch_of([records[5]]))
     _assert_exact_answers(edge, records[2:])
     edge.optimize(COLLECTION)
     assert _shard_config(edge)["hnsw_config"]["m"] == 0, "below the indexing threshold: still no graphs"
@@ -78,7 +70,7 @@ def test_a_collection_past_the_indexing_threshold_gets_hnsw_graphs(tmp_path: Pat
     edge = EdgeStore(tmp_path, indexing_threshold_kb=3 * SEAL_KB)
     edge.create_collection(COLLECTION, SPEC)
     records = _records(seed=22, n=300)  # 19 KiB of vectors
-    edge.upsert_batches(COLLECTION, _batches(records, 100), optimize=True)
+    edge.upsert_batches(COLLECTION, batches_of(records, 100), optimize=True)
     config = _shard_config(edge)
     assert config["hnsw_config"]["m"] == 16 and config["optimizers"]["indexing_threshold"] == 3 * SEAL_KB
     assert not edge_layout.seals(edge.shard_path(COLLECTION))
@@ -99,7 +91,7 @@ def test_a_shard_created_before_sealing_loads_and_keeps_its_layout(tmp_path: Pat
                                               "indexed_fields": {"modality": "keyword"}, "text_dim": None}))
     records = _records(seed=23, n=300)
     for start in range(0, len(records), 50):
-        edge.upsert(COLLECTION, records[start : start + 50])
+        edge.upsert(COLLECTION, batch_of(records[start : start + 50]))
     edge.optimize(COLLECTION)
     assert "hnsw_config" not in _shard_config(edge) or _shard_config(edge)["hnsw_config"] is None
     assert all(c["index"]["type"] == "plain" for c in _segment_configs(edge)), "no sealing, no index: as before"

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import collection_points
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.errors import StoreUnavailableError
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
-from mmindex.pipeline.search.query import collection_state
 from mmindex.schemas.config import Settings
 
 pytest.importorskip("prefect")
@@ -83,7 +83,7 @@ def test_flow_matches_cli_first_run_and_incremental(
     cli_again = index_source(IndexRequest(corpus, "c"), cli)
     flow_again = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir))
     assert flow_again["plan"] == {**flow_again["plan"], "renamed": 1, "deleted": 1, "changed": 1, "new": 1}
-    assert sorted(flow_again["embedded_keys"]) == sorted(cli_again.counts.embedded_keys)
+    assert sorted(flow_again["embedded_keys"]) == sorted(cli_again.embedded_keys)
     _assert_same_index(cli, flow, "c")
 
     noop = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir))

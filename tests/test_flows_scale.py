@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 import pyarrow.parquet as pq
 import pytest
 
-from mmindex.pipeline.ingest.apply import shard_log
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.io.catalog import summarize
-from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
@@ -170,7 +170,7 @@ def _assert_exact(root: Path, collection: str, report: dict[str, Any]) -> list[A
 
     settings = Settings(root=root)
     version = collection_state(settings, collection).current
-    log = shard_log(root, collection, version)
+    log = IndexPaths(root).shard_log(collection, version.physical_name)
     shards = log.shards()
     assert [ref.seq for ref in shards] == [1, 2, 3, 4]
     (run_dir,) = list((root / "runs" / collection).iterdir())

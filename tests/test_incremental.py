@@ -14,9 +14,10 @@ import pytest
 from helpers import CountingEmbedder
 from PIL import Image
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.ids import chunk_key, item_key, point_id
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
-from mmindex.pipeline.search.query import SearchQuery, collection_state, search
+from mmindex.pipeline.search.query import SearchQuery, search
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
@@ -106,7 +107,7 @@ def test_unchanged_rerun_loads_no_model_and_writes_nothing(settings: Settings, c
     shards_before = sorted((settings.root / "shards").rglob("[0-9]*.parquet"))
     second = run(settings, corpus)
     assert second.plan["unchanged"] == 6
-    assert second.counts.embedded_keys == [] and second.counts.points_upserted == 0 and second.counts.shards_written == 0
+    assert second.embedded_keys == [] and second.counts.points_upserted == 0 and second.counts.shards_written == 0
     assert sorted((settings.root / "shards").rglob("[0-9]*.parquet")) == shards_before
     assert_exact_points(settings, corpus, tiny_embedder)
 
@@ -128,7 +129,7 @@ def test_edits_embed_exactly_what_changed(settings: Settings, corpus: Path, tiny
     spy = CountingEmbedder(tiny_embedder)
     report = run(settings, corpus, spy)
     assert report.plan == {"new": 1, "changed": 3, "renamed": 1, "deleted": 1, "unchanged": 1, "retried": 0, "failed_unchanged": 0}
-    assert sorted(report.counts.embedded_keys) == sorted([key(corpus, "coffee.webp"), key(corpus, "space/hubble.jpg"), key(corpus, "notes.md")])
+    assert sorted(report.embedded_keys) == sorted([key(corpus, "coffee.webp"), key(corpus, "space/hubble.jpg"), key(corpus, "notes.md")])
     assert spy.images == 2  # the modified and the new image; the renamed one reuses its vector
     assert 0 < len(spy.texts) < len(expected_keys(settings, corpus, tiny_embedder)) - 4  # only the edited chunks
     assert all("dogs bark" in text for text in spy.texts)
@@ -142,7 +143,7 @@ def test_edits_embed_exactly_what_changed(settings: Settings, corpus: Path, tiny
     assert point_id(key(corpus, "space/astronaut.png")) not in points
 
     third = run(settings, corpus, CountingEmbedder(tiny_embedder))
-    assert third.counts.embedded_keys == [] and third.plan["unchanged"] == 6
+    assert third.embedded_keys == [] and third.plan["unchanged"] == 6
 
 
 def test_renamed_item_keeps_its_vector(settings: Settings, corpus: Path, tiny_embedder) -> None:
@@ -192,13 +193,13 @@ def test_failed_items_are_retried_when_changed_or_asked(settings: Settings, corp
     first = run(settings, corpus, CountingEmbedder(tiny_embedder))
     assert first.counts.failed == 1
     again = run(settings, corpus, CountingEmbedder(tiny_embedder))
-    assert again.plan["failed_unchanged"] == 1 and again.counts.embedded_keys == []
+    assert again.plan["failed_unchanged"] == 1 and again.embedded_keys == []
     retried = run(settings, corpus, CountingEmbedder(tiny_embedder), retry_failed=True)
     # retried, and failed again: a failed item is not counted as embedded
-    assert retried.plan["retried"] == 1 and retried.counts.embedded_keys == [] and retried.counts.failed == 1
+    assert retried.plan["retried"] == 1 and retried.embedded_keys == [] and retried.counts.failed == 1
     Image.fromarray(_photo("camera")).save(corpus / "broken.jpg", format="JPEG")
     fixed = run(settings, corpus, CountingEmbedder(tiny_embedder))
-    assert fixed.counts.embedded_keys == [key(corpus, "broken.jpg")] and fixed.counts.failed == 0
+    assert fixed.embedded_keys == [key(corpus, "broken.jpg")] and fixed.counts.failed == 0
     assert point_id(key(corpus, "broken.jpg")) in stored_points(settings)
 
 
@@ -292,12 +293,12 @@ def test_materialized_catalog_is_rebuilt_when_lost_or_corrupt(settings: Settings
 def test_catalog_streamed_and_brought_forward_equals_a_full_rebuild(settings: Settings, corpus: Path, tiny_embedder) -> None:
     """The catalog written shard by shard (newest first), and the one brought forward from an
     older catalog, hold exactly what grouping every row of every shard gives."""
-    from mmindex.pipeline.ingest.apply import shard_log
     from mmindex.pipeline.io.catalog import ITEM_COLUMNS, current_items, items_from_rows, latest_rows, load_catalog
+    from mmindex.pipeline.io.paths import IndexPaths
 
     run(settings, corpus, tiny_embedder)
     version = collection_state(settings, "c").current
-    log_ = shard_log(settings.root, "c", version)
+    log_ = IndexPaths(settings.root).shard_log("c", version.physical_name)
     first_catalog = load_catalog(log_).items
     first_through = log_.shards()[-1].seq
     (corpus / "space" / "astronaut.png").unlink()  # deleted

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from helpers import COLLECTION, Indexed, assert_hits, fused, unit
 
+from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.search.fusion import QueryPart
-from mmindex.pipeline.search.query import SearchQuery, collection_state, run_search
-from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.search.query import SearchQuery, run_search
 
 
 def _not(*keys: str) -> Any:
@@ -67,12 +67,8 @@ def test_like_unknown_item_is_a_one_line_error(indexed: Indexed) -> None:
 
 
 def _run(indexed: Indexed, query: SearchQuery, get_embedder: Any) -> Any:
-    settings = indexed.settings()
-    store = open_store(settings)
-    try:
-        return run_search(query, settings, store, collection_state(settings, COLLECTION), get_embedder)
-    finally:
-        store.close()
+    with Collection.open(indexed.settings(), COLLECTION, loader=lambda spec, settings: get_embedder()) as collection:
+        return run_search(query, collection)
 
 
 def _no_model() -> Any:

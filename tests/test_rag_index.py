@@ -18,13 +18,13 @@ from helpers import CountingEmbedder, CountingText, collection_points, make_pdf,
 from PIL import Image
 
 from mmindex.api import Index
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.embed.extract import extract_document
 from mmindex.pipeline.embed.sparse import query_vector
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.ids import item_key, point_id
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
 from mmindex.pipeline.manage.maintenance import rebuild_collection
-from mmindex.pipeline.search.query import collection_state
 from mmindex.pipeline.store.filters import parse_where
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.pipeline.store.store import TextSearch
@@ -104,8 +104,8 @@ def indexed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 def test_documents_become_chunks_with_rag_payloads(indexed, minilm) -> None:
     settings, corpus, report, counter = indexed
-    assert report.counts.failures == [("broken.pdf", report.counts.failures[0][1])]
-    assert report.counts.failures[0][1].startswith("unreadable PDF")
+    assert report.failures == [("broken.pdf", report.failures[0][1])]
+    assert report.failures[0][1].startswith("unreadable PDF")
     points = stored(settings)
     texts = [payload for payload in points.values() if payload["modality"] == "text"]
     assert {payload["path"] for payload in texts} == {"guide.md", "billing.html", "manual.pdf", "notes.txt"}

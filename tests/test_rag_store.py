@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from storekit import Point, batch_of
 
 from mmindex.pipeline.embed.sparse import document_vector, query_vector
 from mmindex.pipeline.errors import SchemaMismatchError
@@ -20,13 +21,12 @@ from mmindex.pipeline.store.client_store import ClientStore
 from mmindex.pipeline.store.edge_store import EdgeStore
 from mmindex.pipeline.store.filters import parse_where
 from mmindex.pipeline.store.store import (
+    RRF_K,
     RRF_WEIGHTS,
     CollectionSpec,
-    PointRecord,
     SearchHit,
     TextSearch,
     VectorStore,
-    rrf_fuse,
 )
 
 CLIP_DIM, TEXT_DIM = 16, 8
@@ -52,17 +52,17 @@ def _texts(n: int) -> list[str]:
     return texts
 
 
-def _points() -> list[PointRecord]:
+def _points() -> list[Point]:
     rng = np.random.default_rng(3)
     texts = _texts(40)
     clip, text = _unit(rng, 50, CLIP_DIM), _unit(rng, 40, TEXT_DIM)
     points = [
-        PointRecord(f"00000000-0000-4000-8000-{i:012d}", clip[i], {"key": f"doc{i}", "modality": "text",
+        Point(f"00000000-0000-4000-8000-{i:012d}", clip[i], {"key": f"doc{i}", "modality": "text",
                     "source": "a" if i % 2 else "b", "text": t}, text_vector=text[i], sparse=document_vector(t))
         for i, t in enumerate(texts)
     ]
     points += [
-        PointRecord(f"00000000-0000-4000-9000-{i:012d}", clip[i], {"key": f"img{i}", "modality": "image", "source": "a"})
+        Point(f"00000000-0000-4000-9000-{i:012d}", clip[i], {"key": f"img{i}", "modality": "image", "source": "a"})
         for i in range(40, 50)
     ]
     return points
@@ -77,21 +77,21 @@ def _open(kind: str, root: Path) -> VectorStore:
 
 
 @pytest.fixture(scope="module")
-def points() -> list[PointRecord]:
+def points() -> list[Point]:
     return _points()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def populated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-              points: list[PointRecord]) -> Iterator[VectorStore]:
+              points: list[Point]) -> Iterator[VectorStore]:
     store = _open(request.param, tmp_path_factory.mktemp(request.param))
     store.create_collection(COLLECTION, SPEC)
-    store.upsert(COLLECTION, points)
+    store.upsert(COLLECTION, batch_of(points))
     yield store
     store.close()
 
 
-def _dense_reference(points: list[PointRecord], query: np.ndarray, limit: int, source: str | None = None) -> list[tuple[str, float]]:
+def _dense_reference(points: list[Point], query: np.ndarray, limit: int, source: str | None = None) -> list[tuple[str, float]]:
     scored = [
         (p.id, float(np.dot(p.text_vector, query) / np.linalg.norm(query)))
         for p in points
@@ -100,7 +100,7 @@ def _dense_reference(points: list[PointRecord], query: np.ndarray, limit: int, s
     return sorted(scored, key=lambda item: -item[1])[:limit]
 
 
-def _bm25_reference(points: list[PointRecord], question: str, limit: int) -> list[tuple[str, float]]:
+def _bm25_reference(points: list[Point], question: str, limit: int) -> list[tuple[str, float]]:
     """BM25 as Qdrant computes it with ``modifier=idf``: sum over query terms of idf * document weight."""
     documents = [p for p in points if p.sparse is not None]
     frequency: dict[int, int] = defaultdict(int)
@@ -127,7 +127,7 @@ def _assert_hits(hits: list[SearchHit], expected: list[tuple[str, float]]) -> No
     assert [h.id for h in hits] == [point_id for point_id, _ in expected]
 
 
-def test_dense_text_search_matches_cosine_reference(populated: VectorStore, points: list[PointRecord]) -> None:
+def test_dense_text_search_matches_cosine_reference(populated: VectorStore, points: list[Point]) -> None:
     query = _unit(np.random.default_rng(11), 1, TEXT_DIM)[0]
     hits = populated.search_text(COLLECTION, TextSearch(dense=query), 7)
     _assert_hits(hits, _dense_reference(points, query, 7))
@@ -136,7 +136,7 @@ def test_dense_text_search_matches_cosine_reference(populated: VectorStore, poin
     _assert_hits(filtered, _dense_reference(points, query, 5, source="a"))
 
 
-def test_sparse_search_is_bm25_with_collection_idf(populated: VectorStore, points: list[PointRecord]) -> None:
+def test_sparse_search_is_bm25_with_collection_idf(populated: VectorStore, points: list[Point]) -> None:
     for question in ("refund the invoice by email", "rotate password settings", "ZX-4411"):
         hits = populated.search_text(COLLECTION, TextSearch(sparse=query_vector(question)), 6)
         expected = _bm25_reference(points, question, 6)
@@ -177,12 +177,12 @@ def test_hybrid_respects_filters(populated: VectorStore) -> None:
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_deleted_chunks_leave_both_indexes(kind: str, tmp_path: Path, points: list[PointRecord]) -> None:
+def test_deleted_chunks_leave_both_indexes(kind: str, tmp_path: Path, points: list[Point]) -> None:
     store = _open(kind, tmp_path)
     try:
         store.create_collection(COLLECTION, SPEC)
-        store.upsert(COLLECTION, points)
-        store.upsert(COLLECTION, points)  # idempotent
+        store.upsert(COLLECTION, batch_of(points))
+        store.upsert(COLLECTION, batch_of(points))  # idempotent
         assert store.count(COLLECTION) == len(points)
         target = points[5]
         store.delete(COLLECTION, [target.id])
@@ -195,10 +195,10 @@ def test_deleted_chunks_leave_both_indexes(kind: str, tmp_path: Path, points: li
 
 
 @pytest.mark.parametrize("kind", ("edge", "client-local"))
-def test_text_vectors_survive_reopening(kind: str, tmp_path: Path, points: list[PointRecord]) -> None:
+def test_text_vectors_survive_reopening(kind: str, tmp_path: Path, points: list[Point]) -> None:
     store = _open(kind, tmp_path)
     store.create_collection(COLLECTION, SPEC)
-    store.upsert(COLLECTION, points)
+    store.upsert(COLLECTION, batch_of(points))
     store.close()
     reopened = _open(kind, tmp_path)
     try:
@@ -209,18 +209,37 @@ def test_text_vectors_survive_reopening(kind: str, tmp_path: Path, points: list[
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_collection_without_text_model_refuses_text_vectors(kind: str, tmp_path: Path, points: list[PointRecord]) -> None:
+def test_collection_without_text_model_refuses_text_vectors(kind: str, tmp_path: Path, points: list[Point]) -> None:
     store = _open(kind, tmp_path)
     try:
         store.create_collection(COLLECTION, CollectionSpec(dim=CLIP_DIM))
         with pytest.raises(SchemaMismatchError, match="without a text model"):
             store.search_text(COLLECTION, TextSearch(sparse=query_vector("refund")), 3)
         with pytest.raises(SchemaMismatchError, match="without a text model"):
-            store.upsert(COLLECTION, points[:2])
-        store.upsert(COLLECTION, points[40:])  # images (CLIP only) are fine
+            store.upsert(COLLECTION, batch_of(points[:2]))
+        store.upsert(COLLECTION, batch_of(points[40:]))  # images (CLIP only) are fine
         assert store.count(COLLECTION) == 10
     finally:
         store.close()
+
+
+def rrf_fuse(
+    rankings: Sequence[Sequence[SearchHit]], limit: int, k: int = RRF_K, weights: Sequence[float] | None = None
+) -> list[SearchHit]:
+    """The reference: reciprocal rank fusion of ranked lists, exactly as Qdrant computes it.
+
+    A point at 0-based position ``i`` of a list of weight ``w`` scores ``1 / ((i + 1) / w + k - 1)``
+    (``1 / (i + k)`` at weight 1); scores add up over the lists, ties keep the first-seen order.
+    """
+    scores: dict[str, float] = {}
+    first: dict[str, SearchHit] = {}
+    for number, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[number]
+        for position, hit in enumerate(ranking):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / ((position + 1) / weight + k - 1)
+            first.setdefault(hit.id, hit)
+    ordered = sorted(scores, key=lambda point_id: scores[point_id], reverse=True)[:limit]
+    return [SearchHit(point_id, scores[point_id], first[point_id].payload) for point_id in ordered]
 
 
 def test_rrf_fuse_formula() -> None:

@@ -16,20 +16,18 @@ import pytest
 from helpers import collection_points, free_port
 from PIL import Image
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.ingest.run import (
     IndexRequest,
-    finalize_run,
+    RunSession,
     holding_ingest_lock,
     index_source,
-    open_unit_session,
     plan_run,
-    process_unit,
 )
 from mmindex.pipeline.ingest.units import RunDir
 from mmindex.pipeline.io.root import RemotePath, parse_root
 from mmindex.pipeline.manage.maintenance import rebuild_collection
-from mmindex.pipeline.search.query import collection_state
 from mmindex.schemas.config import Settings
 
 
@@ -152,9 +150,8 @@ def test_a_unit_is_written_once_on_object_storage(corpus: Path, tmp_path: Path, 
     with holding_ingest_lock(settings, "c"):
         run = plan_run(IndexRequest(corpus, "c"), settings, tiny_embedder).run
         assert run is not None and len(run.seqs) >= 2
-        session = open_unit_session(settings, "c", run.run_id, embedder=tiny_embedder)
-        try:
-            outcomes = {seq: process_unit(session, "c", run.run_id, seq) for seq in reversed(run.seqs)}
+        with RunSession(settings, "c", run.run_id, embedder=tiny_embedder) as session:
+            outcomes = {seq: session.process(seq) for seq in reversed(run.seqs)}
             assert collection_state(settings, "c").current.applied_through == 0
             shard_dir = root / "shards" / "c" / collection_state(settings, "c").current.physical_name
             written = {path.name: path.read_bytes() for path in shard_dir.iterdir()}
@@ -162,12 +159,10 @@ def test_a_unit_is_written_once_on_object_storage(corpus: Path, tmp_path: Path, 
 
             # A worker died after writing the shard, before recording the unit: the redo re-applies it.
             RunDir(root, "c", run.run_id).outcome_path(run.seqs[0]).unlink()
-            redone = process_unit(session, "c", run.run_id, run.seqs[0])
+            redone = session.process(run.seqs[0])
             assert redone.reapplied and redone.shard == outcomes[run.seqs[0]].shard
             assert {path.name: path.read_bytes() for path in shard_dir.iterdir()} == written
-            finalize_run(session, "c", run.run_id)
-        finally:
-            session.close()
+            session.finalize()
     assert collection_state(settings, "c").current.applied_through == max(run.seqs)
 
 

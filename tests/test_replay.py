@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import BACKENDS, collection_points
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.errors import StoreUnavailableError
 from mmindex.pipeline.ingest import execute
-from mmindex.pipeline.ingest.apply import shard_log
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
-from mmindex.pipeline.search.query import collection_state
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.schemas.config import Settings
 
 FAILING_SEQ = 2
@@ -34,25 +34,25 @@ def _shard_rows(settings: Settings) -> dict[int, tuple[Path, list[str]]]:
     """Each shard of the current version by seq: its file and the keys of its rows."""
     version = collection_state(settings, "c").current
     return {ref.seq: (Path(str(ref.path)), pq.read_table(ref.path, columns=["key"]).column(0).to_pylist())
-            for ref in shard_log(settings.root, "c", version).shards()}
+            for ref in IndexPaths(settings.root).shard_log("c", version.physical_name).shards()}
 
 
 def test_a_written_but_unapplied_shard_is_applied_once_by_the_next_run(
     settings: Settings, photo_corpus: Path, tiny_embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_apply = execute.apply_records
+    real_apply = execute.apply_rows
     applied: list[int] = []
 
-    def apply_but_fail_one(store, physical_name, records, embeddings):
+    def apply_but_fail_one(store, physical_name, rows):
         applied.append(len(applied) + 1)
         if len(applied) == FAILING_SEQ:
             raise _Interrupted("stopped after writing shard 2, before applying it")
-        return real_apply(store, physical_name, records, embeddings)
+        return real_apply(store, physical_name, rows)
 
-    monkeypatch.setattr(execute, "apply_records", apply_but_fail_one)
+    monkeypatch.setattr(execute, "apply_rows", apply_but_fail_one)
     with pytest.raises(_Interrupted):
         index_source(IndexRequest(photo_corpus, "c"), settings, embedder=tiny_embedder)
-    monkeypatch.setattr(execute, "apply_records", real_apply)
+    monkeypatch.setattr(execute, "apply_rows", real_apply)
 
     interrupted = _shard_rows(settings)
     assert sorted(interrupted) == [1, 2]  # shard 2 is on disk, and nothing was written after it
@@ -64,7 +64,7 @@ def test_a_written_but_unapplied_shard_is_applied_once_by_the_next_run(
 
     report = index_source(IndexRequest(photo_corpus, "c"), settings, embedder=tiny_embedder)
     assert report.replayed_shards == 1
-    assert not set(unapplied_keys) & set(report.counts.embedded_keys)  # replayed from Parquet, not embedded again
+    assert not set(unapplied_keys) & set(report.embedded_keys)  # replayed from Parquet, not embedded again
     shards = _shard_rows(settings)
     assert shards[FAILING_SEQ][0].stat().st_mtime_ns == unapplied_stat.st_mtime_ns  # the same file, not rewritten
     all_rows = [key for _, keys in shards.values() for key in keys]

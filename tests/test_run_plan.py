@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from mmindex.pipeline.collection import collection_state
 from mmindex.pipeline.ingest.run import (
     IndexRequest,
-    finalize_run,
+    RunSession,
     holding_ingest_lock,
     index_source,
-    open_unit_session,
     plan_run,
-    process_unit,
 )
 from mmindex.pipeline.ingest.units import RunDir
-from mmindex.pipeline.search.query import collection_state
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 
@@ -39,25 +37,22 @@ def test_units_out_of_order_match_the_in_order_run(photo_corpus: Path, tiny_loca
     with holding_ingest_lock(settings, "c"):
         run = plan_run(IndexRequest(photo_corpus, "c"), settings).run
         assert run is not None and run.seqs == [1, 2, 3, 4]
-        session = open_unit_session(settings, "c", run.run_id)
-        try:
-            last = process_unit(session, "c", run.run_id, 4)
+        with RunSession(settings, "c", run.run_id) as session:
+            last = session.process(4)
             assert collection_state(settings, "c").current.applied_through == 0  # 1-3 not applied yet
-            outcomes = {seq: process_unit(session, "c", run.run_id, seq) for seq in (2, 1, 3)}
+            outcomes = {seq: session.process(seq) for seq in (2, 1, 3)}
             # The marker moves only when the next shard is applied (never past an unapplied one);
             # finalize moves it past the whole run.
             assert collection_state(settings, "c").current.applied_through == 1
             written = _shards(settings.root)
-            again = process_unit(session, "c", run.run_id, 4)  # already done: nothing redone
+            again = session.process(4)  # already done: nothing redone
             assert again == last and _shards(settings.root) == written
 
             # A crash between the shard's write and its outcome: the shard is only applied again.
             RunDir(settings.root, "c", run.run_id).outcome_path(2).unlink()
-            redone = process_unit(session, "c", run.run_id, 2)
+            redone = session.process(2)
             assert redone.reapplied and redone.shard == outcomes[2].shard and _shards(settings.root) == written
-            report = finalize_run(session, "c", run.run_id)
-        finally:
-            session.close()
+            report = session.finalize()
 
     assert collection_state(settings, "c").current.applied_through == 4
     assert {name: pq.read_table(tmp_path / "ordered" / "shards" / "c" / collection_state(ordered, "c").current.physical_name / name).to_pylist()

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from storekit import Point, batch_of
 
 from mmindex.pipeline.errors import (
     CollectionNotFoundError,
@@ -38,7 +39,6 @@ from mmindex.pipeline.store.store import (
     CollectionSpec,
     MmrParams,
     PayloadUpdate,
-    PointRecord,
     SearchHit,
     VectorStore,
 )
@@ -78,9 +78,9 @@ def _payload(i: int) -> dict[str, Any]:
     return payload
 
 
-def _records(seed: int = 0, n: int = N_POINTS) -> list[PointRecord]:
+def _records(seed: int = 0, n: int = N_POINTS) -> list[Point]:
     vectors = _unit_vectors(np.random.default_rng(seed), n)
-    return [PointRecord(point_id(f"item-{i}"), vectors[i], _payload(i)) for i in range(n)]
+    return [Point(point_id(f"item-{i}"), vectors[i], _payload(i)) for i in range(n)]
 
 
 _MISSING = object()
@@ -119,13 +119,13 @@ def _holds(payload: dict[str, Any], condition: Condition) -> bool:
     return {"gte": value >= bound, "lte": value <= bound, "gt": value > bound, "lt": value < bound}[condition.op]
 
 
-def _reference_ids(records: list[PointRecord], payload_filter: PayloadFilter | None) -> list[str]:
+def _reference_ids(records: list[Point], payload_filter: PayloadFilter | None) -> list[str]:
     conditions = payload_filter.conditions if payload_filter else ()
     return [r.id for r in records if all(_holds(r.payload, c) for c in conditions)]
 
 
 def _reference_search(
-    records: list[PointRecord], query: np.ndarray, limit: int, payload_filter: PayloadFilter | None = None
+    records: list[Point], query: np.ndarray, limit: int, payload_filter: PayloadFilter | None = None
 ) -> list[tuple[str, float]]:
     allowed = set(_reference_ids(records, payload_filter))
     candidates = [r for r in records if r.id in allowed]
@@ -164,18 +164,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
 
 
 @pytest.fixture(scope="module")
-def records() -> list[PointRecord]:
+def records() -> list[Point]:
     return _records()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def populated(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, records: list[PointRecord]
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, records: list[Point]
 ) -> Iterator[VectorStore]:
     """A store of each backend holding ``records`` in ``COLLECTION`` (read-only tests)."""
     opened = _factory(request.param, tmp_path_factory.mktemp(request.param))()
     opened.create_collection(COLLECTION, SPEC)
-    opened.upsert(COLLECTION, records)
+    opened.upsert(COLLECTION, batch_of(records))
     yield opened
     opened.close()
 
@@ -210,13 +210,13 @@ def test_missing_collection_raises_not_found(store: VectorStore) -> None:
     with pytest.raises(CollectionNotFoundError):
         store.count("nope")
     with pytest.raises(CollectionNotFoundError):
-        store.upsert("nope", _records(n=2))
+        store.upsert("nope", batch_of(_records(n=2)))
 
 
 def test_wrong_dimension_is_a_schema_mismatch(store: VectorStore) -> None:
     store.create_collection(COLLECTION, SPEC)
     with pytest.raises(SchemaMismatchError, match="16-d"):
-        store.upsert(COLLECTION, [PointRecord(point_id("x"), np.ones(DIM + 1), {})])
+        store.upsert(COLLECTION, batch_of([Point(point_id("x"), np.ones(DIM + 1), {})]))
     with pytest.raises(SchemaMismatchError):
         store.search(COLLECTION, np.ones(DIM - 1), limit=1)
 
@@ -227,10 +227,10 @@ def test_wrong_dimension_is_a_schema_mismatch(store: VectorStore) -> None:
 def test_upsert_count_and_idempotent_reupsert(store: VectorStore) -> None:
     many = _records(seed=1, n=300)  # more than one UPSERT_BATCH
     store.create_collection(COLLECTION, SPEC)
-    store.upsert(COLLECTION, many)
+    store.upsert(COLLECTION, batch_of(many))
     assert store.count(COLLECTION) == 300
-    changed = [PointRecord(r.id, r.vector, {**r.payload, "modality": "video"}) for r in many[:10]]
-    store.upsert(COLLECTION, many[100:] + changed)
+    changed = [Point(r.id, r.vector, {**r.payload, "modality": "video"}) for r in many[:10]]
+    store.upsert(COLLECTION, batch_of(many[100:] + changed))
     assert store.count(COLLECTION) == 300
     assert store.count(COLLECTION, parse_where(["modality=video"])) == 10
 
@@ -238,13 +238,13 @@ def test_upsert_count_and_idempotent_reupsert(store: VectorStore) -> None:
 def test_delete_ignores_unknown_ids(store: VectorStore) -> None:
     points = _records(n=20)
     store.create_collection(COLLECTION, SPEC)
-    store.upsert(COLLECTION, points)
+    store.upsert(COLLECTION, batch_of(points))
     store.delete(COLLECTION, [p.id for p in points[:5]] + [point_id("never-written")])
     assert store.count(COLLECTION) == 15
     assert store.retrieve(COLLECTION, [points[0].id]) == []
 
 
-def test_retrieve_with_vectors_in_asked_order(populated: VectorStore, records: list[PointRecord]) -> None:
+def test_retrieve_with_vectors_in_asked_order(populated: VectorStore, records: list[Point]) -> None:
     wanted = [records[7], records[3], records[150]]
     ids = [r.id for r in wanted] + [point_id("missing")]
     got = populated.retrieve(COLLECTION, ids, with_vectors=True)
@@ -256,7 +256,7 @@ def test_retrieve_with_vectors_in_asked_order(populated: VectorStore, records: l
     assert all(p.vector is None for p in populated.retrieve(COLLECTION, ids[:1]))
 
 
-def test_search_is_exact_cosine_top_k(populated: VectorStore, records: list[PointRecord]) -> None:
+def test_search_is_exact_cosine_top_k(populated: VectorStore, records: list[Point]) -> None:
     rng = np.random.default_rng(42)
     for query in rng.standard_normal((5, DIM)).astype(np.float32):  # not normalized: cosine must not care
         hits = populated.search(COLLECTION, query, limit=10)
@@ -264,7 +264,7 @@ def test_search_is_exact_cosine_top_k(populated: VectorStore, records: list[Poin
         assert all(isinstance(h.id, str) and h.vector is None for h in hits)
 
 
-def test_search_returns_payload_and_vectors(populated: VectorStore, records: list[PointRecord]) -> None:
+def test_search_returns_payload_and_vectors(populated: VectorStore, records: list[Point]) -> None:
     target = records[11]
     (hit,) = populated.search(COLLECTION, target.vector, limit=1, with_vectors=True)
     assert hit.id == target.id
@@ -300,7 +300,7 @@ FILTER_CASES: list[list[str]] = [
 
 
 @pytest.mark.parametrize("where", FILTER_CASES, ids=lambda where: " & ".join(where))
-def test_filters_match_reference(populated: VectorStore, records: list[PointRecord], where: list[str]) -> None:
+def test_filters_match_reference(populated: VectorStore, records: list[Point], where: list[str]) -> None:
     payload_filter = parse_where(where)
     expected_ids = _reference_ids(records, payload_filter)
     assert populated.count(COLLECTION, payload_filter) == len(expected_ids)
@@ -309,7 +309,7 @@ def test_filters_match_reference(populated: VectorStore, records: list[PointReco
     _assert_same_hits(hits, _reference_search(records, query, 15, payload_filter))
 
 
-def test_filter_int_matches_string_form_on_unindexed_field(populated: VectorStore, records: list[PointRecord]) -> None:
+def test_filter_int_matches_string_form_on_unindexed_field(populated: VectorStore, records: list[Point]) -> None:
     years = [r.payload["meta"]["year"] for r in records]
     assert 2020 in years and "2020" in years  # the data holds both forms
     expected = sum(1 for year in years if year in (2020, "2020"))
@@ -323,7 +323,7 @@ def test_points_persist_across_reopen(kind: str, tmp_path: Path) -> None:
     points = _records(n=30)
     first = factory()
     first.create_collection(COLLECTION, SPEC)
-    first.upsert(COLLECTION, points)
+    first.upsert(COLLECTION, batch_of(points))
     first.close()
     second = factory()
     try:
@@ -341,7 +341,7 @@ def test_points_persist_across_reopen(kind: str, tmp_path: Path) -> None:
 
 
 def _reference_mmr(
-    records: list[PointRecord], query: np.ndarray, limit: int, mmr: MmrParams, payload_filter: PayloadFilter | None = None
+    records: list[Point], query: np.ndarray, limit: int, mmr: MmrParams, payload_filter: PayloadFilter | None = None
 ) -> list[tuple[str, float]]:
     """Greedy MMR over the nearest ``mmr.candidates``: λ·relevance − (1−λ)·max similarity to the picked."""
     pool = _reference_search(records, query, mmr.candidates, payload_filter)
@@ -357,7 +357,7 @@ def _reference_mmr(
     return [pool[i] for i in picked]
 
 
-def test_search_score_threshold_and_excluded_ids(populated: VectorStore, records: list[PointRecord]) -> None:
+def test_search_score_threshold_and_excluded_ids(populated: VectorStore, records: list[Point]) -> None:
     query = records[5].vector
     ranked = _reference_search(records, query, N_POINTS)
     threshold = (ranked[9][1] + ranked[10][1]) / 2
@@ -370,7 +370,7 @@ def test_search_score_threshold_and_excluded_ids(populated: VectorStore, records
 
 
 @pytest.mark.parametrize("mmr", [MmrParams(0.0, 40), MmrParams(0.4, 40), MmrParams(0.85, 25)], ids=str)
-def test_search_mmr_matches_reference(populated: VectorStore, records: list[PointRecord], mmr: MmrParams) -> None:
+def test_search_mmr_matches_reference(populated: VectorStore, records: list[Point], mmr: MmrParams) -> None:
     rng = np.random.default_rng(11)
     for query in rng.standard_normal((3, DIM)).astype(np.float32):
         where = parse_where(["source!=c"])
@@ -379,7 +379,7 @@ def test_search_mmr_matches_reference(populated: VectorStore, records: list[Poin
         assert all(hit.vector is not None for hit in hits)
 
 
-def test_recommend_is_average_vector_without_the_examples(populated: VectorStore, records: list[PointRecord]) -> None:
+def test_recommend_is_average_vector_without_the_examples(populated: VectorStore, records: list[Point]) -> None:
     positive, negative = [records[1], records[2]], [records[3]]
     rest = [r for r in records if r not in (*positive, *negative)]
     mean = np.mean([r.vector for r in positive], axis=0)
@@ -391,14 +391,14 @@ def test_recommend_is_average_vector_without_the_examples(populated: VectorStore
     assert all(hit.vector is not None for hit in alone)
 
 
-def test_recommend_unknown_example_is_a_config_error(populated: VectorStore, records: list[PointRecord]) -> None:
+def test_recommend_unknown_example_is_a_config_error(populated: VectorStore, records: list[Point]) -> None:
     with pytest.raises(ConfigError, match="no point"):
         populated.recommend(COLLECTION, [records[0].id, point_id("never-written")], 3)
 
 
 @pytest.mark.parametrize("where", [[], ["modality=text"], ["source=zzz"]], ids=lambda w: " & ".join(w) or "all")
 def test_scroll_pages_through_matching_points_in_id_order(
-    populated: VectorStore, records: list[PointRecord], where: list[str]
+    populated: VectorStore, records: list[Point], where: list[str]
 ) -> None:
     payload_filter = parse_where(where)
     seen, offset, pages = [], None, 0
@@ -422,7 +422,7 @@ def test_set_payload_replaces_keys_keeps_others_and_ignores_unknown_ids(store: V
     points = _records(n=20)
     spec = CollectionSpec(dim=DIM, indexed_fields={k: v for k, v in INDEXED_FIELDS.items() if k != "labels"})
     store.create_collection(COLLECTION, spec)
-    store.upsert(COLLECTION, points)
+    store.upsert(COLLECTION, batch_of(points))
     store.create_field_index(COLLECTION, "labels", FieldType.KEYWORD)
     store.create_field_index(COLLECTION, "labels", FieldType.KEYWORD)  # again: no error
     store.set_payload(COLLECTION, [
@@ -449,7 +449,7 @@ def test_edge_and_client_agree_on_mmr_recommend_and_scroll(tmp_path: Path) -> No
     try:
         for opened in stores:
             opened.create_collection(COLLECTION, SPEC)
-            opened.upsert(COLLECTION, points)
+            opened.upsert(COLLECTION, batch_of(points))
             query = points[0].vector + points[1].vector
             answers.append([
                 opened.search(COLLECTION, query, 10, parse_where(["width>=200"]), mmr=MmrParams(0.6, 30)),
@@ -473,9 +473,9 @@ def _run_script(store: VectorStore) -> list[list[SearchHit]]:
     """The same writes and queries on any backend; returns the answers."""
     points = _records(seed=3, n=N_POINTS)
     store.create_collection(COLLECTION, SPEC)
-    store.upsert(COLLECTION, points)
+    store.upsert(COLLECTION, batch_of(points))
     store.delete(COLLECTION, [p.id for p in points[::7]])
-    store.upsert(COLLECTION, [PointRecord(p.id, p.vector, {**p.payload, "source": "z"}) for p in points[1::9]])
+    store.upsert(COLLECTION, batch_of([Point(p.id, p.vector, {**p.payload, "source": "z"}) for p in points[1::9]]))
     queries = _unit_vectors(np.random.default_rng(9), 3)
     answers = []
     for where in (["source=z"], ["width>=200", "modality!=text"], ["meta.year=2021"], []):
@@ -532,7 +532,7 @@ def test_edge_optimize_keeps_answers(tmp_path: Path) -> None:
     points = _records(n=N_POINTS)
     edge.create_collection(COLLECTION, SPEC)
     for start in range(0, N_POINTS, 50):  # several writes, so there is something to merge
-        edge.upsert(COLLECTION, points[start : start + 50])
+        edge.upsert(COLLECTION, batch_of(points[start : start + 50]))
     edge.delete(COLLECTION, [p.id for p in points[:20]])
     assert isinstance(edge.optimize(COLLECTION), bool)
     kept = points[20:]
@@ -556,7 +556,7 @@ from pathlib import Path
 import numpy as np
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.store.edge_store import EdgeStore
-from mmindex.pipeline.store.store import PointRecord
+from mmindex.pipeline.store.store import PointBatch
 
 root, name, batches, size = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 store = EdgeStore(root, lock_timeout=30)
@@ -565,7 +565,7 @@ print("ready", flush=True)
 sys.stdin.readline()
 for b in range(batches):
     vectors = rng.standard_normal((size, {dim})).astype(np.float32)
-    store.upsert(name, [PointRecord(point_id(f"w-{{b}}-{{i}}"), v, {{"batch": b}}) for i, v in enumerate(vectors)])
+    store.upsert(name, PointBatch([point_id(f"w-{{b}}-{{i}}") for i in range(size)], vectors, [{{"batch": b}}] * size))
 """
 
 
@@ -616,10 +616,10 @@ def test_edge_lock_held_elsewhere_times_out_then_works(tmp_path: Path) -> None:
         assert time.monotonic() - started < 10
         assert "\n" not in str(caught.value)
         with pytest.raises(IndexBusyError):
-            edge.upsert(COLLECTION, _records(n=3))
+            edge.upsert(COLLECTION, batch_of(_records(n=3)))
     finally:
         _finish(holder)
-    edge.upsert(COLLECTION, _records(n=3))
+    edge.upsert(COLLECTION, batch_of(_records(n=3)))
     assert edge.count(COLLECTION) == 3
 
 

@@ -102,13 +102,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 def load_cli_settings(**flags: Any) -> Settings:
     """Settings from flags > environment > config file, a bad value as a one-line ConfigError."""
+    import tomllib
+
     from pydantic import ValidationError
 
     from mmindex.pipeline.errors import ConfigError
-    from mmindex.schemas.config import load_settings
+    from mmindex.schemas.config import config_file_path, load_settings
 
     try:
         return load_settings(**flags)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file_path()} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"

@@ -174,7 +174,7 @@ def print_index_report(console: Console, report: IndexReport, *, list_all: bool 
         return
     console.print(
         f"[green]indexed[/] {report.items_seen} items into [bold]{name}[/]: {plan_line(report.plan)}; "
-        f"embedded {len(counts.embedded_keys)}, reused {counts.reused}, {counts.failed} failed "
+        f"embedded {counts.embedded}, reused {counts.reused}, {counts.failed} failed "
         f"({report.seconds:.1f}s)"
     )
     if report.replayed_shards:
@@ -183,7 +183,7 @@ def print_index_report(console: Console, report: IndexReport, *, list_all: bool 
         console.print(f"  labeled {report.labeled} images")
     if report.migrated_to:
         console.print(f"  collection now serves the new version {markup(report.migrated_to)}")
-    for path, error in counts.failures[:SHOWN_FAILURES]:
+    for path, error in report.failures[:SHOWN_FAILURES]:
         console.print(f"  [yellow]failed[/] {markup(path)}: {markup(error)}")
     if counts.failed > SHOWN_FAILURES:
         console.print(f"  … and {counts.failed - SHOWN_FAILURES} more: mmindex info --collection {name} --failed")

@@ -177,9 +177,9 @@ def delete(
 
     Examples: mmindex delete -c photos; mmindex delete -c photos --source ~/photos/2019 --yes
     """
+    from mmindex.pipeline.collection import collection_state
     from mmindex.pipeline.ingest.report import index_report_json
     from mmindex.pipeline.manage.delete import delete_collection, delete_source, source_id_of
-    from mmindex.pipeline.search.query import collection_state
 
     settings = load_cli_settings(root=root, qdrant_url=qdrant_url)
     state = collection_state(settings, collection)  # an unknown collection fails before the question

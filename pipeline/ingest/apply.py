@@ -18,14 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmindex.pipeline.io.catalog import latest_rows
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath, is_remote
 from mmindex.pipeline.io.shards import TMP_PREFIX, ShardLog, ShardRef
 from mmindex.pipeline.io.state_file import edit_state
-from mmindex.pipeline.store.store import CollectionSpec, PointBatch, PointRecord, SparseVector, VectorStore
+from mmindex.pipeline.store.store import CollectionSpec, PointBatch, SparseVector, VectorStore
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import Settings
-from mmindex.schemas.items import STATUS_OK, ItemRecord, batch_embeddings, batch_text_vectors, batch_to_records
-from mmindex.schemas.payload import PointPayload, payloads_from_table
+from mmindex.schemas.items import STATUS_OK, batch_embeddings, batch_text_vectors
+from mmindex.schemas.payload import payloads_from_table
 from mmindex.schemas.state import CollectionVersion
 
 log = logging.getLogger(__name__)
@@ -41,28 +42,9 @@ class ApplyResult:
     deleted: int
 
 
-def shard_log(root: StoragePath, collection: str, version: CollectionVersion) -> ShardLog:
-    """The Parquet shard log of a collection version."""
-    return ShardLog(root / "shards" / collection / version.physical_name)
-
-
 def collection_spec(version: CollectionVersion) -> CollectionSpec:
     """What a version's Qdrant collection is created with (RAG vectors when it has a text model)."""
     return CollectionSpec(dim=version.dim, text_dim=version.text_dim)
-
-
-def points_of(records: Sequence[ItemRecord], embeddings: np.ndarray) -> list[PointRecord]:
-    """Qdrant points for the records that hold a vector.
-
-    A text chunk with a text-model vector also gets its BM25 vector (``bm25_vectors``).
-    """
-    live = [(row, record) for row, record in enumerate(records) if record.status == STATUS_OK]
-    sparse = bm25_vectors([record.text_vector for _, record in live], [record.text for _, record in live])
-    return [
-        PointRecord(record.point_id, embeddings[row], PointPayload.from_record(record).to_qdrant(),
-                    text_vector=record.text_vector, sparse=vector)
-        for (row, record), vector in zip(live, sparse, strict=True)
-    ]
 
 
 def bm25_vectors(text_vectors: Sequence[np.ndarray | None], texts: Sequence[str | None]) -> list[SparseVector | None]:
@@ -75,15 +57,17 @@ def bm25_vectors(text_vectors: Sequence[np.ndarray | None], texts: Sequence[str 
     return [None if vector is None else document_vector(text or "") for vector, text in zip(text_vectors, texts, strict=True)]
 
 
-def apply_records(store: VectorStore, physical_name: str, records: Sequence[ItemRecord], embeddings: np.ndarray) -> ApplyResult:
-    """Upsert ok rows; delete the points of failed and tombstone rows."""
-    gone = [record.point_id for record in records if record.status != STATUS_OK]
+def apply_rows(store: VectorStore, physical_name: str, rows: pa.Table) -> ApplyResult:
+    """Apply shard rows: delete the points of failed and tombstone rows, upsert the ok rows (one
+    column-wise ``PointBatch``, the same mapping as a rebuild's)."""
+    gone = rows.filter(pc.not_equal(rows.column("status"), STATUS_OK)).column("point_id").to_pylist()
     if gone:
         store.delete(physical_name, gone)
-    points = points_of(records, embeddings)
-    if points:
-        store.upsert(physical_name, points)
-    return ApplyResult(len(points), len(gone))
+    upserted = 0
+    for batch in point_batches(rows, size=max(rows.num_rows, 1)):
+        store.upsert(physical_name, batch)
+        upserted += len(batch)
+    return ApplyResult(upserted, len(gone))
 
 
 def mark_applied(root: StoragePath, collection: str, physical_name: str, seq: int) -> None:
@@ -121,7 +105,7 @@ def discard_partial_shards(log: ShardLog) -> int:
 
 def replay_unapplied(settings: Settings, store: VectorStore, collection: str, version: CollectionVersion) -> int:
     """Apply shards written after the version's marker (a crash came between write and apply)."""
-    log_ = shard_log(settings.root, collection, version)
+    log_ = IndexPaths(settings.root).shard_log(collection, version.physical_name)
     discarded = discard_partial_shards(log_)
     if discarded:
         log.warning("removed %d partial shard file(s) of an interrupted run", discarded)
@@ -129,8 +113,7 @@ def replay_unapplied(settings: Settings, store: VectorStore, collection: str, ve
     for ref in log_.shards():
         if ref.seq <= version.applied_through:
             continue
-        table = log_.read(ref)
-        apply_records(store, version.physical_name, batch_to_records(table), batch_embeddings(table))
+        apply_rows(store, version.physical_name, log_.read(ref))
         mark_applied(settings.root, collection, version.physical_name, ref.seq)
         version.applied_through = ref.seq
         replayed += 1
@@ -190,7 +173,7 @@ def rebuild_version(settings: Settings, store: VectorStore, collection: str, ver
     once at the end of it (on the embedded backend only for collections large enough to need
     one). An interrupted rebuild is simply run again.
     """
-    log_ = shard_log(settings.root, collection, version)
+    log_ = IndexPaths(settings.root).shard_log(collection, version.physical_name)
     discard_partial_shards(log_)
     shards = log_.shards()
     store.drop_collection(version.physical_name)

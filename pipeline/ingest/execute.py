@@ -1,4 +1,4 @@
-"""Carry out (a work unit of) a change plan: build the rows of each item, commit them as one shard.
+"""Execute a work unit: build the rows of each of its items, commit them as the unit's shard.
 
 A commit writes the shard (the durable record) and then applies it to Qdrant, and finally moves
 the version's ``applied_through`` marker. Items never straddle shards, and every shard holds the
@@ -16,18 +16,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.ids import chunk_key, point_id
-from mmindex.pipeline.ingest.apply import apply_records, mark_applied_next
-from mmindex.pipeline.ingest.plan import ChangePlan
+from mmindex.pipeline.ingest.apply import apply_rows, mark_applied_next
+from mmindex.pipeline.ingest.units import Tally, WorkUnit
 from mmindex.pipeline.io.catalog import CatalogItem, read_item_rows
 from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.io.shards import ShardLog, ShardRef
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.store.store import VectorStore
 from mmindex.pipeline.timing import stage
-from mmindex.schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records, records_to_batch
+from mmindex.schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
 from mmindex.schemas.state import CollectionVersion
 
 if TYPE_CHECKING:
@@ -38,44 +39,12 @@ log = logging.getLogger(__name__)
 ItemRows = tuple[list[ItemRecord], np.ndarray]
 
 
-class ItemLookup(Protocol):
-    """The catalog as the executor reads it: one item's current state by key."""
-
-    def get(self, item_key: str) -> CatalogItem | None: ...
-
-
 class ProgressReporter(Protocol):
     """Receives progress of a run (the CLI draws it with Rich)."""
 
     def start(self, total_items: int) -> None: ...
 
     def advance(self, items: int) -> None: ...
-
-
-@dataclass(slots=True)
-class RunCounts:
-    """What the commits of a run did."""
-
-    embedded_keys: list[str] = field(default_factory=list)
-    written_image_keys: list[str] = field(default_factory=list)
-    reused: int = 0
-    chunks_reused: int = 0
-    images: int = 0
-    text_chunks: int = 0
-    failed: int = 0
-    points_upserted: int = 0
-    points_deleted: int = 0
-    shards_written: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    def merge(self, other: RunCounts) -> None:
-        """Add the counts of another part of the run (a work unit) to these."""
-        self.embedded_keys.extend(other.embedded_keys)
-        self.written_image_keys.extend(other.written_image_keys)
-        self.failures.extend(other.failures)
-        for name in ("reused", "chunks_reused", "images", "text_chunks", "failed", "points_upserted",
-                     "points_deleted", "shards_written"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass(slots=True)
@@ -93,7 +62,7 @@ class Committer:
     log: ShardLog
     store_factory: Callable[[], VectorStore]
     seq: int
-    counts: RunCounts
+    tally: Tally = field(default_factory=Tally)
     progress: ProgressReporter | None = None
     written: ShardRef | None = None
     _pending: list[ItemRows] = field(default_factory=list)
@@ -111,40 +80,39 @@ class Committer:
         items = len(self._pending)
         self._pending = []
         with stage("write"):
-            ref = self.log.write(records_to_batch(records, embeddings, self.version.dim, self.version.text_dim), self.seq)
+            batch = records_to_batch(records, embeddings, self.version.dim, self.version.text_dim)
+            ref = self.log.write(batch, self.seq)
         self.written = ref
-        with stage("upsert"):
-            result = apply_records(self.store_factory(), self.version.physical_name, records, embeddings)
-        with stage("write"):
-            mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
-        self._count(records, result.upserted, result.deleted)
+        self._apply(pa.Table.from_batches([batch]), ref)
         if self.progress is not None:
             self.progress.advance(items)
 
-    def reapply(self, ref: ShardRef) -> None:
+    def reapply(self, ref: ShardRef, embedded_keys: list[str]) -> None:
         """Apply the unit's shard that an earlier attempt wrote but may not have applied (idempotent)."""
-        table = self.log.read(ref)
-        records = batch_to_records(table)
-        with stage("upsert"):
-            result = apply_records(self.store_factory(), self.version.physical_name, records, batch_embeddings(table))
-        mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
-        self._count(records, result.upserted, result.deleted)
+        self._apply(self.log.read(ref), ref)
+        self.tally.embedded_keys = list(embedded_keys)
+        self.tally.counts.embedded = len(embedded_keys)
 
-    def _count(self, records: list[ItemRecord], upserted: int, deleted: int) -> None:
-        counts = self.counts
+    def _apply(self, rows: pa.Table, ref: ShardRef) -> None:
+        with stage("upsert"):
+            result = apply_rows(self.store_factory(), self.version.physical_name, rows)
+        with stage("write"):
+            mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
+        counts = self.tally.counts
         counts.shards_written += 1
-        counts.points_upserted += upserted
-        counts.points_deleted += deleted
-        for record in records:
-            if record.status == STATUS_OK:
-                if record.modality == "image":
+        counts.points_upserted += result.upserted
+        counts.points_deleted += result.deleted
+        columns = rows.select(["status", "modality", "key", "path", "error"]).to_pylist()
+        for row in columns:
+            if row["status"] == STATUS_OK:
+                if row["modality"] == "image":
                     counts.images += 1
-                    counts.written_image_keys.append(record.key)
+                    self.tally.written_image_keys.append(row["key"])
                 else:
                     counts.text_chunks += 1
-            elif record.status != STATUS_DELETED:
+            elif row["status"] != STATUS_DELETED:
                 counts.failed += 1
-                counts.failures.append((record.path, record.error or ""))
+                self.tally.failures.append((row["path"], row["error"] or ""))
 
 
 def tombstone(item: CatalogItem, key: str, embedder_id: str) -> ItemRecord:
@@ -213,11 +181,11 @@ def _by_item(records: list[ItemRecord], embeddings: np.ndarray) -> Iterator[tupl
 
 
 @dataclass(slots=True)
-class PlanExecutor:
-    """Executes one source's change plan against one collection version."""
+class UnitExecutor:
+    """Builds the rows of one work unit against one collection version and queues them on the
+    unit's committer: tombstones, rows rewritten from stored vectors, then new embeddings."""
 
-    plan: ChangePlan
-    catalog: ItemLookup
+    unit: WorkUnit
     committer: Committer
     embedder: Callable[[], Embedder]
     batch_size: int
@@ -225,6 +193,10 @@ class PlanExecutor:
     max_pixels: int
     # The collection's text model (RAG), loaded on first use; None: CLIP vectors only.
     text_embedder: Callable[[], TextEmbedder] | None = None
+    _previous: dict[str, CatalogItem] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._previous = {item.item_key: item for item in self.unit.previous}
 
     @property
     def _embedder_id(self) -> str:
@@ -234,45 +206,38 @@ class PlanExecutor:
     def _dim(self) -> int:
         return self.committer.version.dim
 
-    def run(self) -> None:
-        """Embed and commit: ``prepare`` then the committer's ``flush``."""
-        self.prepare()
-        self.committer.flush()
-
     def prepare(self) -> None:
-        """Queue every row of the plan on the committer (tombstones, reused vectors, new
-        embeddings); nothing is written until the committer's ``flush``."""
+        """Queue every row of the unit on the committer; nothing is written until its ``flush``."""
         self._delete()
-        self._reuse_stored()
-        self._embed()
+        missing = self._reuse_stored()
+        self._embed([*self.unit.embed, *missing])
 
     def _delete(self) -> None:
-        for item in self.plan.deleted:
+        for item in self.unit.deleted:
             keys = item.live_keys or (item.item_key,)
             self.committer.add(tombstone_rows(item, keys, self._embedder_id, self._dim))
 
-    def _reuse_stored(self) -> None:
-        """Renamed/copied, sidecar-changed and touched items: stored vectors, fresh rows."""
-        jobs: list[tuple[ItemRef, CatalogItem]] = [
-            *self.plan.restat,
-            *self.plan.metadata_changed,
-            *((reuse.ref, reuse.source) for reuse in self.plan.reuse),
-        ]
+    def _reuse_stored(self) -> list[ItemRef]:
+        """Renamed/copied, sidecar-changed and touched items: stored vectors, fresh rows. Returns
+        the items whose stored rows are missing (they are embedded again)."""
+        jobs = self.unit.reuse
         if not jobs:
-            return
-        stored = read_item_rows(self.committer.log, {item.item_key: item for _, item in jobs}.values())
-        for ref, item in jobs:
-            if item.item_key not in stored:
-                log.warning("stored rows of %s are missing; embedding it again", item.item_key)
-                self.plan.embed_changed.append(ref)
+            return []
+        stored = read_item_rows(self.committer.log, {job.stored.item_key: job.stored for job in jobs}.values())
+        missing = []
+        for job in jobs:
+            if job.stored.item_key not in stored:
+                log.warning("stored rows of %s are missing; embedding it again", job.stored.item_key)
+                missing.append(job.ref)
                 continue
-            records, vectors = stored[item.item_key]
-            self.committer.add((refreshed(records, ref), vectors))
-            self.committer.counts.reused += 1
+            records, vectors = stored[job.stored.item_key]
+            self.committer.add((refreshed(records, job.ref), vectors))
+            self.committer.tally.counts.reused += 1
+        return missing
 
     def _known_chunk_vectors(self, refs: list[ItemRef]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Stored CLIP and text-model vectors of the chunks of edited documents, by chunk text."""
-        found = (self.catalog.get(ref.key) for ref in refs)
+        found = (self._previous.get(ref.key) for ref in refs)
         items = [item for item in found if item is not None and item.live_keys]
         known: dict[str, np.ndarray] = {}
         known_text: dict[str, np.ndarray] = {}
@@ -284,11 +249,10 @@ class PlanExecutor:
                         known_text[record.text] = record.text_vector
         return known, known_text
 
-    def _embed(self) -> None:
+    def _embed(self, refs: list[ItemRef]) -> None:
         from mmindex.pipeline.embed.images import embed_images
         from mmindex.pipeline.embed.texts import TextEmbedStats, embed_texts
 
-        refs = self.plan.to_embed
         if not refs:
             return
         by_key = {ref.key: ref for ref in refs}
@@ -303,19 +267,21 @@ class PlanExecutor:
             embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
                         text_embedder=text_embedder, known_text_vectors=known_text),
         ]
+        tally = self.committer.tally
         for records, embeddings in (group for stream in groups for group in stream):
             for item_key, (item_records, item_vectors) in _by_item(records, embeddings):
                 ref = by_key[item_key]
                 for record in item_records:
                     record.sidecar_sig = ref.sidecar_sig
                 if any(record.status == STATUS_OK for record in item_records):  # a failed item is not embedded
-                    self.committer.counts.embedded_keys.append(item_key)
+                    tally.embedded_keys.append(item_key)
+                    tally.counts.embedded += 1
                 self.committer.add(self._with_tombstones(item_key, (item_records, item_vectors)))
-        self.committer.counts.chunks_reused += stats.reused
+        tally.counts.chunks_reused += stats.reused
 
     def _with_tombstones(self, item_key: str, rows: ItemRows) -> ItemRows:
         """Add tombstones for keys the item had before and no longer has (vanished chunks)."""
-        old = self.catalog.get(item_key)
+        old = self._previous.get(item_key)
         if old is None:
             return rows
         stale = sorted(set(old.live_keys) - {record.key for record in rows[0]})

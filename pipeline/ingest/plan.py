@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from mmindex.pipeline.io.catalog import Catalog, CatalogItem
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK
+from mmindex.schemas.state import RunCounts
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,23 @@ class ChangePlan:
     def is_noop(self) -> bool:
         return not (self.to_embed or self.reuse or self.metadata_changed or self.restat or self.deleted)
 
-    def counts(self) -> dict[str, int]:
+    def stored_rewrites(self) -> list[tuple[ItemRef, CatalogItem]]:
+        """Items written again from stored vectors: touched, sidecar edited, renamed or copied."""
+        return [*self.restat, *self.metadata_changed, *((reuse.ref, reuse.source) for reuse in self.reuse)]
+
+    def counts(self) -> RunCounts:
         """The plan's counts, as `--dry-run` and `mmindex info` show them."""
         renamed_from = {reuse.source.item_key for reuse in self.reuse if reuse.renamed}
         renamed = len(renamed_from)
-        return {
-            "new": len(self.embed_new) + len(self.reuse) - renamed,
-            "changed": len(self.embed_changed) + len(self.metadata_changed),
-            "renamed": renamed,
-            "deleted": sum(1 for item in self.deleted if item.item_key not in renamed_from),
-            "unchanged": self.unchanged + len(self.restat),
-            "retried": len(self.retry_failed),
-            "failed_unchanged": self.failed_unchanged,
-        }
+        return RunCounts(
+            new=len(self.embed_new) + len(self.reuse) - renamed,
+            changed=len(self.embed_changed) + len(self.metadata_changed),
+            renamed=renamed,
+            deleted=sum(1 for item in self.deleted if item.item_key not in renamed_from),
+            unchanged=self.unchanged + len(self.restat),
+            retried=len(self.retry_failed),
+            failed_unchanged=self.failed_unchanged,
+        )
 
     def items(self) -> PlannedItems:
         """The paths behind ``counts``' new, changed, renamed and deleted."""

@@ -7,8 +7,7 @@ from typing import Any
 
 from mmindex.pipeline.ingest.run import IndexReport
 from mmindex.pipeline.ingest.units import UnitOutcome
-
-PLAN_ORDER = ("new", "changed", "renamed", "deleted", "unchanged", "retried", "failed_unchanged")
+from mmindex.schemas.state import PLAN_FIELDS as PLAN_ORDER
 
 
 def index_report_json(report: IndexReport) -> dict[str, Any]:
@@ -20,8 +19,8 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
         "dry_run": report.dry_run,
         "items": report.items_seen,
         "plan": {name: report.plan.get(name, 0) for name in PLAN_ORDER},
-        "embedded": len(counts.embedded_keys),
-        "embedded_keys": counts.embedded_keys,
+        "embedded": counts.embedded,
+        "embedded_keys": report.embedded_keys,
         "reused": counts.reused,
         "chunks_reused": counts.chunks_reused,
         "images": counts.images,
@@ -35,7 +34,7 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
         "labeled": report.labeled,
         "seconds": round(report.seconds, 3),
         "items_per_second": round(report.items_per_second, 2),
-        "failures": [{"path": path, "error": error} for path, error in counts.failures],
+        "failures": [{"path": path, "error": error} for path, error in report.failures],
         **({"planned_items": report.items.as_json()} if report.items is not None else {}),
     }
 
@@ -52,7 +51,7 @@ def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> s
     rows = [
         ("items seen", report.items_seen),
         *((f"plan: {name}", report.plan.get(name, 0)) for name in PLAN_ORDER),
-        ("embedded", len(counts.embedded_keys)),
+        ("embedded", counts.embedded),
         ("reused", counts.reused),
         ("images", counts.images),
         ("text chunks", counts.text_chunks),
@@ -72,11 +71,11 @@ def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> s
         for outcome in outcomes:
             items = outcome.counts.images + outcome.counts.text_chunks + outcome.counts.failed
             lines.append(f"| {outcome.shard or '-'} | {items} | {outcome.counts.failed} | {outcome.seconds:.1f} | {outcome.worker} |")
-    if counts.failures:
+    if report.failures:
         lines += ["", "| failed item | reason |", "|---|---|"]
-        lines += [f"| {_cell(path)} | {_cell(error)} |" for path, error in counts.failures[:50]]
-        if len(counts.failures) > 50:
-            lines.append(f"| … {len(counts.failures) - 50} more | `mmindex info -c {report.collection} --failed` |")
+        lines += [f"| {_cell(path)} | {_cell(error)} |" for path, error in report.failures[:50]]
+        if len(report.failures) > 50:
+            lines.append(f"| … {len(report.failures) - 50} more | `mmindex info -c {report.collection} --failed` |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""Run plans on disk: a planned ingest split into work units, under ``<root>/runs/<collection>/<run_id>/``.
+"""Work units and run plans: a planned ingest cut into units of one shard each, kept on disk under
+``<root>/runs/<collection>/<run_id>/`` (``IndexPaths.run_dir``).
 
 A run plan is written once, by the planning step (which holds the collection's ingest lock):
 ``run.json`` (what the finalize step needs) and one ``units/<seq>.json`` per work unit (the items
@@ -17,13 +18,13 @@ from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from mmindex.pipeline.ingest.execute import RunCounts
-from mmindex.pipeline.io.catalog import CatalogItem
+from mmindex.pipeline.ingest.plan import ChangePlan, PlannedItems
+from mmindex.pipeline.io.catalog import Catalog, CatalogItem
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath, publish, remove_tree
 from mmindex.pipeline.sources.base import ItemRef
-from mmindex.schemas.state import LabelConfig, SourceSpec
+from mmindex.schemas.state import LabelConfig, RunCounts, SourceSpec
 
-RUNS_DIR = "runs"
 KEEP_FINISHED_RUNS = 20
 
 
@@ -54,6 +55,76 @@ class WorkUnit:
         return len(self.deleted) + len(self.reuse) + len(self.embed)
 
 
+def split_into_units(plan: ChangePlan, catalog: Catalog, first_seq: int, items_per_unit: int) -> list[WorkUnit]:
+    """Cut a plan into work units of at most ``items_per_unit`` items, numbered from ``first_seq``.
+
+    Deletes and stored-vector rewrites come first, then items to embed (the executor's order), so a
+    run that only deletes or renames never needs the model in most units.
+    """
+    units: list[WorkUnit] = []
+
+    def open_unit() -> WorkUnit:
+        if not units or units[-1].items >= items_per_unit:
+            units.append(WorkUnit(seq=first_seq + len(units)))
+        return units[-1]
+
+    for item in plan.deleted:
+        open_unit().deleted.append(item)
+    for ref, stored in plan.stored_rewrites():
+        open_unit().reuse.append(ReuseJob(ref, stored))
+    for ref in plan.to_embed:
+        unit = open_unit()
+        unit.embed.append(ref)
+        known = catalog.get(ref.key)
+        if known is not None:
+            unit.previous.append(known)
+    return units
+
+
+@dataclass(slots=True, kw_only=True)
+class Tally:
+    """What commits did: the run's counts, and the item keys behind three of them."""
+
+    counts: RunCounts = field(default_factory=RunCounts)
+    embedded_keys: list[str] = field(default_factory=list)
+    written_image_keys: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        """Add another part of the run (a work unit) to this one."""
+        self.counts += other.counts
+        self.embedded_keys.extend(other.embedded_keys)
+        self.written_image_keys.extend(other.written_image_keys)
+        self.failures.extend(other.failures)
+
+
+@dataclass(slots=True, kw_only=True)
+class IndexReport(Tally):
+    """What a run did (or, with ``dry_run``, would do): its counts from planning on, and more."""
+
+    collection: str
+    embedder_id: str
+    seconds: float = 0.0
+    dry_run: bool = False
+    migrated_to: str | None = None
+    replayed_shards: int = 0
+    labeled: int = 0
+    items: PlannedItems | None = None  # a dry run's planned items, by kind
+
+    @property
+    def items_seen(self) -> int:
+        return self.counts.items_seen
+
+    @property
+    def plan(self) -> dict[str, int]:
+        """The plan's counts by name."""
+        return self.counts.plan()
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items_seen / self.seconds if self.seconds > 0 else 0.0
+
+
 @dataclass(slots=True)
 class RunPlan:
     """One planned ingest into one collection version; its units are ``seqs``."""
@@ -66,21 +137,19 @@ class RunPlan:
     source_id: str
     source: SourceSpec
     migrating: bool
-    items_seen: int
-    plan: dict[str, int]
+    counts: RunCounts  # what planning found (items seen, the plan's counts)
     seqs: list[int]
     unit_items: list[int]
     replayed_shards: int = 0
     labels: LabelConfig | None = None
 
 
-@dataclass(slots=True)
-class UnitOutcome:
-    """A finished unit: its shard file, counts, who processed it, and how long it took."""
+@dataclass(slots=True, kw_only=True)
+class UnitOutcome(Tally):
+    """A finished unit: its shard file, what it did, who processed it, and how long it took."""
 
     seq: int
     shard: str | None
-    counts: RunCounts
     worker: str
     seconds: float
     reapplied: bool = False
@@ -110,7 +179,12 @@ class RunDir:
 
     @property
     def path(self) -> StoragePath:
-        return self.root / RUNS_DIR / self.collection / self.run_id
+        return IndexPaths(self.root).run_dir(self.collection, self.run_id)
+
+    def read_outcomes(self, seqs: list[int]) -> dict[int, UnitOutcome]:
+        """The outcomes of those of ``seqs`` that are done."""
+        found = ((seq, self.read_outcome(seq)) for seq in seqs)
+        return {seq: outcome for seq, outcome in found if outcome is not None}
 
     def unit_path(self, seq: int) -> StoragePath:
         return self.path / "units" / f"{seq:08d}.json"
@@ -148,7 +222,7 @@ class RunDir:
 def prune_runs(root: StoragePath, collection: str, keep: int = KEEP_FINISHED_RUNS) -> int:
     """Remove all but the newest ``keep`` run folders of a collection (the caller holds the ingest
     lock, so none of them is in progress). Run ids sort by time."""
-    folder = root / RUNS_DIR / collection
+    folder = IndexPaths(root).runs_dir(collection)
     if not folder.is_dir():
         return 0
     runs = sorted(path for path in folder.iterdir() if path.is_dir())
@@ -158,9 +232,7 @@ def prune_runs(root: StoragePath, collection: str, keep: int = KEEP_FINISHED_RUN
     return len(stale)
 
 
-
 def run_outcomes(root: StoragePath, collection: str, run_id: str) -> list[UnitOutcome]:
     """The outcomes of a run's finished units, in shard order."""
     run_dir = RunDir(root, collection, run_id)
-    found = (run_dir.read_outcome(seq) for seq in run_dir.read_plan().seqs)
-    return [outcome for outcome in found if outcome is not None]
+    return list(run_dir.read_outcomes(run_dir.read_plan().seqs).values())

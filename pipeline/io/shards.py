@@ -42,16 +42,12 @@ def shard_id_for(keys: list[str]) -> str:
 
 
 class ShardLog:
-    """The shards of one collection version, in ``<root>/shards/<collection>/<version>/``."""
+    """The shards of one collection version (``IndexPaths.shard_log``: ``<root>/shards/<collection>/<version>/``)
+    and where its materialized catalog lives (``catalog_path``)."""
 
-    def __init__(self, directory: StoragePath) -> None:
+    def __init__(self, directory: StoragePath, catalog_path: StoragePath) -> None:
         self.directory = directory
-
-    @property
-    def catalog_path(self) -> StoragePath:
-        """Where the materialized catalog of these shards lives: ``<root>/catalog/<collection>/<version>.parquet``
-        (outside the shard folder, so the folder stays a plain Parquet dataset)."""
-        return self.directory.parent.parent.parent / "catalog" / self.directory.parent.name / f"{self.directory.name}.parquet"
+        self.catalog_path = catalog_path
 
     def shards(self) -> list[ShardRef]:
         """Committed shards in the order they were written (temporary files are ignored)."""

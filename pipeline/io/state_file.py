@@ -16,16 +16,19 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from mmindex.pipeline.errors import IndexBusyError, SchemaMismatchError
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath, is_remote, publish
 from mmindex.schemas.state import IndexState
 
-STATE_FILE = "state.json"
 LOCK_SECONDS = 30.0
 
 
 def read_state(root: StoragePath) -> IndexState:
     """The root's state; an empty state when the root is new."""
-    path = root / STATE_FILE
+    return _load(IndexPaths(root).state_file)
+
+
+def _load(path: StoragePath) -> IndexState:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -39,20 +42,21 @@ def read_state(root: StoragePath) -> IndexState:
 @contextlib.contextmanager
 def edit_state(root: StoragePath) -> Iterator[IndexState]:
     """Lock, read, let the caller change the state, then write it back atomically."""
+    paths = IndexPaths(root)
     if is_remote(root):
-        state = read_state(root)
+        state = _load(paths.state_file)
         yield state
-        publish(root / STATE_FILE, state.model_dump_json(indent=2).encode("utf-8"))
+        publish(paths.state_file, state.model_dump_json(indent=2).encode("utf-8"))
         return
     root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(root / f"{STATE_FILE}.lock"))
+    lock = FileLock(str(paths.state_lock_file))
     try:
         lock.acquire(timeout=LOCK_SECONDS)
     except Timeout as exc:
         raise IndexBusyError(f"timed out waiting for the state lock of {root}") from exc
     try:
-        state = read_state(root)
+        state = _load(paths.state_file)
         yield state
-        publish(root / STATE_FILE, state.model_dump_json(indent=2).encode("utf-8"), durable=False)
+        publish(paths.state_file, state.model_dump_json(indent=2).encode("utf-8"), durable=False)
     finally:
         lock.release()

@@ -14,14 +14,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmindex.pipeline.collection import Collection, collection_state
 from mmindex.pipeline.errors import ConfigError
-from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, index_source
-from mmindex.pipeline.ingest.units import RUNS_DIR
+from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, holding_ingest_lock, index_source
 from mmindex.pipeline.io.root import remove_tree
 from mmindex.pipeline.io.state_file import edit_state
-from mmindex.pipeline.manage.maintenance import lock_collection
-from mmindex.pipeline.search.query import collection_state
-from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 from mmindex.schemas.state import CollectionState, CollectionVersion
 
@@ -37,23 +34,20 @@ class DeletedCollection:
 
 def delete_collection(settings: Settings, collection: str) -> DeletedCollection:
     """Remove ``collection`` entirely: every version's points, shards and catalog, its runs, its state."""
-    state = collection_state(settings, collection)
-    lock = lock_collection(settings, collection)
-    try:
-        names = tuple(version.physical_name for version in _versions(state))
-        store = open_store(settings)
-        try:
-            points = sum(store.count(name) for name in names if store.collection_exists(name))
-            for name in names:
-                store.drop_collection(name)
-        finally:
-            store.close()
-        remove_tree(settings.root / "shards" / collection)
-        remove_tree(settings.root / RUNS_DIR / collection)
+    opened = Collection.open(settings, collection)
+    with holding_ingest_lock(settings, collection), opened:
+        names = tuple(version.physical_name for version in _versions(opened.entry))
+        store = opened.store()
+        points = sum(store.count(name) for name in names if store.collection_exists(name))
+        for name in names:
+            store.drop_collection(name)
+        opened.close_store()
+        for name in names:
+            remove_tree(opened.paths.shards_dir(collection, name))
+            opened.paths.catalog_file(collection, name).unlink(missing_ok=True)
+        remove_tree(opened.paths.runs_dir(collection))
         with edit_state(settings.root) as edited:
             edited.collections.pop(collection, None)
-    finally:
-        lock.release()
     return DeletedCollection(collection, names, points)
 
 

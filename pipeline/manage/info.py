@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from mmindex.pipeline.ingest.apply import shard_log
+from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.io.catalog import FailedItem, failed_items, summarize
+from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.io.state_file import read_state
-from mmindex.pipeline.search.query import collection_state
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
-from mmindex.schemas.state import CollectionState, RunSummary
+from mmindex.schemas.state import RunSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +30,7 @@ class CollectionInfo:
     images: int
     text_chunks: int
     shards: int
-    root: Path
+    root: StoragePath
     backend: str
     last_run: RunSummary | None
     # RAG: the text model of the ``text`` vector (None: CLIP vectors only).
@@ -44,8 +43,9 @@ class CollectionInfo:
         return data
 
 
-def _describe(settings: Settings, state: CollectionState, points: int) -> CollectionInfo:
-    summary = summarize(shard_log(settings.root, state.name, state.current))
+def _describe(collection: Collection, points: int) -> CollectionInfo:
+    settings, state = collection.settings, collection.entry
+    summary = summarize(collection.shard_log)
     return CollectionInfo(
         name=state.name,
         physical_name=state.current.physical_name,
@@ -59,7 +59,7 @@ def _describe(settings: Settings, state: CollectionState, points: int) -> Collec
         images=summary.images,
         text_chunks=summary.text_chunks,
         shards=summary.shards,
-        root=settings.root,  # type: ignore[arg-type]
+        root=settings.root,
         backend=f"qdrant server {settings.qdrant_url}" if settings.qdrant_url else "embedded qdrant-edge",
         last_run=state.last_run,
         text_embedder_id=state.current.text_embedder_id,
@@ -68,25 +68,21 @@ def _describe(settings: Settings, state: CollectionState, points: int) -> Collec
 
 def collection_infos(settings: Settings, collection: str | None = None) -> list[CollectionInfo]:
     """Info on one collection (error if unknown) or on all of them."""
-    states = (
-        [collection_state(settings, collection)]
-        if collection
-        else [read_state(settings.root).collections[name] for name in sorted(read_state(settings.root).collections)]
-    )
-    if not states:
+    if collection:
+        opened = [Collection.open(settings, collection)]
+    else:
+        known = read_state(settings.root).collections
+        opened = [Collection(settings, known[name]) for name in sorted(known)]
+    if not opened:
         return []
     store = open_store(settings)
     try:
-        counts = [
-            store.count(state.current.physical_name) if store.collection_exists(state.current.physical_name) else 0
-            for state in states
-        ]
+        counts = [store.count(each.physical_name) if store.collection_exists(each.physical_name) else 0 for each in opened]
     finally:
         store.close()
-    return [_describe(settings, state, points) for state, points in zip(states, counts, strict=True)]
+    return [_describe(each, points) for each, points in zip(opened, counts, strict=True)]
 
 
 def collection_failures(settings: Settings, collection: str) -> list[FailedItem]:
     """Items of the collection that could not be indexed, with reasons."""
-    state = collection_state(settings, collection)
-    return failed_items(shard_log(settings.root, collection, state.current))
+    return failed_items(Collection.open(settings, collection).shard_log)

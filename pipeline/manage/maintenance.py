@@ -4,41 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from filelock import FileLock, Timeout
-
+from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.embed.model import ModelSpec
-from mmindex.pipeline.errors import ConfigError, IndexBusyError, ModelUnavailableError
-from mmindex.pipeline.ingest.apply import rebuild_version, shard_log
-from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, ProgressReporter, index_source, ingest_lock
+from mmindex.pipeline.errors import ConfigError, ModelUnavailableError
+from mmindex.pipeline.ingest.apply import rebuild_version
+from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, ProgressReporter, holding_ingest_lock, index_source
 from mmindex.pipeline.io.root import remove_tree
 from mmindex.pipeline.io.state_file import edit_state
-from mmindex.pipeline.search.query import collection_state
-from mmindex.pipeline.store.open_store import open_store
 from mmindex.schemas.config import Settings
 from mmindex.schemas.state import CollectionVersion
+
+VersionRole = Literal["current", "building", "previous"]
 
 
 @dataclass(frozen=True, slots=True)
 class VersionInfo:
     """One physical version of a collection."""
 
-    role: str
+    role: VersionRole
     physical_name: str
     embedder_id: str
     dim: int
     points: int
     shards: int
-
-
-def lock_collection(settings: Settings, collection: str) -> FileLock:
-    """The collection's ingest lock, acquired (``IndexBusyError`` while an ingest holds it)."""
-    lock = ingest_lock(settings, collection)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as exc:
-        raise IndexBusyError(f"an ingest into collection {collection!r} is running; try again when it ends") from exc
-    return lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +45,10 @@ class RebuildReport:
 def rebuild_collection(settings: Settings, collection: str) -> RebuildReport:
     """Drop the collection's current Qdrant collection and refill it from the Parquet shards, then
     re-apply its remembered labels (the model's text tower scores the stored image vectors)."""
-    state = collection_state(settings, collection)
-    lock = lock_collection(settings, collection)
-    store = open_store(settings)
-    try:
-        points = rebuild_version(settings, store, collection, state.current)
-    finally:
-        store.close()
-        lock.release()
-    labels = state.labels
+    opened = Collection.open(settings, collection)
+    with holding_ingest_lock(settings, collection), opened:
+        points = rebuild_version(settings, opened.store(), collection, opened.version)
+    labels = opened.entry.labels
     if labels is None:
         return RebuildReport(points)
     from mmindex.pipeline.search.labels import apply_labels
@@ -80,7 +65,7 @@ def migrate_collection(
     settings: Settings, collection: str, model: ModelSpec, progress: ProgressReporter | None = None
 ) -> IndexReport:
     """Build a version with another model from every source the collection has seen, then switch."""
-    state = collection_state(settings, collection)
+    state = Collection.open(settings, collection).entry
     if not state.sources:
         raise ConfigError(f"collection {collection!r} has no recorded sources: run `mmindex index SOURCE -c {collection} --model ...`")
     source_id, source = next(iter(state.sources.items()))
@@ -93,13 +78,14 @@ def migrate_collection(
 
 def list_versions(settings: Settings, collection: str) -> list[VersionInfo]:
     """Current, building and previous versions with their point counts."""
-    state = collection_state(settings, collection)
-    roles: list[tuple[str, CollectionVersion]] = [("current", state.current)]
+    opened = Collection.open(settings, collection)
+    state = opened.entry
+    roles: list[tuple[VersionRole, CollectionVersion]] = [("current", state.current)]
     if state.building is not None:
         roles.append(("building", state.building))
     roles.extend(("previous", version) for version in state.previous)
-    store = open_store(settings)
-    try:
+    with opened:
+        store = opened.store()
         return [
             VersionInfo(
                 role=role,
@@ -107,34 +93,25 @@ def list_versions(settings: Settings, collection: str) -> list[VersionInfo]:
                 embedder_id=version.embedder_id,
                 dim=version.dim,
                 points=store.count(version.physical_name) if store.collection_exists(version.physical_name) else 0,
-                shards=len(shard_log(settings.root, collection, version).shards()),
+                shards=len(opened.paths.shard_log(collection, version.physical_name).shards()),
             )
             for role, version in roles
         ]
-    finally:
-        store.close()
 
 
 def drop_version(settings: Settings, collection: str, physical_name: str) -> None:
     """Remove a previous (or abandoned building) version: its Qdrant collection and its shards."""
-    state = collection_state(settings, collection)
-    if physical_name == state.current.physical_name:
+    opened = Collection.open(settings, collection)
+    if physical_name == opened.entry.current.physical_name:
         raise ConfigError(f"{physical_name} is the current version of {collection!r}; it cannot be dropped")
-    version = state.version(physical_name)
-    if version is None:
+    if opened.entry.version(physical_name) is None:
         raise ConfigError(f"collection {collection!r} has no version {physical_name!r} (see `mmindex versions -c {collection}`)")
-    lock = lock_collection(settings, collection)
-    store = open_store(settings)
-    try:
-        store.drop_collection(physical_name)
-        removed = shard_log(settings.root, collection, version)
-        remove_tree(removed.directory)
-        removed.catalog_path.unlink(missing_ok=True)
+    with holding_ingest_lock(settings, collection), opened:
+        opened.store().drop_collection(physical_name)
+        remove_tree(opened.paths.shards_dir(collection, physical_name))
+        opened.paths.catalog_file(collection, physical_name).unlink(missing_ok=True)
         with edit_state(settings.root) as edited:
             entry = edited.collections[collection]
             entry.previous = [old for old in entry.previous if old.physical_name != physical_name]
             if entry.building is not None and entry.building.physical_name == physical_name:
                 entry.building = None
-    finally:
-        store.close()
-        lock.release()

@@ -25,15 +25,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.errors import ConfigError, SourceError
-from mmindex.pipeline.search.query import check_embedder, collection_state, embedder_for
 from mmindex.pipeline.store.filters import Condition, PayloadFilter
-from mmindex.pipeline.store.open_store import open_store
 from mmindex.pipeline.store.store import PayloadUpdate, StoredPoint, VectorStore
 from mmindex.schemas.config import Settings
 from mmindex.schemas.payload import INDEXED_FIELDS, LABEL_SCORES_FIELD, LABELS_FIELD
-from mmindex.schemas.state import CollectionState, LabelConfig, LabelScoring
+from mmindex.schemas.state import LabelConfig, LabelScoring
 
 log = logging.getLogger(__name__)
 
@@ -191,17 +190,16 @@ def _label_updates(points: list[StoredPoint], vectors: np.ndarray, spec: LabelSp
 
 
 def label_collection(
-    store: VectorStore,
-    collection: CollectionState,
-    embedder: Embedder,
+    collection: Collection,
     spec: LabelSpec,
     only_keys: Iterable[str] | None = None,
     progress: LabelProgress | None = None,
 ) -> LabelReport:
-    """Label the collection's images (or those of ``only_keys``) in an open store."""
+    """Label the collection's images (or those of ``only_keys``) with its own model."""
     started = time.perf_counter()
-    check_embedder(embedder, collection)
-    name = collection.current.physical_name
+    embedder = collection.embedder()
+    store = collection.store()
+    name = collection.physical_name
     store.create_field_index(name, LABELS_FIELD, INDEXED_FIELDS[LABELS_FIELD])  # collections made before labels
     vectors = label_vectors(embedder, spec)
     scale = logit_scale(embedder)
@@ -246,13 +244,8 @@ def apply_labels(
     collection's own model unless ``embedder`` is given (it must be the collection's).
     """
     spec = LabelSpec(tuple(labels), tuple(templates), threshold, scoring)
-    state = collection_state(settings, collection)
-    model = embedder if embedder is not None else embedder_for(settings, state)
-    store = open_store(settings)
-    try:
-        report = label_collection(store, state, model, spec, only_keys, progress)
-    finally:
-        store.close()
+    with Collection.open(settings, collection, embedder=embedder) as opened:
+        report = label_collection(opened, spec, only_keys, progress)
     remember_labels(settings, collection, spec)
     return report
 

@@ -15,23 +15,21 @@ loads the model unless a part needs embedding: more-like-this runs on stored vec
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from mmindex.pipeline.embed.model import Embedder, ModelSpec, load_embedder
-from mmindex.pipeline.errors import CollectionNotFoundError, ConfigError, SchemaMismatchError, SourceError
+from mmindex.pipeline.collection import Collection
+from mmindex.pipeline.embed.model import Embedder
+from mmindex.pipeline.errors import ConfigError, SchemaMismatchError, SourceError
 from mmindex.pipeline.ids import point_id
-from mmindex.pipeline.io.state_file import read_state
 from mmindex.pipeline.search.fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
 from mmindex.pipeline.store.filters import PayloadFilter, parse_where
-from mmindex.pipeline.store.open_store import open_store
-from mmindex.pipeline.store.store import MmrParams, SearchHit, StoredPoint, VectorStore
+from mmindex.pipeline.store.store import MmrParams, SearchHit, StoredPoint
 from mmindex.schemas.config import Settings
-from mmindex.schemas.state import CollectionState
 
 SearchMethod = Literal["nearest", "recommend", "mmr"]
 
@@ -122,32 +120,6 @@ class SearchResult:
         return " ".join(terms)
 
 
-def collection_state(settings: Settings, collection: str) -> CollectionState:
-    """The collection's state, or a clear error naming the ones that exist."""
-    state = read_state(settings.root)
-    found = state.collections.get(collection)
-    if found is None:
-        known = ", ".join(sorted(state.collections)) or "none"
-        raise CollectionNotFoundError(f"no collection {collection!r} in {settings.root} (collections: {known})")
-    return found
-
-
-def embedder_for(settings: Settings, collection: CollectionState) -> Embedder:
-    """Load the model a collection was built with (at the configured device and precision)."""
-    spec = ModelSpec(collection.current.model, collection.current.pretrained)
-    return load_embedder(spec, settings.device, settings.precision)
-
-
-def check_embedder(embedder: Embedder, collection: CollectionState) -> Embedder:
-    """``embedder`` if it is the collection's own, else ``ConfigError``."""
-    if embedder.embedder_id != collection.current.embedder_id:
-        raise ConfigError(
-            f"collection {collection.name!r} was built with {collection.current.embedder_id}, "
-            f"not {embedder.embedder_id}"
-        )
-    return embedder
-
-
 def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
     """Embed a query image with exactly the decoding and preprocessing used at ingest."""
     from mmindex.pipeline.embed.decode import decode_image
@@ -165,14 +137,6 @@ def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.nd
     array = np.array(plan.to_array(image))  # a writable copy for torch
     pixels = plan.normalize(torch.from_numpy(array).unsqueeze(0))  # ingest's CPU path, exactly
     return embedder.encode_images(pixels)[0]
-
-
-def query_vector(embedder: Embedder, query: SearchQuery, max_pixels: int) -> np.ndarray:
-    """The fused vector of a query without stored items (texts, images, vectors)."""
-    parts = query.all_parts()
-    if any(part.kind == "like" for part in parts):
-        raise ConfigError("--like needs the collection's store: use search()")
-    return fuse(embed_parts(parts, embedder, max_pixels, embedder.dim, {})).vector
 
 
 def parts_from_flags(
@@ -211,11 +175,11 @@ def _candidate_ids(ref: str) -> list[str]:
     return list(dict.fromkeys(candidates))
 
 
-def resolve_items(store: VectorStore, collection: CollectionState, refs: Sequence[str]) -> dict[str, StoredPoint]:
+def resolve_items(collection: Collection, refs: Sequence[str]) -> dict[str, StoredPoint]:
     """The stored point (with its vector) of each reference; ``ConfigError`` for an unknown one."""
     wanted = {ref: _candidate_ids(ref) for ref in dict.fromkeys(refs)}
     every_id = [candidate for candidates in wanted.values() for candidate in candidates]
-    found = {p.id: p for p in store.retrieve(collection.current.physical_name, every_id, with_vectors=True)}
+    found = {p.id: p for p in collection.store().retrieve(collection.physical_name, every_id, with_vectors=True)}
     resolved: dict[str, StoredPoint] = {}
     for ref, candidates in wanted.items():
         match = next((found[candidate] for candidate in candidates if candidate in found), None)
@@ -280,21 +244,16 @@ def _is_plain_recommend(fused: FusedQuery, query: SearchQuery) -> bool:
     )
 
 
-def run_search(
-    query: SearchQuery,
-    settings: Settings,
-    store: VectorStore,
-    collection: CollectionState,
-    get_embedder: Callable[[], Embedder],
-) -> SearchResult:
-    """Run a query on an open store; ``get_embedder`` is called only if a part needs the model."""
+def run_search(query: SearchQuery, collection: Collection) -> SearchResult:
+    """Run a query on an opened collection; its model is loaded only if a part needs it."""
     parts, payload_filter = validate_query(query)
-    physical = collection.current.physical_name
+    physical = collection.physical_name
+    store = collection.store()
     likes = [str(part.value) for part in parts if part.kind == "like"]
-    stored = resolve_items(store, collection, likes) if likes else {}
+    stored = resolve_items(collection, likes) if likes else {}
     needs_model = any(part.kind in ("text", "image") for part in parts)
-    embedder = check_embedder(get_embedder(), collection) if needs_model else None
-    fused = fuse(embed_parts(parts, embedder, settings.max_image_pixels, collection.current.dim, stored))
+    embedder = collection.embedder() if needs_model else None
+    fused = fuse(embed_parts(parts, embedder, collection.settings.max_image_pixels, collection.version.dim, stored))
     filter_or_none = payload_filter or None
     method: SearchMethod
     if _is_plain_recommend(fused, query):
@@ -316,12 +275,8 @@ def _hit(hit: SearchHit, fused: FusedQuery) -> QueryHit:
 def search_result(query: SearchQuery, settings: Settings, embedder: Embedder | None = None) -> SearchResult:
     """Run a query against a collection; filters and parts are validated before any model is loaded."""
     validate_query(query)
-    collection = collection_state(settings, query.collection)
-    store = open_store(settings)
-    try:
-        return run_search(query, settings, store, collection, lambda: embedder or embedder_for(settings, collection))
-    finally:
-        store.close()
+    with Collection.open(settings, query.collection, embedder=embedder) as collection:
+        return run_search(query, collection)
 
 
 def search(query: SearchQuery, settings: Settings, embedder: Embedder | None = None) -> list[QueryHit]:

@@ -19,16 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
-from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
+from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.store.filters import parse_where
 from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, SearchHit, TextSearch, VectorStore
 from mmindex.schemas.state import CollectionState
 
 if TYPE_CHECKING:
-    from mmindex.pipeline.embed.model import Embedder
-    from mmindex.pipeline.embed.text_model import TextEmbedder
+    from mmindex.pipeline.collection import Collection
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def resolve_mode(mode: str, state: CollectionState) -> RetrieveMode:
             f"collection {state.name!r} was built without a text model: only --mode clip works "
             "(index into a new collection with a text model, the default, for dense/sparse/hybrid)"
         )
-    return mode  # type: ignore[return-value]
+    return cast(RetrieveMode, mode)
 
 
 class Retriever:
@@ -114,10 +113,7 @@ class Retriever:
 
     def __init__(
         self,
-        store: VectorStore,
-        state: CollectionState,
-        clip_embedder: Callable[[], Embedder],
-        text_embedder: Callable[[], TextEmbedder],
+        collection: Collection,
         *,
         k: int = 5,
         mode: RetrieveMode = "auto",
@@ -126,10 +122,7 @@ class Retriever:
         rrf_k: int = RRF_K,
         rrf_weights: tuple[float, float] = RRF_WEIGHTS,
     ) -> None:
-        self.store = store
-        self.state = state
-        self._clip_embedder = clip_embedder
-        self._text_embedder = text_embedder
+        self.collection = collection
         self.k = k
         self.mode = mode
         self.where = tuple(where)
@@ -137,20 +130,19 @@ class Retriever:
         self.rrf_k = rrf_k
         self.rrf_weights = rrf_weights
 
-    def _text_model(self) -> TextEmbedder:
-        embedder = self._text_embedder()
-        expected = self.state.current.text_embedder_id
-        if embedder.embedder_id != expected:
-            raise SchemaMismatchError(
-                f"collection {self.state.name!r} was built with text model {expected}, not {embedder.embedder_id}"
-            )
-        return embedder
+    @property
+    def store(self) -> VectorStore:
+        return self.collection.store()
+
+    @property
+    def state(self) -> CollectionState:
+        return self.collection.entry
 
     def text_search(self, question: str, mode: RetrieveMode) -> TextSearch:
         """The store request of a question in ``dense``/``sparse``/``hybrid`` mode."""
         from mmindex.pipeline.embed.sparse import query_vector
 
-        dense = self._text_model().encode([question])[0] if mode in ("dense", "hybrid") else None
+        dense = self.collection.text_embedder().encode([question])[0] if mode in ("dense", "hybrid") else None
         sparse = query_vector(question) if mode in ("sparse", "hybrid") else None
         return TextSearch(dense=dense, sparse=sparse, candidates=self.candidates, rrf_k=self.rrf_k,
                           rrf_weights=self.rrf_weights)
@@ -177,7 +169,7 @@ class Retriever:
         extra = (where,) if isinstance(where, str) else tuple(where or ())
         filters = (*self.where, *extra)
         concrete = resolve_mode(mode or self.mode, self.state)
-        physical = self.state.current.physical_name
+        physical = self.collection.physical_name
         text_filter = parse_where([*filters, "modality=text"])
         if concrete == "clip":
             hits = self.store.search(physical, self._clip_query(question), limit, text_filter)
@@ -193,12 +185,7 @@ class Retriever:
         return passages
 
     def _clip_query(self, question: str) -> Any:
-        embedder = self._clip_embedder()
-        if embedder.embedder_id != self.state.current.embedder_id:
-            raise SchemaMismatchError(
-                f"collection {self.state.name!r} was built with {self.state.current.embedder_id}, not {embedder.embedder_id}"
-            )
-        return embedder.encode_texts([question])[0]
+        return self.collection.embedder().encode_texts([question])[0]
 
 
 def passage_mode(

@@ -32,19 +32,22 @@ from mmindex.pipeline.store.store import (
     MmrParams,
     PayloadUpdate,
     PointBatch,
-    PointRecord,
     ScrollPage,
     SearchHit,
     SparseVector,
     StoredPoint,
     TextSearch,
     canonical_id,
+)
+from mmindex.pipeline.store.vectors import (
+    check_text_vectors,
     named_vector,
+    point_vectors,
     stored_points,
+    text_branches,
     vector_list,
     vector_matrix,
 )
-from mmindex.pipeline.store.text_vectors import check_text_vectors
 from mmindex.schemas.payload import FieldType
 
 logger = logging.getLogger(__name__)
@@ -94,19 +97,17 @@ class _VectorInfo:
     text_dim: int | None = None
 
 
-def _client_vectors(
-    clip: list[float], text_vector: np.ndarray | None, sparse: SparseVector | None, info: _VectorInfo, collection: str
-) -> dict[str, Any]:
-    """The named vectors of a point: CLIP, plus ``text`` and ``bm25`` on text chunks that have them."""
-    vectors: dict[str, Any] = {info.name: clip}
-    if text_vector is None and sparse is None:
-        return vectors
-    text_dim = check_text_vectors(info.text_dim, collection)
-    if text_vector is not None:
-        vectors[TEXT_VECTOR] = vector_list(text_vector, text_dim, collection)
-    if sparse is not None:
-        vectors[SPARSE_VECTOR] = models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
-    return vectors
+def _client_sparse(sparse: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
+
+
+def _client_points(batch: PointBatch, info: _VectorInfo, collection: str) -> Iterator[models.PointStruct]:
+    """qdrant-client points of a batch (its CLIP vectors converted in one call)."""
+    vectors = vector_matrix(batch.vectors, info.dim, collection).tolist()
+    for row, (point_id, vector, payload) in enumerate(zip(batch.ids, vectors, batch.payloads, strict=True)):
+        text_vector, sparse = batch.rag_vectors(row)
+        named = point_vectors(vector, text_vector, sparse, info.name, info.text_dim, collection, _client_sparse)
+        yield models.PointStruct(id=point_id, vector=named, payload=payload)
 
 
 class ClientStore:
@@ -239,20 +240,15 @@ class ClientStore:
 
     # -- points ----------------------------------------------------------------------------
 
-    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
-        """Write points in batches of ``UPSERT_BATCH``, each acknowledged (``wait=True``)."""
-        if not points:
+    def upsert(self, name: str, batch: PointBatch) -> None:
+        """Write a batch in requests of ``UPSERT_BATCH`` points, each acknowledged (``wait=True``)."""
+        if not len(batch):
             return
-        info = self._vector_info(name)
+        points = list(_client_points(batch, self._vector_info(name), name))
         for start in range(0, len(points), UPSERT_BATCH):
-            batch = [
-                models.PointStruct(id=p.id, payload=p.payload,
-                                   vector=_client_vectors(vector_list(p.vector, info.dim, name), p.text_vector, p.sparse, info, name))
-                for p in points[start : start + UPSERT_BATCH]
-            ]
             with self._calling(name, "upsert into"):
-                self.client.upsert(name, points=batch, wait=True)
-        logger.debug("upserted %d points into %r", len(points), name)
+                self.client.upsert(name, points=points[start : start + UPSERT_BATCH], wait=True)
+        logger.debug("upserted %d points into %r", len(batch), name)
 
     def upsert_batches(
         self, name: str, batches: Iterable[PointBatch], optimize: bool = False, create: CollectionSpec | None = None
@@ -274,12 +270,8 @@ class ClientStore:
 
         def points() -> Iterator[models.PointStruct]:
             for batch in batches:
-                vectors = vector_matrix(batch.vectors, info.dim, name).tolist()
                 counted[0] += len(batch)
-                for row, (point_id, vector, payload) in enumerate(zip(batch.ids, vectors, batch.payloads, strict=True)):
-                    text_vector, sparse = batch.rag_vectors(row)
-                    named = _client_vectors(vector, text_vector, sparse, info, name)
-                    yield models.PointStruct(id=point_id, vector=named, payload=payload)
+                yield from _client_points(batch, info, name)
 
         with self._indexing_deferred(name), self._calling(name, "upload into"):
             self.client.upload_points(name, points(), batch_size=UPSERT_BATCH, parallel=self.upload_parallel,
@@ -410,12 +402,7 @@ class ClientStore:
         if limit <= 0:
             return []
         point_filter = client_filter(payload_filter)
-        branches: list[tuple[Any, str]] = []
-        if request.dense is not None:
-            branches.append((vector_list(request.dense, text_dim, name), TEXT_VECTOR))
-        if request.sparse is not None:
-            sparse = models.SparseVector(indices=list(request.sparse.indices), values=list(request.sparse.values))
-            branches.append((sparse, SPARSE_VECTOR))
+        branches = text_branches(request, text_dim, name, _client_sparse)
         with self._calling(name, "search"):
             if request.mode == "hybrid":
                 prefetch = [models.Prefetch(query=query, using=using, filter=point_filter, limit=max(request.candidates, limit))

@@ -54,7 +54,6 @@ from mmindex.pipeline.store.store import (
     MmrParams,
     PayloadUpdate,
     PointBatch,
-    PointRecord,
     ScrollPage,
     SearchHit,
     SparseVector,
@@ -62,12 +61,16 @@ from mmindex.pipeline.store.store import (
     TextSearch,
     average_vector,
     canonical_id,
+)
+from mmindex.pipeline.store.vectors import (
+    check_text_vectors,
     named_vector,
+    point_vectors,
     stored_points,
+    text_branches,
     vector_list,
     vector_matrix,
 )
-from mmindex.pipeline.store.text_vectors import check_text_vectors
 from mmindex.schemas.payload import FieldType
 
 logger = logging.getLogger(__name__)
@@ -152,19 +155,8 @@ def _dense_vectors(spec: CollectionSpec) -> dict[str, tuple[int, qe.Distance]]:
     return vectors
 
 
-def _point_vectors(
-    clip: Sequence[float], text_vector: np.ndarray | None, sparse: SparseVector | None, spec: CollectionSpec, collection: str
-) -> dict[str, Any]:
-    """The named vectors of a point: CLIP, plus ``text`` and ``bm25`` on text chunks that have them."""
-    vectors: dict[str, Any] = {spec.vector_name: clip}
-    if text_vector is None and sparse is None:
-        return vectors
-    check_text_vectors(spec.text_dim, collection)
-    if text_vector is not None:
-        vectors[TEXT_VECTOR] = vector_list(text_vector, spec.text_dim, collection)  # type: ignore[arg-type]
-    if sparse is not None:
-        vectors[SPARSE_VECTOR] = qe.SparseVector(list(sparse.indices), list(sparse.values))
-    return vectors
+def _edge_sparse(sparse: SparseVector) -> qe.SparseVector:
+    return qe.SparseVector(list(sparse.indices), list(sparse.values))
 
 
 def _edge_points(batch: PointBatch, start: int, stop: int, spec: CollectionSpec, collection: str) -> list[qe.Point]:
@@ -182,7 +174,8 @@ def _edge_points(batch: PointBatch, start: int, stop: int, spec: CollectionSpec,
     points = []
     for offset, (point_id, clip, payload) in enumerate(zip(ids, clips, payloads, strict=True)):
         text_vector, sparse = batch.rag_vectors(start + offset)
-        points.append(qe.Point(id=point_id, vector=_point_vectors(clip, text_vector, sparse, spec, collection), payload=payload))
+        vectors = point_vectors(clip, text_vector, sparse, spec.vector_name, spec.text_dim, collection, _edge_sparse)
+        points.append(qe.Point(id=point_id, vector=vectors, payload=payload))
     return points
 
 
@@ -387,19 +380,14 @@ class EdgeStore:
 
     # -- points ----------------------------------------------------------------------------
 
-    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
-        """Write points in batches of ``UPSERT_BATCH`` in one shard session; flushed on return."""
-        if not points:
+    def upsert(self, name: str, batch: PointBatch) -> None:
+        """Write a batch in updates of ``UPSERT_BATCH`` points in one shard session; flushed on return."""
+        if not len(batch):
             return
         with self._open_shard(name, write=True) as (shard, spec):
-            for start in range(0, len(points), UPSERT_BATCH):
-                batch = [
-                    qe.Point(id=p.id, vector=_point_vectors(vector_list(p.vector, spec.dim, name), p.text_vector, p.sparse, spec, name),
-                             payload=p.payload)
-                    for p in points[start : start + UPSERT_BATCH]
-                ]
-                shard.update(qe.UpdateOperation.upsert_points(batch))
-        logger.debug("upserted %d points into %r", len(points), name)
+            for start in range(0, len(batch), UPSERT_BATCH):
+                shard.update(qe.UpdateOperation.upsert_points(_edge_points(batch, start, start + UPSERT_BATCH, spec, name)))
+        logger.debug("upserted %d points into %r", len(batch), name)
 
     def upsert_batches(
         self, name: str, batches: Iterable[PointBatch], optimize: bool = False, create: CollectionSpec | None = None
@@ -561,12 +549,8 @@ class EdgeStore:
             if limit <= 0:
                 return []
             point_filter = edge_filter(payload_filter)
-            branches = []
-            if request.dense is not None:
-                branches.append(qe.Query.Nearest(vector_list(request.dense, spec.text_dim, name), using=TEXT_VECTOR))  # type: ignore[arg-type]
-            if request.sparse is not None:
-                sparse = qe.SparseVector(list(request.sparse.indices), list(request.sparse.values))
-                branches.append(qe.Query.Nearest(sparse, using=SPARSE_VECTOR))
+            branches = [qe.Query.Nearest(query, using=using)
+                        for query, using in text_branches(request, spec.text_dim, name, _edge_sparse)]
             if request.mode == "hybrid":
                 prefetches = [qe.Prefetch(limit=max(request.candidates, limit), query=b, filter=point_filter) for b in branches]
                 fusion: Any = qe.Fusion.Rrf(k=request.rrf_k, weights=list(request.rrf_weights))  # the stubs miss Rrf under Fusion

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from mmindex.pipeline.errors import ConfigError
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import is_remote
 from mmindex.pipeline.store.store import VectorStore
 from mmindex.schemas.config import Settings
@@ -26,11 +27,6 @@ def validate_collection_name(name: str) -> str:
 def physical_collection_name(name: str, embedder_id: str) -> str:
     """The Qdrant collection behind a user-facing name: one per (name, embedder)."""
     return f"{name}--{hashlib.sha256(embedder_id.encode()).hexdigest()[:10]}"
-
-
-def edge_directory(root: Path) -> Path:
-    """Where embedded qdrant-edge shards live in an index root."""
-    return root / "qdrant"
 
 
 LOCAL_CLIENT_PREFIX = "local:"
@@ -65,4 +61,4 @@ def open_store(settings: Settings) -> VectorStore:
     require_store_for_root(settings)
     from mmindex.pipeline.store.edge_store import EdgeStore
 
-    return EdgeStore(edge_directory(settings.root))  # type: ignore[arg-type]
+    return EdgeStore(IndexPaths(settings.root).qdrant_dir)

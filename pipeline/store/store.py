@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
+from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.store.filters import PayloadFilter
 from mmindex.schemas.payload import INDEXED_FIELDS, FieldType
 
@@ -59,20 +59,6 @@ class SparseVector:
     values: tuple[float, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class PointRecord:
-    """A point to write: deterministic id, L2-normalized vector, payload.
-
-    Text chunks of a collection with a text model also carry ``text_vector`` and ``sparse``.
-    """
-
-    id: str
-    vector: np.ndarray
-    payload: dict[str, Any]
-    text_vector: np.ndarray | None = None
-    sparse: SparseVector | None = None
-
-
 TextSearchMode = Literal["dense", "sparse", "hybrid"]
 
 
@@ -102,28 +88,10 @@ class TextSearch:
         raise ConfigError("a text search needs a dense or a sparse query vector")
 
 
-def rrf_fuse(
-    rankings: Sequence[Sequence[SearchHit]], limit: int, k: int = RRF_K, weights: Sequence[float] | None = None
-) -> list[SearchHit]:
-    """Reciprocal rank fusion of ranked lists, exactly as Qdrant computes it.
-
-    A point at 0-based position ``i`` of a list of weight ``w`` scores ``1 / ((i + 1) / w + k - 1)``
-    (``1 / (i + k)`` at weight 1); scores add up over the lists, ties keep the first-seen order.
-    """
-    scores: dict[str, float] = {}
-    first: dict[str, SearchHit] = {}
-    for number, ranking in enumerate(rankings):
-        weight = 1.0 if weights is None else weights[number]
-        for position, hit in enumerate(ranking):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / ((position + 1) / weight + k - 1)
-            first.setdefault(hit.id, hit)
-    ordered = sorted(scores, key=lambda point_id: scores[point_id], reverse=True)[:limit]
-    return [SearchHit(point_id, scores[point_id], first[point_id].payload) for point_id in ordered]
-
-
 @dataclass(frozen=True, slots=True)
 class PointBatch:
-    """Points to write column-wise (the bulk path): ``ids[i]`` gets ``vectors[i]`` and ``payloads[i]``.
+    """Points to write, column-wise (the one write path): ``ids[i]`` gets ``vectors[i]`` and ``payloads[i]``
+    (``ingest.apply.point_batches`` maps shard rows to them).
 
     ``vectors`` is an (n, dim) float32 matrix of L2-normalized rows, so backends convert it in one
     call instead of point by point.
@@ -233,8 +201,8 @@ class VectorStore(Protocol):
 
     def list_collections(self) -> list[str]: ...
 
-    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
-        """Write points (batched internally); durable when it returns."""
+    def upsert(self, name: str, batch: PointBatch) -> None:
+        """Write the points of a batch (sent in parts of ``UPSERT_BATCH``); durable when it returns."""
 
     def upsert_batches(
         self, name: str, batches: Iterable[PointBatch], optimize: bool = False, create: CollectionSpec | None = None
@@ -325,44 +293,9 @@ class VectorStore(Protocol):
         """Release connections and locks."""
 
 
-def vector_list(vector: np.ndarray, dim: int, collection: str) -> list[float]:
-    """A vector as a list of floats for Qdrant, checked against the collection's dimension."""
-    array = np.asarray(vector, dtype=np.float32)
-    if array.shape != (dim,):
-        raise SchemaMismatchError(f"collection {collection!r} holds {dim}-d vectors, got an array of shape {array.shape}")
-    return array.tolist()
-
-
-def vector_matrix(vectors: np.ndarray, dim: int, collection: str) -> np.ndarray:
-    """A batch of vectors as a C-contiguous float32 (n, dim) matrix, checked against the collection."""
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-    if matrix.ndim != 2 or matrix.shape[1] != dim:
-        raise SchemaMismatchError(f"collection {collection!r} holds {dim}-d vectors, got an array of shape {matrix.shape}")
-    return matrix
-
-
-def named_vector(raw: Any, vector_name: str) -> np.ndarray | None:
-    """The named vector of a returned point as float32, if it came back."""
-    if not isinstance(raw, dict) or vector_name not in raw:
-        return None
-    return np.asarray(raw[vector_name], dtype=np.float32)
-
-
 def canonical_id(point_id: str) -> str:
     """A UUID id in Qdrant's canonical form (lower case, hyphenated); other ids unchanged."""
     try:
         return str(uuid.UUID(point_id))
     except ValueError:
         return point_id
-
-
-def stored_points(records: Sequence[Any], vector_name: str, with_vectors: bool) -> list[StoredPoint]:
-    """Backend records (edge ``Record`` or client ``Record``) as ``StoredPoint``s."""
-    return [
-        StoredPoint(
-            id=str(record.id),
-            payload=dict(record.payload or {}),
-            vector=named_vector(record.vector, vector_name) if with_vectors else None,
-        )
-        for record in records
-    ]

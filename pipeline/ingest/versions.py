@@ -1,0 +1,123 @@
+"""Which collection version a run writes to (docs/ARCHITECTURE.md §2).
+
+A collection's name maps to its current version; a version is one embedder (CLIP model, weights,
+preprocessing, and the text model and sparse encoder of RAG collections). A run writes to the
+current version unless the user asked for another model: then it builds (or goes on building) a
+new version from every source the collection has seen, and the name switches to it when the run
+completes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mmindex.pipeline.embed.model import Embedder, ModelSpec
+from mmindex.pipeline.io.state_file import edit_state
+from mmindex.pipeline.store.open_store import physical_collection_name
+from mmindex.schemas.config import Settings
+from mmindex.schemas.state import CollectionState, CollectionVersion
+
+if TYPE_CHECKING:
+    from mmindex.pipeline.embed.text_model import TextModelInfo
+
+
+def requested_model(
+    explicit: ModelSpec | None, settings: Settings, existing: CollectionState | None, embedder: Embedder | None
+) -> tuple[ModelSpec, ModelSpec | None]:
+    """The model this run uses, and the one the user asked for explicitly (None: the collection's own).
+
+    ``explicit`` is the request's model; without one, ``--model``/``--pretrained`` given in the
+    settings count as asked for. A ready model passed in is the run's model and counts as asked.
+    """
+    if explicit is None and {"model", "pretrained"} & settings.model_fields_set:
+        explicit = ModelSpec(settings.model, settings.pretrained)
+    spec = explicit or (ModelSpec(existing.current.model, existing.current.pretrained) if existing else None) \
+        or ModelSpec(settings.model, settings.pretrained)
+    if embedder is not None:
+        spec = embedder.spec
+        explicit = explicit or spec
+    return spec, explicit
+
+
+def run_text_model(settings: Settings, existing: CollectionState | None, collection: str) -> str | None:
+    """The text model of the run: the collection's own, or the configured one for a new collection.
+
+    Asking an existing collection for another text model (or none) is refused: vectors of two
+    text models must never be mixed in one collection (``text_model.ensure_text_model``).
+    """
+    from mmindex.pipeline.embed.text_model import ensure_text_model, wants_text_model
+
+    if existing is None:
+        return settings.text_model if wants_text_model(settings.text_model) else None
+    asked = settings.text_model if "text_model" in settings.model_fields_set else None
+    current = existing.current
+    ensure_text_model(current.text_model, current.text_embedder_id, asked, collection)
+    return current.text_model if current.text_embedder_id else None
+
+
+def new_version(collection: str, embedder: Embedder, text_model: str | None) -> CollectionVersion:
+    """A version named after its embedder ids (CLIP, and the text model and sparse encoder if any)."""
+    text: TextModelInfo | None = None
+    if text_model is not None:
+        from mmindex.pipeline.embed.text_model import text_model_info
+
+        text = text_model_info(text_model)
+    version = CollectionVersion(
+        physical_name=physical_collection_name(collection, embedder.embedder_id), embedder_id=embedder.embedder_id,
+        model=embedder.spec.name, pretrained=embedder.spec.pretrained, dim=embedder.dim, created_at=datetime.now(UTC),
+    )
+    if text is None:
+        return version
+    from mmindex.pipeline.embed.sparse import SPARSE_ENCODER_ID
+
+    identity = f"{embedder.embedder_id}|{text.embedder_id}|{SPARSE_ENCODER_ID}"
+    return version.model_copy(update={
+        "physical_name": physical_collection_name(collection, identity), "text_model": text.name,
+        "text_embedder_id": text.embedder_id, "text_dim": text.dim, "sparse_encoder_id": SPARSE_ENCODER_ID,
+    })
+
+
+def _same_tagged_model(spec: ModelSpec, version: CollectionVersion) -> bool:
+    """Same architecture and weights tag as the version (a tag names fixed weights; files may change)."""
+    from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
+
+    is_file = spec.pretrained is not None and Path(spec.pretrained).expanduser().exists()
+    return (
+        not spec.name.startswith(LOCAL_DIR_PREFIX) and not is_file
+        and (spec.name, spec.pretrained) == (version.model, version.pretrained)
+    )
+
+
+def target_version(
+    settings: Settings,
+    collection: str,
+    existing: CollectionState | None,
+    explicit: ModelSpec | None,
+    embedder: Callable[[], Embedder],
+    text_model: str | None,
+) -> tuple[CollectionState, CollectionVersion, bool]:
+    """The collection's entry, the version this run writes to, and whether it is a migration (not
+    yet the current version). A new collection, or a new version, is recorded in the state here;
+    ``embedder`` is called only then (a version is named after its model)."""
+    from mmindex.pipeline.embed.identity import expected_embedder_id
+
+    if existing is None:
+        version = new_version(collection, embedder(), text_model)
+        with edit_state(settings.root) as state:
+            entry = state.collections.setdefault(collection, CollectionState(name=collection, current=version))
+        return entry, entry.current, False
+    if explicit is None or _same_tagged_model(explicit, existing.current) \
+            or expected_embedder_id(explicit.name, explicit.pretrained) == existing.current.embedder_id:
+        return existing, existing.current, False
+    wanted = expected_embedder_id(explicit.name, explicit.pretrained)
+    if existing.building is not None and existing.building.embedder_id == wanted:
+        return existing, existing.building, True
+    version = new_version(collection, embedder(), text_model)
+    with edit_state(settings.root) as state:
+        entry = state.collections[collection]
+        entry.building = entry.version(version.physical_name) or version
+        entry.previous = [old for old in entry.previous if old.physical_name != version.physical_name]
+    return entry, entry.building, True
