@@ -447,9 +447,10 @@ def versions(
     if as_json:
         _emit_json([vars_of(entry) for entry in found])
         return
-    table = Table("role", "version", "embedder", "dim", "points", "shards", box=None, pad_edge=False)
+    table = Table("role", "version", "embedder", "dim", "points", "shards", "provenance", box=None, pad_edge=False)
     for entry in found:
-        table.add_row(entry.role, entry.physical_name, entry.embedder_id, str(entry.dim), str(entry.points), str(entry.shards))
+        table.add_row(entry.role, entry.physical_name, entry.embedder_id, str(entry.dim), str(entry.points), str(entry.shards),
+                      entry.provenance or "")
     out.print(table)
 
 
@@ -527,6 +528,12 @@ def schedule(
         tags=["mmindex", f"collection:{collection}"],
         global_limit=1,  # one run at a time: a run that outlasts the interval delays the next one
     )
+
+
+# `mmindex finetune` lives in its own module (issue #17).
+from mmindex.pipeline.cli_finetune import finetune  # noqa: E402
+
+app.command()(finetune)
 
 
 @app.callback()

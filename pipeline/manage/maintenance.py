@@ -15,6 +15,7 @@ from mmindex.pipeline.io.root import remove_tree
 from mmindex.pipeline.io.state_file import edit_state
 from mmindex.pipeline.search.query import collection_state
 from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.train.export import describe_provenance
 from mmindex.schemas.config import Settings
 from mmindex.schemas.state import CollectionVersion
 
@@ -29,6 +30,7 @@ class VersionInfo:
     dim: int
     points: int
     shards: int
+    provenance: str | None = None  # where a fine-tuned model came from (``mmindex finetune``)
 
 
 def _locked(settings: Settings, collection: str):  # noqa: ANN202 - returns the acquired FileLock
@@ -84,6 +86,7 @@ def list_versions(settings: Settings, collection: str) -> list[VersionInfo]:
                 dim=version.dim,
                 points=store.count(version.physical_name) if store.collection_exists(version.physical_name) else 0,
                 shards=len(shard_log(settings.root, collection, version).shards()),
+                provenance=describe_provenance(version.model),
             )
             for role, version in roles
         ]
