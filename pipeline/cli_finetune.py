@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -73,7 +73,7 @@ def finetune(
     from mmindex.pipeline.ingest.report import print_index_report
     from mmindex.pipeline.train.evaluation import METRIC_COLUMNS, metric_cells
     from mmindex.pipeline.train.finetune import FinetuneRequest, finetune_collection, migrate_to_finetuned
-    from mmindex.pipeline.train.loop import TrainConfig
+    from mmindex.pipeline.train.loop import Lock, TrainConfig, TrainPrecision
 
     if sum((lock_image, lock_text, unlock_last is not None)) > 1:
         raise ConfigError("give at most one of --lock-image, --lock-text, --unlock-last")
@@ -83,9 +83,9 @@ def finetune(
         alpha: Any = "auto" if wise_alpha == "auto" else float(wise_alpha)
     except ValueError:
         raise ConfigError(f"--wise-alpha must be a number in [0, 1] or auto, not {wise_alpha!r}") from None
-    lock = "image" if lock_image else "text" if lock_text else "last" if unlock_last is not None else "none"
+    lock: Lock = "image" if lock_image else "text" if lock_text else "last" if unlock_last is not None else "none"
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, lock=lock, unlock_last=unlock_last or 0,
-                         precision=precision, seed=seed)  # type: ignore[arg-type]
+                         precision=cast("TrainPrecision", precision), seed=seed)
     settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
     request = FinetuneRequest(collection, config, holdout, alpha, output, settings.device)
     with _TrainBar(err, f"fine-tuning {collection}") as bar:

@@ -87,7 +87,8 @@ def encode_pairs(model: Any, data: PairTensors, to_pixels: Callable[[np.ndarray]
 
     was_training = model.training
     model.eval()
-    images, texts = [], {}
+    images: list[np.ndarray] = []
+    texts: dict[str, np.ndarray] = {}
     distinct = sorted(set(data.captions))
     first_row = {caption: data.captions.index(caption) for caption in distinct}
     with torch.inference_mode():

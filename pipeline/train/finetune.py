@@ -117,9 +117,10 @@ def default_output(settings: Settings, collection: CollectionState, fingerprint:
     Raises:
         ConfigError: the root is on object storage (open_clip loads local folders only).
     """
-    if is_remote(settings.root):
-        raise ConfigError(f"the index root {settings.root} is not a local folder: give --output a folder every worker reads")
-    return Path(settings.root) / "models" / collection.name / f"{collection.current.physical_name}-ft-{fingerprint[:10]}"
+    root = settings.root
+    if is_remote(root) or not isinstance(root, Path):
+        raise ConfigError(f"the index root {root} is not a local folder: give --output a folder every worker reads")
+    return root / "models" / collection.name / f"{collection.current.physical_name}-ft-{fingerprint[:10]}"
 
 
 def _resolve_alpha(alpha: WiseAlpha) -> WiseAlpha:
@@ -134,7 +135,7 @@ def _pixel_converter(embedder: Embedder) -> Any:
     plan, device = embedder.pixel_plan, embedder.device
 
     def to_pixels(array: np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+        batch = torch.from_numpy(np.require(array, requirements=["C", "W"])).to(device)  # a memmap slice is read-only
         return plan.normalize(batch) if plan is not None else batch
 
     return to_pixels

@@ -100,7 +100,9 @@ def split_pairs(pairs: Sequence[CaptionedImage], holdout: float, validation: flo
     """
     if not 0 < holdout < 1 or not 0 <= validation < 1 or holdout + validation >= 1:
         raise ConfigError(f"--holdout must be in (0, {1 - validation:g}), not {holdout:g}")
-    test, val, train = [], [], []
+    test: list[CaptionedImage] = []
+    val: list[CaptionedImage] = []
+    train: list[CaptionedImage] = []
     for pair in pairs:
         position = key_fraction(pair.ref.key)
         (test if position < holdout else val if position < holdout + validation else train).append(pair)
