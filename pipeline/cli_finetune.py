@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
@@ -69,25 +69,16 @@ def finetune(
     from rich.table import Table
 
     from mmindex.pipeline.cli import _emit_json, _RichProgress, _settings, err, out
-    from mmindex.pipeline.errors import ConfigError
     from mmindex.pipeline.ingest.report import print_index_report
     from mmindex.pipeline.train.evaluation import METRIC_COLUMNS, metric_cells
-    from mmindex.pipeline.train.finetune import FinetuneRequest, finetune_collection, migrate_to_finetuned
-    from mmindex.pipeline.train.loop import Lock, TrainConfig, TrainPrecision
+    from mmindex.pipeline.train.finetune import finetune_collection, finetune_request, migrate_to_finetuned
 
-    if sum((lock_image, lock_text, unlock_last is not None)) > 1:
-        raise ConfigError("give at most one of --lock-image, --lock-text, --unlock-last")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    try:
-        alpha: Any = "auto" if wise_alpha == "auto" else float(wise_alpha)
-    except ValueError:
-        raise ConfigError(f"--wise-alpha must be a number in [0, 1] or auto, not {wise_alpha!r}") from None
-    lock: Lock = "image" if lock_image else "text" if lock_text else "last" if unlock_last is not None else "none"
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, lock=lock, unlock_last=unlock_last or 0,
-                         precision=cast("TrainPrecision", precision), seed=seed)
     settings = _settings(root=root, device=device, qdrant_url=qdrant_url)
-    request = FinetuneRequest(collection, config, holdout, alpha, output, settings.device)
+    request = finetune_request(
+        collection, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, lock_image=lock_image, lock_text=lock_text,
+        unlock_last=unlock_last, wise_alpha=wise_alpha, holdout=holdout, output=output, device=settings.device,
+        precision=precision, seed=seed,
+    )
     with _TrainBar(err, f"fine-tuning {collection}") as bar:
         report = finetune_collection(settings, request, bar)
     if as_json:

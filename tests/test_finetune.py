@@ -156,8 +156,8 @@ def test_finetuning_learns_the_captions_and_the_migrated_collection_finds_red_ci
                                    "--limit", "5", "--json")
     assert code == 0, stderr
     hits = json.loads(stdout)
-    red_circles = [hit for hit in hits if (hit.get("caption") or hit.get("text") or "").strip() == "a red circle"]
-    assert len(red_circles) >= 3, [hit.get("caption") for hit in hits]
+    captions = [hit["payload"].get("caption") for hit in hits]
+    assert captions.count("a red circle") >= 3, captions
 
 
 def test_the_output_is_an_open_clip_local_dir_with_its_evaluation_and_provenance(tuned: Tuned) -> None:
@@ -290,3 +290,36 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path, shapes_base: Path, small_
     assert_one_line_error(run_cli("finetune", *small, "--lock-image", "--lock-text"), "at most one of", 2)
     assert_one_line_error(run_cli("finetune", *small, "--holdout", "0.95"), "--holdout must be", 2)
     assert_one_line_error(run_cli("finetune", "-c", "nope", *flags), "no collection 'nope'", 2)
+
+
+def test_the_finetune_flow_trains_publishes_the_evaluation_and_migrates(prefect_api: str, small_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("prefect")
+    from prefect.client.orchestration import get_client
+
+    from mmindex.flows.finetune import finetune_flow
+    from mmindex.pipeline.search.query import collection_state
+
+    result = finetune_flow(collection="small", root=str(small_root), device="cpu", epochs=1, batch_size=8, lr=1e-3,
+                           holdout=0.35, output=str(tmp_path / "flow-model"), migrate=True)
+    assert result["model"] == f"local-dir:{(tmp_path / 'flow-model').resolve()}"
+    assert result["migration"]["failed"] == 0
+    assert collection_state(load_settings(root=small_root), "small").current.model == result["model"]
+    with get_client(sync_client=True) as client:
+        artifacts = [entry for entry in client.read_latest_artifacts() if entry.key == "mmindex-finetune-small"]
+    assert artifacts and "i→t R@1" in str(artifacts[0].data) and "fine-tuned" in str(artifacts[0].data)
+
+
+def test_prefect_yaml_has_a_finetune_deployment_on_the_gpu_pool() -> None:
+    import inspect
+
+    import yaml
+
+    from mmindex.flows.finetune import finetune_flow
+    from mmindex.pipeline.cli_finetune import finetune
+
+    deployments = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "prefect.yaml").read_text())["deployments"]
+    entry = next(d for d in deployments if d["name"] == "finetune")
+    assert entry["entrypoint"] == "mmindex.flows.finetune.finetune_flow" and entry["work_pool"]["name"] == "gpu"
+    flow_parameters = set(inspect.signature(finetune_flow.fn).parameters)
+    assert set(entry["parameters"]) <= flow_parameters
+    assert set(inspect.signature(finetune).parameters) - {"as_json"} <= flow_parameters

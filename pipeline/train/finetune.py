@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from mmindex.pipeline.train.export import (
     read_provenance,
     write_local_dir,
 )
-from mmindex.pipeline.train.loop import TrainConfig, TrainProgress, TrainResult, train
+from mmindex.pipeline.train.loop import Lock, TrainConfig, TrainPrecision, TrainProgress, TrainResult, train
 from mmindex.pipeline.train.pairs import PairSplits, captioned_images, decode_pairs, split_pairs
 from mmindex.pipeline.train.wise import SweepPoint, interpolate, sweep_alpha
 from mmindex.schemas.config import Settings
@@ -101,6 +101,30 @@ class FinetuneReport:
             "wise_alpha": self.alpha,
             "wise_sweep": [{"alpha": p.alpha, "validation": p.validation.as_json()} for p in self.sweep],
         }
+
+
+def finetune_request(
+    collection: str, *, epochs: int = 5, batch_size: int = 64, lr: float = 1e-5, warmup: int | None = None,
+    lock_image: bool = False, lock_text: bool = False, unlock_last: int | None = None, wise_alpha: str = "1",
+    holdout: float = 0.2, output: Path | None = None, device: str = "auto", precision: str = "auto", seed: int = 0,
+) -> FinetuneRequest:
+    """A request from the flags of ``mmindex finetune`` (the flow takes the same ones).
+
+    Raises:
+        ConfigError: conflicting locks, an unknown precision, an α that is not a number or ``auto``.
+    """
+    if sum((lock_image, lock_text, unlock_last is not None)) > 1:
+        raise ConfigError("give at most one of --lock-image, --lock-text, --unlock-last")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"--precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    try:
+        alpha: WiseAlpha = "auto" if wise_alpha == "auto" else float(wise_alpha)
+    except ValueError:
+        raise ConfigError(f"--wise-alpha must be a number in [0, 1] or auto, not {wise_alpha!r}") from None
+    lock: Lock = "image" if lock_image else "text" if lock_text else "last" if unlock_last is not None else "none"
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, lock=lock, unlock_last=unlock_last or 0,
+                         precision=cast("TrainPrecision", precision), seed=seed)
+    return FinetuneRequest(collection, config, holdout, _resolve_alpha(alpha), output, device)
 
 
 def _fingerprint(collection: CollectionState, request: FinetuneRequest, splits: PairSplits) -> str:
