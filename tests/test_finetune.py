@@ -36,14 +36,14 @@ SHAPES_CONFIG = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-TRAIN_FLAGS = ["--epochs", "15", "--batch-size", "32", "--lr", "2e-3", "--device", "cpu", "--precision", "fp32"]
+TRAIN_FLAGS = ["--epochs", "20", "--batch-size", "32", "--lr", "2e-3", "--device", "cpu", "--precision", "fp32"]
 
 
 def draw_shape(colour: str, shape: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """One shape of ``colour`` at a random position and size on white."""
     image = Image.new("RGB", (size, size), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    radius = int(rng.integers(size // 6, size * 3 // 8))
+    radius = int(rng.integers(size // 4, size * 7 // 16))
     cx, cy = (int(v) for v in rng.integers(radius, size - radius, size=2))
     box = [cx - radius, cy - radius, cx + radius, cy + radius]
     fill = COLOURS[colour]
