@@ -119,7 +119,6 @@ def tuned(tmp_path_factory: pytest.TempPathFactory, shapes_base: Path) -> Tuned:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert code == 0, stderr
     report = json.loads(stdout[: stdout.rindex("}") + 1])
-    logging.getLogger(__name__).warning("finetune + migrate of %d shapes: wall %.1fs, cpu %.1fs", PER_CLASS * len(CLASSES), wall, cpu)
     return Tuned(root, corpus, shapes_base, report, wall, cpu)
 
 
@@ -144,12 +143,15 @@ def per_class_precision_at_5(model_dir: Path, tuned: Tuned) -> list[float]:
 
 
 def test_finetuning_learns_the_captions_and_the_migrated_collection_finds_red_circles(tuned: Tuned) -> None:
-    # Macro precision@5 over the 12 classes (chance 1/12 = 0.083); measured: base 0.10, tuned 0.65.
+    # Macro precision@5 over the 12 classes (chance 1/12 = 0.083); measured: base 0.10, tuned 0.90.
     before = per_class_precision_at_5(tuned.base, tuned)
     after = per_class_precision_at_5(tuned.output, tuned)
     summary = f"before {np.round(before, 2).tolist()} after {np.round(after, 2).tolist()}"
+    logging.getLogger(__name__).warning("held-out precision@5 per class: %s; finetune + migrate wall %.1fs, cpu %.1fs",
+                                        summary, tuned.wall_s, tuned.cpu_s)
     assert np.mean(after) >= 0.5, summary
     assert np.mean(after) >= 3 * np.mean(before), summary
+    assert min(after) >= 0.4, summary  # every class learned, not a few carrying the mean (measured min 0.6)
     evaluation = tuned.report["test"]
     assert evaluation["fine_tuned"]["text_to_image"]["r1"] > evaluation["base"]["text_to_image"]["r1"]
     code, stdout, stderr = run_cli("query", "a red circle", "-c", "shapes", "--root", str(tuned.root), "--device", "cpu",
