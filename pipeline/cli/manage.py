@@ -152,9 +152,10 @@ def versions(
     if as_json:
         emit_json([dataclasses.asdict(entry) for entry in found])
         return
-    table = Table("role", "version", "embedder", "dim", "points", "shards", box=None, pad_edge=False)
+    table = Table("role", "version", "embedder", "dim", "points", "shards", "provenance", box=None, pad_edge=False)
     for entry in found:
-        table.add_row(*cells((entry.role, entry.physical_name, entry.embedder_id, entry.dim, entry.points, entry.shards)))
+        table.add_row(*cells((entry.role, entry.physical_name, entry.embedder_id, entry.dim, entry.points, entry.shards,
+                              entry.provenance or "")))
     out.print(table)
 
 

@@ -13,6 +13,7 @@ from mmindex.pipeline.ingest.apply import rebuild_version
 from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, ProgressReporter, holding_ingest_lock, index_source
 from mmindex.pipeline.io.root import remove_tree
 from mmindex.pipeline.io.state_file import edit_state
+from mmindex.pipeline.train.export import describe_provenance
 from mmindex.schemas.config import Settings
 from mmindex.schemas.state import CollectionVersion
 
@@ -29,6 +30,7 @@ class VersionInfo:
     dim: int
     points: int
     shards: int
+    provenance: str | None = None  # where a fine-tuned model came from (``mmindex finetune``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ def list_versions(settings: Settings, collection: str) -> list[VersionInfo]:
                 dim=version.dim,
                 points=store.count(version.physical_name) if store.collection_exists(version.physical_name) else 0,
                 shards=len(opened.paths.shard_log(collection, version.physical_name).shards()),
+                provenance=describe_provenance(version.model),
             )
             for role, version in roles
         ]
