@@ -153,6 +153,7 @@ def index(
     label_template: Annotated[list[str] | None, typer.Option("--label-template", help="Prompt template for --labels (repeatable), default 'a photo of a {}.'.")] = None,
     label_threshold: Annotated[float | None, typer.Option("--label-threshold", help="Score a label needs (softmax default 0.5).", show_default=False)] = None,
     text_model: Annotated[str | None, typer.Option("--text-model", help="Text model of a new collection's chunks (RAG): all-MiniLM-L6-v2 (default), a sentence-transformers folder, or none. Env: MMINDEX_TEXT_MODEL.", show_default=False)] = None,
+    max_document_bytes: Annotated[int | None, typer.Option("--max-document-bytes", min=1, help="Fail documents bigger than this with a reason (default 256 MiB). Env: MMINDEX_MAX_DOCUMENT_BYTES.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
@@ -165,6 +166,7 @@ def index(
     settings = _settings(
         root=root, model=model, pretrained=pretrained, device=device, precision=precision,
         batch_size=batch_size, workers=workers, qdrant_url=qdrant_url, text_model=text_model,
+        max_document_bytes=max_document_bytes,
     )
     request = IndexRequest(
         source=source.expanduser(),

@@ -31,6 +31,8 @@ from mmindex.schemas.state import CollectionVersion
 log = logging.getLogger(__name__)
 
 REBUILD_BATCH = 4096
+# Points built and upserted at a time when a shard is applied (its payload dicts are the bulk).
+APPLY_BATCH = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,13 @@ def apply_records(store: VectorStore, physical_name: str, records: Sequence[Item
     gone = [record.point_id for record in records if record.status != STATUS_OK]
     if gone:
         store.delete(physical_name, gone)
-    points = points_of(records, embeddings)
-    if points:
-        store.upsert(physical_name, points)
-    return ApplyResult(len(points), len(gone))
+    upserted = 0
+    for start in range(0, len(records), APPLY_BATCH):  # a document's many chunks never all at once
+        points = points_of(records[start : start + APPLY_BATCH], embeddings[start : start + APPLY_BATCH])
+        if points:
+            store.upsert(physical_name, points)
+        upserted += len(points)
+    return ApplyResult(upserted, len(gone))
 
 
 def mark_applied(root: StoragePath, collection: str, physical_name: str, seq: int) -> None:

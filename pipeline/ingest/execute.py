@@ -27,6 +27,7 @@ from mmindex.pipeline.io.shards import ShardLog, ShardRef
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.store.store import VectorStore
 from mmindex.pipeline.timing import stage
+from mmindex.schemas.config import DEFAULT_MAX_DOCUMENT_BYTES
 from mmindex.schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, batch_embeddings, batch_to_records, records_to_batch
 from mmindex.schemas.state import CollectionVersion
 
@@ -225,6 +226,7 @@ class PlanExecutor:
     max_pixels: int
     # The collection's text model (RAG), loaded on first use; None: CLIP vectors only.
     text_embedder: Callable[[], TextEmbedder] | None = None
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
 
     @property
     def _embedder_id(self) -> str:
@@ -286,6 +288,7 @@ class PlanExecutor:
 
     def _embed(self) -> None:
         from mmindex.pipeline.embed.images import embed_images
+        from mmindex.pipeline.embed.sandbox import DocumentLimits
         from mmindex.pipeline.embed.texts import TextEmbedStats, embed_texts
 
         refs = self.plan.to_embed
@@ -301,7 +304,8 @@ class PlanExecutor:
         groups = [
             embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels),
             embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
-                        text_embedder=text_embedder, known_text_vectors=known_text),
+                        text_embedder=text_embedder, known_text_vectors=known_text,
+                        limits=DocumentLimits(max_bytes=self.max_document_bytes)),
         ]
         for records, embeddings in (group for stream in groups for group in stream):
             for item_key, (item_records, item_vectors) in _by_item(records, embeddings):

@@ -509,7 +509,8 @@ def prepare_unit(
             session.check_embedder(version)
         PlanExecutor(_unit_plan(unit), _Known(unit.previous), committer, session.embedder, settings.batch_size,
                      settings.workers, settings.max_image_pixels,
-                     session.text_embedder if version.text_embedder_id else None).prepare()
+                     session.text_embedder if version.text_embedder_id else None,
+                     settings.max_document_bytes).prepare()
     return prepared
 
 
