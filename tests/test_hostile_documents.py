@@ -215,3 +215,17 @@ def test_hostile_documents_fail_alone_in_a_real_ingest(tmp_path: Path, tiny_loca
     assert info["points"] == len(rows)
     found = runner.invoke(app, ["query", "the deep page", "-c", "hostile", *flags])
     assert found.exit_code == 0, found.stderr
+
+
+def test_alpha_is_composited_over_white_exactly_as_before() -> None:
+    """The lighter compositing (no RGBA copies) gives Pillow's alpha_composite pixels, bit for bit."""
+    import numpy as np
+    from PIL import Image
+
+    from mmindex.pipeline.embed.decode import to_rgb
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 80, 4), dtype=np.uint8)
+    for image in (Image.fromarray(pixels, "RGBA"), Image.fromarray(pixels[..., :2].copy(), "LA")):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        expected = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+        np.testing.assert_array_equal(np.asarray(to_rgb(image)), np.asarray(expected))
