@@ -23,9 +23,11 @@ from multiprocessing.connection import Connection
 
 from mmindex.pipeline.embed.decode import short_reason
 from mmindex.pipeline.embed.extract import ExtractedText, extract_document
-from mmindex.pipeline.errors import DecodeError
+from mmindex.pipeline.errors import DecodeError, MmindexError
 from mmindex.schemas.config import DEFAULT_MAX_DOCUMENT_BYTES
 
+# How long the child may take to start (its imports), not counted in any document's budget.
+STARTUP_SECONDS = 120.0
 # Extensions whose text needs a parser, run in the child process.
 PARSED_EXTENSIONS = frozenset({"html", "htm", "pdf"})
 
@@ -66,6 +68,7 @@ def _limit_address_space(extra_bytes: int) -> None:
 def _serve(connection: Connection, memory_bytes: int) -> None:
     """The child: extract each (bytes, ext, max_text_chars) received, answer ("ok", text) or ("error", reason)."""
     _limit_address_space(memory_bytes)
+    connection.send("ready")  # imports done: the parent's clock for a document starts after this
     while True:
         answer: tuple[str, ExtractedText | str]
         try:
@@ -128,8 +131,16 @@ class ExtractionSandbox:
                 [sys.executable, "-m", __name__, str(theirs.fileno()), str(self.limits.memory_bytes)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-        self._connection = Connection(ours.detach())
-        return self._connection
+        connection = Connection(ours.detach())
+        self._connection = connection
+        try:
+            ready = connection.poll(STARTUP_SECONDS) and connection.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.close()
+            raise MmindexError(f"the document parser process did not start within {STARTUP_SECONDS:.0f} s")
+        return connection
 
     def close(self) -> None:
         """Stop the child (if any); the next ``extract`` starts a fresh one."""
