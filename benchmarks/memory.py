@@ -62,19 +62,22 @@ def _anon_kib(pid: int) -> int:
 
 
 def peak_rss_mib(corpus: Path, root: Path, model: Path) -> tuple[float, float, float]:
-    """(peak RSS, sampled peak anonymous RSS, both MiB; wall seconds) of one `mmindex index` child.
+    """(peak RSS, sampled peak anonymous RSS, both MiB; wall seconds) of one `mmindex index` child."""
+    return peak_rss_mib_of(
+        [sys.executable, "-m", "mmindex.pipeline.cli", "index", str(corpus), "-c", "bench", "--root", str(root),
+         "--model", f"local-dir:{model}", "--batch-size", "256", "--text-model", "none"]
+    )
+
+
+def peak_rss_mib_of(command: list[str]) -> tuple[float, float, float]:
+    """(peak RSS, sampled peak anonymous RSS, both MiB; wall seconds) of one child running ``command``.
 
     RSS (``ru_maxrss``) also counts the pages of memory-mapped files the process touched (the
     embedded Qdrant shard maps its segments and WAL); anonymous memory is what the process
     allocated itself, sampled every 20 ms from /proc.
     """
     started = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mmindex.pipeline.cli", "index", str(corpus), "-c", "bench", "--root", str(root),
-         "--model", f"local-dir:{model}", "--batch-size", "256",
-         "--text-model", "none"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     anon = [0]
     reaped = threading.Event()
 
@@ -92,7 +95,7 @@ def peak_rss_mib(corpus: Path, root: Path, model: Path) -> tuple[float, float, f
     child.returncode = os.waitstatus_to_exitcode(status)
     sampler.join()
     if child.returncode != 0:
-        raise RuntimeError(f"mmindex index failed ({child.returncode}): {errors.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(f"{command[2:4]} failed ({child.returncode}): {errors.decode(errors='replace')[-2000:]}")
     return usage.ru_maxrss / 1024, anon[0] / 1024, time.perf_counter() - started  # ru_maxrss is KiB on Linux
 
 

@@ -151,10 +151,11 @@ def _settings(
     root: str | None, model: str | None = None, pretrained: str | None = None, device: str | None = None,
     precision: str | None = None, batch_size: int | None = None, workers: int | None = None,
     qdrant_url: str | None = None, shard_size: int | None = None, text_model: str | None = None,
+    max_document_bytes: int | None = None,
 ) -> Settings:
     return load_settings(root=root or None, model=model, pretrained=pretrained, device=device,
                          precision=precision, batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
-                         shard_size=shard_size, text_model=text_model)
+                         shard_size=shard_size, text_model=text_model, max_document_bytes=max_document_bytes)
 
 
 @flow(name="embed-shard", flow_run_name="embed-shard-{collection}-{seq}")
@@ -273,6 +274,7 @@ def ingest_flow(
     label_template: list[str] | None = None,
     label_threshold: float | None = None,
     text_model: str | None = None,
+    max_document_bytes: int | None = None,
     shard_size: int | None = None,
     embed_deployment: str | None = None,
     shard_attempts: int = 3,
@@ -284,7 +286,7 @@ def ingest_flow(
     Returns the run report (``mmindex index --json``)."""
     logger = get_run_logger()
     settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size,
-                         text_model)
+                         text_model, max_document_bytes)
     request = IndexRequest(
         source=Path(source).expanduser(), collection=collection, include=tuple(include or ()),
         exclude=tuple(exclude or ()), include_hidden=hidden, source_id=source_id, dry_run=dry_run,

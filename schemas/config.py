@@ -26,6 +26,8 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 # The sentence-embedding model of text chunks in new collections (``none``: CLIP vector only).
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+# A document (text, Markdown, HTML, PDF) bigger than this fails with a reason instead of being read.
+DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 
 Device = Literal["auto", "cpu", "cuda"]
 # auto: fp16 autocast on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32 (pipeline/embed/precision.py).
@@ -62,6 +64,7 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=0, le=64)
     shard_size: int = Field(default=1024, ge=1, le=65536)
     max_image_pixels: int = Field(default=89_478_485, ge=1)
+    max_document_bytes: int = Field(default=DEFAULT_MAX_DOCUMENT_BYTES, ge=1)
     qdrant_url: str | None = Field(default=None, validation_alias=AliasChoices("MMINDEX_QDRANT_URL", "QDRANT_URL", "qdrant_url"))
     qdrant_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("MMINDEX_QDRANT_API_KEY", "QDRANT_API_KEY", "qdrant_api_key")

@@ -86,6 +86,13 @@ TextModelOpt = Annotated[
         "folder, or none. Env: MMINDEX_TEXT_MODEL.",
     ),
 ]
+MaxDocumentBytesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-document-bytes", min=1, show_default=False,
+        help="Fail documents bigger than this with a reason (default 256 MiB). Env: MMINDEX_MAX_DOCUMENT_BYTES.",
+    ),
+]
 
 
 @command()
@@ -120,6 +127,7 @@ def index(
     label_template: LabelTemplateOpt = None,
     label_threshold: LabelThresholdOpt = None,
     text_model: TextModelOpt = None,
+    max_document_bytes: MaxDocumentBytesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
@@ -135,6 +143,7 @@ def index(
     settings = load_cli_settings(
         root=root, model=model, pretrained=pretrained, device=device, precision=precision,
         batch_size=batch_size, workers=workers, qdrant_url=qdrant_url, text_model=text_model,
+        max_document_bytes=max_document_bytes,
     )
     request = IndexRequest(
         source=source.expanduser(),
@@ -227,6 +236,7 @@ def schedule(
     label_template: LabelTemplateOpt = None,
     label_threshold: LabelThresholdOpt = None,
     text_model: TextModelOpt = None,
+    max_document_bytes: MaxDocumentBytesOpt = None,
 ) -> None:
     """Serve the Prefect ingest flow on a schedule (same options as `index`); runs until stopped.
 
@@ -250,7 +260,7 @@ def schedule(
         "workers": workers, "qdrant_url": qdrant_url, "include": include or [], "exclude": exclude or [],
         "hidden": hidden, "source_id": source_id, "retry_failed": retry_failed, "no_delete": no_delete,
         "labels": labels, "label_template": label_template or [], "label_threshold": label_threshold,
-        "text_model": text_model, "embed_deployment": embed_deployment,
+        "text_model": text_model, "max_document_bytes": max_document_bytes, "embed_deployment": embed_deployment,
     }
     serve_until_stopped(lambda: ingest_flow.serve(
         name=name or f"mmindex-{collection}", cron=cron, interval=interval,

@@ -2,7 +2,10 @@
 
 Words are packed greedily up to ``max_tokens``; a chunk that must be cut prefers to end at a
 paragraph break, then at a sentence end, in its second half. Consecutive chunks overlap by about
-``overlap_tokens`` tokens so a phrase cut at a boundary is still whole in one chunk.
+``overlap_tokens`` tokens so a phrase cut at a boundary is still whole in one chunk. A chunk also
+holds at most ``max_chunk_chars`` characters, and a run of characters without spaces is cut into
+pieces of ``MAX_WORD_CHARS``, so no input makes one giant chunk. Chunks are made one at a time
+(``iter_chunks``), holding about one chunk's words: memory does not grow with the document.
 
 ``chunk_sections`` first cuts a document at its headings (Markdown ``#``, HTML ``<h1>``..), so no
 chunk spans two sections, and gives each chunk its heading path (``("Guide", "Install")``).
@@ -11,12 +14,19 @@ chunk spans two sections, and gives each chunk its heading path (``("Guide", "In
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 _WORD = re.compile(r"\S+")
+_NON_SPACE = re.compile(r"\S")
 _SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
+# A run of more non-space characters than this is cut by characters before it is tokenized:
+# MiniLM's tokenizer counts any word over 100 characters as one [UNK], so a run of letters would
+# otherwise stay one "word" (and one chunk) whatever its length, and tokenizing costs grow with it.
+MAX_WORD_CHARS = 100
+# A chunk holds at most this many characters per token of its budget (natural text has 3-6).
+MAX_CHARS_PER_TOKEN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,11 @@ class _Word:
     tokens: int
 
 
+def max_chunk_chars(max_tokens: int) -> int:
+    """The character cap of a chunk of ``max_tokens`` tokens (generous for any natural text)."""
+    return max_tokens * MAX_CHARS_PER_TOKEN
+
+
 def _split_long_word(start: int, end: int, tokens: int, max_tokens: int) -> list[tuple[int, int]]:
     """Cut a word longer than a chunk into character pieces that each fit."""
     pieces = -(-tokens // max_tokens) * 2  # generous: token density varies along the word
@@ -55,45 +70,91 @@ def _split_long_word(start: int, end: int, tokens: int, max_tokens: int) -> list
     return [(position, min(position + step, end)) for position in range(start, end, step)]
 
 
-def _words(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[_Word]:
+def _iter_words(
+    text: str, span: tuple[int, int], count_tokens: Callable[[str], int], max_tokens: int, max_chars: int
+) -> Iterator[_Word]:
+    """The words of ``text[span[0]:span[1]]`` with their token counts, one at a time.
+
+    A run of more than ``MAX_WORD_CHARS`` non-space characters is first cut by characters, whatever
+    its token count (a tokenizer may count a whole run as one unknown token); a piece that still
+    has more tokens than a chunk is cut again by its token count.
+    """
     counter = lru_cache(maxsize=65536)(count_tokens)
-    words: list[_Word] = []
-    for match in _WORD.finditer(text):
-        tokens = counter(match.group())
-        if tokens <= max_tokens:
-            words.append(_Word(match.start(), match.end(), tokens))
-            continue
-        for start, end in _split_long_word(match.start(), match.end(), tokens, max_tokens):
-            words.append(_Word(start, end, min(counter(text[start:end]), max_tokens)))
-    return words
+    piece_chars = max(1, min(MAX_WORD_CHARS, max_chars))
+    for match in _WORD.finditer(text, *span):
+        word_start, word_end = match.span()
+        for start in range(word_start, word_end, piece_chars):
+            end = min(start + piece_chars, word_end)
+            tokens = counter(text[start:end])
+            if tokens <= max_tokens:
+                yield _Word(start, end, tokens)
+                continue
+            for piece_start, piece_end in _split_long_word(start, end, tokens, max_tokens):
+                yield _Word(piece_start, piece_end, min(counter(text[piece_start:piece_end]), max_tokens))
 
 
-def _boundary_score(text: str, word: _Word) -> int:
-    following = text[word.end : word.end + 2]
-    if following.startswith("\n\n") or following == "\n" or word.end == len(text):
+class _WordWindow:
+    """The words of a text read lazily, indexed from the start, holding only those not yet dropped
+    (so chunking holds about one chunk's words whatever the length of the text)."""
+
+    def __init__(self, words: Iterator[_Word]) -> None:
+        self._source = words
+        self._held: list[_Word] = []
+        self._base = 0
+
+    def has(self, index: int) -> bool:
+        """Whether the text has a word ``index`` (reading up to it)."""
+        while index >= self._base + len(self._held):
+            word = next(self._source, None)
+            if word is None:
+                return False
+            self._held.append(word)
+        return True
+
+    def __getitem__(self, index: int) -> _Word:
+        return self._held[index - self._base]
+
+    def drop_before(self, index: int) -> None:
+        """Forget the words before ``index`` (they are never looked at again)."""
+        del self._held[: index - self._base]
+        self._base = index
+
+
+def _boundary_score(text: str, word: _Word, span_end: int) -> int:
+    following = text[word.end : min(word.end + 2, span_end)]
+    if following.startswith("\n\n") or following == "\n" or word.end == span_end:
         return 2
     return 1 if _SENTENCE_END.search(text[word.start : word.end]) else 0
 
 
-def _chunk_end(text: str, words: list[_Word], first: int, max_tokens: int, min_end: int) -> int:
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    max_tokens: int
+    max_chars: int
+    span_end: int
+
+
+def _chunk_end(text: str, words: _WordWindow, first: int, limits: _Limits, min_end: int) -> int:
     """Index one past the last word of the chunk that starts at ``first``; more than ``min_end``
     whenever the greedy fill gets past it (so every chunk moves the text forward)."""
     total, last = 0, first
-    while last < len(words) and total + words[last].tokens <= max_tokens:
+    chunk_start = words[first].start
+    while (words.has(last) and total + words[last].tokens <= limits.max_tokens
+           and words[last].end - chunk_start <= limits.max_chars):
         total += words[last].tokens
         last += 1
-    if last == len(words):
+    if not words.has(last):
         return last
     last = max(last, first + 1)
     half = max(first + (last - first) // 2, min_end)
     for wanted in (2, 1):
         for candidate in range(last - 1, half - 1, -1):
-            if _boundary_score(text, words[candidate]) >= wanted:
+            if _boundary_score(text, words[candidate], limits.span_end) >= wanted:
                 return candidate + 1
     return last
 
 
-def _next_start(words: list[_Word], first: int, end: int, overlap_tokens: int) -> int:
+def _next_start(words: _WordWindow, first: int, end: int, overlap_tokens: int) -> int:
     start, carried = end, 0
     while start - 1 > first and carried + words[start - 1].tokens <= overlap_tokens:
         start -= 1
@@ -101,30 +162,47 @@ def _next_start(words: list[_Word], first: int, end: int, overlap_tokens: int) -
     return start
 
 
+def iter_chunks(
+    text: str,
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap_tokens: int = 16,
+    span: tuple[int, int] | None = None,
+    max_chars: int | None = None,
+) -> Iterator[TextChunk]:
+    """Chunks of ``text`` (or of ``text[span[0]:span[1]]``, spans still counted in ``text``) of at
+    most ``max_tokens`` tokens and ``max_chars`` characters (default ``max_chunk_chars``) each,
+    made one at a time in memory bounded by a chunk's words. Indices start at 0."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    begin, finish = span if span is not None else (0, len(text))
+    limits = _Limits(max_tokens, max(1, max_chars if max_chars is not None else max_chunk_chars(max_tokens)), finish)
+    overlap_tokens = max(0, min(overlap_tokens, max_tokens // 2))
+    words = _WordWindow(_iter_words(text, (begin, finish), count_tokens, max_tokens, limits.max_chars))
+    index, first, previous_end = 0, 0, 0
+    while words.has(first):
+        end = _chunk_end(text, words, first, limits, previous_end)
+        if end <= previous_end:  # the overlap left no room to advance: start fresh after it
+            first = previous_end
+            end = _chunk_end(text, words, first, limits, previous_end)
+        start_char, end_char = words[first].start, words[end - 1].end
+        yield TextChunk(index, text[start_char:end_char], start_char, end_char)
+        index += 1
+        if not words.has(end):
+            return
+        first, previous_end = _next_start(words, first, end, overlap_tokens), end
+        words.drop_before(first)
+
+
 def chunk_text(
     text: str,
     count_tokens: Callable[[str], int],
     max_tokens: int,
     overlap_tokens: int = 16,
+    max_chars: int | None = None,
 ) -> list[TextChunk]:
     """Chunks of ``text`` of at most ``max_tokens`` tokens each (empty text gives none)."""
-    if max_tokens < 1:
-        raise ValueError("max_tokens must be at least 1")
-    overlap_tokens = max(0, min(overlap_tokens, max_tokens // 2))
-    words = _words(text, count_tokens, max_tokens)
-    chunks: list[TextChunk] = []
-    first, previous_end = 0, 0
-    while first < len(words):
-        end = _chunk_end(text, words, first, max_tokens, previous_end)
-        if end <= previous_end:  # the overlap left no room to advance: start fresh after it
-            first = previous_end
-            end = _chunk_end(text, words, first, max_tokens, previous_end)
-        start_char, end_char = words[first].start, words[end - 1].end
-        chunks.append(TextChunk(len(chunks), text[start_char:end_char], start_char, end_char))
-        if end >= len(words):
-            break
-        first, previous_end = _next_start(words, first, end, overlap_tokens), end
-    return chunks
+    return list(iter_chunks(text, count_tokens, max_tokens, overlap_tokens, max_chars=max_chars))
 
 
 def heading_paths(headings: Sequence[Heading]) -> list[tuple[str, ...]]:
@@ -139,25 +217,29 @@ def heading_paths(headings: Sequence[Heading]) -> list[tuple[str, ...]]:
     return paths
 
 
-def _has_body(section: str) -> bool:
-    """Whether a section holds more than its heading line."""
-    lines = section.strip().split("\n", 1)
-    return len(lines) > 1 and bool(lines[1].strip())
+def _has_body(text: str, start: int, end: int) -> bool:
+    """Whether the section ``text[start:end]`` holds more than its heading line (without copying it)."""
+    first = _NON_SPACE.search(text, start, end)
+    if first is None:
+        return False
+    newline = text.find("\n", first.start(), end)
+    return newline != -1 and _NON_SPACE.search(text, newline, end) is not None
 
 
-def chunk_sections(
+def iter_section_chunks(
     text: str,
     headings: Sequence[Heading],
     count_tokens: Callable[[str], int],
     max_tokens: int,
     overlap_tokens: int = 16,
-) -> list[TextChunk]:
-    """Chunks of ``text`` that never span two sections (a section starts at each heading).
+    max_chars: int | None = None,
+) -> Iterator[TextChunk]:
+    """Chunks of ``text`` that never span two sections (a section starts at each heading), one at a time.
 
-    Each section is chunked by ``chunk_text``; spans stay relative to the whole ``text`` and
-    indices run over the whole document. A chunk's ``heading_path`` is its section's. A section
-    that is nothing but its heading line (``# Title`` right above ``## Part``) is joined to the
-    next one, so a title never becomes a chunk of its own.
+    Each section is chunked by ``iter_chunks``; spans are in the whole ``text`` and indices run
+    over the whole document. A chunk's ``heading_path`` is its section's. A section that is
+    nothing but its heading line (``# Title`` right above ``## Part``) is joined to the next one,
+    so a title never becomes a chunk of its own.
     """
     ordered = sorted(headings, key=lambda h: h.start)
     sections: list[tuple[int, tuple[str, ...], bool]] = [(0, (), False)]  # start, path, starts with a heading line
@@ -167,14 +249,25 @@ def chunk_sections(
         elif heading.start < len(text):
             sections.append((heading.start, path, heading.inline))
     ends = [start for start, _, _ in sections[1:]] + [len(text)]
-    chunks: list[TextChunk] = []
-    start = 0
+    index, start = 0, 0
     for (section_start, path, inline), end in zip(sections, ends, strict=True):
         # A section that is only its heading line (a title right above a subheading) joins the
         # next section instead of becoming a chunk with nothing to retrieve.
-        if inline and end < len(text) and not _has_body(text[section_start:end]):
+        if inline and end < len(text) and not _has_body(text, section_start, end):
             continue
-        for piece in chunk_text(text[start:end], count_tokens, max_tokens, overlap_tokens):
-            chunks.append(TextChunk(len(chunks), piece.text, start + piece.char_start, start + piece.char_end, path))
+        for piece in iter_chunks(text, count_tokens, max_tokens, overlap_tokens, (start, end), max_chars):
+            yield TextChunk(index, piece.text, piece.char_start, piece.char_end, path)
+            index += 1
         start = end
-    return chunks
+
+
+def chunk_sections(
+    text: str,
+    headings: Sequence[Heading],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap_tokens: int = 16,
+    max_chars: int | None = None,
+) -> list[TextChunk]:
+    """All of ``iter_section_chunks``."""
+    return list(iter_section_chunks(text, headings, count_tokens, max_tokens, overlap_tokens, max_chars))

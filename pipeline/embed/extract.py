@@ -5,7 +5,10 @@
 * html: the visible text (beautifulsoup4, stdlib parser) without script, style, nav, noscript,
   template, iframe and svg; one paragraph per block element; ``<h1>``..``<h6>`` are headings.
 * pdf: pypdf's text of each page, pages as sections titled ``page N``; a broken, encrypted or
-  text-less PDF fails its item with a reason.
+  text-less PDF fails its item with a reason, and so does one of more than ``MAX_PDF_PAGES``
+  pages or whose text passes ``max_text_chars``.
+
+HTML markup nested any depth is walked without recursion; markup bs4 rejects fails with a reason.
 
 A file that cannot be read as its format raises ``DecodeError`` (the item becomes a failed row).
 """
@@ -15,10 +18,11 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mmindex.pipeline.embed.chunking import Heading
-from mmindex.pipeline.embed.decode import decode_text
+from mmindex.pipeline.embed.decode import decode_text, short_reason
 from mmindex.pipeline.errors import DecodeError
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,9 @@ _BLOCK_TAGS = frozenset({
     "body", "html", "form", "fieldset", "details", "summary", "address",
 })
 _SPACE = re.compile(r"\s+")
+_DONE = object()
+# More pages than any book; a PDF claiming more is refused before any page is read.
+MAX_PDF_PAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +53,16 @@ class ExtractedText:
     headings: list[Heading] = field(default_factory=list)
 
 
-def extract_document(data: bytes, ext: str) -> ExtractedText:
-    """The text and headings of a document file of extension ``ext``."""
+def extract_document(data: bytes, ext: str, max_text_chars: int | None = None) -> ExtractedText:
+    """The text and headings of a document file of extension ``ext``.
+
+    ``max_text_chars`` caps the text a PDF may expand to (its streams are compressed); a PDF also
+    has at most ``MAX_PDF_PAGES`` pages. Run parsers (HTML, PDF) through ``sandbox`` for a time
+    and memory budget.
+    """
     ext = ext.lower()
     if ext == "pdf":
-        return _pdf(data)
+        return _pdf(data, max_text_chars)
     if ext in ("html", "htm"):
         return _html(decode_text(data))
     text = decode_text(data)
@@ -96,13 +108,25 @@ class _HtmlText:
         self.length += len(paragraph)
         return start
 
-    def walk(self, node: object) -> None:
+    def walk(self, root: object) -> None:
+        """Collect the text under ``root`` depth first, with an explicit stack (no recursion, so
+        markup nested thousands deep is read like any other)."""
         from bs4 import Comment, NavigableString, Tag
 
-        for child in getattr(node, "children", ()):
-            if isinstance(child, Comment):
+        # Each entry: the children still to visit, or None for "a block element ends here".
+        stack: list[Iterator[object] | None] = [iter(getattr(root, "children", ()))]
+        while stack:
+            children = stack[-1]
+            if children is None:
+                stack.pop()
+                self.flush()
                 continue
-            if isinstance(child, NavigableString):
+            child = next(children, _DONE)
+            if child is _DONE:
+                stack.pop()
+            elif isinstance(child, Comment):
+                continue
+            elif isinstance(child, NavigableString):
                 self.buffer.append(str(child))
             elif isinstance(child, Tag):
                 if child.name in _HEADING_TAGS:
@@ -111,20 +135,23 @@ class _HtmlText:
                     start = self.flush()
                     if start is not None:
                         self.headings.append(Heading(start, _HEADING_TAGS[child.name], self.parts[-1]))
-                elif child.name in _BLOCK_TAGS:
+                    continue
+                if child.name in _BLOCK_TAGS:
                     self.flush()
-                    self.walk(child)
-                    self.flush()
-                else:
-                    self.walk(child)
+                    stack.append(None)
+                stack.append(iter(child.children))
 
 
 def _html(markup: str) -> ExtractedText:
     try:
         from bs4 import BeautifulSoup
+        from bs4.exceptions import ParserRejectedMarkup
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise DecodeError("cannot read HTML: beautifulsoup4 is not installed") from exc
-    soup = BeautifulSoup(markup, "html.parser")
+    try:
+        soup = BeautifulSoup(markup, "html.parser")
+    except ParserRejectedMarkup as exc:
+        raise DecodeError(f"unreadable HTML: the parser rejected the markup ({short_reason(exc)})") from exc
     for tag in soup(list(_DROPPED_TAGS)):
         tag.decompose()
     collected = _HtmlText()
@@ -133,7 +160,7 @@ def _html(markup: str) -> ExtractedText:
     return ExtractedText("".join(collected.parts), DOCUMENT_MIME["html"], collected.headings)
 
 
-def _pdf(data: bytes) -> ExtractedText:
+def _pdf(data: bytes, max_text_chars: int | None) -> ExtractedText:
     try:
         from pypdf import PdfReader
     except ImportError as exc:
@@ -142,11 +169,19 @@ def _pdf(data: bytes) -> ExtractedText:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise DecodeError("encrypted PDF: cannot extract its text without the password")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise DecodeError(f"PDF too long: {len(reader.pages)} pages exceeds the limit of {MAX_PDF_PAGES}")
+        pages: list[str] = []
+        characters = 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            characters += len(pages[-1])
+            if max_text_chars is not None and characters > max_text_chars:
+                raise DecodeError(f"PDF text too large: more than {max_text_chars} characters")
     except DecodeError:
         raise
     except Exception as exc:  # pypdf raises many exception types on malformed files
-        raise DecodeError(f"unreadable PDF: {type(exc).__name__}: {exc}") from exc
+        raise DecodeError(f"unreadable PDF: {type(exc).__name__}: {short_reason(exc)}") from exc
     parts: list[str] = []
     headings: list[Heading] = []
     length = 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX, PREPROCESS_VERSION, embedder_id
 from mmindex.pipeline.embed.precision import Precision, ResolvedPrecision, resolve_precision
-from mmindex.pipeline.embed.weights import ResolvedWeights, resolve_weights
+from mmindex.pipeline.embed.weights import ResolvedWeights, resolve_weights, warn_if_pickled
 from mmindex.pipeline.errors import ConfigError, ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ def load_embedder(spec: ModelSpec, device: str = "auto", precision: Precision = 
     """
     started = time.perf_counter()
     weights = resolve_weights(spec.name, spec.pretrained)
+    if weights.tag is None and weights.checkpoint is not None:  # a user's file, not a published tag
+        warn_if_pickled(weights.checkpoint)
     torch_device = resolve_device(device)
     try:
         resolved = resolve_precision(precision, torch_device.type)

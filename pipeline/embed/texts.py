@@ -14,33 +14,61 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmindex.pipeline.embed.chunking import chunk_sections
-from mmindex.pipeline.embed.decode import read_item_bytes, sha256_hex
-from mmindex.pipeline.embed.images import MAX_FILE_BYTES, base_record, fail
+from mmindex.pipeline.embed.chunking import iter_section_chunks
+from mmindex.pipeline.embed.decode import read_item_bytes, sha256_hex, short_reason
+from mmindex.pipeline.embed.images import base_record, fail
 from mmindex.pipeline.embed.model import Embedder
+from mmindex.pipeline.embed.sandbox import PARSED_EXTENSIONS, DocumentLimits, ExtractionSandbox
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.ids import chunk_key, point_id
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.schemas.items import STATUS_OK, ItemRecord
 
 if TYPE_CHECKING:
+    from mmindex.pipeline.embed.extract import ExtractedText
     from mmindex.pipeline.embed.text_model import TextEmbedder
 
 CHUNK_OVERLAP_TOKENS = 16
-MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 
-def document_records(ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedder | None = None) -> list[ItemRecord]:
-    """One record per chunk of the document, or a single failed record."""
+def _extract(ref: ItemRef, document: ItemRecord, limits: DocumentLimits, sandbox: ExtractionSandbox | None) -> ExtractedText:
+    """Read the document's bytes (recording their size and hash) and extract its text: parsed
+    formats in the sandbox when there is one. Every failure is a ``DecodeError`` with a reason."""
     from mmindex.pipeline.embed.extract import extract_document
 
+    if ref.size is not None and ref.size > limits.max_bytes:
+        raise DecodeError(f"document too large: {ref.size} bytes exceeds --max-document-bytes {limits.max_bytes}")
+    data = read_item_bytes(ref, limits.max_bytes)
+    document.bytes = len(data)
+    document.sha256 = sha256_hex(data)
+    if sandbox is not None and ref.ext.lower() in PARSED_EXTENSIONS:
+        return sandbox.extract(data, ref.ext)
+    try:
+        return extract_document(data, ref.ext, limits.max_bytes)
+    except DecodeError:
+        raise
+    except RecursionError as exc:
+        raise DecodeError("document too complex: nested too deeply to parse") from exc
+    except Exception as exc:  # any extractor failure is this document's, recorded as its reason
+        raise DecodeError(f"cannot extract text: {type(exc).__name__}: {short_reason(exc)}") from exc
+
+
+def document_records(
+    ref: ItemRef,
+    embedder: Embedder,
+    text_embedder: TextEmbedder | None = None,
+    limits: DocumentLimits | None = None,
+    sandbox: ExtractionSandbox | None = None,
+) -> list[ItemRecord]:
+    """One record per chunk of the document, or a single failed record.
+
+    ``limits``: the largest document and the parser's budget (``sandbox``: the child process
+    HTML and PDF are parsed in; None parses them in this process, without a budget).
+    """
     document = base_record(ref, embedder.embedder_id)
     document.doc_key = ref.key
     try:
-        data = read_item_bytes(ref, min(MAX_FILE_BYTES, MAX_TEXT_BYTES))
-        document.bytes = len(data)
-        document.sha256 = sha256_hex(data)
-        extracted = extract_document(data, ref.ext)
+        extracted = _extract(ref, document, limits or DocumentLimits(), sandbox)
     except DecodeError as exc:
         return [fail(document, str(exc))]
     if text_embedder is None:
@@ -50,12 +78,9 @@ def document_records(ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedd
 
         count, overlap = text_embedder.count_tokens, TEXT_CHUNK_OVERLAP
         limit = min(TEXT_CHUNK_TOKENS, text_embedder.max_tokens - 2)
-    chunks = chunk_sections(extracted.text, extracted.headings, count, limit, overlap)
-    if not chunks:
-        return [fail(document, "empty document: no text to index")]
     document.mime = extracted.mime
     records = []
-    for chunk in chunks:
+    for chunk in iter_section_chunks(extracted.text, extracted.headings, count, limit, overlap):
         key = chunk_key(ref.key, chunk.index)
         records.append(
             dataclasses.replace(
@@ -69,6 +94,9 @@ def document_records(ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedd
                 heading_path=list(chunk.heading_path) or None,
             )
         )
+    if not records:
+        document.mime = None
+        return [fail(document, "empty document: no text to index")]
     return records
 
 
@@ -91,13 +119,15 @@ def embed_texts(
     stats: TextEmbedStats | None = None,
     text_embedder: TextEmbedder | None = None,
     known_text_vectors: Mapping[str, np.ndarray] | None = None,
+    limits: DocumentLimits | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
     """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks).
 
     A chunk whose exact text has a vector in ``known_vectors`` (the stored chunks of edited
     documents) reuses it: the model is deterministic, so only chunks whose text changed are
     embedded again. With ``text_embedder`` each ok chunk also gets its ``text_vector``, reused
-    the same way from ``known_text_vectors``.
+    the same way from ``known_text_vectors``. ``limits``: what one document may cost (HTML and
+    PDF are parsed in a child process within it, started on the first such document).
     """
     known = known_vectors or {}
     known_text = known_text_vectors or {}
@@ -122,11 +152,13 @@ def embed_texts(
             _add_text_vectors(pending, text_embedder, known_text, batch_size, counts)
         return list(pending), embeddings
 
-    for ref in refs:
-        pending.extend(document_records(ref, embedder, text_embedder))
-        if len(pending) >= batch_size:
-            yield flush()
-            pending.clear()
+    document_limits = limits or DocumentLimits()
+    with ExtractionSandbox(document_limits) as sandbox:
+        for ref in refs:
+            pending.extend(document_records(ref, embedder, text_embedder, document_limits, sandbox))
+            if len(pending) >= batch_size:
+                yield flush()
+                pending.clear()
     if pending:
         yield flush()
 

@@ -114,6 +114,16 @@ def _find_local_dir_checkpoint(directory: Path) -> Path | None:
     return found[0] if found else None
 
 
+def warn_if_pickled(checkpoint: Path) -> None:
+    """Log a warning for a pickle-based checkpoint (anything but ``*.safetensors``): torch.load
+    reads it with ``weights_only=True``, but a pickle is still code from whoever made the file."""
+    if checkpoint.suffix.lower() != ".safetensors":
+        log.warning(
+            "%s is a pickle-based checkpoint (%s): it is read with torch.load(weights_only=True); load only files "
+            "you trust, and prefer a .safetensors file", checkpoint, checkpoint.suffix or "no suffix",
+        )
+
+
 def _local_dir_weights(directory: Path) -> ResolvedWeights:
     if not directory.is_dir():
         raise ModelUnavailableError(f"model folder not found: {directory} (expected local-dir:/path/to/folder)")

@@ -32,6 +32,8 @@ from mmindex.schemas.state import CollectionVersion
 log = logging.getLogger(__name__)
 
 REBUILD_BATCH = 4096
+# Points built and upserted at a time when a shard is applied (its payload dicts are the bulk).
+APPLY_BATCH = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ def apply_rows(store: VectorStore, physical_name: str, rows: pa.Table) -> ApplyR
     if gone:
         store.delete(physical_name, gone)
     upserted = 0
-    for batch in point_batches(rows, size=max(rows.num_rows, 1)):
+    for batch in point_batches(rows, size=APPLY_BATCH):  # a document's many chunks never all at once
         store.upsert(physical_name, batch)
         upserted += len(batch)
     return ApplyResult(upserted, len(gone))

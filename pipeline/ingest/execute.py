@@ -28,6 +28,7 @@ from mmindex.pipeline.io.shards import ShardLog, ShardRef
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.store.store import VectorStore
 from mmindex.pipeline.timing import stage
+from mmindex.schemas.config import DEFAULT_MAX_DOCUMENT_BYTES
 from mmindex.schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
 from mmindex.schemas.state import CollectionVersion
 
@@ -193,6 +194,7 @@ class UnitExecutor:
     max_pixels: int
     # The collection's text model (RAG), loaded on first use; None: CLIP vectors only.
     text_embedder: Callable[[], TextEmbedder] | None = None
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     _previous: dict[str, CatalogItem] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -251,6 +253,7 @@ class UnitExecutor:
 
     def _embed(self, refs: list[ItemRef]) -> None:
         from mmindex.pipeline.embed.images import embed_images
+        from mmindex.pipeline.embed.sandbox import DocumentLimits
         from mmindex.pipeline.embed.texts import TextEmbedStats, embed_texts
 
         if not refs:
@@ -265,7 +268,8 @@ class UnitExecutor:
         groups = [
             embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels),
             embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
-                        text_embedder=text_embedder, known_text_vectors=known_text),
+                        text_embedder=text_embedder, known_text_vectors=known_text,
+                        limits=DocumentLimits(max_bytes=self.max_document_bytes)),
         ]
         tally = self.committer.tally
         for records, embeddings in (group for stream in groups for group in stream):
