@@ -103,7 +103,7 @@ def test_markup_bs4_rejects_is_a_decode_error() -> None:
 
 
 def test_a_pdf_over_the_page_limit_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dockit import make_pdf
+    from helpers import make_pdf
 
     monkeypatch.setattr(extract, "MAX_PDF_PAGES", 3)
     with pytest.raises(DecodeError, match="4 pages exceeds the limit of 3"):
@@ -112,7 +112,7 @@ def test_a_pdf_over_the_page_limit_fails(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_a_pdf_whose_text_passes_the_cap_fails() -> None:
-    from dockit import make_pdf
+    from helpers import make_pdf
 
     data = make_pdf([["x" * 400]] * 3)
     assert len(extract_document(data, "pdf", max_text_chars=2000).text) > 1000

@@ -41,14 +41,22 @@ class IndexPaths:
         """The inter-process lock of ``state.json`` edits (local roots only)."""
         return self.local_root / f"{STATE_FILE}.lock"
 
+    def collection_shards(self, collection: str) -> StoragePath:
+        """The shard logs of every version of a collection."""
+        return self.root / "shards" / collection
+
+    def collection_catalogs(self, collection: str) -> StoragePath:
+        """The catalogs of every version of a collection."""
+        return self.root / "catalog" / collection
+
     def shards_dir(self, collection: str, physical_name: str) -> StoragePath:
         """The Parquet shard log of one collection version."""
-        return self.root / "shards" / collection / physical_name
+        return self.collection_shards(collection) / physical_name
 
     def catalog_file(self, collection: str, physical_name: str) -> StoragePath:
         """The materialized catalog of a version (outside its shard folder, so that folder stays a
         plain Parquet dataset)."""
-        return self.root / "catalog" / collection / f"{physical_name}.parquet"
+        return self.collection_catalogs(collection) / f"{physical_name}.parquet"
 
     def shard_log(self, collection: str, physical_name: str) -> ShardLog:
         """The shard log of a version, with its catalog file."""

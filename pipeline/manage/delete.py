@@ -42,9 +42,8 @@ def delete_collection(settings: Settings, collection: str) -> DeletedCollection:
         for name in names:
             store.drop_collection(name)
         opened.close_store()
-        for name in names:
-            remove_tree(opened.paths.shards_dir(collection, name))
-            opened.paths.catalog_file(collection, name).unlink(missing_ok=True)
+        remove_tree(opened.paths.collection_shards(collection))
+        remove_tree(opened.paths.collection_catalogs(collection))
         remove_tree(opened.paths.runs_dir(collection))
         with edit_state(settings.root) as edited:
             edited.collections.pop(collection, None)
