@@ -68,14 +68,17 @@ def worker_of(flow_run: FlowRun) -> str | None:
     return str(name) if name is not None else None
 
 
-def _worker_lost(worker: Worker | None, now: datetime) -> bool:
-    if worker is None:  # deleted from its pool
-        return True
+def _worker_silence(worker: Worker | None, now: datetime) -> str | None:
+    """Why ``worker`` counts as lost (None while it heartbeats)."""
+    if worker is None:
+        return "is no longer registered in its pool"
     if worker.last_heartbeat_time is None:
-        return False
+        return None
     interval = worker.heartbeat_interval_seconds or 30
     silent = (now - worker.last_heartbeat_time).total_seconds()
-    return silent > max(MISSED_HEARTBEATS * interval, LOST_WORKER_MIN_S)
+    if silent > max(MISSED_HEARTBEATS * interval, LOST_WORKER_MIN_S):
+        return f"stopped heartbeating ({silent:.0f}s since its last heartbeat, every {interval}s)"
+    return None
 
 
 def why_abandoned(
@@ -93,8 +96,9 @@ def why_abandoned(
         return None
     if flow_run.work_pool_name:
         workers = {found.name: found for found in client.read_workers_for_work_pool(flow_run.work_pool_name)}
-        if _worker_lost(workers.get(worker_name), now):
-            return Abandoned(f"lost: its worker {worker_name} stopped heartbeating", False)
+        silence = _worker_silence(workers.get(worker_name), now)
+        if silence is not None:
+            return Abandoned(f"lost: its worker {worker_name} {silence}", False)
     if state.is_running() and shard_timeout and flow_run.start_time is not None:
         running = (now - flow_run.start_time).total_seconds()
         if running > shard_timeout:
