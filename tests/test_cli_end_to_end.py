@@ -131,3 +131,14 @@ def test_another_model_builds_a_new_version_and_switches(
     listed = json.loads(run_cli("versions", "-c", "photos", "--json", *indexed.flags).stdout)
     assert [entry["role"] for entry in listed] == ["current", "previous"]
     assert listed[1]["physical_name"] == before["physical_name"] and listed[1]["points"] == before["points"]
+
+
+def test_shard_size_flag_sets_the_unit_of_work(tmp_path: Path, photo_corpus: Path, tiny_local_dir: Path) -> None:
+    """`--shard-size 3` over the 8-item corpus makes 3 shards (the default 1024 would make one)."""
+    code, stdout, stderr = run_cli(
+        "index", str(photo_corpus), "-c", "sharded", "--root", str(tmp_path / "root"), "--model",
+        f"local-dir:{tiny_local_dir}", "--workers", "0", "--shard-size", "3", "--json",
+    )
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["shards"] == 3 and report["images"] == 6
