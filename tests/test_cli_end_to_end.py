@@ -86,6 +86,7 @@ def test_info_lists_collection(indexed: Indexed) -> None:
     code, stdout, _ = run_cli("info", *indexed.flags)
     assert code == 0
     assert "photos" in stdout and "points=" in stdout
+    assert info_json(indexed)["pretrained"] is None  # a local-dir model: its folder, not a tag, holds the weights
 
 
 @pytest.mark.parametrize(
