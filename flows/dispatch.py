@@ -1,9 +1,10 @@
 """Sending one shard to the embedding deployment and seeing it through (docs/ARCHITECTURE.md §5).
 
 A shard becomes a run of ``embed-shard`` on a work pool. The dispatcher watches that run itself
-instead of trusting it to end: a run whose worker stopped heartbeating (the machine or the worker
-died, with its shard process) is never marked crashed by the server, so it is declared lost here,
-cancelled, and the shard submitted again. A run that has been *running* longer than the shard
+instead of trusting it to end: the shard process stamps its flow run with a heartbeat label every
+``HEARTBEAT_S``; a running run whose stamps stopped (the worker or its machine died with the shard
+process; the server never marks such a run crashed, and a worker's own heartbeat is not refreshed
+while it runs a flow) is declared lost here, cancelled, and the shard submitted again. A run that has been *running* longer than the shard
 timeout (measured from its start, so shards queued behind a busy pool are never cancelled) is
 cancelled the same way. Every run the dispatcher gives up on ends in a final state before the next
 attempt is submitted: no orphan run is left behind. The shard's pre-assigned sequence number and
@@ -12,16 +13,20 @@ its atomic write make a resubmitted shard exactly-once.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.objects import FlowRun, Worker
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.states import Cancelled, Cancelling
 
@@ -30,12 +35,12 @@ from mmindex.pipeline.ingest.units import RunDir
 from mmindex.pipeline.io.root import parse_root
 
 DEFAULT_SHARD_TIMEOUT_S = 3600.0
-# A worker is lost when it missed this many heartbeats (Prefect's own foreman uses 3 as well), and
-# at least LOST_WORKER_MIN_S passed: a worker busy starting a run on a loaded machine is late, not gone.
-MISSED_HEARTBEATS = 3
-LOST_WORKER_MIN_S = 60.0
-# A run a worker set PENDING but never labelled with its name (it died while submitting it).
-UNCLAIMED_PENDING_S = 120.0
+# The shard process stamps its run every HEARTBEAT_S; a run unstamped for LOST_AFTER_S is lost.
+HEARTBEAT_S = 10.0
+LOST_AFTER_S = 60.0
+HEARTBEAT_LABEL = "mmindex.heartbeat"
+# A run taken by a worker (PENDING) that never starts running: the worker died while submitting it.
+STUCK_PENDING_S = 300.0
 # How long a timed-out run's live worker gets to stop it before the run is forced to Cancelled.
 CANCEL_GRACE_S = 60.0
 WORKER_LABEL = "prefect.worker.name"
@@ -68,37 +73,56 @@ def worker_of(flow_run: FlowRun) -> str | None:
     return str(name) if name is not None else None
 
 
-def _worker_silence(worker: Worker | None, now: datetime) -> str | None:
-    """Why ``worker`` counts as lost (None while it heartbeats)."""
-    if worker is None:
-        return "is no longer registered in its pool"
-    if worker.last_heartbeat_time is None:
-        return None
-    interval = worker.heartbeat_interval_seconds or 30
-    silent = (now - worker.last_heartbeat_time).total_seconds()
-    if silent > max(MISSED_HEARTBEATS * interval, LOST_WORKER_MIN_S):
-        return f"stopped heartbeating ({silent:.0f}s since its last heartbeat, every {interval}s)"
-    return None
+def _last_sign_of_life(flow_run: FlowRun) -> datetime | None:
+    """The shard process's last heartbeat stamp, else when the run started."""
+    stamp = flow_run.labels.get(HEARTBEAT_LABEL) if flow_run.labels else None
+    if stamp is not None:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(str(stamp))
+    return flow_run.start_time
 
 
-def why_abandoned(
-    client: SyncPrefectClient, flow_run: FlowRun, shard_timeout: float | None, now: datetime,
-) -> Abandoned | None:
+@contextlib.contextmanager
+def heartbeating() -> Iterator[None]:
+    """Stamp this flow run with a heartbeat label every ``HEARTBEAT_S`` while the block runs
+    (in the shard process; outside a flow run it does nothing)."""
+    from prefect.runtime import flow_run as current
+
+    flow_run_id = current.id
+    if not flow_run_id:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        with get_client(sync_client=True) as client:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError, OSError):  # a missed beat is retried next time
+                    client.update_flow_run_labels(UUID(str(flow_run_id)), {HEARTBEAT_LABEL: _now().isoformat()})
+                stop.wait(HEARTBEAT_S)
+
+    thread = threading.Thread(target=beat, name="mmindex-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=HEARTBEAT_S)
+
+
+def why_abandoned(flow_run: FlowRun, shard_timeout: float | None, now: datetime) -> Abandoned | None:
     """Why a not-yet-final shard run will never end by itself (None while it may still)."""
     state = flow_run.state
     if state is None or state.is_scheduled():  # queued: waiting for a free worker is not a fault
         return None
-    worker_name = worker_of(flow_run)
-    if worker_name is None:
-        since = state.timestamp
-        if state.is_pending() and since is not None and (now - since).total_seconds() > UNCLAIMED_PENDING_S:
-            return Abandoned(f"no worker claimed it within {UNCLAIMED_PENDING_S:.0f}s of being picked up", False)
-        return None
-    if flow_run.work_pool_name:
-        workers = {found.name: found for found in client.read_workers_for_work_pool(flow_run.work_pool_name)}
-        silence = _worker_silence(workers.get(worker_name), now)
-        if silence is not None:
-            return Abandoned(f"lost: its worker {worker_name} {silence}", False)
+    since = state.timestamp
+    if state.is_pending() and since is not None and (now - since).total_seconds() > STUCK_PENDING_S:
+        return Abandoned(f"lost: taken by worker {worker_of(flow_run) or '-'} but not started within "
+                         f"{STUCK_PENDING_S:.0f}s", False)
+    alive = _last_sign_of_life(flow_run)
+    if state.is_running() and alive is not None and (now - alive).total_seconds() > LOST_AFTER_S:
+        return Abandoned(f"lost: no heartbeat from its shard process for {(now - alive).total_seconds():.0f}s "
+                         f"(worker {worker_of(flow_run) or '-'} or its machine died)", False)
     if state.is_running() and shard_timeout and flow_run.start_time is not None:
         running = (now - flow_run.start_time).total_seconds()
         if running > shard_timeout:
@@ -129,7 +153,7 @@ def _watch(
         flow_run = client.read_flow_run(flow_run_id)
         if flow_run.state is not None and flow_run.state.is_final():
             return flow_run, None
-        abandoned = why_abandoned(client, flow_run, shard_timeout, _now())
+        abandoned = why_abandoned(flow_run, shard_timeout, _now())
         if abandoned is not None:
             return flow_run, abandoned
         time.sleep(poll_seconds)  # polling interval; the loop waits on the run's state

@@ -35,7 +35,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
-from mmindex.flows.dispatch import DEFAULT_SHARD_TIMEOUT_S, ShardRun, dispatch_shard
+from mmindex.flows.dispatch import DEFAULT_SHARD_TIMEOUT_S, ShardRun, dispatch_shard, heartbeating
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
 from mmindex.pipeline.ingest.report import index_report_json, index_report_markdown
@@ -44,6 +44,7 @@ from mmindex.pipeline.ingest.run import (
     IndexRequest,
     PlannedRun,
     RunSession,
+    check_source,
     holding_ingest_lock,
     label_config,
     plan_run,
@@ -177,7 +178,8 @@ def embed_shard(
     """
     settings = _settings(root, device=device, precision=precision, batch_size=batch_size, workers=workers,
                          qdrant_url=qdrant_url)
-    return shard_task(settings, collection, run_id, seq).seq
+    with heartbeating():  # the dispatcher's sign that this process (and its worker) is alive
+        return shard_task(settings, collection, run_id, seq).seq
 
 
 def root_limit_name(root: StoragePath) -> str:
@@ -288,6 +290,7 @@ def ingest_flow(
     )
     if dry_run:
         return index_report_json(plan_task(request, settings).report)
+    check_source(request)
     with one_writer_per_root(settings), holding_ingest_lock(settings, collection):
         planned = plan_task(request, settings)
         run = planned.run

@@ -143,3 +143,12 @@ def test_shard_size_flag_sets_the_unit_of_work(tmp_path: Path, photo_corpus: Pat
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["shards"] == 3 and report["images"] == 6
+
+
+def test_a_missing_source_creates_nothing_in_the_root(tmp_path: Path, tiny_local_dir: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    result = run_cli("index", str(tmp_path / "missing"), "-c", "c", "--root", str(root), "--model",
+                     f"local-dir:{tiny_local_dir}")
+    assert_one_line_error(result, "source directory not found")
+    assert list(root.iterdir()) == []

@@ -148,3 +148,20 @@ def test_flow_and_schedule_take_every_option_of_index() -> None:
     index_options = set(inspect.signature(index).parameters) - {"as_json", "list_all"}  # how a report prints
     assert index_options <= set(inspect.signature(ingest_flow.fn).parameters)
     assert index_options - {"dry_run"} <= set(inspect.signature(schedule).parameters)
+
+
+def test_a_run_that_fails_before_planning_creates_nothing_in_the_root(
+    prefect_api: str, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    """The shipped schedule's placeholder source on a machine without it: a one-line SourceError,
+    and no lock folder, store or state file left in the root."""
+    from mmindex.flows.ingest import ingest_flow
+    from mmindex.pipeline.errors import SourceError
+
+    root = tmp_path / "root"
+    root.mkdir()
+    state = ingest_flow(**_flow_params(tmp_path / "no-such-photos", root, tiny_local_dir), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(SourceError, match="source directory not found"):
+        state.result()
+    assert list(root.iterdir()) == []
