@@ -305,7 +305,7 @@ def test_a_dead_worker_and_its_shard_process_with_default_settings(
     worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
 ) -> None:
     """SIGKILL of a worker and its shard process: nobody reports the run crashed; the dispatcher sees
-    the worker stop heartbeating, cancels that run and submits the shard again (default settings).
+    its heartbeat stamps stop, cancels that run and submits the shard again (default settings).
     Kills a worker of the module's pool: keep it the last test of the pool."""
     root = tmp_path / "root"
     with _held_ingest(worker_pool, photo_corpus, root, tiny_local_dir, "dead") as held:
