@@ -36,6 +36,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 from mmindex.flows.dispatch import DEFAULT_SHARD_TIMEOUT_S, ShardRun, dispatch_shard, heartbeating
+from mmindex.flows.params import check_allowed
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
 from mmindex.pipeline.ingest.report import index_report_json, index_report_markdown
@@ -176,6 +177,7 @@ def embed_shard(
     Settings not given here come from the worker's environment (``MMINDEX_*``, ``QDRANT_URL``,
     ``QDRANT_API_KEY``: secrets never travel as parameters). Returns the shard's seq.
     """
+    check_allowed("root", root)
     settings = _settings(root, device=device, precision=precision, batch_size=batch_size, workers=workers,
                          qdrant_url=qdrant_url)
     with heartbeating():  # the dispatcher's sign that this process (and its worker) is alive
@@ -280,6 +282,8 @@ def ingest_flow(
     (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
     Returns the run report (``mmindex index --json``)."""
     logger = get_run_logger()
+    check_allowed("source", source)
+    check_allowed("root", root)
     settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size,
                          text_model)
     request = IndexRequest(

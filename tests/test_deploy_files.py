@@ -60,3 +60,19 @@ def test_gpu_image_installs_pinned_with_pdf_and_runs_as_a_user() -> None:
     assert "-c deploy/constraints.txt" in install and "pdf" in install
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
+
+
+def test_flow_paths_outside_the_workers_allow_list_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmindex.flows.params import ALLOWED_PREFIXES_ENV, check_allowed
+    from mmindex.pipeline.errors import ConfigError
+
+    data = tmp_path / "data"
+    (data / "photos").mkdir(parents=True)
+    (data / "escape").symlink_to(Path.home())
+    monkeypatch.setenv(ALLOWED_PREFIXES_ENV, f"{data}, s3://bucket/mmindex")
+    check_allowed("source", str(data / "photos"))
+    check_allowed("root", "s3://bucket/mmindex/photos")
+    for hostile in ("/root", str(data / ".." / "etc"), str(data / "escape"), "s3://bucket/mmindex-other", "memory://x"):
+        with pytest.raises(ConfigError, match="outside this worker's MMINDEX_ALLOWED_PREFIXES"):
+            check_allowed("source", hostile)
+    assert "MMINDEX_ALLOWED_PREFIXES" in _compose()["services"]["worker"]["environment"]
