@@ -16,6 +16,7 @@ sequence number plus its atomic write make it exactly-once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -28,13 +29,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import FlowRun, TaskRun
-from prefect.deployments import run_deployment
-from prefect.futures import wait
-from prefect.states import Cancelled, State
+from prefect.client.schemas.objects import TaskRun
+from prefect.futures import PrefectFuture, wait
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
+from mmindex.flows.dispatch import DEFAULT_SHARD_TIMEOUT_S, ShardRun, dispatch_shard, heartbeating
+from mmindex.flows.params import check_allowed
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
 from mmindex.pipeline.ingest.report import index_report_json, index_report_markdown
@@ -43,12 +45,13 @@ from mmindex.pipeline.ingest.run import (
     IndexRequest,
     PlannedRun,
     RunSession,
+    check_source,
     holding_ingest_lock,
     label_config,
     plan_run,
 )
-from mmindex.pipeline.ingest.units import RunDir, run_outcomes
-from mmindex.pipeline.io.root import StoragePath, is_remote, parse_root
+from mmindex.pipeline.ingest.units import UnitOutcome, run_outcomes
+from mmindex.pipeline.io.root import StoragePath, is_remote
 from mmindex.schemas.config import Settings, load_settings
 
 IO_RETRIES = 3
@@ -175,48 +178,11 @@ def embed_shard(
     Settings not given here come from the worker's environment (``MMINDEX_*``, ``QDRANT_URL``,
     ``QDRANT_API_KEY``: secrets never travel as parameters). Returns the shard's seq.
     """
+    check_allowed("root", root)
     settings = _settings(root, device=device, precision=precision, batch_size=batch_size, workers=workers,
                          qdrant_url=qdrant_url)
-    return shard_task(settings, collection, run_id, seq).seq
-
-
-def _final(flow_run: FlowRun) -> bool:
-    return flow_run.state is not None and flow_run.state.is_final()
-
-
-@task(name="dispatch-shard", task_run_name="dispatch-shard-{seq}", cache_policy=NO_CACHE)
-def dispatch_shard(
-    deployment: str, parameters: dict[str, Any], root: str, collection: str, run_id: str, seq: int,
-    attempts: int, shard_timeout: float | None, poll_seconds: float,
-) -> str:
-    """Run one shard as a run of the embedding deployment; resubmit it when that run crashes,
-    fails or times out (a worker that died mid-shard). Returns the completed run's id."""
-    logger = get_run_logger()
-    run_dir = RunDir(parse_root(root), collection, run_id)
-    for attempt in range(1, attempts + 1):
-        # The key makes the server answer a repeated create (an HTTP retry of the client under load)
-        # with the same run instead of a second run of the same shard.
-        child = run_deployment(deployment, parameters=parameters, timeout=shard_timeout, poll_interval=poll_seconds,
-                               tags=["mmindex", f"collection:{collection}"],
-                               idempotency_key=f"mmindex:{collection}:{run_id}:{seq}:{attempt}")
-        state = child.state  # type: ignore[union-attr]
-        if state is not None and state.is_completed():
-            return str(child.id)  # type: ignore[union-attr]
-        if not _final(child):  # type: ignore[arg-type]
-            _cancel(child)  # type: ignore[arg-type]
-        if run_dir.read_outcome(seq) is not None:  # the shard got done before its run ended badly
-            return str(child.id)  # type: ignore[union-attr]
-        logger.warning("shard %d: run %s ended %s (attempt %d of %d)",
-                       seq, child.name, state.type.value if state else "unknown", attempt, attempts)  # type: ignore[union-attr]
-    raise ShardDispatchError(f"shard {seq} of run {run_id} did not complete in {attempts} attempts")
-
-
-def _cancel(flow_run: FlowRun) -> None:
-    """Stop waiting for a run that timed out (its worker is presumed lost)."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(flow_run.id, Cancelled(message="mmindex: shard timed out; resubmitted"), force=True)
+    with heartbeating():  # the dispatcher's sign that this process (and its worker) is alive
+        return shard_task(settings, collection, run_id, seq).seq
 
 
 def root_limit_name(root: StoragePath) -> str:
@@ -251,6 +217,39 @@ def _artifact_key(collection: str) -> str:
     return "mmindex-ingest-" + re.sub(r"[^a-z0-9-]+", "-", collection.lower()).strip("-")
 
 
+def _settled(futures: list[PrefectFuture[ShardRun]], collection: str, run_id: str) -> dict[int, ShardRun]:
+    """The completed shard runs by seq; when some shards never completed, an artifact names each
+    with its last run's error and the ingest fails with the first of them."""
+    done: dict[int, ShardRun] = {}
+    errors: list[str] = []
+    for future in futures:
+        state = future.state
+        if state.is_completed():
+            shard_run = future.result()
+            done[shard_run.seq] = shard_run
+        else:
+            errors.append(str(state.result(raise_on_failure=False)))
+    if errors:
+        lines = [f"## mmindex ingest into {collection}: run {run_id} incomplete", "",
+                 f"{len(errors)} of {len(futures)} shard(s) did not complete:", ""]
+        lines += [f"- `{error.replace('`', chr(39))}`" for error in errors]
+        create_markdown_artifact(key=_artifact_key(collection), markdown="\n".join(lines),
+                                 description=f"mmindex ingest into {collection} (incomplete)")
+        raise ShardDispatchError(errors[0] if len(errors) == 1 else f"{errors[0]} (and {len(errors) - 1} more)")
+    return done
+
+
+def _named_workers(outcomes: list[UnitOutcome], shard_runs: dict[int, ShardRun]) -> list[UnitOutcome]:
+    """Outcomes whose worker is the Prefect worker's name (``host:pid`` of the shard process after it)."""
+    named = []
+    for outcome in outcomes:
+        shard_run = shard_runs.get(outcome.seq)
+        if shard_run is not None and shard_run.worker:
+            outcome = dataclasses.replace(outcome, worker=f"{shard_run.worker} ({outcome.worker})")
+        named.append(outcome)
+    return named
+
+
 @flow(name="mmindex-ingest", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))  # type: ignore[arg-type]
 def ingest_flow(
     source: str,
@@ -278,13 +277,15 @@ def ingest_flow(
     shard_size: int | None = None,
     embed_deployment: str | None = None,
     shard_attempts: int = 3,
-    shard_timeout: float | None = None,
+    shard_timeout: float | None = DEFAULT_SHARD_TIMEOUT_S,
     poll_seconds: float = 5.0,
 ) -> dict[str, Any]:
     """``mmindex index`` as a flow (same parameters), plus where shards run: ``embed_deployment``
     (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
     Returns the run report (``mmindex index --json``)."""
     logger = get_run_logger()
+    check_allowed("source", source)
+    check_allowed("root", root)
     settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size,
                          text_model, max_document_bytes)
     request = IndexRequest(
@@ -295,12 +296,14 @@ def ingest_flow(
     )
     if dry_run:
         return index_report_json(plan_task(request, settings).report)
+    check_source(request)
     with one_writer_per_root(settings), holding_ingest_lock(settings, collection):
         planned = plan_task(request, settings)
         run = planned.run
         if run is None:  # only a dry run has no run plan
             return index_report_json(planned.report)
         logger.info("run %s: %d shard(s) to process for %s", run.run_id, len(run.seqs), collection)
+        shard_runs: dict[int, ShardRun] = {}
         if embed_deployment:
             shard_params = [
                 {"root": str(settings.root), "collection": collection, "run_id": run.run_id, "seq": seq,
@@ -314,13 +317,12 @@ def ingest_flow(
                 for params in shard_params
             ]
             wait(futures)  # every shard settles before the lock is released, even when one failed
-            for future in futures:
-                future.result()
+            shard_runs = _settled(futures, collection, run.run_id)
         else:
             for seq in run.seqs:
                 shard_task(settings, collection, run.run_id, seq)
         report = finalize_task(settings, collection, run.run_id)
-    outcomes = run_outcomes(settings.root, collection, run.run_id)
+    outcomes = _named_workers(run_outcomes(settings.root, collection, run.run_id), shard_runs)
     create_markdown_artifact(key=_artifact_key(collection), markdown=index_report_markdown(report, outcomes),
                              description=f"mmindex ingest into {collection}")
     logger.info("indexed %d items into %s (%d embedded, %d failed) in %.1fs", report.items_seen, collection,

@@ -86,6 +86,7 @@ def test_info_lists_collection(indexed: Indexed) -> None:
     code, stdout, _ = run_cli("info", *indexed.flags)
     assert code == 0
     assert "photos" in stdout and "points=" in stdout
+    assert info_json(indexed)["pretrained"] is None  # a local-dir model: its folder, not a tag, holds the weights
 
 
 @pytest.mark.parametrize(
@@ -131,3 +132,23 @@ def test_another_model_builds_a_new_version_and_switches(
     listed = json.loads(run_cli("versions", "-c", "photos", "--json", *indexed.flags).stdout)
     assert [entry["role"] for entry in listed] == ["current", "previous"]
     assert listed[1]["physical_name"] == before["physical_name"] and listed[1]["points"] == before["points"]
+
+
+def test_shard_size_flag_sets_the_unit_of_work(tmp_path: Path, photo_corpus: Path, tiny_local_dir: Path) -> None:
+    """`--shard-size 3` over the 8-item corpus makes 3 shards (the default 1024 would make one)."""
+    code, stdout, stderr = run_cli(
+        "index", str(photo_corpus), "-c", "sharded", "--root", str(tmp_path / "root"), "--model",
+        f"local-dir:{tiny_local_dir}", "--workers", "0", "--shard-size", "3", "--json",
+    )
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["shards"] == 3 and report["images"] == 6
+
+
+def test_a_missing_source_creates_nothing_in_the_root(tmp_path: Path, tiny_local_dir: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    result = run_cli("index", str(tmp_path / "missing"), "-c", "c", "--root", str(root), "--model",
+                     f"local-dir:{tiny_local_dir}")
+    assert_one_line_error(result, "source directory not found")
+    assert list(root.iterdir()) == []

@@ -138,31 +138,6 @@ def test_transient_store_failure_is_retried(
     assert all(run.state is not None and run.state.is_completed() for run in shard_runs)
 
 
-def test_prefect_yaml_deploys_the_scheduled_ingest_and_the_gpu_step(prefect_api: str, tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    repo = Path(__file__).resolve().parents[1]
-    with get_client(sync_client=True) as client:
-        for pool in ("gpu", "default"):
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(repo / "deploy" / "prefect.yaml")],
-        cwd=repo, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    with get_client(sync_client=True) as client:
-        embed = client.read_deployment_by_name("embed-shard/embed-shard")
-        ingest = client.read_deployment_by_name("mmindex-ingest/ingest-photos-hourly")
-    assert embed.work_pool_name == "gpu" and embed.entrypoint == "mmindex.flows.ingest.embed_shard"
-    assert ingest.work_pool_name == "default" and ingest.parameters["embed_deployment"] == "embed-shard/embed-shard"
-    assert [schedule.schedule.cron for schedule in ingest.schedules] == ["0 * * * *"]
-
-
 def test_flow_and_schedule_take_every_option_of_index() -> None:
     """The flow's parameters mirror `mmindex index` (and `mmindex schedule` passes them all on)."""
     import inspect
@@ -173,3 +148,20 @@ def test_flow_and_schedule_take_every_option_of_index() -> None:
     index_options = set(inspect.signature(index).parameters) - {"as_json", "list_all"}  # how a report prints
     assert index_options <= set(inspect.signature(ingest_flow.fn).parameters)
     assert index_options - {"dry_run"} <= set(inspect.signature(schedule).parameters)
+
+
+def test_a_run_that_fails_before_planning_creates_nothing_in_the_root(
+    prefect_api: str, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    """The shipped schedule's placeholder source on a machine without it: a one-line SourceError,
+    and no lock folder, store or state file left in the root."""
+    from mmindex.flows.ingest import ingest_flow
+    from mmindex.pipeline.errors import SourceError
+
+    root = tmp_path / "root"
+    root.mkdir()
+    state = ingest_flow(**_flow_params(tmp_path / "no-such-photos", root, tiny_local_dir), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(SourceError, match="source directory not found"):
+        state.result()
+    assert list(root.iterdir()) == []

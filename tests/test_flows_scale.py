@@ -115,6 +115,7 @@ class WorkerPool:
     deployment: str
     logs: Path
     hold: Path
+    workers: dict[str, subprocess.Popen[bytes]]
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +132,10 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
     embed_shard.deploy(name="embed-shard-test", work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
                        build=False, push=False, ignore_warnings=True, print_next_steps=False)
-    workers = []
+    workers: dict[str, subprocess.Popen[bytes]] = {}
     for name in ("w1", "w2"):
         log = (logs / f"{name}.log").open("wb")
-        workers.append(subprocess.Popen(
+        workers[name] = (subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", name,
              "--limit", "1"], env={**_child_env(), "PYTHONPATH": str(CHILD_HOOKS), "MMINDEX_TEST_HOLD_DIR": str(hold)},
             stdout=log, stderr=subprocess.STDOUT, cwd=logs))
@@ -146,10 +147,10 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
     try:
         _poll("both workers online", online)
-        yield WorkerPool("embed-shard/embed-shard-test", logs, hold)
+        yield WorkerPool("embed-shard/embed-shard-test", logs, hold, workers)
     finally:
         (hold / "released").touch()  # a held process that is still alive goes on
-        for worker in workers:
+        for worker in workers.values():
             _stop(worker)
 
 
@@ -214,55 +215,167 @@ def test_two_workers_split_the_shards_exactly_once(
     assert by_worker["w1"] | by_worker["w2"] == ids
 
 
-def test_a_shard_whose_worker_process_dies_is_redone_elsewhere(
-    worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
-) -> None:
-    root = tmp_path / "root"
+@dataclass
+class HeldRun:
+    """An ingest running in a thread while one of its shard processes is held mid-shard."""
+
+    thread: threading.Thread
+    result: dict[str, Any]
+    errors: list[BaseException]
+    held_pid: int
+    victim: Any
+
+    def finish(self) -> dict[str, Any]:
+        self.thread.join(DEADLINE_S)
+        assert not self.thread.is_alive(), "the run did not finish after a shard's process was killed"
+        if self.errors:
+            raise self.errors[0]
+        return self.result
+
+
+@contextlib.contextmanager
+def _held_ingest(pool: WorkerPool, corpus: Path, root: Path, model_dir: Path, collection: str, **params: Any) -> Iterator[HeldRun]:
+    """Start an ingest on the pool and yield once its first embedding shard process is held mid-shard."""
+    from mmindex.flows.ingest import ingest_flow
+
     result: dict[str, Any] = {}
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            result.update(_index_on_pool(worker_pool, photo_corpus, root, tiny_local_dir, "crash"))
+            result.update(ingest_flow(source=str(corpus), collection=collection, root=str(root),
+                                      model=f"local-dir:{model_dir}", workers=0, batch_size=4, shard_size=2,
+                                      embed_deployment=pool.deployment, poll_seconds=1.0, **params))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             errors.append(exc)
 
-    (worker_pool.hold / "armed").touch()  # the first shard process to embed stops there
+    (pool.hold / "armed").touch()  # the first shard process to embed stops there
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         def held() -> Path | None:
             if not thread.is_alive():
                 raise AssertionError(f"the run ended before a shard was held: {errors or result}")
-            found = [path for path in worker_pool.hold.glob("held-*") if path.read_text(encoding="utf-8")]
+            found = [path for path in pool.hold.glob("held-*") if path.read_text(encoding="utf-8")]
             return found[0] if found else None
 
         held_file = _poll("a shard process held mid-shard", held, every_s=0.1)
         held_pid, victim_id = int(held_file.name.removeprefix("held-")), held_file.read_text(encoding="utf-8")
+        held_file.rename(held_file.with_name(f"was-{held_file.name}"))  # the next test's hold starts afresh
 
         def victim_run() -> Any:
-            runs = [r for r in _child_runs("crash") if str(r.id) == victim_id and r.infrastructure_pid]
+            runs = [r for r in _child_runs(collection) if str(r.id) == victim_id and r.infrastructure_pid
+                    and r.labels.get("prefect.worker.name")]
             return runs[0] if runs else None
 
         victim = _poll("the held shard's flow run", victim_run, every_s=0.1)
         assert victim.state is not None and victim.state.is_running()  # it is mid-shard, not finishing
-        infrastructure_pid = int(str(victim.infrastructure_pid).rsplit(":", 1)[-1])
-        for pid in dict.fromkeys([infrastructure_pid, held_pid]):  # the worker's process, and the held one if another
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        thread.join(DEADLINE_S)
+        yield HeldRun(thread, result, errors, held_pid, victim)
     finally:
-        (worker_pool.hold / "armed").unlink(missing_ok=True)
-    assert not thread.is_alive(), "the run did not finish after a shard's process was killed"
-    if errors:
-        raise errors[0]
+        (pool.hold / "armed").unlink(missing_ok=True)
 
-    outcomes = _assert_exact(root, "crash", result)
-    runs = _child_runs("crash")
-    crashed = [r for r in runs if r.state is not None and r.state.is_crashed()]
-    assert [r.id for r in crashed] == [victim.id]
+
+def _assert_redone_once(root: Path, collection: str, report: dict[str, Any], victim: Any, ended: str) -> None:
+    outcomes = _assert_exact(root, collection, report)
+    runs = _child_runs(collection)
+    assert all(r.state is not None and r.state.is_final() for r in runs)  # no orphan run left behind
+    given_up = [r for r in runs if r.state is not None and not r.state.is_completed()]
+    assert [(r.id, r.state.type.value) for r in given_up] == [(victim.id, ended)]
     seq = victim.parameters["seq"]
     redone = [r for r in runs if r.parameters["seq"] == seq and r.state is not None and r.state.is_completed()]
     assert len(redone) == 1  # submitted again, and done once
     assert sorted(r.parameters["seq"] for r in runs if r.state is not None and r.state.is_completed()) == [1, 2, 3, 4]
     assert not any(outcome.reapplied for outcome in outcomes)  # killed before its shard was written: embedded again
+
+
+def test_a_shard_whose_worker_process_dies_is_redone_elsewhere(
+    worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    with _held_ingest(worker_pool, photo_corpus, root, tiny_local_dir, "crash") as held:
+        infrastructure_pid = int(str(held.victim.infrastructure_pid).rsplit(":", 1)[-1])
+        for pid in dict.fromkeys([infrastructure_pid, held.held_pid]):  # the worker's process, and the held one if another
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        report = held.finish()
+    _assert_redone_once(root, "crash", report, held.victim, "CRASHED")
+
+
+def test_a_dead_worker_and_its_shard_process_with_default_settings(
+    worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL of a worker and its shard process: nobody reports the run crashed; the dispatcher sees
+    its heartbeat stamps stop, cancels that run and submits the shard again (default settings).
+    Kills a worker of the module's pool: keep it the last test of the pool."""
+    root = tmp_path / "root"
+    with _held_ingest(worker_pool, photo_corpus, root, tiny_local_dir, "dead") as held:
+        name = held.victim.labels["prefect.worker.name"]
+        worker_pool.workers[name].kill()
+        worker_pool.workers[name].wait(timeout=30)
+        infrastructure_pid = int(str(held.victim.infrastructure_pid).rsplit(":", 1)[-1])
+        for pid in dict.fromkeys([infrastructure_pid, held.held_pid]):  # the worker's children
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        report = held.finish()
+    _assert_redone_once(root, "dead", report, held.victim, "CANCELLED")
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = [a for a in client.read_latest_artifacts() if a.key == "mmindex-ingest-dead"]
+    survivor = ({"w1", "w2"} - {name}).pop()
+    assert artifacts and f"| {survivor} (" in str(artifacts[0].data)  # the shard table names the Prefect worker
+
+
+def test_prefect_yaml_deployed_from_a_folder_that_is_gone_runs_on_workers(
+    prefect_api: str, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path, started: Callable[..., Any]
+) -> None:
+    """The guide's deploy: `prefect deploy --all` from a folder that then disappears; a limited worker
+    on each pool runs the ingest and its shards; device settings stay the workers'; the schedule is paused."""
+    import shutil
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+
+    repo = Path(__file__).resolve().parents[1]
+    checkout = tmp_path / "laptop-checkout"
+    checkout.mkdir()
+    shutil.copy(repo / "deploy" / "prefect.yaml", checkout / "prefect.yaml")
+    with get_client(sync_client=True) as client:
+        for pool in ("gpu", "default"):
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(checkout / "prefect.yaml")],
+        cwd=checkout, env=_child_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shutil.rmtree(checkout)
+
+    with get_client(sync_client=True) as client:
+        embed = client.read_deployment_by_name("embed-shard/embed-shard")
+        ingest = client.read_deployment_by_name("mmindex-ingest/ingest-photos-hourly")
+    assert embed.work_pool_name == "gpu" and embed.entrypoint == "mmindex.flows.ingest.embed_shard"
+    assert "MMINDEX_DEVICE" not in (embed.job_variables or {}).get("env", {})  # the worker's environment decides
+    assert embed.pull_steps == [{"mmindex.flows.steps.check_installed": {}}]
+    assert ingest.work_pool_name == "default" and ingest.parameters["embed_deployment"] == "embed-shard/embed-shard"
+    assert [(s.schedule.cron, s.active) for s in ingest.schedules] == [("0 * * * *", False)]  # shipped paused
+
+    workers = tmp_path / "workers"
+    workers.mkdir()
+    for pool in ("gpu", "default"):
+        started([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+                 "--name", f"{pool}-worker", "--limit", "1"], f"worker-{pool}")
+    root = tmp_path / "root"
+    parent = run_deployment(
+        "mmindex-ingest/ingest-photos-hourly", timeout=DEADLINE_S, poll_interval=1,
+        parameters={"source": str(photo_corpus), "collection": "guide", "root": str(root),
+                    "model": f"local-dir:{tiny_local_dir}", "workers": 0, "batch_size": 4, "shard_size": 4,
+                    "poll_seconds": 1.0},
+    )
+    logs = "".join((tmp_path / f"worker-{pool}.log").read_text()[-2000:] for pool in ("gpu", "default"))
+    assert parent.state is not None and parent.state.is_completed(), f"{parent.state}\n{logs}"  # type: ignore[union-attr]
+    state = collection_state(Settings(root=root), "guide")
+    assert state.last_run is not None and state.last_run.items_seen == 8 and state.last_run.failed == 0
+    shards = [run for run in _flow_runs("embed-shard") if run.parameters["collection"] == "guide"]
+    assert len(shards) == 2 and all(run.state is not None and run.state.is_completed() for run in shards)
+    assert {run.labels.get("prefect.worker.name") for run in shards} == {"gpu-worker"}

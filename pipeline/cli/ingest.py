@@ -54,6 +54,14 @@ WorkersOpt = Annotated[
         help="Decode worker processes (default: decode threads between forward passes on CPU, spare cores on GPU).",
     ),
 ]
+ShardSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shard-size", min=1, max=65536, show_default=False,
+        help="Items per shard, the unit of work, retry and (with Prefect workers) distribution (default 1024). "
+        "Env: MMINDEX_SHARD_SIZE.",
+    ),
+]
 IncludeOpt = Annotated[list[str] | None, typer.Option("--include", help="Glob on relative paths to include (repeatable).")]
 ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="Glob on relative paths to exclude (repeatable).")]
 HiddenOpt = Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")]
@@ -128,6 +136,7 @@ def index(
     label_threshold: LabelThresholdOpt = None,
     text_model: TextModelOpt = None,
     max_document_bytes: MaxDocumentBytesOpt = None,
+    shard_size: ShardSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
@@ -142,7 +151,7 @@ def index(
         raise ConfigError("--list goes with --dry-run")
     settings = load_cli_settings(
         root=root, model=model, pretrained=pretrained, device=device, precision=precision,
-        batch_size=batch_size, workers=workers, qdrant_url=qdrant_url, text_model=text_model,
+        batch_size=batch_size, workers=workers, qdrant_url=qdrant_url, text_model=text_model, shard_size=shard_size,
         max_document_bytes=max_document_bytes,
     )
     request = IndexRequest(
@@ -237,6 +246,7 @@ def schedule(
     label_threshold: LabelThresholdOpt = None,
     text_model: TextModelOpt = None,
     max_document_bytes: MaxDocumentBytesOpt = None,
+    shard_size: ShardSizeOpt = None,
 ) -> None:
     """Serve the Prefect ingest flow on a schedule (same options as `index`); runs until stopped.
 
@@ -260,7 +270,8 @@ def schedule(
         "workers": workers, "qdrant_url": qdrant_url, "include": include or [], "exclude": exclude or [],
         "hidden": hidden, "source_id": source_id, "retry_failed": retry_failed, "no_delete": no_delete,
         "labels": labels, "label_template": label_template or [], "label_threshold": label_threshold,
-        "text_model": text_model, "max_document_bytes": max_document_bytes, "embed_deployment": embed_deployment,
+        "text_model": text_model, "max_document_bytes": max_document_bytes, "shard_size": shard_size,
+        "embed_deployment": embed_deployment,
     }
     serve_until_stopped(lambda: ingest_flow.serve(
         name=name or f"mmindex-{collection}", cron=cron, interval=interval,

@@ -41,6 +41,11 @@ class ModelSpec:
     name: str
     pretrained: str | None = None
 
+    @property
+    def weights_tag(self) -> str | None:
+        """The tag or checkpoint the weights come from; None for a local-dir (its folder holds them)."""
+        return None if self.name.startswith(LOCAL_DIR_PREFIX) else self.pretrained
+
     def describe(self) -> str:
         """Human-readable form for messages."""
         if self.name.startswith(LOCAL_DIR_PREFIX) or not self.pretrained:

@@ -34,7 +34,7 @@ from mmindex.pipeline.ingest.versions import requested_model, run_text_model, ta
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.state_file import read_state
-from mmindex.pipeline.sources.local import crawl_local
+from mmindex.pipeline.sources.local import crawl_local, resolve_source_root
 from mmindex.pipeline.store.open_store import require_store_for_root, validate_collection_name
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import Settings
@@ -85,6 +85,12 @@ def ingest_lock(settings: Settings, collection: str) -> FileLock:
     path = IndexPaths(settings.root).ingest_lock_file(collection)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
+
+
+def check_source(request: IndexRequest) -> None:
+    """Refuse a source that cannot be crawled before anything is created in the index root (the
+    lock file, the store, the state file): a run that fails before planning leaves the root as it was."""
+    resolve_source_root(request.source)
 
 
 @contextlib.contextmanager
@@ -215,6 +221,7 @@ def index_source(
     (The Prefect ingest flow runs the same three steps as tasks; see ``flows/ingest.py``.)"""
     if request.dry_run:
         return plan_run(request, settings, embedder).report
+    check_source(request)
     with holding_ingest_lock(settings, request.collection):
         planned = plan_run(request, settings, embedder)
         run = planned.run

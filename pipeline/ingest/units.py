@@ -12,12 +12,14 @@ rename on a local root, one PUT on an object store).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import TypeAdapter
 
+from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.ingest.plan import ChangePlan, PlannedItems
 from mmindex.pipeline.io.catalog import Catalog, CatalogItem
 from mmindex.pipeline.io.paths import IndexPaths
@@ -169,13 +171,22 @@ def _write_atomically(path: StoragePath, data: bytes) -> None:
     publish(path, data, durable=False)
 
 
+# What ``run._new_run_id`` makes (UTC time + 8 hex digits); a run id is part of a path, so one that
+# arrives as a parameter (a flow run of ``embed_shard``) must be exactly that shape.
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}")
+
+
 @dataclass(frozen=True, slots=True)
 class RunDir:
-    """The folder of one run plan."""
+    """The folder of one run plan (its run id is checked: it becomes a path)."""
 
     root: StoragePath
     collection: str
     run_id: str
+
+    def __post_init__(self) -> None:
+        if not RUN_ID.fullmatch(self.run_id):
+            raise ConfigError(f"invalid run id {self.run_id!r}: expected the form 20260101T000000000000Z-0123abcd")
 
     @property
     def path(self) -> StoragePath:

@@ -67,7 +67,7 @@ def new_version(collection: str, embedder: Embedder, text_model: str | None) -> 
         text = text_model_info(text_model)
     version = CollectionVersion(
         physical_name=physical_collection_name(collection, embedder.embedder_id), embedder_id=embedder.embedder_id,
-        model=embedder.spec.name, pretrained=embedder.spec.pretrained, dim=embedder.dim, created_at=datetime.now(UTC),
+        model=embedder.spec.name, pretrained=embedder.spec.weights_tag, dim=embedder.dim, created_at=datetime.now(UTC),
     )
     if text is None:
         return version

@@ -1,0 +1,36 @@
+"""What a flow run's caller may point a worker at (issue: flow parameters are trusted).
+
+Whoever can reach the Prefect API can start a flow run with any parameters, so a worker checks the
+paths it is given against its own allow-list before touching them: ``MMINDEX_ALLOWED_PREFIXES``
+in the worker's environment, separated by ``,``; each entry is a local folder (``/data``) or a URL
+prefix with its scheme (``s3://bucket/mmindex``). Unset, nothing is restricted (a single-user
+machine); the compose file and the guide set it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mmindex.pipeline.errors import ConfigError
+
+ALLOWED_PREFIXES_ENV = "MMINDEX_ALLOWED_PREFIXES"
+
+
+def _allowed() -> list[str]:
+    return [entry.strip() for entry in os.environ.get(ALLOWED_PREFIXES_ENV, "").split(",") if entry.strip()]
+
+
+def _inside(value: str, prefix: str) -> bool:
+    if "://" in prefix or "://" in value:
+        return "://" in prefix and (value == prefix.rstrip("/") or value.startswith(prefix.rstrip("/") + "/"))
+    return Path(os.path.realpath(Path(value).expanduser())).is_relative_to(os.path.realpath(prefix))
+
+
+def check_allowed(what: str, value: str | None) -> None:
+    """Refuse ``value`` (a source or root given as a flow parameter) outside the worker's allow-list."""
+    allowed = _allowed()
+    if value is None or not allowed:
+        return
+    if not any(_inside(value, prefix) for prefix in allowed):
+        raise ConfigError(f"{what} {value!r} is outside this worker's {ALLOWED_PREFIXES_ENV} ({', '.join(allowed)})")

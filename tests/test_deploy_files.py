@@ -1,0 +1,78 @@
+"""deploy/: what an operator runs is locked down (ports on 127.0.0.1, secrets required, pinned
+images and packages, one shard run per worker, a non-root GPU image)."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+
+
+def _dockerfile() -> list[str]:
+    return (DEPLOY / "Dockerfile.gpu").read_text(encoding="utf-8").splitlines()
+
+
+def test_compose_publishes_on_loopback_only_and_requires_secrets() -> None:
+    services = _compose()["services"]
+    ports = [port for service in services.values() for port in service.get("ports", [])]
+    assert ports and all(str(port).startswith("127.0.0.1:") for port in ports)
+    assert "QDRANT_API_KEY:?" in services["qdrant"]["environment"]["QDRANT__SERVICE__API_KEY"]
+    assert "PREFECT_AUTH:?" in services["prefect"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    for name in ("pools", "worker", "ingest-worker"):
+        environment = services[name]["environment"]
+        assert "PREFECT_AUTH:?" in environment["PREFECT_API_AUTH_STRING"] and "QDRANT_API_KEY" in environment
+
+
+def test_images_are_pinned_and_prefect_matches_the_constraints() -> None:
+    services = _compose()["services"]
+    images = [service["image"] for service in services.values() if "image" in service]
+    assert images and all(re.search(r":v?[0-9]+\.[0-9]+\.[0-9]+", image) for image in images), images
+    pins = dict(line.split("==") for line in (DEPLOY / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert services["prefect"]["image"].startswith(f"prefecthq/prefect:{pins['prefect']}-")
+    assert pins["prefect"] == version("prefect") and pins["torch"] == version("torch")
+    (base,) = [line for line in _dockerfile() if line.startswith("FROM ")]
+    assert re.search(r":[0-9]+\.[0-9]+\.[0-9]+-", base), base
+
+
+def test_every_worker_takes_one_run_at_a_time() -> None:
+    services = _compose()["services"]
+    commands = [services[name]["command"] for name in ("worker", "ingest-worker")]
+    (cmd,) = [line for line in _dockerfile() if line.startswith("CMD ")]
+    commands.append(yaml.safe_load(cmd.removeprefix("CMD ")))
+    assert all(command[:2] == ["worker", "start"] and command[-2:] == ["--limit", "1"] for command in commands)
+
+
+def test_gpu_image_installs_pinned_with_pdf_and_runs_as_a_user() -> None:
+    lines = _dockerfile()
+    (install,) = [line for line in lines if "pip install" in line]
+    assert "-c deploy/constraints.txt" in install and "pdf" in install
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+
+
+def test_flow_paths_outside_the_workers_allow_list_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmindex.flows.params import ALLOWED_PREFIXES_ENV, check_allowed
+    from mmindex.pipeline.errors import ConfigError
+
+    data = tmp_path / "data"
+    (data / "photos").mkdir(parents=True)
+    (data / "escape").symlink_to(Path.home())
+    monkeypatch.setenv(ALLOWED_PREFIXES_ENV, f"{data}, s3://bucket/mmindex")
+    check_allowed("source", str(data / "photos"))
+    check_allowed("root", "s3://bucket/mmindex/photos")
+    for hostile in ("/root", str(data / ".." / "etc"), str(data / "escape"), "s3://bucket/mmindex-other", "memory://x"):
+        with pytest.raises(ConfigError, match="outside this worker's MMINDEX_ALLOWED_PREFIXES"):
+            check_allowed("source", hostile)
+    assert "MMINDEX_ALLOWED_PREFIXES" in _compose()["services"]["worker"]["environment"]
