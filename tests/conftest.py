@@ -65,8 +65,10 @@ def tiny_checkpoint(tiny_model_config: str, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="session")
 def tiny_local_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same weights as an open_clip ``local-dir:`` folder (config + weights)."""
-    import shutil
+    """The same weights as an open_clip ``local-dir:`` folder (config + safetensors weights, the
+    format mmindex recommends: a pickle-based checkpoint logs a trust warning)."""
+    import torch
+    from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("tiny-local-dir")
     config = {
@@ -74,7 +76,8 @@ def tiny_local_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
         "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
     }
     (folder / "open_clip_config.json").write_text(json.dumps(config))
-    shutil.copy(tiny_checkpoint, folder / "open_clip_pytorch_model.bin")
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(folder / "open_clip_model.safetensors"))
     return folder
 
 
