@@ -229,9 +229,12 @@ class Index:
         where: Where = (),
         mode: RetrieveMode = "auto",
         include_images: bool | int = False,
+        per_document: int | None = None,
     ) -> list[Passage]:
-        """The best passages for a question (see ``mmindex.pipeline.search.retriever``)."""
-        return self.retriever(k=k, mode=mode).retrieve(question, where=_as_tuple(where), include_images=include_images)
+        """The best passages for a question, at most ``per_document`` of one document when given
+        (see ``mmindex.pipeline.search.retriever``)."""
+        return self.retriever(k=k, mode=mode).retrieve(question, where=_as_tuple(where), include_images=include_images,
+                                                       per_document=per_document)
 
     # -- embeddings and labels ---------------------------------------------------------------
 

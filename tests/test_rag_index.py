@@ -194,6 +194,26 @@ def test_langchain_and_llamaindex_adapters_return_the_retrievers_passages(indexe
             LangChainRetriever(retriever=index)
 
 
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+def test_per_document_caps_passages_of_one_document(indexed, tiny_embedder, mode: str) -> None:
+    settings = indexed[0]
+    question = "widget installation, rotating the key, nightly backups and refunds"
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        everything = index.retrieve(question, 50, mode=mode)
+        capped = index.retrieve(question, 2, mode=mode, per_document=1)
+        two = index.retrieve(question, 50, mode=mode, per_document=2)
+        with pytest.raises(ConfigError, match="per_document"):
+            index.retrieve(question, 3, mode=mode, per_document=0)
+    documents = [p.doc_key for p in everything]
+    assert len(set(documents)) >= 2 and len(documents) > len(set(documents))  # guide.md has several chunks
+    # The best passage of each of the first two documents, in the unrestricted ranking's order.
+    firsts = [p.key for p in everything if documents.index(p.doc_key) == everything.index(p)][:2]
+    assert [p.key for p in capped] == firsts
+    assert max(sum(p.doc_key == d for p in two) for d in documents) == 2
+    assert [p.key for p in two] == [p.key for p in everything
+                                    if documents[: everything.index(p) + 1].count(p.doc_key) <= 2]
+
+
 def test_cli_query_modes(indexed) -> None:
     settings = indexed[0]
     flags = ["-c", "docs", "--root", str(settings.root), "--device", "cpu", "--json"]
@@ -207,6 +227,12 @@ def test_cli_query_modes(indexed) -> None:
     assert bad.code == 2 and "--mode dense takes one query text" in bad.stderr
     unknown = run_cli("query", "E-771", "--mode", "bm42", *flags)
     assert unknown.code == 2
+    grouped = run_cli("query", "widget key backups", "--mode", "hybrid", "-k", "3", "--per-document", "1", *flags)
+    assert grouped.code == 0, grouped.stderr
+    sources = [passage["source"] for passage in json.loads(grouped.stdout)]
+    assert len(sources) == 3 and len(set(sources)) == 3
+    clip = run_cli("query", "widget", "--mode", "clip", "--per-document", "1", *flags)
+    assert clip.code == 2 and "passage queries" in clip.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

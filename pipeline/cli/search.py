@@ -94,6 +94,11 @@ def query(
             "else clip.",
         ),
     ] = "auto",
+    per_document: Annotated[
+        int | None,
+        typer.Option("--per-document", min=1, show_default=False,
+                     help="RAG passages: at most N passages of one document (top-k then spans more documents)."),
+    ] = None,
     root: RootOpt = None,
     device: DeviceOpt = None,
     qdrant_url: QdrantUrlOpt = None,
@@ -115,8 +120,11 @@ def query(
     settings = load_cli_settings(root=root, device=device, qdrant_url=qdrant_url)
     plain_text = bool(text) and not (more_texts or image or like or not_text or not_image or not_like or weights
                                      or mmr or min_score is not None or html_out is not None)
-    if _query_passages(collection, text or "", where or [], limit, mode, plain_text, settings, as_json):
+    if _query_passages(collection, text or "", where or [], limit, mode, plain_text, settings, as_json, per_document):
         return
+    if per_document is not None:
+        raise typer.BadParameter("applies to passage queries (--mode dense, sparse or hybrid)",
+                                 param_hint="--per-document")
     parts = parts_from_flags(
         texts=[t for t in (text, *(more_texts or ())) if t],
         images=image or (),
@@ -152,7 +160,7 @@ def query(
 
 def _query_passages(
     collection: str, text: str, where: list[str], limit: int, mode: str, plain_text: bool, settings: Settings,
-    as_json: bool,
+    as_json: bool, per_document: int | None = None,
 ) -> bool:
     """Answer ``mmindex query`` with RAG passages when ``--mode`` (or ``auto``) says so."""
     from mmindex.pipeline.search.retriever import RETRIEVE_MODES, passage_mode, score_kind
@@ -165,7 +173,7 @@ def _query_passages(
         chosen = passage_mode(mode, index.state, lambda: index.store, plain_text)
         if chosen is None:
             return False
-        passages = index.retrieve(text, limit, where=where, mode=chosen)
+        passages = index.retrieve(text, limit, where=where, mode=chosen, per_document=per_document)
     kind = score_kind(chosen)
     if as_json:
         emit_json([{**passage.as_json(), "score_kind": kind} for passage in passages])

@@ -10,6 +10,11 @@ Modes (``RetrieveMode``):
   collection built without a text model;
 * ``auto``: ``hybrid`` when the collection has a text model, else ``clip``.
 
+``per_document=N`` keeps at most N passages of each document (the best ones, in rank order), so
+top-k spans up to k documents: the ranked list is read deeper (doubling, up to
+``MAX_GROUPED_DEPTH`` hits) until k passages survive the cap. The cap is applied to the store's
+ranked hits here, so both backends give the same result.
+
 ``include_images`` adds the best images for the question (CLIP text→image) after the passages.
 Filters are ``--where`` expressions; passages are always text chunks (``modality=text``).
 """
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 RetrieveMode = Literal["auto", "dense", "sparse", "hybrid", "clip"]
 RETRIEVE_MODES: tuple[str, ...] = get_args(RetrieveMode)
 DEFAULT_CANDIDATES = 50
+# The deepest ranked list ``per_document`` reads to find k passages of distinct documents.
+MAX_GROUPED_DEPTH = 1000
 ScoreKind = Literal["cosine", "bm25", "rrf"]
 _SCORE_KINDS: dict[str, ScoreKind] = {"clip": "cosine", "dense": "cosine", "sparse": "bm25", "hybrid": "rrf"}
 
@@ -155,27 +162,38 @@ class Retriever:
         where: Sequence[str] | str | None = None,
         mode: RetrieveMode | None = None,
         include_images: bool | int = False,
+        per_document: int | None = None,
     ) -> list[Passage]:
         """The ``k`` best passages for ``question``, best first; then images when asked.
 
-        ``where`` adds filters to the retriever's own; ``include_images`` (True, or a number of
-        images) appends the best images for the question by CLIP text→image similarity.
+        ``where`` adds filters to the retriever's own; ``per_document`` keeps at most that many
+        passages of one document; ``include_images`` (True, or a number of images) appends the
+        best images for the question by CLIP text→image similarity.
         """
         if not question or not question.strip():
             raise ConfigError("a question is needed to retrieve passages")
         limit = self.k if k is None else k
         if limit < 1:
             raise ConfigError("k must be at least 1")
+        if per_document is not None and per_document < 1:
+            raise ConfigError("per_document must be at least 1")
         extra = (where,) if isinstance(where, str) else tuple(where or ())
         filters = (*self.where, *extra)
         concrete = resolve_mode(mode or self.mode, self.state)
         physical = self.collection.physical_name
         text_filter = parse_where([*filters, "modality=text"])
         if concrete == "clip":
-            hits = self.store.search(physical, self._clip_query(question), limit, text_filter)
+            query = self._clip_query(question)
+
+            def ranked(depth: int) -> list[SearchHit]:
+                return self.store.search(physical, query, depth, text_filter)
         else:
-            hits = self.store.search_text(physical, self.text_search(question, concrete), limit, text_filter)
-        passages = [Passage.from_hit(hit) for hit in hits]
+            request = self.text_search(question, concrete)
+
+            def ranked(depth: int) -> list[SearchHit]:
+                return self.store.search_text(physical, request, depth, text_filter)
+
+        passages = _ranked_passages(ranked, limit, per_document)
         if include_images:
             count = limit if include_images is True else int(include_images)
             images = self.store.search(physical, self._clip_query(question), count,
@@ -186,6 +204,33 @@ class Retriever:
 
     def _clip_query(self, question: str) -> Any:
         return self.collection.embedder().encode_texts([question])[0]
+
+
+def cap_per_document(passages: Sequence[Passage], per_document: int) -> list[Passage]:
+    """``passages`` in their order, keeping at most ``per_document`` of each document (``doc_key``,
+    else the passage's own key)."""
+    taken: dict[str, int] = {}
+    kept = []
+    for passage in passages:
+        document = passage.doc_key or passage.key
+        if taken.get(document, 0) < per_document:
+            taken[document] = taken.get(document, 0) + 1
+            kept.append(passage)
+    return kept
+
+
+def _ranked_passages(ranked: Callable[[int], list[SearchHit]], limit: int, per_document: int | None) -> list[Passage]:
+    """The best ``limit`` passages of the ranked list ``ranked(depth)``, at most ``per_document``
+    of each document (reading the list deeper until enough survive or it runs out)."""
+    if per_document is None:
+        return [Passage.from_hit(hit) for hit in ranked(limit)]
+    depth = limit * per_document
+    while True:
+        hits = ranked(depth)
+        kept = cap_per_document([Passage.from_hit(hit) for hit in hits], per_document)
+        if len(kept) >= limit or len(hits) < depth or depth >= MAX_GROUPED_DEPTH:
+            return kept[:limit]
+        depth = min(depth * 2, MAX_GROUPED_DEPTH)
 
 
 def passage_mode(
