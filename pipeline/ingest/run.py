@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from filelock import FileLock, Timeout
 
@@ -34,7 +34,7 @@ from mmindex.pipeline.ingest.versions import requested_model, run_text_model, ta
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.state_file import read_state
-from mmindex.pipeline.sources.local import crawl_local
+from mmindex.pipeline.sources.resolve import SourceOptions, open_source, source_spec
 from mmindex.pipeline.store.open_store import require_store_for_root, validate_collection_name
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import Settings
@@ -52,7 +52,7 @@ __all__ = [
 class IndexRequest:
     """What to index and how (flags of ``mmindex index``)."""
 
-    source: Path
+    source: str | os.PathLike[str]
     collection: str
     model: ModelSpec | None = None
     include: tuple[str, ...] = ()
@@ -63,10 +63,16 @@ class IndexRequest:
     retry_failed: bool = False
     delete_missing: bool = True
     labels: LabelConfig | None = None
+    source_options: SourceOptions | None = None  # --format, a manifest's columns, --fetch-* (``source_options``)
+
+    def spec(self) -> SourceSpec:
+        """What the collection remembers of this source (kind chosen from SOURCE unless forced)."""
+        return source_spec(os.fspath(self.source), self.source_options, include=self.include, exclude=self.exclude,
+                           include_hidden=self.include_hidden)
 
     def resolved_source_id(self) -> str:
-        """The source id item keys start with (the crawler's default: the folder's real path)."""
-        return self.source_id or self.source.expanduser().resolve().as_posix()
+        """The source id item keys start with (default: the folder's real path, the manifest's location)."""
+        return self.source_id or self.spec().path
 
 
 def label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> LabelConfig | None:
@@ -107,8 +113,7 @@ def _crawl_and_plan(
     """Crawl one source and plan it against the version's catalog (loaded after the crawl, timed
     as planning; an empty one for a collection that does not exist yet)."""
     with stage("crawl"):
-        refs = list(crawl_local(Path(spec.path), source_id=source_id, include=spec.include, exclude=spec.exclude,
-                                include_hidden=spec.include_hidden))
+        refs = list(open_source(spec, source_id).items())
     with stage("plan"):
         loaded = Catalog.empty() if catalog is None else load_catalog(catalog.shard_log)
         plan = plan_changes(refs, loaded, source_id, retry_failed=request.retry_failed,
@@ -163,8 +168,7 @@ def plan_run(
     collection = validate_collection_name(request.collection)
     require_store_for_root(settings)
     source_id = request.resolved_source_id()
-    this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
-                             exclude=list(request.exclude), include_hidden=request.include_hidden)
+    this_source = request.spec()
     existing = read_state(settings.root).collections.get(collection)
     spec, explicit = requested_model(request.model, settings, existing, embedder)
     model = _RunModel(spec, settings, embedder, loader)
