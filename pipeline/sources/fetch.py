@@ -92,6 +92,13 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
+def _unmapped(address: IPAddress) -> IPAddress:
+    """An IPv4-mapped IPv6 address (``::ffff:10.0.0.3``) as the IPv4 address it stands for."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 @dataclass(slots=True)
 class NetworkGuard:
     """Which addresses a URL taken from data may reach."""
@@ -106,8 +113,7 @@ class NetworkGuard:
 
     def refuses(self, address: IPAddress) -> bool:
         """Loopback, private, link-local, multicast, reserved and other non-global addresses are refused."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = _unmapped(address)
         if self.allow_private or any(address in network for network in self.allowed):
             return False
         return not address.is_global or address.is_multicast
@@ -198,6 +204,7 @@ class HttpFetcher:
                 raise _Transient(f"cannot resolve {host}: {exc.strerror or exc}") from None
         if not addresses:
             raise _Transient(f"cannot resolve {host}")
+        addresses = [_unmapped(address) for address in addresses]
         for address in addresses:
             if self.guard.refuses(address):
                 raise DecodeError(f"private address {address} refused")
