@@ -438,7 +438,7 @@ class ImageServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+            def log_message(self, format: str, *args: object) -> None:
                 return None
 
             def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
@@ -459,7 +459,7 @@ class ImageServer:
                     server._count(server.bodies, self.path)
                     self._send(200, data, {"Content-Type": mime, "ETag": etag})
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 with server.lock:
                     server.hosts.append(self.headers.get("Host", ""))
                 calls = server._count(server.requests, self.path)
