@@ -121,6 +121,7 @@ def test_index_a_manifest_then_rerun_downloads_only_what_changed(
         {"url": server.url("/missing.jpg"), "caption": "gone", "license": "cc-by"},
         {"url": server.url("/page.jpg"), "caption": "html", "license": "cc-by"},
         {"url": "file:///etc/passwd", "caption": "local", "license": "cc-by"},
+        {"url": "/etc/hostname", "caption": "a bare path", "license": "cc-by"},
     ]
     manifest = write_manifest(tmp_path / "laion.parquet", rows)
     settings = Settings(root=tmp_path / "root", workers=0, batch_size=4, shard_size=3)
@@ -131,11 +132,12 @@ def test_index_a_manifest_then_rerun_downloads_only_what_changed(
         return index_source(request, settings, embedder=tiny_embedder)  # type: ignore[arg-type]
 
     first = run()
-    assert (first.counts.embedded, first.counts.failed) == (2, 3)
+    assert (first.counts.embedded, first.counts.failed) == (2, 4)
     assert dict(first.failures) == {
         normalized_url(server.url("/missing.jpg")): "http 404",
         normalized_url(server.url("/page.jpg")): "not an image (text/html)",
         "file:///etc/passwd": "scheme file: refused",
+        "/etc/hostname": "scheme (none): refused",  # a manifest's path is never opened as a file
     }
     assert server.bodies_sent() == 2
     hits = search(SearchQuery("m", text="a cat", where=("meta.license=cc-by",), limit=10), settings,
@@ -144,7 +146,7 @@ def test_index_a_manifest_then_rerun_downloads_only_what_changed(
     assert hits[0].payload["meta"] == {"license": "cc-by"} and len(hits[0].payload["sha256"]) == 64
 
     again = run()
-    assert (again.counts.unchanged, again.counts.failed_unchanged, again.counts.embedded) == (2, 3, 0)
+    assert (again.counts.unchanged, again.counts.failed_unchanged, again.counts.embedded) == (2, 4, 0)
     assert server.bodies_sent() == 2  # an unchanged manifest downloads nothing
 
     rows.append({"url": good["rocket"], "caption": "a rocket", "license": "cc0"})
@@ -162,7 +164,7 @@ def test_index_a_manifest_then_rerun_downloads_only_what_changed(
 
     missing_requests = server.requests["/missing.jpg"]
     retried = run(retry_failed=True)
-    assert retried.counts.retried == 3 and server.requests["/missing.jpg"] == missing_requests + 1
+    assert retried.counts.retried == 4 and server.requests["/missing.jpg"] == missing_requests + 1
 
 
 def test_cli_indexes_a_manifest_and_lists_failures(tmp_path: Path, server: ImageServer, tiny_local_dir: Path) -> None:

@@ -63,7 +63,7 @@ def base_record(ref: ItemRef, embedder_id: str) -> ItemRecord:
         path=ref.path,
         ext=ref.ext,
         embedder_id=embedder_id,
-        bytes=ref.size if ref.is_local else None,
+        bytes=ref.known_size,
         mtime_ns=ref.mtime_ns,
     )
 

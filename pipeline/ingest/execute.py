@@ -154,7 +154,7 @@ def refreshed(records: list[ItemRecord], ref: ItemRef) -> list[ItemRecord]:
                 path=ref.path,
                 ext=ref.ext,
                 mtime_ns=ref.mtime_ns,
-                bytes=ref.size if ref.is_local else record.bytes,
+                bytes=record.bytes if ref.known_size is None else ref.size,
                 doc_key=ref.key if ref.modality == "text" else None,
                 caption=caption if ref.modality == "image" else record.caption,
                 metadata_json=metadata_json if ref.modality == "image" else record.metadata_json,

@@ -131,7 +131,7 @@ def _is_regular(ref: ItemRef) -> bool:
     import os
     import stat
 
-    if not ref.is_local:
+    if not ref.is_local or ref.known_size is None:
         return False
     try:
         return stat.S_ISREG(os.stat(ref.uri).st_mode)

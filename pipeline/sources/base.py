@@ -43,8 +43,13 @@ class ItemRef:
 
     @property
     def is_local(self) -> bool:
-        """Whether ``uri`` is a path on this machine (hashing it at planning time is cheap)."""
-        return self.size != UNKNOWN_SIZE
+        """Whether ``uri`` is an absolute path on this machine (else a URL its source reads)."""
+        return self.uri.startswith("/")
+
+    @property
+    def known_size(self) -> int | None:
+        """The listed size, or None where the listing does not know it (a manifest row)."""
+        return None if self.size == UNKNOWN_SIZE else self.size
 
 
 UNKNOWN_SIZE = -1

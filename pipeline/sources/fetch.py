@@ -186,7 +186,7 @@ class HttpFetcher:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, ValueError) as exc:
             raise DecodeError(f"invalid URL: {exc}") from None
-        scheme = parsed.scheme.lower()
+        scheme = parsed.scheme.lower() or "(none)"
         if scheme not in _SCHEMES:
             raise DecodeError(f"redirect to {scheme}: refused (scheme)" if redirected else f"scheme {scheme}: refused")
         if not parsed.host:

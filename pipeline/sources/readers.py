@@ -13,18 +13,23 @@ from mmindex.schemas.state import SourceSpec
 
 
 class UnitReader:
-    """Reads items of folders from their files and items of remote sources through their source's
-    reader (opened for the unit's items, fetching ahead). ``remote`` says whether any is remote."""
+    """Reads items of folders from their files and items of every other source through their
+    source's reader (opened for the unit's items, fetching ahead): a manifest row naming a local
+    path is fetched (and refused), never opened. ``remote`` says whether any item is not a file."""
 
     def __init__(self, sources: Mapping[str, SourceSpec], refs: Sequence[ItemRef]) -> None:
         by_source: dict[str, list[ItemRef]] = defaultdict(list)
         for ref in refs:
-            if not ref.is_local:
+            spec = sources.get(ref.source_id)
+            if (spec is not None and spec.kind != "folder") or not ref.is_local:
                 by_source[ref.source_id].append(ref)
         self._readers: dict[str, ItemReader] = {}
+        self._unknown: set[str] = set()
         for source_id, items in by_source.items():
             spec = sources.get(source_id)
-            if spec is not None:
+            if spec is None:
+                self._unknown.add(source_id)
+            else:
                 self._readers[source_id] = open_source(spec, source_id).reader(items)
 
     @property
@@ -38,7 +43,7 @@ class UnitReader:
         reader = self._readers.get(ref.source_id)
         if reader is not None:
             return reader.read(ref, max_bytes)
-        if not ref.is_local:
+        if ref.source_id in self._unknown:  # never read a remote item (or a manifest's path) as a file
             raise DecodeError(f"source {ref.source_id} is not known to this collection")
         return read_item_bytes(ref, max_bytes)
 
