@@ -291,6 +291,7 @@ def ingest_flow(
     allow_private_network: bool = False,
     allow_network: list[str] | None = None,
     user_agent_token: str | None = None,
+    follow_links_outside: bool = False,
 ) -> dict[str, Any]:
     """``mmindex index`` as a flow (same parameters), plus where shards run: ``embed_deployment``
     (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
@@ -307,7 +308,7 @@ def ingest_flow(
             format=format, url_column=url_column, caption_column=caption_column, key_column=key_column,
             fetch_timeout=fetch_timeout, max_bytes=max_bytes, fetch_concurrency=fetch_concurrency,
             fetch_per_host=fetch_per_host, fetch_retries=fetch_retries, allow_private_network=allow_private_network,
-            allow_network=allow_network, user_agent_token=user_agent_token,
+            allow_network=allow_network, user_agent_token=user_agent_token, follow_links_outside=follow_links_outside,
         ),
     )
     if dry_run:

@@ -117,6 +117,7 @@ class SourceSpec(BaseModel):
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     include_hidden: bool = False
+    follow_links_outside: bool = False
     columns: ManifestColumns = Field(default_factory=ManifestColumns)
     fetch: FetchOptions = Field(default_factory=FetchOptions)
 

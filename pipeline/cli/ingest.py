@@ -129,6 +129,9 @@ AllowPrivateOpt = Annotated[
 AllowNetworkOpt = Annotated[
     list[str] | None, typer.Option("--allow-network", help="Let manifest URLs reach this CIDR (repeatable).")
 ]
+FollowLinksOpt = Annotated[
+    bool, typer.Option("--follow-links-outside", help="Also follow links that leave the folder (default: skip them).")
+]
 UserAgentTokenOpt = Annotated[
     str | None, typer.Option("--user-agent-token", help="Our name in X-Robots-Tag opt-outs (`NAME: noai`).",
                              show_default=False)
@@ -181,6 +184,7 @@ def index(
     allow_private_network: AllowPrivateOpt = False,
     allow_network: AllowNetworkOpt = None,
     user_agent_token: UserAgentTokenOpt = None,
+    follow_links_outside: FollowLinksOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
 
@@ -212,7 +216,7 @@ def index(
             format=format, url_column=url_column, caption_column=caption_column, key_column=key_column,
             fetch_timeout=fetch_timeout, max_bytes=max_bytes, fetch_concurrency=fetch_concurrency,
             fetch_per_host=fetch_per_host, fetch_retries=fetch_retries, allow_private_network=allow_private_network,
-            allow_network=allow_network, user_agent_token=user_agent_token,
+            allow_network=allow_network, user_agent_token=user_agent_token, follow_links_outside=follow_links_outside,
         ),
     )
     with RichProgress(f"indexing {collection}") as progress:
@@ -308,6 +312,7 @@ def schedule(
     allow_private_network: AllowPrivateOpt = False,
     allow_network: AllowNetworkOpt = None,
     user_agent_token: UserAgentTokenOpt = None,
+    follow_links_outside: FollowLinksOpt = False,
 ) -> None:
     """Serve the Prefect ingest flow on a schedule (same options as `index`); runs until stopped.
 
@@ -331,13 +336,13 @@ def schedule(
         "fetch_timeout": fetch_timeout, "max_bytes": max_bytes, "fetch_concurrency": fetch_concurrency,
         "fetch_per_host": fetch_per_host, "fetch_retries": fetch_retries,
         "allow_private_network": allow_private_network, "allow_network": allow_network or [],
-        "user_agent_token": user_agent_token,
+        "user_agent_token": user_agent_token, "follow_links_outside": follow_links_outside,
     }
     source_options(  # validated here, once, rather than failing every scheduled run
         format=format, url_column=url_column, caption_column=caption_column, key_column=key_column,
         fetch_timeout=fetch_timeout, max_bytes=max_bytes, fetch_concurrency=fetch_concurrency,
         fetch_per_host=fetch_per_host, fetch_retries=fetch_retries, allow_private_network=allow_private_network,
-        allow_network=allow_network, user_agent_token=user_agent_token,
+        allow_network=allow_network, user_agent_token=user_agent_token, follow_links_outside=follow_links_outside,
     )
     location = source if is_url(source) else Path(source).expanduser().resolve().as_posix()
     parameters = {

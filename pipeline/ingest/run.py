@@ -33,6 +33,7 @@ from mmindex.pipeline.ingest.units import IndexReport, RunDir, RunPlan, WorkUnit
 from mmindex.pipeline.ingest.versions import requested_model, run_text_model, target_version
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
+from mmindex.pipeline.io.root import ensure_private_root
 from mmindex.pipeline.io.state_file import read_state
 from mmindex.pipeline.sources.resolve import SourceOptions, open_source, source_spec
 from mmindex.pipeline.store.open_store import require_store_for_root, validate_collection_name
@@ -89,6 +90,7 @@ def ingest_lock(settings: Settings, collection: str) -> FileLock:
     """The lock that makes ingests into one collection mutually exclusive (across processes;
     where it lives: ``IndexPaths.ingest_lock_file``)."""
     path = IndexPaths(settings.root).ingest_lock_file(collection)
+    ensure_private_root(settings.root)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
 

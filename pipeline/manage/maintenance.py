@@ -73,7 +73,7 @@ def migrate_collection(
     request = IndexRequest(
         source=source.path, collection=collection, model=model, include=tuple(source.include),
         exclude=tuple(source.exclude), include_hidden=source.include_hidden, source_id=source_id,
-        source_options=SourceOptions(source.kind, source.columns, source.fetch),
+        source_options=SourceOptions(source.kind, source.columns, source.fetch, source.follow_links_outside),
     )
     return index_source(request, settings, progress)
 

@@ -33,7 +33,8 @@ class FolderSource:
 
     def items(self) -> Iterator[ItemRef]:
         return crawl_local(Path(self.spec.path), source_id=self.source_id, include=self.spec.include,
-                           exclude=self.spec.exclude, include_hidden=self.spec.include_hidden)
+                           exclude=self.spec.exclude, include_hidden=self.spec.include_hidden,
+                           links_outside_root=self.spec.follow_links_outside)
 
     def reader(self, refs: Sequence[ItemRef]) -> ItemReader:
         return FileReader()

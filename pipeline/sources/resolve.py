@@ -28,6 +28,7 @@ class SourceOptions:
     kind: SourceKind | None = None
     columns: ManifestColumns = field(default_factory=ManifestColumns)
     fetch: FetchOptions = field(default_factory=FetchOptions)
+    follow_links_outside: bool = False
 
 
 def source_options(
@@ -44,6 +45,7 @@ def source_options(
     allow_private_network: bool = False,
     allow_network: list[str] | None = None,
     user_agent_token: str | None = None,
+    follow_links_outside: bool = False,
 ) -> SourceOptions:
     """``mmindex index``'s source flags (and the flow's parameters of the same names) as options;
     a bad value is a one-line ``ConfigError``."""
@@ -65,7 +67,8 @@ def source_options(
         first = exc.errors()[0]
         raise ConfigError(f"bad fetch option {first['loc'][0]}: {first['msg']}") from None
     kind = next((known for known in SOURCE_KINDS if known == format), None)
-    return SourceOptions(kind, ManifestColumns(url=url_column, caption=caption_column, key=key_column), fetch)
+    columns = ManifestColumns(url=url_column, caption=caption_column, key=key_column)
+    return SourceOptions(kind, columns, fetch, follow_links_outside)
 
 
 def is_url(source: str) -> bool:
@@ -106,7 +109,8 @@ def source_spec(
         else:
             raise SourceError(f"cannot tell what kind of source {source} is; pass --format manifest")
     return SourceSpec(path=location, kind=kind, include=list(include), exclude=list(exclude),
-                      include_hidden=include_hidden, columns=options.columns, fetch=options.fetch)
+                      include_hidden=include_hidden, follow_links_outside=options.follow_links_outside,
+                      columns=options.columns, fetch=options.fetch)
 
 
 def open_source(spec: SourceSpec, source_id: str) -> Source:
