@@ -79,7 +79,7 @@ class CollectionVersion(BaseModel):
     sparse_encoder_id: str | None = None
 
 
-SourceKind = Literal["folder", "manifest"]
+SourceKind = Literal["folder", "manifest", "prefix"]
 
 
 class ManifestColumns(BaseModel):

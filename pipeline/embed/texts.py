@@ -20,7 +20,7 @@ from mmindex.pipeline.embed.images import MAX_FILE_BYTES, base_record, fail
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.ids import chunk_key, point_id
-from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.base import ItemReader, ItemRef
 from mmindex.schemas.items import STATUS_OK, ItemRecord
 
 if TYPE_CHECKING:
@@ -30,14 +30,18 @@ CHUNK_OVERLAP_TOKENS = 16
 MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 
-def document_records(ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedder | None = None) -> list[ItemRecord]:
-    """One record per chunk of the document, or a single failed record."""
+def document_records(
+    ref: ItemRef, embedder: Embedder, text_embedder: TextEmbedder | None = None, reader: ItemReader | None = None
+) -> list[ItemRecord]:
+    """One record per chunk of the document, or a single failed record (``reader``: a remote
+    source's reader; None: a local file)."""
     from mmindex.pipeline.embed.extract import extract_document
 
     document = base_record(ref, embedder.embedder_id)
     document.doc_key = ref.key
     try:
-        data = read_item_bytes(ref, min(MAX_FILE_BYTES, MAX_TEXT_BYTES))
+        limit = min(MAX_FILE_BYTES, MAX_TEXT_BYTES)
+        data = read_item_bytes(ref, limit) if reader is None else reader.read(ref, limit)
         document.bytes = len(data)
         document.sha256 = sha256_hex(data)
         extracted = extract_document(data, ref.ext)
@@ -91,6 +95,7 @@ def embed_texts(
     stats: TextEmbedStats | None = None,
     text_embedder: TextEmbedder | None = None,
     known_text_vectors: Mapping[str, np.ndarray] | None = None,
+    reader: ItemReader | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
     """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks).
 
@@ -123,7 +128,7 @@ def embed_texts(
         return list(pending), embeddings
 
     for ref in refs:
-        pending.extend(document_records(ref, embedder, text_embedder))
+        pending.extend(document_records(ref, embedder, text_embedder, reader))
         if len(pending) >= batch_size:
             yield flush()
             pending.clear()

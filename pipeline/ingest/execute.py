@@ -258,12 +258,13 @@ class UnitExecutor:
         stats = TextEmbedStats()
         known, known_text = self._known_chunk_vectors(texts) if texts else ({}, {})
         text_embedder = self.text_embedder() if texts and self.text_embedder is not None else None
-        with UnitReader(self.sources, images) as reader:
+        with UnitReader(self.sources, [*images, *texts]) as reader:
+            remote = reader if reader.remote else None
             groups = [
                 embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers,
-                             max_pixels=self.max_pixels, reader=reader if reader.remote else None),
+                             max_pixels=self.max_pixels, reader=remote),
                 embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
-                            text_embedder=text_embedder, known_text_vectors=known_text),
+                            text_embedder=text_embedder, known_text_vectors=known_text, reader=remote),
             ]
             self._queue_embedded(groups, by_key)
         self.committer.tally.counts.chunks_reused += stats.reused

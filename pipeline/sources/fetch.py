@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import urljoin
 
 import httpx
@@ -133,6 +134,10 @@ class HttpFetcher:
 
     def __post_init__(self) -> None:
         self.guard = NetworkGuard.from_options(self.options)
+
+    @property
+    def concurrency(self) -> int:
+        return self.options.concurrency
 
     def client(self) -> httpx.Client:
         with self._lock:
@@ -290,16 +295,27 @@ class _Hop:
     body: bytes | None = None
 
 
-class Prefetcher:
-    """Reads the items of a work unit over HTTP, fetching ahead of the decoder (a window of
-    ``4 x concurrency`` items in flight), so the encoder does not wait for the network."""
+class Fetcher(Protocol):
+    """What a ``Prefetcher`` reads with: a remote item's bytes by URI (``DecodeError`` on failure)."""
 
-    def __init__(self, fetcher: HttpFetcher, refs: Sequence[ItemRef]) -> None:
+    @property
+    def concurrency(self) -> int: ...
+
+    def fetch(self, uri: str) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Prefetcher:
+    """Reads the items of a work unit from a remote source, fetching ahead of the decoder (a
+    window of ``4 x concurrency`` items in flight), so the encoder does not wait for the network."""
+
+    def __init__(self, fetcher: Fetcher, refs: Sequence[ItemRef]) -> None:
         self.fetcher = fetcher
         self._refs = list(refs)
         self._index = {ref.key: index for index, ref in enumerate(self._refs)}
-        self._window = 4 * fetcher.options.concurrency
-        self._pool = ThreadPoolExecutor(fetcher.options.concurrency, thread_name_prefix="mmindex-fetch")
+        self._window = 4 * fetcher.concurrency
+        self._pool = ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="mmindex-fetch")
         self._futures: dict[int, Future[bytes]] = {}
         self._submitted = 0
         self._lock = threading.Lock()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mmindex.pipeline.errors import ConfigError, SourceError
+from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.sources.base import Source
 from mmindex.schemas.state import FetchOptions, ManifestColumns, SourceKind, SourceSpec
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-SOURCE_KINDS: tuple[SourceKind, ...] = ("folder", "manifest")
+SOURCE_KINDS: tuple[SourceKind, ...] = ("folder", "manifest", "prefix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,7 @@ def source_spec(
         elif not remote:
             kind = "folder"
         else:
-            raise SourceError(f"cannot tell what kind of source {source} is; pass --format manifest")
+            kind = "prefix"
     return SourceSpec(path=location, kind=kind, include=list(include), exclude=list(exclude),
                       include_hidden=include_hidden, follow_links_outside=options.follow_links_outside,
                       columns=options.columns, fetch=options.fetch)
@@ -115,6 +115,10 @@ def source_spec(
 
 def open_source(spec: SourceSpec, source_id: str) -> Source:
     """The ``Source`` a remembered spec stands for."""
+    if spec.kind == "prefix":
+        from mmindex.pipeline.sources.prefix import PrefixSource
+
+        return PrefixSource(source_id, spec)
     if spec.kind == "manifest":
         from mmindex.pipeline.sources.manifest import ManifestSource
 
