@@ -79,7 +79,7 @@ class CollectionVersion(BaseModel):
     sparse_encoder_id: str | None = None
 
 
-SourceKind = Literal["folder", "manifest", "prefix"]
+SourceKind = Literal["folder", "manifest", "prefix", "webdataset"]
 
 
 class ManifestColumns(BaseModel):

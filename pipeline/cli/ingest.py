@@ -33,8 +33,9 @@ SourceArg = Annotated[
     str,
     typer.Argument(
         metavar="SOURCE", show_default=False,
-        help="Folder of images (jpg png webp gif bmp tiff) and documents (txt md html pdf), or a URL manifest "
-        "(.csv .tsv .jsonl .json .parquet, optionally .gz; a path or an fsspec URL).",
+        help="Folder of images (jpg png webp gif bmp tiff) and documents (txt md html pdf); a URL manifest "
+        "(.csv .tsv .jsonl .json .parquet, optionally .gz); an object-storage prefix (s3://bucket/photos/); "
+        "WebDataset tars (x.tar, shards/{000000..000099}.tar). Paths or fsspec URLs.",
     ),
 ]
 ModelOpt = Annotated[
@@ -92,7 +93,8 @@ TextModelOpt = Annotated[
 # -- Source options (sources beyond a folder): the kind of SOURCE, a manifest's columns, fetching. --
 # One block, mirrored by `schedule` and the ingest flow's parameters; see sources/resolve.py.
 FormatOpt = Annotated[
-    str | None, typer.Option("--format", help="Force the kind of SOURCE: folder or manifest.", show_default=False)
+    str | None, typer.Option("--format", show_default=False,
+                              help="Force the kind of SOURCE: folder, manifest, prefix (fsspec URL) or webdataset.")
 ]
 UrlColumnOpt = Annotated[
     str | None, typer.Option("--url-column", help="Manifest column of URLs (default: url, URL or image_url).",

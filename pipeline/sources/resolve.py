@@ -18,7 +18,7 @@ from mmindex.pipeline.sources.base import Source
 from mmindex.schemas.state import FetchOptions, ManifestColumns, SourceKind, SourceSpec
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-SOURCE_KINDS: tuple[SourceKind, ...] = ("folder", "manifest", "prefix")
+SOURCE_KINDS: tuple[SourceKind, ...] = ("folder", "manifest", "prefix", "webdataset")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +100,14 @@ def source_spec(
     options = options or SourceOptions()
     kind = options.kind
     remote = is_url(source) and not source.startswith("file://")
-    location = source if remote else Path(source.removeprefix("file://")).expanduser().resolve().as_posix()
+    location = source if remote else _local(source.removeprefix("file://"))
     if kind is None:
+        from mmindex.pipeline.sources.webdataset import is_webdataset_name
+
         if is_manifest_name(location.rstrip("/")) and (remote or Path(location).is_file()):
             kind = "manifest"
+        elif is_webdataset_name(location):
+            kind = "webdataset"
         elif not remote:
             kind = "folder"
         else:
@@ -113,8 +117,21 @@ def source_spec(
                       columns=options.columns, fetch=options.fetch)
 
 
+def _local(path: str) -> str:
+    """A local path as an absolute POSIX path (a brace pattern's folder resolved, the pattern kept)."""
+    head, brace, tail = path.partition("{")
+    if not brace:
+        return Path(path).expanduser().resolve().as_posix()
+    folder, _, start = head.rpartition("/")
+    return f"{Path(folder or '.').expanduser().resolve().as_posix()}/{start}{brace}{tail}"
+
+
 def open_source(spec: SourceSpec, source_id: str) -> Source:
     """The ``Source`` a remembered spec stands for."""
+    if spec.kind == "webdataset":
+        from mmindex.pipeline.sources.webdataset import WebDatasetSource
+
+        return WebDatasetSource(source_id, spec)
     if spec.kind == "prefix":
         from mmindex.pipeline.sources.prefix import PrefixSource
 
