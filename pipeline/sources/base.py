@@ -55,6 +55,19 @@ class ItemRef:
 UNKNOWN_SIZE = -1
 
 
+def inline_metadata(data: bytes | None) -> str | None:
+    """A metadata sidecar's bytes as the canonical JSON an ``ItemRef`` carries inline (objects only)."""
+    import json
+
+    if data is None:
+        return None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    return json.dumps(parsed, sort_keys=True) if isinstance(parsed, dict) else None
+
+
 class Source(Protocol):
     """Where items come from: it lists ``ItemRef``s and opens an item's bytes.
 

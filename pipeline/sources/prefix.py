@@ -11,7 +11,6 @@ private-network guard is for URLs from data, not for the store the user configur
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from mmindex.pipeline.errors import DecodeError, SourceError
 from mmindex.pipeline.ids import item_key
-from mmindex.pipeline.sources.base import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, ItemReader, ItemRef, Modality
+from mmindex.pipeline.sources.base import (
+    IMAGE_EXTENSIONS,
+    TEXT_EXTENSIONS,
+    ItemReader,
+    ItemRef,
+    Modality,
+    inline_metadata,
+)
 from mmindex.pipeline.sources.fetch import Prefetcher
 from mmindex.schemas.state import SourceSpec
 
@@ -140,12 +146,7 @@ def _sidecar_text(fs: AbstractFileSystem, obj: _Object) -> str | None:
 
 
 def _sidecar_json(fs: AbstractFileSystem, obj: _Object) -> str | None:
-    data = _sidecar_bytes(fs, obj)
-    try:
-        parsed = json.loads(data) if data is not None else None
-    except ValueError:
-        return None
-    return json.dumps(parsed, sort_keys=True) if isinstance(parsed, dict) else None
+    return inline_metadata(_sidecar_bytes(fs, obj))
 
 
 @dataclass(frozen=True, slots=True)

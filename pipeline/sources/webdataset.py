@@ -11,7 +11,6 @@ an unchanged tar re-embeds nothing.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import tarfile
@@ -21,7 +20,7 @@ from typing import IO, TYPE_CHECKING
 
 from mmindex.pipeline.errors import DecodeError, SourceError
 from mmindex.pipeline.ids import item_key
-from mmindex.pipeline.sources.base import IMAGE_EXTENSIONS, ItemReader, ItemRef
+from mmindex.pipeline.sources.base import IMAGE_EXTENSIONS, ItemReader, ItemRef, inline_metadata
 from mmindex.pipeline.sources.fetch import Prefetcher
 from mmindex.schemas.state import SourceSpec
 
@@ -124,7 +123,7 @@ class WebDatasetSource:
     def _ref(self, tar_url: str, tar_name: str, key: str, image: tarfile.TarInfo, sample: _Sample) -> ItemRef:
         ext = image.name.rsplit(".", 1)[-1].lower()
         caption = sample.texts.get("txt")
-        metadata = _metadata_json(sample.texts.get("json"))
+        metadata = inline_metadata(sample.texts.get("json"))
         sig = None if sample.caption is None and sample.metadata is None else "|".join(
             "-" if side is None else f"{side.name}:{side.size}:{side.mtime}" for side in (sample.caption, sample.metadata))
         return ItemRef(
@@ -137,16 +136,6 @@ class WebDatasetSource:
 
     def reader(self, refs: Sequence[ItemRef]) -> ItemReader:
         return Prefetcher(TarMemberFetcher(), refs)
-
-
-def _metadata_json(data: bytes | None) -> str | None:
-    if data is None:
-        return None
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        return None
-    return json.dumps(parsed, sort_keys=True) if isinstance(parsed, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
