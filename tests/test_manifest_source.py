@@ -16,7 +16,7 @@ import pytest
 from helpers import ImageServer, run_cli
 from PIL import Image
 
-from mmindex.pipeline.errors import SourceError
+from mmindex.pipeline.errors import ConfigError, SourceError
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
 from mmindex.pipeline.search.query import SearchQuery, search
 from mmindex.pipeline.sources import manifest as manifest_module
@@ -88,8 +88,9 @@ def test_source_is_a_string_and_its_kind_comes_from_it(tmp_path: Path) -> None:
     remote = source_spec("s3://bucket/laion/part-0.parquet")
     assert (remote.kind, remote.path) == ("manifest", "s3://bucket/laion/part-0.parquet")
     assert source_spec(str(tmp_path)).kind == "folder"
-    with pytest.raises(SourceError, match="pass --format manifest"):
-        source_spec("s3://bucket/prefix/")
+    assert source_spec("s3://bucket/prefix/").kind == "prefix"
+    with pytest.raises(ConfigError, match="--format must be one of"):
+        source_options(format="zip")
 
 
 def test_normalized_url_keys() -> None:
