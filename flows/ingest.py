@@ -23,7 +23,6 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -52,6 +51,7 @@ from mmindex.pipeline.ingest.run import (
 )
 from mmindex.pipeline.ingest.units import UnitOutcome, run_outcomes
 from mmindex.pipeline.io.root import StoragePath, is_remote
+from mmindex.pipeline.sources.resolve import source_options
 from mmindex.schemas.config import Settings, load_settings
 
 IO_RETRIES = 3
@@ -279,6 +279,20 @@ def ingest_flow(
     shard_attempts: int = 3,
     shard_timeout: float | None = DEFAULT_SHARD_TIMEOUT_S,
     poll_seconds: float = 5.0,
+    # -- source options (`mmindex index`'s block of the same names) --
+    format: str | None = None,
+    url_column: str | None = None,
+    caption_column: str | None = None,
+    key_column: str | None = None,
+    fetch_timeout: float | None = None,
+    max_bytes: int | None = None,
+    fetch_concurrency: int | None = None,
+    fetch_per_host: int | None = None,
+    fetch_retries: int | None = None,
+    allow_private_network: bool = False,
+    allow_network: list[str] | None = None,
+    user_agent_token: str | None = None,
+    follow_links_outside: bool = False,
 ) -> dict[str, Any]:
     """``mmindex index`` as a flow (same parameters), plus where shards run: ``embed_deployment``
     (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
@@ -289,10 +303,16 @@ def ingest_flow(
     settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size,
                          text_model, max_document_bytes)
     request = IndexRequest(
-        source=Path(source).expanduser(), collection=collection, include=tuple(include or ()),
+        source=source, collection=collection, include=tuple(include or ()),
         exclude=tuple(exclude or ()), include_hidden=hidden, source_id=source_id, dry_run=dry_run,
         retry_failed=retry_failed, delete_missing=not no_delete,
         labels=label_config(labels, label_template, label_threshold),
+        source_options=source_options(
+            format=format, url_column=url_column, caption_column=caption_column, key_column=key_column,
+            fetch_timeout=fetch_timeout, max_bytes=max_bytes, fetch_concurrency=fetch_concurrency,
+            fetch_per_host=fetch_per_host, fetch_retries=fetch_retries, allow_private_network=allow_private_network,
+            allow_network=allow_network, user_agent_token=user_agent_token, follow_links_outside=follow_links_outside,
+        ),
     )
     if dry_run:
         return index_report_json(plan_task(request, settings).report)

@@ -197,11 +197,13 @@ class Index:
         point = resolve_items(self._collection, [key])[key]
         return QueryHit(str(point.payload.get("key", "")), 1.0, point.id, point.payload)
 
-    def gallery(self, result: SearchResult, path: str | Path) -> Path:
-        """Write ``result`` (from ``query``) as a self-contained HTML page; returns its path."""
+    def gallery(self, result: SearchResult, path: str | Path, *, remote_images: bool = False) -> Path:
+        """Write ``result`` (from ``query``) as a self-contained HTML page; returns its path. Only
+        files under the collection's folders are thumbnailed; ``remote_images`` lets the page
+        load the http(s) images of manifest items."""
         from mmindex.pipeline.search.gallery import write_result_gallery
 
-        return write_result_gallery(Path(path), result, self.settings.max_image_pixels)
+        return write_result_gallery(Path(path), result, self.settings, remote_images=remote_images)
 
     # -- RAG retrieval -----------------------------------------------------------------------
 

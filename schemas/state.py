@@ -79,13 +79,47 @@ class CollectionVersion(BaseModel):
     sparse_encoder_id: str | None = None
 
 
+SourceKind = Literal["folder", "manifest", "prefix", "webdataset"]
+
+
+class ManifestColumns(BaseModel):
+    """Which columns of a URL manifest hold the URL, the caption and the item key (None: the default)."""
+
+    url: str | None = None
+    caption: str | None = None
+    key: str | None = None
+
+
+class FetchOptions(BaseModel):
+    """How items of a remote source are fetched over HTTP(S) (``mmindex index --fetch-*``)."""
+
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_bytes: int = Field(default=50_000_000, gt=0)
+    concurrency: int = Field(default=16, ge=1)
+    per_host: int = Field(default=8, ge=1)
+    retries: int = Field(default=2, ge=0)
+    max_redirects: int = Field(default=5, ge=0)
+    allow_private_network: bool = False
+    allow_networks: list[str] = Field(default_factory=list)
+    user_agent_token: str | None = None
+    respect_opt_outs: bool = True
+
+
 class SourceSpec(BaseModel):
-    """A source indexed into a collection, remembered so a migration can re-crawl it."""
+    """A source indexed into a collection, remembered so a migration can re-crawl it.
+
+    ``path`` is the folder or the manifest (a local path or an fsspec URL); ``kind`` says which
+    (state files written before sources had kinds hold folders).
+    """
 
     path: str
+    kind: SourceKind = "folder"
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     include_hidden: bool = False
+    follow_links_outside: bool = False
+    columns: ManifestColumns = Field(default_factory=ManifestColumns)
+    fetch: FetchOptions = Field(default_factory=FetchOptions)
 
 
 LabelScoring = Literal["softmax", "cosine"]

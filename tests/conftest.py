@@ -209,3 +209,25 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[str]:
+    """A bucket on moto's S3 server (a real HTTP S3 endpoint in this process)."""
+    pytest.importorskip("s3fs", reason="s3fs is not installed (part of the [dev] extra)")
+    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (part of the [dev] extra)")
+    import boto3
+
+    port = free_port()
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    patch = pytest.MonkeyPatch()
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        patch.setenv(name, value)
+    boto3.client("s3").create_bucket(Bucket="mmindex-test")
+    try:
+        yield "mmindex-test"
+    finally:
+        patch.undo()
+        server.stop()

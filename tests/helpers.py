@@ -371,3 +371,147 @@ def image_vector(embedder: Any, path: Path) -> np.ndarray:
     from mmindex.pipeline.search.query import image_query_vector
 
     return image_query_vector(embedder, path, 10**9)
+
+
+# -- an HTTP server with hostile routes (127.0.0.1 only) -----------------------------------------
+
+
+class ImageServer:
+    """A real HTTP server on 127.0.0.1 for the fetch tests: good images and every hostile behaviour
+    the fetcher must survive. It counts requests and the bodies it sent, per path, and records the
+    Host header of each request. Every loop it runs is bounded.
+
+    Routes (``url(path)``): ``/img/NAME`` (an image added with ``add_image``; ETag + 304),
+    ``/missing.jpg`` (404), ``/flaky.jpg`` (503 once, then the image ``flaky``), ``/busy.jpg``
+    (429 with Retry-After: 1 once, then ``flaky``), ``/trickle.jpg`` (a byte every 2 s),
+    ``/endless.jpg`` (a chunked body that never ends), ``/huge.jpg`` (Content-Length of 5 GB),
+    ``/to-file.jpg`` (redirect to file:///etc/passwd), ``/loop.jpg`` (redirects to itself),
+    ``/noai.jpg`` (``X-Robots-Tag: noai``), ``/page.jpg`` (HTML), ``/to-other/PORT`` (a redirect to
+    127.0.0.2:PORT).
+    """
+
+    def __init__(self) -> None:
+        from http.server import ThreadingHTTPServer
+
+        self.images: dict[str, tuple[bytes, str]] = {}
+        self.requests: dict[str, int] = {}
+        self.bodies: dict[str, int] = {}
+        self.hosts: list[str] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> ImageServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def add_image(self, name: str, data: bytes, mime: str = "image/jpeg") -> str:
+        with self.lock:
+            self.images[name] = (data, mime)
+        return self.url(f"/img/{name}")
+
+    def bodies_sent(self) -> int:
+        with self.lock:
+            return sum(self.bodies.values())
+
+    def _count(self, table: dict[str, int], path: str) -> int:
+        with self.lock:
+            table[path] = table.get(path, 0) + 1
+            return table[path]
+
+    def _handler(self) -> type:
+        import hashlib
+        import time
+        from http.server import BaseHTTPRequestHandler
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+                self.send_response(code)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(body)
+
+            def _image(self, name: str) -> None:
+                data, mime = server.images[name]
+                etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self._send(304, headers={"ETag": etag})
+                else:
+                    server._count(server.bodies, self.path)
+                    self._send(200, data, {"Content-Type": mime, "ETag": etag})
+
+            def do_GET(self) -> None:
+                with server.lock:
+                    server.hosts.append(self.headers.get("Host", ""))
+                calls = server._count(server.requests, self.path)
+                path = self.path
+                try:
+                    self._route(path, calls)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+            def _route(self, path: str, calls: int) -> None:
+                if path.startswith("/img/") and path[5:] in server.images:
+                    self._image(path[5:])
+                elif path in ("/flaky.jpg", "/busy.jpg"):
+                    if calls == 1:
+                        self._send(503 if path == "/flaky.jpg" else 429, headers={"Retry-After": "1"})
+                    else:
+                        self._image("flaky")
+                elif path == "/trickle.jpg":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    for _ in range(20):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(2)
+                elif path == "/endless.jpg":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    chunk = b"\xff" * 65536
+                    for _ in range(100_000):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                elif path == "/huge.jpg":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(5 * 10**9))
+                    self.end_headers()
+                    self.wfile.write(b"\xff" * 1024)
+                elif path == "/to-file.jpg":
+                    self._send(302, headers={"Location": "file:///etc/passwd"})
+                elif path == "/loop.jpg":
+                    self._send(302, headers={"Location": "/loop.jpg"})
+                elif path.startswith("/to-other/"):
+                    self._send(302, headers={"Location": f"http://127.0.0.2:{path.rsplit('/', 1)[1]}/img/x"})
+                elif path == "/noai.jpg":
+                    data, mime = server.images["flaky"]
+                    self._send(200, data, {"Content-Type": mime, "X-Robots-Tag": "noai"})
+                elif path == "/page.jpg":
+                    self._send(200, b"<html><body>not an image</body></html>", {"Content-Type": "text/html"})
+                else:
+                    self._send(404, headers={"Content-Type": "text/plain"})
+
+        return Handler

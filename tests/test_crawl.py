@@ -248,7 +248,8 @@ def test_symlinked_directory_outside_root_is_followed_once(tmp_path: Path) -> No
     root.mkdir()
     (root / "link1").symlink_to(outside, target_is_directory=True)
     (root / "link2").symlink_to(outside, target_is_directory=True)
-    refs = _crawl(root)
+    assert _paths(_crawl(root)) == []  # links out of the root are not followed by default
+    refs = _crawl(root, links_outside_root=True)
     assert _paths(refs) == ["link1/x.png"]  # the alias link2 is the same real directory
     assert refs[0].uri == str(root.resolve() / "link1" / "x.png")
 
@@ -260,8 +261,24 @@ def test_follow_symlinks_false_skips_links(tmp_path: Path) -> None:
     _write(root, "real.png", _png_bytes())
     (root / "dirlink").symlink_to(outside, target_is_directory=True)
     (root / "filelink.png").symlink_to(outside / "x.png")
-    assert _paths(_crawl(root)) == ["dirlink/x.png", "filelink.png", "real.png"]
-    assert _paths(_crawl(root, follow_symlinks=False)) == ["real.png"]
+    assert _paths(_crawl(root, links_outside_root=True)) == ["dirlink/x.png", "filelink.png", "real.png"]
+    assert _paths(_crawl(root, follow_symlinks=False, links_outside_root=True)) == ["real.png"]
+
+
+def test_links_leaving_the_root_are_skipped_and_links_inside_followed(tmp_path: Path) -> None:
+    """#22.8: ``notes.txt -> ~/.ssh/id_rsa`` must not be indexed; a link within the root is."""
+    home = tmp_path / "home"
+    _write(home, ".ssh/id_rsa", b"-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    root = tmp_path / "root"
+    _write(root, "real.png", _png_bytes())
+    _write(root, "sub/inner.txt", b"inside")
+    (root / "notes.txt").symlink_to(home / ".ssh" / "id_rsa")
+    (root / "real.txt").symlink_to(home / ".ssh" / "id_rsa")  # a caption sidecar pointing out
+    (root / "alias.txt").symlink_to(root / "sub" / "inner.txt")
+    (root / "up").symlink_to(tmp_path, target_is_directory=True)
+    refs = {ref.path: ref for ref in _crawl(root)}
+    assert set(refs) == {"alias.txt", "real.png", "sub/inner.txt"}
+    assert refs["real.png"].caption_path is None
 
 
 def test_broken_symlink_is_yielded_with_size_zero(tmp_path: Path) -> None:

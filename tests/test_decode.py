@@ -548,3 +548,19 @@ def test_bad_metadata_sidecar_is_ignored_and_image_still_decodes(
     assert any("ignoring metadata sidecar" in record.getMessage() for record in caplog.records)
     decoded = decode_image(read_item_bytes(ref, MAX_BYTES), MAX_PIXELS)
     assert decoded.width == 600
+
+
+def test_the_real_path_is_opened_without_following_a_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#22.8: the decoder opens with O_NOFOLLOW; a link that appears where the resolved path
+    should be a file (swapped after the crawl) is refused, not followed."""
+    if not hasattr(os, "O_NOFOLLOW"):
+        pytest.skip("no O_NOFOLLOW on this OS")
+    import mmindex.pipeline.embed.decode as decode_module
+
+    target = tmp_path / "secret.png"
+    target.write_bytes(b"secret")
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    assert read_item_bytes(_ref(link), MAX_BYTES) == b"secret"  # resolved first, then opened
+    monkeypatch.setattr(decode_module.os.path, "realpath", lambda path: str(path))  # as if swapped after resolving
+    assert _read_reason(link).startswith("broken symlink")

@@ -135,9 +135,33 @@ def test_page_escapes_payload_text_and_handles_missing_images(tmp_path: Path) ->
     dom = parse_cards(page)
     assert len(dom.cards) == 3
     assert "image unavailable" in dom.cards[0]["text"] and dom.cards[0]["images"] == []
-    assert dom.cards[2]["images"] == ["https://example.org/x.jpg"]  # remote items are linked
+    assert dom.cards[2]["images"] == []  # remote images only when asked for
+    remote = GalleryHeader(title="t", query="q", collection="c", remote_images=True)
+    assert parse_cards(render_gallery(remote, hits, max_pixels=10_000_000)).cards[2]["images"] == [
+        "https://example.org/x.jpg"]
     empty = parse_cards(render_gallery(header, [], max_pixels=1))
     assert empty.cards == [] and "No results." in render_gallery(header, [], max_pixels=1)
+
+
+def test_only_files_under_the_source_roots_are_thumbnailed(tmp_path: Path) -> None:
+    """A payload ``uri`` naming the viewer's own files (a hostile manifest row) embeds nothing;
+    the page forbids scripts and loads images from data: only."""
+    root, private = tmp_path / "corpus", tmp_path / "home"
+    root.mkdir()
+    private.mkdir()
+    Image.new("RGB", (32, 32), "red").save(root / "in.png")
+    Image.new("RGB", (32, 32), "blue").save(private / "secret.png")
+    (root / "link.png").symlink_to(private / "secret.png")
+    hits = [_hit(name, {"modality": "image", "uri": uri, "path": name}) for name, uri in [
+        ("in", str(root / "in.png")), ("file-url", (private / "secret.png").as_uri()),
+        ("outside", str(private / "secret.png")), ("link", str(root / "link.png")),
+        ("dots", f"{root}/../home/secret.png")]]
+    header = GalleryHeader(title="t", query="q", collection="c", source_roots=(str(root),))
+    page = render_gallery(header, hits, max_pixels=10_000_000)
+    cards = parse_cards(page).cards
+    assert [bool(card["images"]) for card in cards] == [True, False, False, False, False]
+    assert ('<meta http-equiv="Content-Security-Policy" content="default-src &#x27;none&#x27;; style-src '
+            "&#x27;unsafe-inline&#x27;; img-src data:;") in page
 
 
 def test_write_gallery_replaces_atomically_and_reports_bad_paths(tmp_path: Path) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import collection_points, free_port
+from helpers import collection_points
 from PIL import Image
 
 from mmindex.pipeline.collection import collection_state
@@ -29,28 +28,6 @@ from mmindex.pipeline.ingest.units import RunDir
 from mmindex.pipeline.io.root import RemotePath, parse_root
 from mmindex.pipeline.manage.maintenance import rebuild_collection
 from mmindex.schemas.config import Settings
-
-
-@pytest.fixture(scope="module")
-def s3_bucket() -> Iterator[str]:
-    """A bucket on moto's S3 server (a real HTTP S3 endpoint in this process)."""
-    pytest.importorskip("s3fs", reason="s3fs is not installed (part of the [dev] extra)")
-    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (part of the [dev] extra)")
-    import boto3
-
-    port = free_port()
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    patch = pytest.MonkeyPatch()
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
-        patch.setenv(name, value)
-    boto3.client("s3").create_bucket(Bucket="mmindex-test")
-    try:
-        yield "mmindex-test"
-    finally:
-        patch.undo()
-        server.stop()
 
 
 @pytest.fixture(params=["memory", "file", "s3"])

@@ -30,10 +30,12 @@ SHOWN_PER_KIND = 10
 SHOWN_FAILURES = 10
 
 SourceArg = Annotated[
-    Path,
+    str,
     typer.Argument(
-        metavar="SOURCE", help="Folder of images (jpg png webp gif bmp tiff) and documents (txt md html pdf).",
-        show_default=False,
+        metavar="SOURCE", show_default=False,
+        help="Folder of images (jpg png webp gif bmp tiff) and documents (txt md html pdf); a URL manifest "
+        "(.csv .tsv .jsonl .json .parquet, optionally .gz); an object-storage prefix (s3://bucket/photos/); "
+        "WebDataset tars (x.tar, shards/{000000..000099}.tar). Paths or fsspec URLs.",
     ),
 ]
 ModelOpt = Annotated[
@@ -103,6 +105,56 @@ MaxDocumentBytesOpt = Annotated[
 ]
 
 
+# -- Source options (sources beyond a folder): the kind of SOURCE, a manifest's columns, fetching. --
+# One block, mirrored by `schedule` and the ingest flow's parameters; see sources/resolve.py.
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", show_default=False,
+                              help="Force the kind of SOURCE: folder, manifest, prefix (fsspec URL) or webdataset.")
+]
+UrlColumnOpt = Annotated[
+    str | None, typer.Option("--url-column", help="Manifest column of URLs (default: url, URL or image_url).",
+                             show_default=False)
+]
+CaptionColumnOpt = Annotated[
+    str | None, typer.Option("--caption-column", help="Manifest column of captions (default: caption, TEXT or text).",
+                             show_default=False)
+]
+KeyColumnOpt = Annotated[
+    str | None, typer.Option("--key-column", help="Manifest column of item keys (default: the normalized URL).",
+                             show_default=False)
+]
+FetchTimeoutOpt = Annotated[
+    float | None, typer.Option("--fetch-timeout", help="Total seconds per fetched item, body included (default 30).",
+                               show_default=False)
+]
+MaxBytesOpt = Annotated[
+    int | None, typer.Option("--max-bytes", help="Largest body fetched, in bytes (default 50000000).",
+                             show_default=False)
+]
+FetchConcurrencyOpt = Annotated[
+    int | None, typer.Option("--fetch-concurrency", help="Fetches in flight (default 16).", show_default=False)
+]
+FetchPerHostOpt = Annotated[
+    int | None, typer.Option("--fetch-per-host", help="Fetches in flight per host (default 8).", show_default=False)
+]
+FetchRetriesOpt = Annotated[
+    int | None, typer.Option("--fetch-retries", help="Retries of transient failures (default 2).", show_default=False)
+]
+AllowPrivateOpt = Annotated[
+    bool, typer.Option("--allow-private-network", help="Let manifest URLs reach loopback/private/link-local addresses.")
+]
+AllowNetworkOpt = Annotated[
+    list[str] | None, typer.Option("--allow-network", help="Let manifest URLs reach this CIDR (repeatable).")
+]
+FollowLinksOpt = Annotated[
+    bool, typer.Option("--follow-links-outside", help="Also follow links that leave the folder (default: skip them).")
+]
+UserAgentTokenOpt = Annotated[
+    str | None, typer.Option("--user-agent-token", help="Our name in X-Robots-Tag opt-outs (`NAME: noai`).",
+                             show_default=False)
+]
+
+
 @command()
 def index(
     source: SourceArg,
@@ -138,6 +190,20 @@ def index(
     max_document_bytes: MaxDocumentBytesOpt = None,
     shard_size: ShardSizeOpt = None,
     as_json: JsonOpt = False,
+    # -- source options (see the block above) --
+    format: FormatOpt = None,
+    url_column: UrlColumnOpt = None,
+    caption_column: CaptionColumnOpt = None,
+    key_column: KeyColumnOpt = None,
+    fetch_timeout: FetchTimeoutOpt = None,
+    max_bytes: MaxBytesOpt = None,
+    fetch_concurrency: FetchConcurrencyOpt = None,
+    fetch_per_host: FetchPerHostOpt = None,
+    fetch_retries: FetchRetriesOpt = None,
+    allow_private_network: AllowPrivateOpt = False,
+    allow_network: AllowNetworkOpt = None,
+    user_agent_token: UserAgentTokenOpt = None,
+    follow_links_outside: FollowLinksOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
 
@@ -146,6 +212,7 @@ def index(
     from mmindex.pipeline.errors import ConfigError
     from mmindex.pipeline.ingest.report import index_report_json
     from mmindex.pipeline.ingest.run import IndexRequest, index_source, label_config
+    from mmindex.pipeline.sources.resolve import source_options
 
     if list_all and not dry_run:
         raise ConfigError("--list goes with --dry-run")
@@ -155,7 +222,7 @@ def index(
         max_document_bytes=max_document_bytes,
     )
     request = IndexRequest(
-        source=source.expanduser(),
+        source=source,
         collection=collection,
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
@@ -165,6 +232,12 @@ def index(
         retry_failed=retry_failed,
         delete_missing=not no_delete,
         labels=label_config(labels, label_template, label_threshold),
+        source_options=source_options(
+            format=format, url_column=url_column, caption_column=caption_column, key_column=key_column,
+            fetch_timeout=fetch_timeout, max_bytes=max_bytes, fetch_concurrency=fetch_concurrency,
+            fetch_per_host=fetch_per_host, fetch_retries=fetch_retries, allow_private_network=allow_private_network,
+            allow_network=allow_network, user_agent_token=user_agent_token, follow_links_outside=follow_links_outside,
+        ),
     )
     with RichProgress(f"indexing {collection}") as progress:
         report = index_source(request, settings, progress)
@@ -209,7 +282,8 @@ def print_index_report(console: Console, report: IndexReport, *, list_all: bool 
 
 @command()
 def schedule(
-    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Folder to index on every scheduled run.", show_default=False)],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Folder or manifest to index on every scheduled run.",
+                                          show_default=False)],
     collection: CollectionOpt,
     cron: Annotated[
         str | None, typer.Option("--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).', show_default=False)
@@ -247,6 +321,20 @@ def schedule(
     text_model: TextModelOpt = None,
     max_document_bytes: MaxDocumentBytesOpt = None,
     shard_size: ShardSizeOpt = None,
+    # -- source options (see the block above) --
+    format: FormatOpt = None,
+    url_column: UrlColumnOpt = None,
+    caption_column: CaptionColumnOpt = None,
+    key_column: KeyColumnOpt = None,
+    fetch_timeout: FetchTimeoutOpt = None,
+    max_bytes: MaxBytesOpt = None,
+    fetch_concurrency: FetchConcurrencyOpt = None,
+    fetch_per_host: FetchPerHostOpt = None,
+    fetch_retries: FetchRetriesOpt = None,
+    allow_private_network: AllowPrivateOpt = False,
+    allow_network: AllowNetworkOpt = None,
+    user_agent_token: UserAgentTokenOpt = None,
+    follow_links_outside: FollowLinksOpt = False,
 ) -> None:
     """Serve the Prefect ingest flow on a schedule (same options as `index`); runs until stopped.
 
@@ -255,6 +343,7 @@ def schedule(
     """
     from mmindex.pipeline.cli.serving import require_prefect_api, serve_until_stopped
     from mmindex.pipeline.errors import ConfigError
+    from mmindex.pipeline.sources.resolve import is_url, source_options
 
     if (cron is None) == (interval is None):
         raise ConfigError("give either --cron EXPR or --interval SECONDS")
@@ -264,14 +353,28 @@ def schedule(
         raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
     require_prefect_api()
     settings = load_cli_settings(root=root)  # validates the root like `index` does
+    source_parameters = {
+        "format": format, "url_column": url_column, "caption_column": caption_column, "key_column": key_column,
+        "fetch_timeout": fetch_timeout, "max_bytes": max_bytes, "fetch_concurrency": fetch_concurrency,
+        "fetch_per_host": fetch_per_host, "fetch_retries": fetch_retries,
+        "allow_private_network": allow_private_network, "allow_network": allow_network or [],
+        "user_agent_token": user_agent_token, "follow_links_outside": follow_links_outside,
+    }
+    source_options(  # validated here, once, rather than failing every scheduled run
+        format=format, url_column=url_column, caption_column=caption_column, key_column=key_column,
+        fetch_timeout=fetch_timeout, max_bytes=max_bytes, fetch_concurrency=fetch_concurrency,
+        fetch_per_host=fetch_per_host, fetch_retries=fetch_retries, allow_private_network=allow_private_network,
+        allow_network=allow_network, user_agent_token=user_agent_token, follow_links_outside=follow_links_outside,
+    )
+    location = source if is_url(source) else Path(source).expanduser().resolve().as_posix()
     parameters = {
-        "source": source.expanduser().resolve().as_posix(), "collection": collection, "root": str(settings.root),
+        "source": location, "collection": collection, "root": str(settings.root),
         "model": model, "pretrained": pretrained, "device": device, "precision": precision, "batch_size": batch_size,
         "workers": workers, "qdrant_url": qdrant_url, "include": include or [], "exclude": exclude or [],
         "hidden": hidden, "source_id": source_id, "retry_failed": retry_failed, "no_delete": no_delete,
         "labels": labels, "label_template": label_template or [], "label_threshold": label_threshold,
         "text_model": text_model, "max_document_bytes": max_document_bytes, "shard_size": shard_size,
-        "embed_deployment": embed_deployment,
+        "embed_deployment": embed_deployment, **source_parameters,
     }
     serve_until_stopped(lambda: ingest_flow.serve(
         name=name or f"mmindex-{collection}", cron=cron, interval=interval,

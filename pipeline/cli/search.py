@@ -143,7 +143,7 @@ def query(
     if html_out is not None:
         from mmindex.pipeline.search.gallery import write_result_gallery
 
-        written = write_result_gallery(html_out, result, settings.max_image_pixels)
+        written = write_result_gallery(html_out, result, settings)
         err.print(f"[green]wrote[/] gallery of {len(hits)} results to {markup(written)}")
     if as_json:  # the fused query's score is the cosine similarity of each hit to it
         emit_json([{**hit.as_json(), "score_kind": "cosine"} for hit in hits])

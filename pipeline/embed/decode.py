@@ -109,11 +109,17 @@ def read_item_bytes(ref: ItemRef, max_bytes: int) -> bytes:
 
 
 def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """Read a whole regular file of at most ``max_bytes`` bytes, or raise ``DecodeError``."""
+    """Read a whole regular file of at most ``max_bytes`` bytes, or raise ``DecodeError``.
+
+    Links are resolved first (the crawler decided which ones to follow) and the real path is
+    opened with ``O_NOFOLLOW`` where the OS has it, so a file swapped for a link after the check
+    is refused instead of followed.
+    """
     _check_regular(_stat_or_fail(path), max_bytes)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+             | getattr(os, "O_NOFOLLOW", 0))
     try:
-        fd = os.open(path, flags)
+        fd = os.open(os.path.realpath(path), flags)
     except OSError as exc:
         raise _os_error_reason(exc, path) from exc
     try:

@@ -33,7 +33,7 @@ from mmindex.pipeline.embed.decode import decode_image, read_caption, read_item_
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.embed.preprocess import PixelPlan
 from mmindex.pipeline.errors import DecodeError
-from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.base import ItemReader, ItemRef
 from mmindex.schemas.items import STATUS_FAILED, ItemRecord
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def base_record(ref: ItemRef, embedder_id: str) -> ItemRecord:
         path=ref.path,
         ext=ref.ext,
         embedder_id=embedder_id,
-        bytes=ref.size,
+        bytes=ref.known_size,
         mtime_ns=ref.mtime_ns,
     )
 
@@ -157,6 +157,7 @@ class ImageDecodeDataset:
     With ``device_jpeg``, JPEGs the device decoder can take (``gpu_decode.device_jpeg_header``)
     are only read and hashed here; their bytes ride along to be decoded on the device.
     ``times`` (threads only, never sent to worker processes) records per-item stage seconds.
+    ``reader`` reads a remote source's items (threads only: it holds a fetch pool); None: local files.
     """
 
     def __init__(
@@ -168,8 +169,10 @@ class ImageDecodeDataset:
         plan: PixelPlan | None = None,
         device_jpeg: bool = False,
         times: StageTimes | None = None,
+        reader: ItemReader | None = None,
     ) -> None:
         self.refs = list(refs)
+        self.reader = reader
         self.preprocess = preprocess
         self.embedder_id = embedder_id
         self.max_pixels = max_pixels
@@ -191,7 +194,7 @@ class ImageDecodeDataset:
         times = self.times
         started = time.perf_counter()
         try:
-            data = read_item_bytes(ref, MAX_FILE_BYTES)
+            data = read_item_bytes(ref, MAX_FILE_BYTES) if self.reader is None else self.reader.read(ref, MAX_FILE_BYTES)
         except DecodeError as exc:
             return ImageSample(fail(record, str(exc)), None)
         record.bytes = len(data)
@@ -217,11 +220,16 @@ class ImageDecodeDataset:
 
     @staticmethod
     def _sidecars(ref: ItemRef, record: ItemRecord) -> None:
-        if ref.caption_path:
-            record.caption = read_caption(ref.caption_path)
-        if ref.metadata_path:
-            metadata = read_metadata(ref.metadata_path)
-            record.metadata_json = None if metadata is None else json.dumps(metadata, sort_keys=True)
+        record.caption, record.metadata_json = sidecars(ref)
+
+
+def sidecars(ref: ItemRef) -> tuple[str | None, str | None]:
+    """An image's caption and metadata (JSON): its sidecar files, or what its source carried inline."""
+    caption = read_caption(ref.caption_path) if ref.caption_path else ref.caption
+    if not ref.metadata_path:
+        return caption, ref.metadata_json
+    metadata = read_metadata(ref.metadata_path)
+    return caption, None if metadata is None else json.dumps(metadata, sort_keys=True)
 
 
 def collate_images(samples: list[ImageSample], pin: bool = False) -> ImageBatch:
@@ -310,8 +318,12 @@ def _loader_batches(dataset: ImageDecodeDataset, batch_size: int, workers: int, 
     )
 
 
-def _choose(strategy: Strategy, workers: int | None, device_type: str, plan: PixelPlan | None) -> Strategy:
-    """The strategy ``auto`` stands for on this device."""
+def _choose(
+    strategy: Strategy, workers: int | None, device_type: str, plan: PixelPlan | None, threads_only: bool = False
+) -> Strategy:
+    """The strategy ``auto`` stands for on this device (a thread strategy when ``threads_only``)."""
+    if threads_only:
+        return strategy if strategy in ("burst", "overlap") else ("burst" if device_type == "cpu" else "overlap")
     if strategy != "auto":
         return strategy
     if workers is not None:
@@ -369,23 +381,25 @@ def embed_images(
     workers: int | None,
     max_pixels: int,
     strategy: Strategy = "auto",
+    reader: ItemReader | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
     """Yield (records, embeddings) per batch, in input order; failed rows have zero vectors.
 
     ``workers=None`` picks the decoding strategy for the device (see the module docstring); a
     number asks for that many worker processes (0: decode in the calling thread). ``strategy``
-    forces one (the benchmark compares them). Stage times are recorded when a
+    forces one (the benchmark compares them). ``reader`` reads a remote source's items (in decode
+    threads, never worker processes: it holds the fetch pool). Stage times are recorded when a
     ``timing.recording()`` is open.
     """
     if not refs:
         return
     times = timing.current()
     plan = embedder.pixel_plan
-    chosen = _choose(strategy, workers, embedder.device.type, plan)
+    chosen = _choose(strategy, workers, embedder.device.type, plan, threads_only=reader is not None)
     threaded = chosen in ("burst", "overlap")
     device_jpeg = chosen == "device-jpeg" and plan is not None and plan.tensor_steps is not None
     dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, max_pixels, plan,
-                                 device_jpeg=device_jpeg, times=times if threaded else None)
+                                 device_jpeg=device_jpeg, times=times if threaded else None, reader=reader)
     batches = iter(_batches(dataset, chosen, batch_size, workers, embedder.device.type))
     dim = embedder.dim
     while True:

@@ -21,7 +21,7 @@ from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.embed.sandbox import PARSED_EXTENSIONS, DocumentLimits, ExtractionSandbox
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.ids import chunk_key, point_id
-from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.base import ItemReader, ItemRef
 from mmindex.schemas.items import STATUS_OK, ItemRecord
 
 if TYPE_CHECKING:
@@ -31,14 +31,17 @@ if TYPE_CHECKING:
 CHUNK_OVERLAP_TOKENS = 16
 
 
-def _extract(ref: ItemRef, document: ItemRecord, limits: DocumentLimits, sandbox: ExtractionSandbox | None) -> ExtractedText:
-    """Read the document's bytes (recording their size and hash) and extract its text: parsed
-    formats in the sandbox when there is one. Every failure is a ``DecodeError`` with a reason."""
+def _extract(
+    ref: ItemRef, document: ItemRecord, limits: DocumentLimits, sandbox: ExtractionSandbox | None, reader: ItemReader | None
+) -> ExtractedText:
+    """Read the document's bytes (recording their size and hash; ``reader``: a remote source's
+    reader, None: a local file) and extract its text: parsed formats in the sandbox when there is
+    one. Every failure is a ``DecodeError`` with a reason."""
     from mmindex.pipeline.embed.extract import extract_document
 
-    if ref.size is not None and ref.size > limits.max_bytes:
+    if ref.size is not None and ref.size > limits.max_bytes:  # -1: a listing that does not know the size
         raise DecodeError(f"document too large: {ref.size} bytes exceeds --max-document-bytes {limits.max_bytes}")
-    data = read_item_bytes(ref, limits.max_bytes)
+    data = read_item_bytes(ref, limits.max_bytes) if reader is None else reader.read(ref, limits.max_bytes)
     document.bytes = len(data)
     document.sha256 = sha256_hex(data)
     if sandbox is not None and ref.ext.lower() in PARSED_EXTENSIONS:
@@ -59,8 +62,10 @@ def document_records(
     text_embedder: TextEmbedder | None = None,
     limits: DocumentLimits | None = None,
     sandbox: ExtractionSandbox | None = None,
+    reader: ItemReader | None = None,
 ) -> list[ItemRecord]:
-    """One record per chunk of the document, or a single failed record.
+    """One record per chunk of the document, or a single failed record (``reader``: a remote
+    source's reader; None: a local file).
 
     ``limits``: the largest document and the parser's budget (``sandbox``: the child process
     HTML and PDF are parsed in; None parses them in this process, without a budget).
@@ -68,7 +73,7 @@ def document_records(
     document = base_record(ref, embedder.embedder_id)
     document.doc_key = ref.key
     try:
-        extracted = _extract(ref, document, limits or DocumentLimits(), sandbox)
+        extracted = _extract(ref, document, limits or DocumentLimits(), sandbox, reader)
     except DecodeError as exc:
         return [fail(document, str(exc))]
     if text_embedder is None:
@@ -120,6 +125,7 @@ def embed_texts(
     text_embedder: TextEmbedder | None = None,
     known_text_vectors: Mapping[str, np.ndarray] | None = None,
     limits: DocumentLimits | None = None,
+    reader: ItemReader | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
     """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks).
 
@@ -155,7 +161,7 @@ def embed_texts(
     document_limits = limits or DocumentLimits()
     with ExtractionSandbox(document_limits) as sandbox:
         for ref in refs:
-            pending.extend(document_records(ref, embedder, text_embedder, document_limits, sandbox))
+            pending.extend(document_records(ref, embedder, text_embedder, document_limits, sandbox, reader))
             if len(pending) >= batch_size:
                 yield flush()
                 pending.clear()

@@ -9,9 +9,8 @@ keys they no longer have.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,11 +25,12 @@ from mmindex.pipeline.io.catalog import CatalogItem, read_item_rows
 from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.io.shards import ShardLog, ShardRef
 from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.readers import UnitReader
 from mmindex.pipeline.store.store import VectorStore
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import DEFAULT_MAX_DOCUMENT_BYTES
 from mmindex.schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
-from mmindex.schemas.state import CollectionVersion
+from mmindex.schemas.state import CollectionVersion, SourceSpec
 
 if TYPE_CHECKING:
     from mmindex.pipeline.embed.text_model import TextEmbedder
@@ -137,17 +137,11 @@ def tombstone_rows(item: CatalogItem, keys: Iterable[str], embedder_id: str, dim
     return records, np.zeros((len(records), dim), dtype=np.float32)
 
 
-def _sidecars(ref: ItemRef) -> tuple[str | None, str | None]:
-    from mmindex.pipeline.embed.decode import read_caption, read_metadata
-
-    caption = read_caption(ref.caption_path) if ref.caption_path else None
-    metadata = read_metadata(ref.metadata_path) if ref.metadata_path else None
-    return caption, None if metadata is None else json.dumps(metadata, sort_keys=True)
-
-
 def refreshed(records: list[ItemRecord], ref: ItemRef) -> list[ItemRecord]:
     """Stored rows of an item, moved to ``ref``'s key and location, with its stat and sidecars."""
-    caption, metadata_json = _sidecars(ref) if ref.modality == "image" else (None, None)
+    from mmindex.pipeline.embed.images import sidecars
+
+    caption, metadata_json = sidecars(ref) if ref.modality == "image" else (None, None)
     updated = []
     for record in records:
         key = chunk_key(ref.key, record.chunk_index) if ref.modality == "text" else ref.key  # type: ignore[arg-type]
@@ -161,7 +155,7 @@ def refreshed(records: list[ItemRecord], ref: ItemRef) -> list[ItemRecord]:
                 path=ref.path,
                 ext=ref.ext,
                 mtime_ns=ref.mtime_ns,
-                bytes=ref.size,
+                bytes=record.bytes if ref.known_size is None else ref.size,
                 doc_key=ref.key if ref.modality == "text" else None,
                 caption=caption if ref.modality == "image" else record.caption,
                 metadata_json=metadata_json if ref.modality == "image" else record.metadata_json,
@@ -195,6 +189,8 @@ class UnitExecutor:
     # The collection's text model (RAG), loaded on first use; None: CLIP vectors only.
     text_embedder: Callable[[], TextEmbedder] | None = None
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    # The collection's sources by id: items of remote ones are read through their source.
+    sources: Mapping[str, SourceSpec] = field(default_factory=dict)
     _previous: dict[str, CatalogItem] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -265,12 +261,21 @@ class UnitExecutor:
         stats = TextEmbedStats()
         known, known_text = self._known_chunk_vectors(texts) if texts else ({}, {})
         text_embedder = self.text_embedder() if texts and self.text_embedder is not None else None
-        groups = [
-            embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers, max_pixels=self.max_pixels),
-            embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
-                        text_embedder=text_embedder, known_text_vectors=known_text,
-                        limits=DocumentLimits(max_bytes=self.max_document_bytes)),
-        ]
+        with UnitReader(self.sources, [*images, *texts]) as reader:
+            remote = reader if reader.remote else None
+            groups = [
+                embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers,
+                             max_pixels=self.max_pixels, reader=remote),
+                embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
+                            text_embedder=text_embedder, known_text_vectors=known_text, reader=remote,
+                            limits=DocumentLimits(max_bytes=self.max_document_bytes)),
+            ]
+            self._queue_embedded(groups, by_key)
+        self.committer.tally.counts.chunks_reused += stats.reused
+
+    def _queue_embedded(self, groups: list[Iterator[tuple[list[ItemRecord], np.ndarray]]],
+                        by_key: dict[str, ItemRef]) -> None:
+        """Queue the rows of embedded items (with tombstones for their vanished chunks)."""
         tally = self.committer.tally
         for records, embeddings in (group for stream in groups for group in stream):
             for item_key, (item_records, item_vectors) in _by_item(records, embeddings):
@@ -281,7 +286,6 @@ class UnitExecutor:
                     tally.embedded_keys.append(item_key)
                     tally.counts.embedded += 1
                 self.committer.add(self._with_tombstones(item_key, (item_records, item_vectors)))
-        tally.counts.chunks_reused += stats.reused
 
     def _with_tombstones(self, item_key: str, rows: ItemRows) -> ItemRows:
         """Add tombstones for keys the item had before and no longer has (vanished chunks)."""

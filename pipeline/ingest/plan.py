@@ -1,9 +1,10 @@
 """Plan an incremental run: compare a crawl with the catalog (docs/ARCHITECTURE.md §2).
 
-Per item, cheapest signal first: same size and mtime -> unchanged (no read); otherwise the
-content hash decides. New items whose content is already stored under another key (a rename or
-a copy) reuse the stored vectors. Items of the crawled source that the crawl no longer finds are
-deleted. Only new and changed items (and failed ones being retried) need the model.
+Per item, cheapest signal first: same size and mtime (and sidecar signature) -> unchanged (no
+read); otherwise the content hash decides. A remote item (a manifest row: size unknown) is
+unchanged when its row signature is; it is never read at planning time. New items whose content
+is already stored under another key (a rename or a copy) reuse the stored vectors. Items of the
+crawled source that the crawl no longer finds are deleted. Only new and changed items (and failed ones being retried) need the model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmindex.pipeline.io.catalog import Catalog, CatalogItem
-from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.base import UNKNOWN_SIZE, ItemRef
 from mmindex.schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK
 from mmindex.schemas.state import RunCounts
 
@@ -126,9 +127,12 @@ def content_sha256(path: str) -> str | None:
 
 
 def _is_regular(ref: ItemRef) -> bool:
+    """A local regular file (a remote item is never read at planning time)."""
     import os
     import stat
 
+    if not ref.is_local or ref.known_size is None:
+        return False
     try:
         return stat.S_ISREG(os.stat(ref.uri).st_mode)
     except OSError:
@@ -149,14 +153,14 @@ def _settled(refs: list[ItemRef], catalog: Catalog, retry_failed: bool) -> tuple
     """
     keys = pa.array([ref.key for ref in refs], type=pa.string())
     known = catalog.lookup(keys)
-    same_stat = pc.and_(
-        _same(known.column("bytes"), pa.array([ref.size for ref in refs], type=pa.int64())),
-        _same(known.column("mtime_ns"), pa.array([ref.mtime_ns for ref in refs], type=pa.int64())),
-    )
+    sizes = pa.array([ref.size for ref in refs], type=pa.int64())
+    same_size = pc.or_(_same(known.column("bytes"), sizes), pc.equal(sizes, UNKNOWN_SIZE))  # a URL: by signature
+    same_stat = pc.and_(same_size, _same(known.column("mtime_ns"), pa.array([ref.mtime_ns for ref in refs],
+                                                                              type=pa.int64())))
     same_sidecars = _same(known.column("sidecar_sig"), pa.array([ref.sidecar_sig for ref in refs], type=pa.string()))
     status = known.column("status")
     unchanged = pc.and_(pc.and_(same_stat, same_sidecars), pc.fill_null(pc.equal(status, STATUS_OK), False))
-    failed_kept = pc.and_(same_stat, pc.fill_null(pc.equal(status, STATUS_FAILED), False))
+    failed_kept = pc.and_(pc.and_(same_stat, same_sidecars), pc.fill_null(pc.equal(status, STATUS_FAILED), False))
     if retry_failed:
         failed_kept = pc.and_(failed_kept, False)
     return unchanged.to_numpy(zero_copy_only=False), failed_kept.to_numpy(zero_copy_only=False)

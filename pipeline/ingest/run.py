@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,8 +34,10 @@ from mmindex.pipeline.ingest.units import IndexReport, RunDir, RunPlan, WorkUnit
 from mmindex.pipeline.ingest.versions import requested_model, run_text_model, target_version
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
+from mmindex.pipeline.io.root import ensure_private_root
 from mmindex.pipeline.io.state_file import read_state
-from mmindex.pipeline.sources.local import crawl_local, resolve_source_root
+from mmindex.pipeline.sources.local import resolve_source_root
+from mmindex.pipeline.sources.resolve import SourceOptions, open_source, source_spec
 from mmindex.pipeline.store.open_store import require_store_for_root, validate_collection_name
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import Settings
@@ -52,7 +55,7 @@ __all__ = [
 class IndexRequest:
     """What to index and how (flags of ``mmindex index``)."""
 
-    source: Path
+    source: str | os.PathLike[str]
     collection: str
     model: ModelSpec | None = None
     include: tuple[str, ...] = ()
@@ -63,10 +66,16 @@ class IndexRequest:
     retry_failed: bool = False
     delete_missing: bool = True
     labels: LabelConfig | None = None
+    source_options: SourceOptions | None = None  # --format, a manifest's columns, --fetch-* (``source_options``)
+
+    def spec(self) -> SourceSpec:
+        """What the collection remembers of this source (kind chosen from SOURCE unless forced)."""
+        return source_spec(os.fspath(self.source), self.source_options, include=self.include, exclude=self.exclude,
+                           include_hidden=self.include_hidden)
 
     def resolved_source_id(self) -> str:
-        """The source id item keys start with (the crawler's default: the folder's real path)."""
-        return self.source_id or self.source.expanduser().resolve().as_posix()
+        """The source id item keys start with (default: the folder's real path, the manifest's location)."""
+        return self.source_id or self.spec().path
 
 
 def label_config(labels: str | None, templates: list[str] | None, threshold: float | None) -> LabelConfig | None:
@@ -83,14 +92,18 @@ def ingest_lock(settings: Settings, collection: str) -> FileLock:
     """The lock that makes ingests into one collection mutually exclusive (across processes;
     where it lives: ``IndexPaths.ingest_lock_file``)."""
     path = IndexPaths(settings.root).ingest_lock_file(collection)
+    ensure_private_root(settings.root)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
 
 
 def check_source(request: IndexRequest) -> None:
     """Refuse a source that cannot be crawled before anything is created in the index root (the
-    lock file, the store, the state file): a run that fails before planning leaves the root as it was."""
-    resolve_source_root(request.source)
+    lock file, the store, the state file): a run that fails before planning leaves the root as it was.
+    A folder must exist; a manifest, prefix or WebDataset source is checked when it is opened."""
+    spec = request.spec()
+    if spec.kind == "folder":
+        resolve_source_root(Path(spec.path))
 
 
 @contextlib.contextmanager
@@ -113,8 +126,7 @@ def _crawl_and_plan(
     """Crawl one source and plan it against the version's catalog (loaded after the crawl, timed
     as planning; an empty one for a collection that does not exist yet)."""
     with stage("crawl"):
-        refs = list(crawl_local(Path(spec.path), source_id=source_id, include=spec.include, exclude=spec.exclude,
-                                include_hidden=spec.include_hidden))
+        refs = list(open_source(spec, source_id).items())
     with stage("plan"):
         loaded = Catalog.empty() if catalog is None else load_catalog(catalog.shard_log)
         plan = plan_changes(refs, loaded, source_id, retry_failed=request.retry_failed,
@@ -169,8 +181,7 @@ def plan_run(
     collection = validate_collection_name(request.collection)
     require_store_for_root(settings)
     source_id = request.resolved_source_id()
-    this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
-                             exclude=list(request.exclude), include_hidden=request.include_hidden)
+    this_source = request.spec()
     existing = read_state(settings.root).collections.get(collection)
     spec, explicit = requested_model(request.model, settings, existing, embedder)
     model = _RunModel(spec, settings, embedder, loader)

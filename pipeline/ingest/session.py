@@ -124,7 +124,8 @@ class RunSession:
             UnitExecutor(unit, committer, collection.embedder, self.settings.batch_size, self.settings.workers,
                          self.settings.max_image_pixels,
                          collection.text_embedder if collection.has_text_model else None,
-                         self.settings.max_document_bytes).prepare()
+                         self.settings.max_document_bytes,
+                         sources={**collection.entry.sources, self.plan.source_id: self.plan.source}).prepare()
         return prepared
 
     def process(self, seq: int, progress: ProgressReporter | None = None) -> UnitOutcome:

@@ -27,10 +27,22 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 __all__ = [
-    "RemotePath", "StoragePath", "arrow_location", "is_remote", "is_url", "parse_root", "publish", "remove_tree",
+    "RemotePath", "StoragePath", "arrow_location", "ensure_private_root", "is_remote", "is_url", "parse_root",
+    "publish", "remove_tree",
 ]
 
 _TMP_PREFIX = ".tmp-"
+# An index holds text from private folders: its root is the owner's only, and so is every file published.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def ensure_private_root(root: StoragePath) -> None:
+    """Create a local index root readable by its owner only (an existing one is left as it is)."""
+    if isinstance(root, RemotePath) or root.exists():
+        return
+    root.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(root, PRIVATE_DIR_MODE)
 
 
 def is_remote(path: StoragePath) -> bool:
@@ -75,7 +87,8 @@ def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     local_tmp = path.with_name(_tmp_name(path.name))
     try:
-        with local_tmp.open("wb") as handle:
+        fd = os.open(local_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             if durable:
                 handle.flush()

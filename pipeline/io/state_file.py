@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from mmindex.pipeline.errors import IndexBusyError, SchemaMismatchError
 from mmindex.pipeline.io.paths import IndexPaths
-from mmindex.pipeline.io.root import StoragePath, is_remote, publish
+from mmindex.pipeline.io.root import StoragePath, ensure_private_root, is_remote, publish
 from mmindex.schemas.state import IndexState
 
 LOCK_SECONDS = 30.0
@@ -48,7 +48,7 @@ def edit_state(root: StoragePath) -> Iterator[IndexState]:
         yield state
         publish(paths.state_file, state.model_dump_json(indent=2).encode("utf-8"))
         return
-    root.mkdir(parents=True, exist_ok=True)
+    ensure_private_root(root)
     lock = FileLock(str(paths.state_lock_file))
     try:
         lock.acquire(timeout=LOCK_SECONDS)

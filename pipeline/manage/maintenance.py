@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from mmindex.pipeline.collection import Collection
@@ -71,9 +70,12 @@ def migrate_collection(
     if not state.sources:
         raise ConfigError(f"collection {collection!r} has no recorded sources: run `mmindex index SOURCE -c {collection} --model ...`")
     source_id, source = next(iter(state.sources.items()))
+    from mmindex.pipeline.sources.resolve import SourceOptions
+
     request = IndexRequest(
-        source=Path(source.path), collection=collection, model=model, include=tuple(source.include),
+        source=source.path, collection=collection, model=model, include=tuple(source.include),
         exclude=tuple(source.exclude), include_hidden=source.include_hidden, source_id=source_id,
+        source_options=SourceOptions(source.kind, source.columns, source.fetch, source.follow_links_outside),
     )
     return index_source(request, settings, progress)
 

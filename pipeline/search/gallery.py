@@ -1,7 +1,10 @@
 """Result gallery: one self-contained HTML page of search hits (``mmindex query --html out.html``).
 
 The page needs nothing else: CSS is inline and local images are embedded as small base64 JPEG
-thumbnails (remote ``http(s)`` items are linked). One ``<article class="card">`` per hit shows
+thumbnails. Only files under the collection's recorded folder roots are thumbnailed (a payload
+``uri`` such as ``file:///home/u/x.png`` from a manifest row is not); remote ``http(s)`` items are
+linked only when remote images are asked for. A Content-Security-Policy meta tag allows no
+scripts, inline styles, and images from ``data:`` only (plus http/https with remote images). One ``<article class="card">`` per hit shows
 the rank, score, thumbnail or chunk text, key payload fields and each query part's
 contribution; the header shows the query, the collection and how the store was asked.
 Every string from a payload is HTML-escaped.
@@ -22,6 +25,7 @@ from mmindex.pipeline.errors import ConfigError, DecodeError
 from mmindex.pipeline.search.fusion import Contribution
 from mmindex.pipeline.search.query import QueryHit, SearchResult
 from mmindex.pipeline.sources.local import GENERATED_PAGE_MARKER
+from mmindex.schemas.config import Settings
 
 THUMBNAIL_PX = 256
 JPEG_QUALITY = 80
@@ -75,6 +79,20 @@ class GalleryHeader:
     facts: str = ""
     query_images: tuple[Path, ...] = ()
     negative_images: tuple[Path, ...] = ()
+    # Folders whose files may be thumbnailed (the collection's folder sources), and whether the
+    # page may load http(s) images.
+    source_roots: tuple[str, ...] = ()
+    remote_images: bool = False
+
+    def content_policy(self) -> str:
+        """The page's Content-Security-Policy."""
+        images = "data: http: https:" if self.remote_images else "data:"
+        return f"default-src 'none'; style-src 'unsafe-inline'; img-src {images}; base-uri 'none'; form-action 'none'"
+
+    def may_thumbnail(self, path: str) -> bool:
+        """Whether a local file lies (after resolving links) under one of the source roots."""
+        real = os.path.realpath(path)
+        return any(real.startswith(os.path.join(os.path.realpath(root), "")) for root in self.source_roots)
 
 
 def thumbnail_data_uri(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) -> str | None:
@@ -91,17 +109,18 @@ def thumbnail_data_uri(path: str | Path, max_pixels: int, size: int = THUMBNAIL_
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _image_source(hit: QueryHit, max_pixels: int) -> str | None:
+def _image_source(hit: QueryHit, max_pixels: int, header: GalleryHeader) -> str | None:
     uri = str(hit.payload.get("uri") or "")
     if uri.startswith(("http://", "https://")):
-        return uri
-    local = uri.removeprefix("file://")
-    return thumbnail_data_uri(local, max_pixels) if local else None
+        return uri if header.remote_images else None
+    if not uri.startswith("/") or not header.may_thumbnail(uri):
+        return None
+    return thumbnail_data_uri(uri, max_pixels)
 
 
-def _media(hit: QueryHit, max_pixels: int) -> str:
+def _media(hit: QueryHit, max_pixels: int, header: GalleryHeader) -> str:
     if hit.modality == "image":
-        source = _image_source(hit, max_pixels)
+        source = _image_source(hit, max_pixels, header)
         if source is None:
             return '<div class="media missing">image unavailable</div>'
         alt = html.escape(str(hit.payload.get("path") or hit.key))
@@ -149,11 +168,11 @@ def _why(hit: QueryHit) -> str:
     return f'<table class="why" aria-label="score contributions">{rows}</table>'
 
 
-def _card(rank: int, hit: QueryHit, max_pixels: int) -> str:
+def _card(rank: int, hit: QueryHit, max_pixels: int, header: GalleryHeader) -> str:
     location = str(hit.payload.get("path") or hit.key)
     return (
         f'<article class="card" data-rank="{rank}" data-modality="{html.escape(hit.modality)}">'
-        f"{_media(hit, max_pixels)}"
+        f"{_media(hit, max_pixels, header)}"
         f'<div class="meta"><div class="score"><span class="rank">#{rank}</span>{hit.score:.4f}</div>'
         f'<div class="key" title="{html.escape(hit.key)}">{html.escape(location)}</div>'
         f"{_facts(hit)}{_why(hit)}</div></article>"
@@ -172,7 +191,7 @@ def _query_images(paths: Sequence[Path], negative: bool, max_pixels: int) -> str
 
 def render_gallery(header: GalleryHeader, hits: Sequence[QueryHit], max_pixels: int) -> str:
     """The whole page as a string."""
-    cards = "\n".join(_card(rank, hit, max_pixels) for rank, hit in enumerate(hits, 1))
+    cards = "\n".join(_card(rank, hit, max_pixels, header) for rank, hit in enumerate(hits, 1))
     images = _query_images(header.query_images, False, max_pixels) + _query_images(
         header.negative_images, True, max_pixels
     )
@@ -180,6 +199,7 @@ def render_gallery(header: GalleryHeader, hits: Sequence[QueryHit], max_pixels: 
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8">{GENERATED_PAGE_MARKER}'
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(header.content_policy())}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(header.title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{html.escape(header.title)}</h1>"
@@ -189,8 +209,8 @@ def render_gallery(header: GalleryHeader, hits: Sequence[QueryHit], max_pixels: 
     )
 
 
-def header_for(result: SearchResult) -> GalleryHeader:
-    """The page header of a search result."""
+def header_for(result: SearchResult, source_roots: tuple[str, ...] = (), remote_images: bool = False) -> GalleryHeader:
+    """The page header of a search result (thumbnails only from ``source_roots``)."""
     query = result.query
     parts = [embedded.part for embedded in result.fused.parts]
     facts = [f"collection {query.collection}", f"{len(result.hits)} results", f"method {result.method}"]
@@ -206,6 +226,8 @@ def header_for(result: SearchResult) -> GalleryHeader:
         facts=" · ".join(facts),
         query_images=tuple(Path(p.value) for p in parts if p.kind == "image" and not p.negative),  # type: ignore[arg-type]
         negative_images=tuple(Path(p.value) for p in parts if p.kind == "image" and p.negative),  # type: ignore[arg-type]
+        source_roots=source_roots,
+        remote_images=remote_images,
     )
 
 
@@ -225,6 +247,14 @@ def write_gallery(path: Path, page: str) -> Path:
     return target
 
 
-def write_result_gallery(path: Path, result: SearchResult, max_pixels: int) -> Path:
-    """Render ``result`` and write it to ``path``."""
-    return write_gallery(path, render_gallery(header_for(result), result.hits, max_pixels))
+def folder_roots(settings: Settings, collection: str) -> tuple[str, ...]:
+    """The folders a collection was indexed from (the only files its gallery thumbnails)."""
+    from mmindex.pipeline.collection import collection_state
+
+    return tuple(spec.path for spec in collection_state(settings, collection).sources.values() if spec.kind == "folder")
+
+
+def write_result_gallery(path: Path, result: SearchResult, settings: Settings, *, remote_images: bool = False) -> Path:
+    """Render ``result`` and write it to ``path`` (thumbnails from the collection's folders only)."""
+    header = header_for(result, folder_roots(settings, result.query.collection), remote_images)
+    return write_gallery(path, render_gallery(header, result.hits, settings.max_image_pixels))

@@ -85,6 +85,7 @@ def crawl_local(
     exclude: Sequence[str] = (),
     include_hidden: bool = False,
     follow_symlinks: bool = True,
+    links_outside_root: bool = False,
 ) -> Iterator[ItemRef]:
     """Yield one ``ItemRef`` per image or text file under ``root``, in a deterministic order.
 
@@ -96,6 +97,8 @@ def crawl_local(
         include_hidden: also crawl names that start with a dot (skipped by default).
         follow_symlinks: follow symlinks to files and directories (each real directory is
             crawled once, so symlink loops terminate). When false, symlinks are skipped.
+        links_outside_root: also follow links whose real path leaves the root (by default a
+            link such as ``notes.txt -> ~/.ssh/id_rsa`` is skipped, with a warning).
 
     Modality comes from the extension (case-insensitive); other files are ignored. Items carry
     ``path`` = POSIX path relative to root, ``uri`` = absolute local path (under the resolved
@@ -114,6 +117,7 @@ def crawl_local(
         filters=_Filters(include=_compile_all(include), exclude=_compile_all(exclude)),
         include_hidden=include_hidden,
         follow_symlinks=follow_symlinks,
+        real_root=None if links_outside_root else str(resolved_root),
     )
     if not walker.first_visit(str(resolved_root)):
         raise SourceError(f"cannot stat source directory: {resolved_root}")
@@ -158,6 +162,7 @@ class _Walker:
     filters: _Filters
     include_hidden: bool
     follow_symlinks: bool
+    real_root: str | None = None  # links must stay under it (None: follow links anywhere)
     visited: set[tuple[int, int]] = field(default_factory=set)
 
     def walk(self, root_entries: list[os.DirEntry[str]]) -> Iterator[ItemRef]:
@@ -199,13 +204,23 @@ class _Walker:
         for entry in entries:
             if not _is_valid_name(entry, rel_dir):
                 continue
-            if entry.is_symlink() and not self.follow_symlinks:
+            if entry.is_symlink() and (not self.follow_symlinks or not self._stays_inside(entry)):
                 continue
             info = _describe(entry)
             if info is not None:
                 described.append(info)
         sidecars = _SidecarIndex.build(described)
         return ((f"{rel_dir}{entry.name}", entry, sidecars) for entry in described)
+
+    def _stays_inside(self, entry: os.DirEntry[str]) -> bool:
+        """Whether a link's real path is under the root (always, when links may leave it)."""
+        if self.real_root is None:
+            return True
+        real = os.path.realpath(entry.path)
+        if real == self.real_root or real.startswith(self.real_root.rstrip("/") + "/"):
+            return True
+        logger.warning("not following %s: it points outside the source folder (--follow-links-outside)", entry.path)
+        return False
 
     def _item(self, rel_path: str, entry: _Entry, sidecars: _SidecarIndex) -> ItemRef | None:
         """The ``ItemRef`` of a non-directory entry, or None when it is not an item."""
