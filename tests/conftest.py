@@ -229,5 +229,10 @@ def s3_bucket() -> Iterator[str]:
     try:
         yield "mmindex-test"
     finally:
+        import s3fs
+
+        # fsspec caches filesystems by their arguments, not by AWS_ENDPOINT_URL: a cached one would
+        # still point at this (stopped) server in the next module.
+        s3fs.S3FileSystem.clear_instance_cache()
         patch.undo()
         server.stop()
