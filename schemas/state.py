@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
+
+# Names in the state become directory names (shard logs, embedded store folders) and Qdrant
+# collection names: matched whole (so "photos\n" is refused), no separators, no dots (so a
+# tampered "../../.." can never point outside the root).
+CollectionName = Annotated[str, StringConstraints(pattern=r"\A[A-Za-z0-9][A-Za-z0-9_\-]{0,62}\z")]
+PhysicalName = Annotated[str, StringConstraints(pattern=r"\A[A-Za-z0-9][A-Za-z0-9_\-]{0,199}\z")]
 
 # The plan's part of ``RunCounts``, in the order reports show it.
 PLAN_FIELDS = ("new", "changed", "renamed", "deleted", "unchanged", "retried", "failed_unchanged")
@@ -63,7 +69,7 @@ class RunSummary(RunCounts):
 class CollectionVersion(BaseModel):
     """One physical Qdrant collection built with one embedder, and its shard log."""
 
-    physical_name: str
+    physical_name: PhysicalName
     embedder_id: str
     model: str
     pretrained: str | None
@@ -137,7 +143,7 @@ class LabelConfig(BaseModel):
 class CollectionState(BaseModel):
     """A collection as users name it: an alias for its current version."""
 
-    name: str
+    name: CollectionName
     current: CollectionVersion
     building: CollectionVersion | None = None
     previous: list[CollectionVersion] = Field(default_factory=list)
@@ -155,4 +161,4 @@ class IndexState(BaseModel):
     """Everything ``state.json`` holds."""
 
     format: int = 1
-    collections: dict[str, CollectionState] = Field(default_factory=dict)
+    collections: dict[CollectionName, CollectionState] = Field(default_factory=dict)

@@ -93,7 +93,7 @@ EDGE_INDEXING_THRESHOLD_KB = 200_000
 BULK_SESSION_S = 5.0
 BULK_SESSION_REOPEN_FACTOR = 10.0
 # A collection name becomes a directory name: no separators, no leading dot.
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}")
 _SCHEMA_TYPES: dict[FieldType, qe.PayloadSchemaType] = {
     FieldType.KEYWORD: qe.PayloadSchemaType.Keyword,
     FieldType.INTEGER: qe.PayloadSchemaType.Integer,

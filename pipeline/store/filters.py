@@ -9,6 +9,7 @@ as a string otherwise.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from mmindex.schemas.payload import INDEXED_FIELDS, FieldType
 Operator = Literal["eq", "ne", "any", "none", "gte", "lte", "gt", "lt"]
 Scalar = str | int | float
 
-_EXPRESSION = re.compile(r"^\s*(?P<field>[A-Za-z_][A-Za-z0-9_.\-]*)\s*(?P<op>!=|>=|<=|=|>|<)\s*(?P<value>.*?)\s*$")
+# A field is dot-separated names (``kind``, ``meta.camera.model``): no empty part, no trailing dot.
+_FIELD = r"[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_\-]*)*"
+_EXPRESSION = re.compile(rf"\s*(?P<field>{_FIELD})\s*(?P<op>!=|>=|<=|=|>|<)\s*(?P<value>.*?)\s*", re.DOTALL)
 _RANGE_OPS: dict[str, Operator] = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}
 
 
@@ -53,6 +56,8 @@ def _parse_number(text: str, as_type: FieldType | None, expression: str) -> int 
         number = float(text)
     except ValueError:
         raise FilterSyntaxError(f"--where {expression!r}: {text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise FilterSyntaxError(f"--where {expression!r}: {text!r} is not a finite number")
     return int(number) if as_type is None and number.is_integer() and re.fullmatch(r"[-+]?\d+", text) else number
 
 
@@ -70,10 +75,11 @@ def parse_where(expressions: Iterable[str], field_types: Mapping[str, FieldType]
     """Parse ``--where`` expressions into one filter; raises FilterSyntaxError with the culprit."""
     conditions: list[Condition] = []
     for expression in expressions:
-        match = _EXPRESSION.match(expression)
+        match = _EXPRESSION.fullmatch(expression)
         if match is None:
             raise FilterSyntaxError(
-                f"--where {expression!r}: expected FIELD=VALUE, FIELD!=VALUE, FIELD=A,B or FIELD>=|<=|>|<NUMBER"
+                f"--where {expression!r}: expected FIELD=VALUE, FIELD!=VALUE, FIELD=A,B or FIELD>=|<=|>|<NUMBER "
+                "(FIELD is names joined by dots, such as kind or meta.camera)"
             )
         name, op, raw = match["field"], match["op"], match["value"]
         if raw == "":

@@ -12,12 +12,12 @@ from mmindex.pipeline.io.root import is_remote
 from mmindex.pipeline.store.store import VectorStore
 from mmindex.schemas.config import Settings
 
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,62}$")
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,62}")
 
 
 def validate_collection_name(name: str) -> str:
     """Collection names are what users type; keep them portable across backends and file systems."""
-    if not _COLLECTION_NAME.match(name):
+    if not _COLLECTION_NAME.fullmatch(name):
         raise ConfigError(
             f"invalid collection name {name!r}: use 1-63 letters, digits, '_' or '-', starting with a letter or digit"
         )
