@@ -22,7 +22,6 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -37,16 +36,9 @@ from prefect.tasks import Task
 
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
+from mmindex.pipeline.ingest.options import IndexOptions
 from mmindex.pipeline.ingest.report import index_report_json, index_report_markdown
-from mmindex.pipeline.ingest.run import (
-    IndexReport,
-    IndexRequest,
-    PlannedRun,
-    RunSession,
-    holding_ingest_lock,
-    label_config,
-    plan_run,
-)
+from mmindex.pipeline.ingest.run import IndexReport, IndexRequest, PlannedRun, RunSession, holding_ingest_lock, plan_run
 from mmindex.pipeline.ingest.units import RunDir, run_outcomes
 from mmindex.pipeline.io.root import StoragePath, is_remote, parse_root
 from mmindex.schemas.config import Settings, load_settings
@@ -147,16 +139,6 @@ def finalize_task(settings: Settings, collection: str, run_id: str) -> IndexRepo
         return session.finalize()
 
 
-def _settings(
-    root: str | None, model: str | None = None, pretrained: str | None = None, device: str | None = None,
-    precision: str | None = None, batch_size: int | None = None, workers: int | None = None,
-    qdrant_url: str | None = None, shard_size: int | None = None, text_model: str | None = None,
-) -> Settings:
-    return load_settings(root=root or None, model=model, pretrained=pretrained, device=device,
-                         precision=precision, batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
-                         shard_size=shard_size, text_model=text_model)
-
-
 @flow(name="embed-shard", flow_run_name="embed-shard-{collection}-{seq}")
 def embed_shard(
     root: str,
@@ -174,8 +156,8 @@ def embed_shard(
     Settings not given here come from the worker's environment (``MMINDEX_*``, ``QDRANT_URL``,
     ``QDRANT_API_KEY``: secrets never travel as parameters). Returns the shard's seq.
     """
-    settings = _settings(root, device=device, precision=precision, batch_size=batch_size, workers=workers,
-                         qdrant_url=qdrant_url)
+    settings = load_settings(root=root or None, device=device, precision=precision, batch_size=batch_size,
+                             workers=workers, qdrant_url=qdrant_url)
     return shard_task(settings, collection, run_id, seq).seq
 
 
@@ -252,46 +234,21 @@ def _artifact_key(collection: str) -> str:
 
 @flow(name="mmindex-ingest", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))  # type: ignore[arg-type]
 def ingest_flow(
-    source: str,
-    collection: str,
-    root: str | None = None,
-    model: str | None = None,
-    pretrained: str | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    qdrant_url: str | None = None,
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
-    hidden: bool = False,
-    source_id: str | None = None,
-    dry_run: bool = False,
-    retry_failed: bool = False,
-    no_delete: bool = False,
-    labels: str | None = None,
-    label_template: list[str] | None = None,
-    label_threshold: float | None = None,
-    text_model: str | None = None,
-    shard_size: int | None = None,
+    options: IndexOptions,
     embed_deployment: str | None = None,
     shard_attempts: int = 3,
     shard_timeout: float | None = None,
     poll_seconds: float = 5.0,
 ) -> dict[str, Any]:
-    """``mmindex index`` as a flow (same parameters), plus where shards run: ``embed_deployment``
-    (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
+    """``mmindex index`` as a flow: ``options`` are the command's options (one ``IndexOptions``,
+    the same model as the CLI's flags), plus where shards run: ``embed_deployment`` (e.g.
+    ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
     Returns the run report (``mmindex index --json``)."""
     logger = get_run_logger()
-    settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size,
-                         text_model)
-    request = IndexRequest(
-        source=Path(source).expanduser(), collection=collection, include=tuple(include or ()),
-        exclude=tuple(exclude or ()), include_hidden=hidden, source_id=source_id, dry_run=dry_run,
-        retry_failed=retry_failed, delete_missing=not no_delete,
-        labels=label_config(labels, label_template, label_threshold),
-    )
-    if dry_run:
+    settings = options.settings()
+    request = options.request()
+    collection = options.collection
+    if options.dry_run:
         return index_report_json(plan_task(request, settings).report)
     with one_writer_per_root(settings), holding_ingest_lock(settings, collection):
         planned = plan_task(request, settings)
@@ -302,8 +259,8 @@ def ingest_flow(
         if embed_deployment:
             shard_params = [
                 {"root": str(settings.root), "collection": collection, "run_id": run.run_id, "seq": seq,
-                 "qdrant_url": qdrant_url, "device": device, "precision": precision, "batch_size": batch_size,
-                 "workers": workers}
+                 "qdrant_url": options.qdrant_url, "device": options.device, "precision": options.precision,
+                 "batch_size": options.batch_size, "workers": options.workers}
                 for seq in run.seqs
             ]
             futures = [

@@ -101,7 +101,7 @@ def test_served_schedule_produces_a_completed_run(
         return [run for run in runs if run.state is not None and run.state.is_completed()]
 
     done = _poll("a completed scheduled run", completed)
-    assert done[0].parameters["collection"] == "sched" and done[0].auto_scheduled
+    assert done[0].parameters["options"]["collection"] == "sched" and done[0].auto_scheduled
     settings = Settings(root=root)
     state = collection_state(settings, "sched")
     assert state.last_run is not None and state.last_run.failed == 0 and state.last_run.items_seen == 8
@@ -155,9 +155,11 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def _index_on_pool(pool: WorkerPool, corpus: Path, root: Path, model_dir: Path, collection: str) -> dict[str, Any]:
     from mmindex.flows.ingest import ingest_flow
+    from mmindex.pipeline.ingest.options import IndexOptions
 
-    return ingest_flow(source=str(corpus), collection=collection, root=str(root), model=f"local-dir:{model_dir}",
-                       workers=0, batch_size=4, shard_size=2, embed_deployment=pool.deployment, poll_seconds=1.0)
+    options = IndexOptions(source=corpus, collection=collection, root=str(root), model=f"local-dir:{model_dir}",
+                           workers=0, batch_size=4, shard_size=2)
+    return ingest_flow(options, embed_deployment=pool.deployment, poll_seconds=1.0)
 
 
 def _child_runs(collection: str) -> list[Any]:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mmindex.pipeline.cli.app import (
-    CollectionOpt,
-    DeviceOpt,
-    JsonOpt,
-    PrecisionOpt,
-    QdrantUrlOpt,
-    RichProgress,
-    RootOpt,
-    command,
-    emit_json,
-    load_cli_settings,
-)
+from mmindex.pipeline.cli.app import JsonOpt, RichProgress, command, emit_json, settings_of
+from mmindex.pipeline.cli.options import with_options
 from mmindex.pipeline.cli.terminal import err, markup
+from mmindex.pipeline.ingest.options import IndexOptions
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,97 +19,11 @@ if TYPE_CHECKING:
 SHOWN_PER_KIND = 10
 SHOWN_FAILURES = 10
 
-SourceArg = Annotated[
-    Path,
-    typer.Argument(
-        metavar="SOURCE", help="Folder of images (jpg png webp gif bmp tiff) and documents (txt md html pdf).",
-        show_default=False,
-    ),
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option("--model", help="open_clip architecture, or local-dir:/path (config + weights).", show_default=False),
-]
-PretrainedOpt = Annotated[
-    str | None,
-    typer.Option("--pretrained", help="Weights tag (e.g. laion2b_s34b_b79k) or checkpoint file.", show_default=False),
-]
-BatchSizeOpt = Annotated[
-    int | None, typer.Option("--batch-size", min=1, help="Images per forward pass (default 64).", show_default=False)
-]
-WorkersOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--workers", min=0, show_default=False,
-        help="Decode worker processes (default: decode threads between forward passes on CPU, spare cores on GPU).",
-    ),
-]
-IncludeOpt = Annotated[list[str] | None, typer.Option("--include", help="Glob on relative paths to include (repeatable).")]
-ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="Glob on relative paths to exclude (repeatable).")]
-HiddenOpt = Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")]
-SourceIdOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--source-id", help="Stable source name for item keys (default: the folder's absolute path).", show_default=False
-    ),
-]
-NoDeleteOpt = Annotated[bool, typer.Option("--no-delete", help="Keep items whose files are gone (default: remove them).")]
-LabelsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--labels", help="Zero-shot label images with these comma-separated labels (see `mmindex label`).",
-        show_default=False,
-    ),
-]
-LabelTemplateOpt = Annotated[
-    list[str] | None,
-    typer.Option("--label-template", help="Prompt template for --labels (repeatable), default 'a photo of a {}.'."),
-]
-LabelThresholdOpt = Annotated[
-    float | None, typer.Option("--label-threshold", help="Score a label needs (softmax default 0.5).", show_default=False)
-]
-TextModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--text-model", show_default=False,
-        help="Text model of a new collection's chunks (RAG): all-MiniLM-L6-v2 (default), a sentence-transformers "
-        "folder, or none. Env: MMINDEX_TEXT_MODEL.",
-    ),
-]
-
-
 @command()
+@with_options(IndexOptions)
 def index(
-    source: SourceArg,
-    collection: CollectionOpt,
-    root: RootOpt = None,
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    batch_size: BatchSizeOpt = None,
-    workers: WorkersOpt = None,
-    qdrant_url: QdrantUrlOpt = None,
-    include: IncludeOpt = None,
-    exclude: ExcludeOpt = None,
-    hidden: HiddenOpt = False,
-    source_id: SourceIdOpt = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Print the plan (new/changed/renamed/deleted/unchanged, the first 10 items of each) and change nothing.",
-        ),
-    ] = False,
+    options: IndexOptions,
     list_all: Annotated[bool, typer.Option("--list", help="With --dry-run: list every planned item.")] = False,
-    retry_failed: Annotated[
-        bool, typer.Option("--retry-failed", help="Retry items that failed before even if their files did not change.")
-    ] = False,
-    no_delete: NoDeleteOpt = False,
-    labels: LabelsOpt = None,
-    label_template: LabelTemplateOpt = None,
-    label_threshold: LabelThresholdOpt = None,
-    text_model: TextModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE into a collection; re-runs only embed what changed.
@@ -128,27 +32,13 @@ def index(
     """
     from mmindex.pipeline.errors import ConfigError
     from mmindex.pipeline.ingest.report import index_report_json
-    from mmindex.pipeline.ingest.run import IndexRequest, index_source, label_config
+    from mmindex.pipeline.ingest.run import index_source
 
-    if list_all and not dry_run:
+    if list_all and not options.dry_run:
         raise ConfigError("--list goes with --dry-run")
-    settings = load_cli_settings(
-        root=root, model=model, pretrained=pretrained, device=device, precision=precision,
-        batch_size=batch_size, workers=workers, qdrant_url=qdrant_url, text_model=text_model,
-    )
-    request = IndexRequest(
-        source=source.expanduser(),
-        collection=collection,
-        include=tuple(include or ()),
-        exclude=tuple(exclude or ()),
-        include_hidden=hidden,
-        source_id=source_id,
-        dry_run=dry_run,
-        retry_failed=retry_failed,
-        delete_missing=not no_delete,
-        labels=label_config(labels, label_template, label_threshold),
-    )
-    with RichProgress(f"indexing {collection}") as progress:
+    settings = settings_of(options)
+    request = options.request()
+    with RichProgress(f"indexing {options.collection}") as progress:
         report = index_source(request, settings, progress)
     if as_json:
         emit_json(index_report_json(report))
@@ -190,9 +80,9 @@ def print_index_report(console: Console, report: IndexReport, *, list_all: bool 
 
 
 @command()
+@with_options(IndexOptions, exclude=frozenset({"dry_run"}))
 def schedule(
-    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Folder to index on every scheduled run.", show_default=False)],
-    collection: CollectionOpt,
+    options: IndexOptions,
     cron: Annotated[
         str | None, typer.Option("--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).', show_default=False)
     ] = None,
@@ -209,24 +99,6 @@ def schedule(
             help="Run shards as runs of this deployment (e.g. embed-shard/embed-shard on the gpu pool) instead of in-process.",
         ),
     ] = None,
-    root: RootOpt = None,
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    batch_size: BatchSizeOpt = None,
-    workers: WorkersOpt = None,
-    qdrant_url: QdrantUrlOpt = None,
-    include: IncludeOpt = None,
-    exclude: ExcludeOpt = None,
-    hidden: HiddenOpt = False,
-    source_id: SourceIdOpt = None,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry failed items on every run.")] = False,
-    no_delete: NoDeleteOpt = False,
-    labels: LabelsOpt = None,
-    label_template: LabelTemplateOpt = None,
-    label_threshold: LabelThresholdOpt = None,
-    text_model: TextModelOpt = None,
 ) -> None:
     """Serve the Prefect ingest flow on a schedule (same options as `index`); runs until stopped.
 
@@ -243,18 +115,13 @@ def schedule(
     except ImportError as exc:
         raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
     require_prefect_api()
-    settings = load_cli_settings(root=root)  # validates the root like `index` does
-    parameters = {
-        "source": source.expanduser().resolve().as_posix(), "collection": collection, "root": str(settings.root),
-        "model": model, "pretrained": pretrained, "device": device, "precision": precision, "batch_size": batch_size,
-        "workers": workers, "qdrant_url": qdrant_url, "include": include or [], "exclude": exclude or [],
-        "hidden": hidden, "source_id": source_id, "retry_failed": retry_failed, "no_delete": no_delete,
-        "labels": labels, "label_template": label_template or [], "label_threshold": label_threshold,
-        "text_model": text_model, "embed_deployment": embed_deployment,
-    }
+    settings = settings_of(options)  # validates the root and every setting like `index` does
+    stored = options.model_copy(update={"source": options.source.expanduser().resolve(), "root": str(settings.root)})
+    parameters: dict[str, object] = {"options": stored.given()}
+    if embed_deployment:
+        parameters["embed_deployment"] = embed_deployment
     serve_until_stopped(lambda: ingest_flow.serve(
-        name=name or f"mmindex-{collection}", cron=cron, interval=interval,
-        parameters={key: value for key, value in parameters.items() if value is not None},
-        tags=["mmindex", f"collection:{collection}"],
+        name=name or f"mmindex-{options.collection}", cron=cron, interval=interval, parameters=parameters,
+        tags=["mmindex", f"collection:{options.collection}"],
         global_limit=1,  # one run at a time: a run that outlasts the interval delays the next one
     ))
