@@ -13,8 +13,8 @@ crashes or fails (a worker died mid-shard) is submitted again, and the shard's p
 sequence number plus its atomic write make it exactly-once.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Prefect builds the flows' parameter models from
+# the annotations at run time, and a string ``IndexOptions`` would not resolve there.
 import contextlib
 import hashlib
 import os

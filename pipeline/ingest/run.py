@@ -34,7 +34,7 @@ from mmindex.pipeline.ingest.versions import requested_model, run_text_model, ta
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.state_file import read_state
-from mmindex.pipeline.sources.local import crawl_local
+from mmindex.pipeline.sources.local import crawl_local, resolve_source_root
 from mmindex.pipeline.store.open_store import require_store_for_root, validate_collection_name
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import Settings
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "IndexReport", "IndexRequest", "PlannedRun", "ProgressReporter", "RunSession", "holding_ingest_lock",
-    "index_source", "ingest_lock", "label_config", "plan_run",
+    "index_source", "ingest_lock", "label_config", "plan_run", "preflight",
 ]
 
 
@@ -99,6 +99,26 @@ def holding_ingest_lock(settings: Settings, collection: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | None = None) -> None:
+    """Check everything a run can check before it touches the index root or loads a model: the
+    collection name, the store for the root, the source folder and, when the run will need the
+    model (a new collection, or another model asked for), that its weights and device can be had.
+    A run that fails here leaves nothing behind: no lock file, no state entry, no store collection."""
+    validate_collection_name(request.collection)
+    require_store_for_root(settings)
+    resolve_source_root(request.source)
+    if request.dry_run or embedder is not None:
+        return
+    existing = read_state(settings.root).collections.get(request.collection)
+    spec, explicit = requested_model(request.model, settings, existing, embedder)
+    if existing is None or explicit is not None:
+        from mmindex.pipeline.embed.model import resolve_device
+        from mmindex.pipeline.embed.weights import resolve_weights
+
+        resolve_weights(spec.name, spec.pretrained)
+        resolve_device(settings.device)
 
 
 def _crawl_and_plan(
@@ -160,8 +180,8 @@ def plan_run(
     each with its sequence number assigned here.
     """
     started_at = datetime.now(UTC)
-    collection = validate_collection_name(request.collection)
-    require_store_for_root(settings)
+    preflight(request, settings, embedder)
+    collection = request.collection
     source_id = request.resolved_source_id()
     this_source = SourceSpec(path=request.source.expanduser().resolve().as_posix(), include=list(request.include),
                              exclude=list(request.exclude), include_hidden=request.include_hidden)
@@ -215,6 +235,7 @@ def index_source(
     (The Prefect ingest flow runs the same three steps as tasks; see ``flows/ingest.py``.)"""
     if request.dry_run:
         return plan_run(request, settings, embedder).report
+    preflight(request, settings, embedder)  # before the lock: a run that cannot start leaves no lock file
     with holding_ingest_lock(settings, request.collection):
         planned = plan_run(request, settings, embedder)
         run = planned.run

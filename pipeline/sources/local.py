@@ -107,7 +107,7 @@ def crawl_local(
         SourceError: root is missing, not a directory, or cannot be listed. Raised by the call
             itself, before the first item is asked for.
     """
-    resolved_root = _resolve_root(root)
+    resolved_root = resolve_source_root(root)
     sid = source_id if source_id is not None else resolved_root.as_posix()
     walker = _Walker(
         sid=sid,
@@ -121,8 +121,9 @@ def crawl_local(
     return walker.walk(root_entries)
 
 
-def _resolve_root(root: Path) -> Path:
-    """The resolved absolute root, or a one-line ``SourceError``."""
+def resolve_source_root(root: Path) -> Path:
+    """The resolved absolute root of a folder source, or a one-line ``SourceError`` (missing, not a
+    folder). A run checks this before it touches the index root or loads a model."""
     path = Path(root).expanduser()
     if not path.exists():
         raise SourceError(f"source directory not found: {path}")
