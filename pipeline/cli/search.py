@@ -42,7 +42,8 @@ def query(
     like: Annotated[
         list[str] | None,
         typer.Option(
-            "--like", help="More like this stored item: key, point id or indexed file (repeatable; never returned).",
+            "--like", help="More like this stored item: key, point id or indexed file; a document's path means its "
+            "chunks (their mean vector). Repeatable; never returned.",
             show_default=False,
         ),
     ] = None,
