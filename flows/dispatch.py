@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -147,15 +147,25 @@ def _end(client: SyncPrefectClient, flow_run: FlowRun, abandoned: Abandoned, pol
 
 def _watch(
     client: SyncPrefectClient, flow_run_id: UUID, shard_timeout: float | None, poll_seconds: float,
+    shard_done: Callable[[], bool],
 ) -> tuple[FlowRun, Abandoned | None]:
-    """Poll a shard run until it is final (None) or abandoned (why)."""
+    """Poll a shard run until it is final (None) or abandoned (why).
+
+    A run that looks lost or late but whose shard is already done (``shard_done``: its outcome is
+    written) is only finishing: it gets ``CANCEL_GRACE_S`` more to end by itself before it counts as
+    abandoned, so a slow or overloaded server's missed heartbeats do not cancel a finished shard.
+    """
+    finishing_since: float | None = None
     while True:
         flow_run = client.read_flow_run(flow_run_id)
         if flow_run.state is not None and flow_run.state.is_final():
             return flow_run, None
         abandoned = why_abandoned(flow_run, shard_timeout, _now())
         if abandoned is not None:
-            return flow_run, abandoned
+            if finishing_since is None and shard_done():
+                finishing_since = time.monotonic()
+            if finishing_since is None or time.monotonic() - finishing_since > CANCEL_GRACE_S:
+                return flow_run, abandoned
         time.sleep(poll_seconds)  # polling interval; the loop waits on the run's state
 
 
@@ -183,7 +193,8 @@ def dispatch_shard(
             deployment, parameters=parameters, timeout=0, tags=["mmindex", f"collection:{collection}"],
             idempotency_key=f"mmindex:{collection}:{run_id}:{seq}:{attempt}")
         with get_client(sync_client=True) as client:
-            flow_run, abandoned = _watch(client, child.id, shard_timeout, poll_seconds)
+            flow_run, abandoned = _watch(client, child.id, shard_timeout, poll_seconds,
+                                         lambda: run_dir.read_outcome(seq) is not None)
             if abandoned is None and flow_run.state is not None and flow_run.state.is_completed():
                 return ShardRun(seq, str(flow_run.id), worker_of(flow_run))
             if abandoned is not None:
@@ -192,6 +203,8 @@ def dispatch_shard(
             else:
                 last_error = _final_message(flow_run)
         if run_dir.read_outcome(seq) is not None:  # the shard got done before its run ended badly
+            logger.warning("shard %d: done, though its run %s on worker %s ended %s", seq, flow_run.name,
+                           worker_of(flow_run) or "-", last_error)
             return ShardRun(seq, str(flow_run.id), worker_of(flow_run))
         logger.warning("shard %d: run %s on worker %s %s (attempt %d of %d)", seq, flow_run.name,
                        worker_of(flow_run) or "-", last_error, attempt, attempts)

@@ -377,5 +377,8 @@ def test_prefect_yaml_deployed_from_a_folder_that_is_gone_runs_on_workers(
     state = collection_state(Settings(root=root), "guide")
     assert state.last_run is not None and state.last_run.items_seen == 8 and state.last_run.failed == 0
     shards = [run for run in _flow_runs("embed-shard") if run.parameters["collection"] == "guide"]
-    assert len(shards) == 2 and all(run.state is not None and run.state.is_completed() for run in shards)
+    states = [(run.name, run.state.type.value if run.state else None, run.state.message if run.state else None)
+              for run in shards]
+    assert len(shards) == 2 and all(run.state is not None and run.state.is_completed() for run in shards), \
+        f"{states}\n{logs}"
     assert {run.labels.get("prefect.worker.name") for run in shards} == {"gpu-worker"}
