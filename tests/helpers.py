@@ -463,7 +463,7 @@ class ImageServer:
                 with server.lock:
                     server.hosts.append(self.headers.get("Host", ""))
                 calls = server._count(server.requests, self.path)
-                path = self.path
+                path = self.path.split("?", 1)[0]  # a signed URL's query is not part of the route
                 try:
                     self._route(path, calls)
                 except (BrokenPipeError, ConnectionResetError):

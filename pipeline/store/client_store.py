@@ -20,6 +20,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from mmindex.pipeline.errors import CollectionNotFoundError, ConfigError, MmindexError, SchemaMismatchError, StoreUnavailableError
+from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.store._filter_translate import translate_filter
 from mmindex.pipeline.store.filters import PayloadFilter
 from mmindex.pipeline.store.store import (
@@ -131,6 +132,7 @@ class ClientStore:
             client = QdrantClient(url=url, api_key=api_key, timeout=max(1, round(timeout)), check_compatibility=False)
         except ValueError as exc:
             raise StoreUnavailableError(f"invalid Qdrant URL {url!r}: {exc}") from None
+        url = redact_secrets(url)  # from here on it only names the server, in messages and logs
         store = cls(client, location=url, secret=api_key)
         try:
             client.get_collections()
