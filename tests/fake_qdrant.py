@@ -20,9 +20,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from helpers import LoopbackServer
 from qdrant_client import QdrantClient, models
 
 _ROUTE = re.compile(r"^/collections(?:/(?P<name>[^/]+)(?P<rest>/.*)?)?$")
@@ -37,7 +38,7 @@ class Fault:
     seen: int = 0
 
 
-class FakeQdrant:
+class FakeQdrant(LoopbackServer):
     """The fake server (a context manager); ``url`` is its address."""
 
     def __init__(self, api_key: str | None = None, slow_seconds: float = 3.0) -> None:
@@ -48,19 +49,11 @@ class FakeQdrant:
         self.requests: dict[str, int] = {}
         self.lock = threading.Lock()
         self.store_lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
+        self._listen()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> FakeQdrant:
-        self.thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
         self.local.close()
 
     def fail(self, route: str, kind: str, times: int = 1, after: int = 0) -> None:
