@@ -7,11 +7,17 @@ run: they become rows with ``status="failed"`` and a reason (see ``schemas.items
 
 from __future__ import annotations
 
+from mmindex.pipeline.redact import redact_secrets
+
 
 class MmindexError(Exception):
-    """Base class of every error mmindex raises on purpose."""
+    """Base class of every error mmindex raises on purpose. Its message never carries a URL's
+    credentials (userinfo, signed or token query parameters: ``pipeline/redact.py``)."""
 
     exit_code: int = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_secrets(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(MmindexError):

@@ -376,7 +376,31 @@ def image_vector(embedder: Any, path: Path) -> np.ndarray:
 # -- an HTTP server with hostile routes (127.0.0.1 only) -----------------------------------------
 
 
-class ImageServer:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port) serving ``self._handler()``, started by
+    ``with`` and shut down at its end; subclasses set their state, then call ``_listen()``."""
+
+    def _handler(self) -> type:
+        raise NotImplementedError
+
+    def _listen(self) -> None:
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> Any:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ImageServer(LoopbackServer):
     """A real HTTP server on 127.0.0.1 for the fetch tests: good images and every hostile behaviour
     the fetcher must survive. It counts requests and the bodies it sent, per path, and records the
     Host header of each request. Every loop it runs is bounded.
@@ -391,25 +415,12 @@ class ImageServer:
     """
 
     def __init__(self) -> None:
-        from http.server import ThreadingHTTPServer
-
         self.images: dict[str, tuple[bytes, str]] = {}
         self.requests: dict[str, int] = {}
         self.bodies: dict[str, int] = {}
         self.hosts: list[str] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> ImageServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -463,7 +474,7 @@ class ImageServer:
                 with server.lock:
                     server.hosts.append(self.headers.get("Host", ""))
                 calls = server._count(server.requests, self.path)
-                path = self.path
+                path = self.path.split("?", 1)[0]  # a signed URL's query is not part of the route
                 try:
                     self._route(path, calls)
                 except (BrokenPipeError, ConnectionResetError):

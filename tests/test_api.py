@@ -123,6 +123,10 @@ def test_api_errors(indexed: Indexed, tmp_path: Path) -> None:
             index.search_vector(np.ones(3))
         with pytest.raises(ConfigError, match="no item"):
             index.more_like_this("nope")
+        with pytest.raises(ConfigError, match="limit must be between 1 and 1000, got 1000000"):
+            index.search("a", limit=10**6)  # one request would read the whole collection with its vectors
+        with pytest.raises(ConfigError, match="k must be between 1 and 1000"):
+            index.retrieve("a question", k=5000)
 
 
 def test_api_labels(tmp_path: Path, photo_corpus: Path, tiny_local_dir: Path, tiny_embedder: Any) -> None:

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error, run_cli
 from pydantic import ValidationError
 
 from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
+from mmindex.pipeline.ingest.run import IndexRequest, check_source
 from mmindex.pipeline.io.state_file import edit_state, previous_generation, read_state
 from mmindex.pipeline.store.open_store import validate_collection_name
 from mmindex.schemas.state import CollectionState, CollectionVersion, IndexState
@@ -72,3 +74,16 @@ def test_collection_names_match_whole(name: str) -> None:
         validate_collection_name(name)
     with pytest.raises(ValidationError):
         IndexState.model_validate({"collections": {name: {"name": name, "current": _version().model_dump()}}})
+
+
+def test_a_name_with_a_newline_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    """Through the real CLI, and the check every entry point (CLI, API, flow) makes before its lock."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("a note", encoding="utf-8")
+    root = tmp_path / "root"
+    result = run_cli("index", str(corpus), "--collection", "photos\n", "--root", str(root))
+    assert_one_line_error(result, "invalid collection name", code=2)
+    assert not root.exists()  # no lock file, no state.json entry, no store
+    with pytest.raises(ConfigError, match="invalid collection name"):
+        check_source(IndexRequest(corpus, "photos\n"))

@@ -20,6 +20,7 @@ from mmindex.pipeline.cli.app import (
     load_cli_settings,
 )
 from mmindex.pipeline.cli.terminal import cell, err, markup, out, path_cell
+from mmindex.pipeline.search.limits import MAX_RESULTS, check_result_count
 
 if TYPE_CHECKING:
     from mmindex.pipeline.search.labels import LabelScoring
@@ -70,7 +71,7 @@ def query(
             help="Filter: f=v, f!=v, f=a,b, f>=x, f<=x, f>x, f<x (repeatable, ANDed). modality=image|text, labels=cat, ...",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="Number of results.")] = 10,
+    limit: Annotated[int, typer.Option("--limit", "-k", help=f"Number of results (1-{MAX_RESULTS}).")] = 10,
     mmr: Annotated[bool, typer.Option("--mmr", help="Diversify results with Qdrant's MMR.")] = False,
     diversity: Annotated[
         float, typer.Option("--diversity", min=0.0, max=1.0, help="MMR diversity: 0 relevance only, 1 most diverse.")
@@ -117,6 +118,7 @@ def query(
     from mmindex.pipeline.search.query import SearchQuery, parts_from_flags, search_result
     from mmindex.pipeline.store.store import MmrParams
 
+    check_result_count(limit, "--limit")  # before the collection is opened or a model loaded
     settings = load_cli_settings(root=root, device=device, qdrant_url=qdrant_url)
     plain_text = bool(text) and not (more_texts or image or like or not_text or not_image or not_like or weights
                                      or mmr or min_score is not None or html_out is not None)

@@ -1,7 +1,8 @@
 """Data shown in a terminal: every file name, text, label, key and error message the CLI prints
 goes through here, so that user data is never read as Rich markup (``launch [b].jpg`` keeps its
 brackets, ``[/oops]`` cannot crash a table) and never reaches the terminal as control sequences
-(ESC, OSC 8 links, OSC 52 clipboard writes, C1 controls).
+(ESC, OSC 8 links, OSC 52 clipboard writes, C1 controls), and never shows a URL's credentials
+(userinfo, signatures and tokens in its query: ``pipeline/redact.py``).
 
 ``plain`` makes any value printable; ``markup`` makes it safe inside a markup string written by us
 (``f"[red]error:[/] {markup(exc)}"``); ``cell`` is a table cell that Rich never parses; ``path_cell``
@@ -23,6 +24,8 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.text import Text
 
+from mmindex.pipeline.redact import redact_secrets
+
 # Whole escape sequences first (so no payload of an OSC/CSI is left behind), then any single
 # C0 control, DEL or C1 control. Tabs, newlines and carriage returns become spaces: every piece of
 # data is shown on its line.
@@ -39,8 +42,8 @@ _C1 = re.compile(r"[\x7f-\x9f]")
 
 
 def plain(value: object) -> str:
-    """``value`` as text without terminal control characters or sequences."""
-    text = _SEQUENCES.sub("", str(value))
+    """``value`` as text without terminal control characters or sequences, nor a URL's credentials."""
+    text = redact_secrets(_SEQUENCES.sub("", str(value)))
     return _CONTROLS.sub("", _WHITESPACE_CONTROLS.sub(" ", text))
 
 
@@ -100,7 +103,7 @@ def fold_path(path: str, width: int) -> list[str]:
 def json_text(data: Any) -> str:
     """``data`` as indented JSON that is safe to print: ``json`` escapes C0 controls, and C1
     controls (which can only occur inside strings) are escaped here."""
-    text = json.dumps(data, indent=2, default=str, ensure_ascii=False)
+    text = redact_secrets(json.dumps(data, indent=2, default=str, ensure_ascii=False))
     return _C1.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 

@@ -33,6 +33,7 @@ from mmindex.pipeline.embed.decode import decode_image, read_caption, read_item_
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.embed.preprocess import PixelPlan
 from mmindex.pipeline.errors import DecodeError
+from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.sources.base import ItemReader, ItemRef
 from mmindex.schemas.items import STATUS_FAILED, ItemRecord
 
@@ -71,6 +72,7 @@ def base_record(ref: ItemRef, embedder_id: str) -> ItemRecord:
 def fail(record: ItemRecord, reason: str) -> ItemRecord:
     """Mark a record failed with a one-line reason."""
     record.status = STATUS_FAILED
+    reason = redact_secrets(reason)  # a fetch error names its URL: never with a signature or a password
     record.error = reason.strip().splitlines()[0][:500] if reason.strip() else "unknown error"
     return record
 

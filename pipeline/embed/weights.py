@@ -21,6 +21,7 @@ from platformdirs import user_cache_path
 
 from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
 from mmindex.pipeline.errors import ModelUnavailableError
+from mmindex.pipeline.io.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,7 @@ def file_sha256(path: Path) -> str:
     with real.open("rb") as handle:
         cache[cache_key] = hashlib.file_digest(handle, "sha256").hexdigest()
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cache), encoding="utf-8")
-        tmp.replace(cache_file)
+        write_atomic(cache_file, json.dumps(cache).encode("utf-8"), durable=False)
     except OSError as exc:
         log.debug("could not write checkpoint hash cache %s: %s", cache_file, exc)
     return cache[cache_key]

@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmindex.pipeline.io.atomic import TMP_PREFIX
 from mmindex.pipeline.io.catalog import latest_rows
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath, is_remote
-from mmindex.pipeline.io.shards import TMP_PREFIX, ShardLog, ShardRef
+from mmindex.pipeline.io.shards import ShardLog, ShardRef
 from mmindex.pipeline.io.state_file import edit_state
 from mmindex.pipeline.store.store import CollectionSpec, PointBatch, SparseVector, VectorStore
 from mmindex.pipeline.timing import stage

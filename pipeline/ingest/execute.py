@@ -24,6 +24,7 @@ from mmindex.pipeline.ingest.units import Tally, WorkUnit
 from mmindex.pipeline.io.catalog import CatalogItem, read_item_rows
 from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.io.shards import ShardLog, ShardRef
+from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.readers import UnitReader
 from mmindex.pipeline.store.store import VectorStore
@@ -113,7 +114,7 @@ class Committer:
                     counts.text_chunks += 1
             elif row["status"] != STATUS_DELETED:
                 counts.failed += 1
-                self.tally.failures.append((row["path"], row["error"] or ""))
+                self.tally.failures.append((redact_secrets(row["path"]), row["error"] or ""))
 
 
 def tombstone(item: CatalogItem, key: str, embedder_id: str) -> ItemRecord:

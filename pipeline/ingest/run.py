@@ -100,7 +100,9 @@ def ingest_lock(settings: Settings, collection: str) -> FileLock:
 def check_source(request: IndexRequest) -> None:
     """Refuse a source that cannot be crawled before anything is created in the index root (the
     lock file, the store, the state file): a run that fails before planning leaves the root as it was.
-    A folder must exist; a manifest, prefix or WebDataset source is checked when it is opened."""
+    The collection name is checked first (the flow takes its root's writer slot after this); a folder
+    must exist; a manifest, prefix or WebDataset source is checked when it is opened."""
+    validate_collection_name(request.collection)
     spec = request.spec()
     if spec.kind == "folder":
         resolve_source_root(Path(spec.path))

@@ -5,9 +5,10 @@ with the root's value type in ``schemas/root.py`` and re-exported here).
 Code written against ``Path`` (joining, names, reads, listings) works on both kinds. The
 operations that differ are functions here that take either kind:
 
-- ``publish``: make an object appear complete under its final name. Local: temporary file, fsync,
-  rename, fsync of the folder. Object stores: one PUT of the whole object (never a visible partial
-  object). fsspec's local file system (``file://``): temporary file, then a rename.
+- ``publish``: make an object appear complete under its final name. Local (and fsspec's local file
+  system, ``file://``): a ``mkstemp`` temporary file (random name, never a planted link followed),
+  fsync, rename, fsync of the folder (``io/atomic.py``). Object stores: one PUT of the whole object
+  (never a visible partial object).
 - ``remove_tree``, ``arrow_location`` (path and file system for pyarrow), ``is_remote``.
 
 Which path holds what is named once, in ``pipeline/io/paths.py``.
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmindex.pipeline.io.atomic import write_atomic
 from mmindex.schemas.root import RemotePath, StoragePath, is_url, parse_root
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ __all__ = [
     "publish", "remove_tree",
 ]
 
-_TMP_PREFIX = ".tmp-"
 # An index holds text from private folders: its root is the owner's only, and so is every file published.
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -50,18 +50,6 @@ def is_remote(path: StoragePath) -> bool:
     return isinstance(path, RemotePath)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(name: str) -> str:
-    return f"{_TMP_PREFIX}{name}.{os.getpid()}.{threading.get_ident()}"
-
-
 def _has_rename(fs: AbstractFileSystem) -> bool:
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     return bool({"file", "local"} & set(protocols))
@@ -70,34 +58,13 @@ def _has_rename(fs: AbstractFileSystem) -> bool:
 def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
     """Write ``data`` so that ``path`` is either absent/old or complete, never partial."""
     if isinstance(path, RemotePath):
-        fs = path.fs
-        if _has_rename(fs):
-            fs.makedirs(path.parent.path, exist_ok=True)
-            tmp = path.with_name(_tmp_name(path.name))
-            try:
-                fs.pipe_file(tmp.path, data)
-                fs.mv(tmp.path, path.path)
-            finally:
-                if fs.exists(tmp.path):
-                    fs.rm_file(tmp.path)
+        if _has_rename(path.fs):  # a local folder behind a file:// URL: the same private, atomic write
+            write_atomic(Path(path.path), data, durable=durable, mode=PRIVATE_FILE_MODE)
         else:
-            fs.pipe_file(path.path, data)  # one PUT: the object appears whole or not at all
+            path.fs.pipe_file(path.path, data)  # one PUT: the object appears whole or not at all
         path._fresh()
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    local_tmp = path.with_name(_tmp_name(path.name))
-    try:
-        fd = os.open(local_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), PRIVATE_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(local_tmp, path)
-    finally:
-        local_tmp.unlink(missing_ok=True)
-    if durable:
-        _fsync_dir(path.parent)
+    write_atomic(path, data, durable=durable, mode=PRIVATE_FILE_MODE)
 
 
 def remove_tree(path: StoragePath) -> None:

@@ -23,7 +23,6 @@ from mmindex.schemas.items import SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 _SHARD_NAME = re.compile(r"^(?P<seq>\d{8})-(?P<shard_id>[0-9a-f]{16})\.parquet$")
-TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mmindex.pipeline.errors import ConfigError, DecodeError
+from mmindex.pipeline.io.atomic import write_atomic
 from mmindex.pipeline.search.fusion import Contribution
 from mmindex.pipeline.search.query import QueryHit, SearchResult
 from mmindex.pipeline.sources.local import GENERATED_PAGE_MARKER
@@ -232,17 +233,13 @@ def header_for(result: SearchResult, source_roots: tuple[str, ...] = (), remote_
 
 
 def write_gallery(path: Path, page: str) -> Path:
-    """Write the page atomically (temporary file + rename); returns the absolute path."""
+    """Write the page atomically (a ``mkstemp`` file + rename, owner-only); returns the absolute path."""
     target = path.expanduser().absolute()
     if target.is_dir():
         raise ConfigError(f"--html {path}: is a directory")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(page, encoding="utf-8")  # created with the user's umask, like any file they write
-        os.replace(tmp, target)
+        write_atomic(target, page.encode("utf-8"), durable=False)  # 0600: the page shows indexed data
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write --html {path}: {exc.strerror or exc}") from exc
     return target
 

@@ -27,6 +27,7 @@ from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.errors import ConfigError, SchemaMismatchError, SourceError
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.search.fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
+from mmindex.pipeline.search.limits import check_result_count
 from mmindex.pipeline.store.filters import PayloadFilter, parse_where
 from mmindex.pipeline.store.store import MmrParams, SearchHit, StoredPoint
 from mmindex.schemas.config import Settings
@@ -222,8 +223,7 @@ def embed_parts(
 
 def validate_query(query: SearchQuery) -> tuple[tuple[QueryPart, ...], PayloadFilter]:
     """Check everything that needs no model or store: limit, threshold, parts, filters."""
-    if query.limit < 1:
-        raise ConfigError("--limit must be at least 1")
+    check_result_count(query.limit, "--limit")
     if query.min_score is not None and not -1.0 <= query.min_score <= 1.0:
         raise ConfigError(f"--min-score must be between -1 and 1 (cosine similarity), got {query.min_score}")
     parts = query.all_parts()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from mmindex.pipeline.errors import ConfigError
+from mmindex.pipeline.search.limits import check_result_count
 from mmindex.pipeline.store.filters import parse_where
 from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, SearchHit, TextSearch, VectorStore
 from mmindex.schemas.state import CollectionState
@@ -130,7 +131,7 @@ class Retriever:
         rrf_weights: tuple[float, float] = RRF_WEIGHTS,
     ) -> None:
         self.collection = collection
-        self.k = k
+        self.k = check_result_count(k, "k")
         self.mode = mode
         self.where = tuple(where)
         self.candidates = candidates
@@ -173,8 +174,7 @@ class Retriever:
         if not question or not question.strip():
             raise ConfigError("a question is needed to retrieve passages")
         limit = self.k if k is None else k
-        if limit < 1:
-            raise ConfigError("k must be at least 1")
+        check_result_count(limit, "k")
         if per_document is not None and per_document < 1:
             raise ConfigError("per_document must be at least 1")
         extra = (where,) if isinstance(where, str) else tuple(where or ())
@@ -195,7 +195,7 @@ class Retriever:
 
         passages = _ranked_passages(ranked, limit, per_document)
         if include_images:
-            count = limit if include_images is True else int(include_images)
+            count = limit if include_images is True else check_result_count(include_images, "include_images")
             images = self.store.search(physical, self._clip_query(question), count,
                                        parse_where([*filters, "modality=image"]))
             passages.extend(Passage.from_hit(hit) for hit in images)

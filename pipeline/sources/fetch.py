@@ -33,6 +33,7 @@ from urllib.parse import urljoin
 import httpx
 
 from mmindex.pipeline.errors import DecodeError
+from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.schemas.state import FetchOptions
 
@@ -170,7 +171,7 @@ class HttpFetcher:
                 delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
-                log.debug("retrying %s in %.2f s: %s", url, delay, exc.reason)
+                log.debug("retrying %s in %.2f s: %s", redact_secrets(url), delay, exc.reason)
                 self.sleep(delay)
                 attempt += 1
 

@@ -17,11 +17,14 @@ from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from mmindex.pipeline.errors import CollectionNotFoundError, ConfigError, MmindexError, SchemaMismatchError, StoreUnavailableError
+from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.store._filter_translate import translate_filter
 from mmindex.pipeline.store.filters import PayloadFilter
+from mmindex.pipeline.store.retrying import ATTEMPTS, RetryingTransport
 from mmindex.pipeline.store.store import (
     CLIP_VECTOR,
     SCROLL_PAGE,
@@ -110,6 +113,15 @@ def _client_points(batch: PointBatch, info: _VectorInfo, collection: str) -> Ite
         yield models.PointStruct(id=point_id, vector=named, payload=payload)
 
 
+def _short(exc: Exception) -> str:
+    """An error from qdrant-client in a few words (an unexpected answer: its status, not its body)."""
+    if isinstance(exc, ResourceExhaustedResponse):
+        return f"HTTP 429 (rate limited; the server asks to retry after {exc.retry_after_s} s)"
+    if isinstance(exc, UnexpectedResponse):
+        return f"HTTP {exc.status_code} {exc.reason_phrase}".strip()
+    return str(exc)
+
+
 class ClientStore:
     """Qdrant through qdrant-client (remote server, cluster, or in-process local mode)."""
 
@@ -119,6 +131,8 @@ class ClientStore:
         self.location = location
         self._secret = secret
         self._vectors: dict[str, _VectorInfo] = {}
+        # How many times each request was tried before an error reaches us (a server: RetryingTransport).
+        self.attempts = 1
         # Processes ``upsert_batches`` uploads from (qdrant-client's ``parallel``; servers only).
         self.upload_parallel = 1
 
@@ -128,10 +142,13 @@ class ClientStore:
     def connect(cls, url: str, api_key: str | None, timeout: float = 10.0) -> ClientStore:
         """A store on the Qdrant server at ``url``, checked reachable once (``get_collections``)."""
         try:
-            client = QdrantClient(url=url, api_key=api_key, timeout=max(1, round(timeout)), check_compatibility=False)
+            client = QdrantClient(url=url, api_key=api_key, timeout=max(1, round(timeout)), check_compatibility=False,
+                                  transport=RetryingTransport())
         except ValueError as exc:
             raise StoreUnavailableError(f"invalid Qdrant URL {url!r}: {exc}") from None
+        url = redact_secrets(url)  # from here on it only names the server, in messages and logs
         store = cls(client, location=url, secret=api_key)
+        store.attempts = ATTEMPTS
         try:
             client.get_collections()
         except UnexpectedResponse as exc:
@@ -139,9 +156,9 @@ class ClientStore:
             hint = " (check the API key)" if exc.status_code in (401, 403) else ""
             message = f"Qdrant at {url} refused the request: HTTP {exc.status_code}{hint}"
             raise StoreUnavailableError(store._redact(message)) from None
-        except (ResponseHandlingException, OSError) as exc:
+        except (ResponseHandlingException, ResourceExhaustedResponse, OSError) as exc:
             client.close()
-            raise StoreUnavailableError(store._redact(f"cannot reach Qdrant at {url}: {exc}")) from None
+            raise StoreUnavailableError(store._redact(f"cannot reach Qdrant at {url}: {_short(exc)}")) from None
         logger.info("connected to Qdrant at %s", url)
         return store
 
@@ -164,6 +181,10 @@ class ClientStore:
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
+    def _gave_up(self, name: str, what: str, exc: Exception) -> str:
+        tries = f" ({self.attempts} attempts)" if self.attempts > 1 else ""
+        return f"Qdrant at {self.location}: {what} {name!r} failed{tries}: {_short(exc)}"
+
     @contextmanager
     def _calling(self, name: str, what: str) -> Iterator[None]:
         """Translate client failures: unreachable -> StoreUnavailableError, missing -> CollectionNotFoundError."""
@@ -171,10 +192,18 @@ class ClientStore:
             yield
         except MmindexError:
             raise
-        except ResponseHandlingException as exc:
-            message = f"Qdrant at {self.location}: {what} {name!r} failed: {exc}"
+        except (ResponseHandlingException, ResourceExhaustedResponse) as exc:
+            raise StoreUnavailableError(self._redact(self._gave_up(name, what, exc))) from None
+        except UnexpectedResponse as exc:
+            if exc.status_code is not None and (exc.status_code == 429 or exc.status_code >= 500):
+                raise StoreUnavailableError(self._redact(self._gave_up(name, what, exc))) from None
+            if exc.status_code == 404 or not self.collection_exists(name):
+                self._vectors.pop(name, None)
+                raise CollectionNotFoundError(f"collection {name!r} not found in Qdrant at {self.location}") from exc
+            detail = exc.content.decode("utf-8", "replace")[:300]
+            message = f"Qdrant at {self.location} refused to {what} {name!r}: HTTP {exc.status_code}: {detail}"
             raise StoreUnavailableError(self._redact(message)) from None
-        except (UnexpectedResponse, ValueError, KeyError) as exc:
+        except (ValueError, KeyError) as exc:
             # Remote answers 404, local mode raises ValueError: ask once, on this failure path only.
             if not self.collection_exists(name):
                 self._vectors.pop(name, None)
@@ -204,8 +233,8 @@ class ClientStore:
         """Whether the collection exists."""
         try:
             return bool(self.client.collection_exists(name))
-        except ResponseHandlingException as exc:
-            raise StoreUnavailableError(self._redact(f"cannot reach Qdrant at {self.location}: {exc}")) from None
+        except (ResponseHandlingException, UnexpectedResponse, ResourceExhaustedResponse) as exc:
+            raise StoreUnavailableError(self._redact(f"cannot reach Qdrant at {self.location}: {_short(exc)}")) from None
 
     def create_collection(self, name: str, spec: CollectionSpec) -> None:
         """Create the collection (one named cosine vector) and its payload indexes; error if it exists."""
@@ -235,8 +264,8 @@ class ClientStore:
         """Names of all collections, sorted."""
         try:
             return sorted(collection.name for collection in self.client.get_collections().collections)
-        except ResponseHandlingException as exc:
-            raise StoreUnavailableError(self._redact(f"cannot reach Qdrant at {self.location}: {exc}")) from None
+        except (ResponseHandlingException, UnexpectedResponse, ResourceExhaustedResponse) as exc:
+            raise StoreUnavailableError(self._redact(f"cannot reach Qdrant at {self.location}: {_short(exc)}")) from None
 
     # -- points ----------------------------------------------------------------------------
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
 from mmindex.pipeline.embed.weights import ResolvedWeights
 from mmindex.pipeline.errors import ModelUnavailableError
+from mmindex.pipeline.io.atomic import write_atomic
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
@@ -48,12 +48,6 @@ def base_model_config(model_name: str, weights: ResolvedWeights) -> dict[str, An
     return dict(config)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
 
@@ -68,11 +62,11 @@ def write_local_dir(folder: Path, model: Any, model_cfg: dict[str, Any], evaluat
     (folder / PROVENANCE_NAME).unlink(missing_ok=True)
     preprocess = {key: list(value) if isinstance(value, tuple) else value
                   for key, value in open_clip.get_model_preprocess_cfg(model).items()}
-    _write_atomic(folder / CONFIG_NAME, _json_bytes({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
+    write_atomic(folder / CONFIG_NAME, _json_bytes({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    _write_atomic(folder / WEIGHTS_NAME, save(tensors))
-    _write_atomic(folder / EVALUATION_NAME, _json_bytes(evaluation))
-    _write_atomic(folder / PROVENANCE_NAME, _json_bytes(provenance))
+    write_atomic(folder / WEIGHTS_NAME, save(tensors))
+    write_atomic(folder / EVALUATION_NAME, _json_bytes(evaluation))
+    write_atomic(folder / PROVENANCE_NAME, _json_bytes(provenance))
     return folder
 
 

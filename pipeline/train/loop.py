@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from mmindex.pipeline.errors import ConfigError
+from mmindex.pipeline.io.atomic import atomic_file
 from mmindex.pipeline.train.pairs import PairTensors
 
 if TYPE_CHECKING:
@@ -133,10 +133,8 @@ def make_loss(model: Any) -> Any:
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as handle:
+        torch.save(state, handle)
 
 
 def _load_checkpoint(path: Path | None, fingerprint: str) -> dict[str, Any] | None:
