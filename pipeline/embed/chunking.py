@@ -368,6 +368,7 @@ def chunk_sections(
     max_tokens: int,
     overlap_tokens: int = 16,
     max_chars: int | None = None,
+    reserve: Callable[[tuple[str, ...]], int] | None = None,
 ) -> list[TextChunk]:
     """All of ``iter_section_chunks``."""
-    return list(iter_section_chunks(text, headings, count_tokens, max_tokens, overlap_tokens, max_chars))
+    return list(iter_section_chunks(text, headings, count_tokens, max_tokens, overlap_tokens, max_chars, reserve))
