@@ -52,6 +52,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+progress = Console(stderr=True)  # a line per indexing as it is scored, so a long run shows where it is
 NAIVE_CHARS = 900
 DENSE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
 RRF_K = 2
@@ -220,7 +221,12 @@ def run_config(eval_set: EvalSet, work: Path, context: str, tokens: int, modes: 
             lists[mode] = [[Hit(p.text, p.source, p.key) for p in retriever.retrieve(q.text, limit, mode=store_mode)]
                            for q in eval_set.questions]
             latency[mode] = (time.perf_counter() - started) / max(1, len(eval_set.questions)) * 1000
-    return ConfigRun(context, tokens, report.counts.text_chunks, seconds, lists, latency)
+    run = ConfigRun(context, tokens, report.counts.text_chunks, seconds, lists, latency)
+    line = {mode: metrics(score, args.k_values) for mode, score in scores_of(run, eval_set, depth).items()}
+    progress.print(f"{eval_set.name} context={context} tokens={tokens} chunks={run.chunks}: "
+                   + json.dumps({mode: {m: round(v, 3) for m, v in row.items()} for mode, row in line.items()
+                                 if mode in ("dense", "sparse", "hybrid", "hybrid-dbsf", "rrf w=1")}))
+    return run
 
 
 def scores_of(run: ConfigRun, eval_set: EvalSet, depth: int) -> dict[str, Score]:
@@ -282,6 +288,7 @@ def evaluate_set(eval_set: EvalSet, work: Path, args: Any, spec: Any) -> dict[st
     main = run_config(eval_set, work, context, TEXT_CHUNK_TOKENS, args.modes, args, spec)
     scores = scores_of(main, eval_set, depth)
     naive = naive_baseline(eval_set, depth)
+    progress.print(f"{eval_set.name} naive: {json.dumps({m: round(v, 3) for m, v in metrics(naive, args.k_values).items()})}")
     result: dict[str, Any] = {
         "documents": len(eval_set.documents), "questions": len(eval_set.questions), "chunks": main.chunks,
         "context": context, "chunk_tokens": TEXT_CHUNK_TOKENS, "note": eval_set.note,
