@@ -145,6 +145,16 @@ def test_documents_become_chunks_with_rag_payloads(indexed, minilm) -> None:
     assert all(row["text_embedding"] is None for row in rows if row["modality"] == "image" or row["status"] != "ok")
 
 
+def test_bm25_reads_each_chunk_with_its_context(indexed, tiny_embedder) -> None:
+    settings, _, _, _ = indexed
+    guide = [p for p in stored(settings).values() if p["path"] == "guide.md"]
+    assert len(guide) >= 3 and sum("guide" in p["text"].lower() for p in guide) == 1
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        found = index.retrieve("guide", 10, mode="sparse")  # a word of the title only, not of most chunks
+    assert sorted(p.chunk_index for p in found) == sorted(p["chunk_index"] for p in guide)
+    assert {p.source for p in found} == {"guide.md"}
+
+
 def top(index: Index, question: str, mode: str, **options) -> dict:
     passages = index.retrieve(question, 3, mode=mode, **options)
     assert passages, (question, mode)

@@ -96,7 +96,7 @@ class Committer:
 
     def _apply(self, rows: pa.Table, ref: ShardRef) -> None:
         with stage("upsert"):
-            result = apply_rows(self.store_factory(), self.version.physical_name, rows)
+            result = apply_rows(self.store_factory(), self.version.physical_name, rows, self.version.chunk_context)
         with stage("write"):
             mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
         counts = self.tally.counts
