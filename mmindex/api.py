@@ -37,7 +37,7 @@ from mmindex.pipeline.search.query import (
     run_search,
 )
 from mmindex.pipeline.search.retriever import DEFAULT_CANDIDATES, Passage, RetrieveMode, Retriever
-from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, MmrParams, VectorStore
+from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, Fusion, MmrParams, VectorStore
 from mmindex.schemas.config import Device, Precision, Settings, load_settings
 from mmindex.schemas.state import CollectionState, LabelScoring
 
@@ -216,12 +216,13 @@ class Index:
         candidates: int = DEFAULT_CANDIDATES,
         rrf_k: int = RRF_K,
         rrf_weights: tuple[float, float] = RRF_WEIGHTS,
+        fusion: Fusion = "rrf",
     ) -> Retriever:
         """A ``Retriever`` over this collection with default ``k``, ``mode`` and filters (``candidates``
-        per branch of hybrid search, fused by RRF with constant ``rrf_k`` and
-        ``rrf_weights`` for the dense and sparse lists)."""
+        per branch of hybrid search, fused by ``fusion``: RRF with constant ``rrf_k`` and
+        ``rrf_weights`` for the dense and sparse lists, or ``dbsf``)."""
         return Retriever(self._collection, k=k, mode=mode, where=_as_tuple(where), candidates=candidates, rrf_k=rrf_k,
-                         rrf_weights=rrf_weights)
+                         rrf_weights=rrf_weights, fusion=fusion)
 
     def retrieve(
         self,

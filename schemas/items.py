@@ -54,6 +54,9 @@ class ItemRecord:
     metadata_json: str | None = None
     sidecar_sig: str | None = None
     heading_path: list[str] | None = None
+    # A document's title (its declared title, first heading or file stem): part of the context
+    # its chunks are embedded with (``pipeline/embed/chunking.py``); null in older shards.
+    title: str | None = None
     # The text model's vector of a text chunk (collections with a text model); stored in the
     # ``text_embedding`` column, not one of ``RECORD_FIELDS``.
     text_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -85,6 +88,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "metadata_json": pa.string(),
     "sidecar_sig": pa.string(),
     "heading_path": pa.list_(pa.string()),
+    "title": pa.string(),
 }
 TEXT_EMBEDDING = "text_embedding"
 _NOT_NULL = {"key", "point_id", "source_id", "modality", "uri", "path", "ext", "embedder_id", "status"}
@@ -148,7 +152,7 @@ def records_to_batch(
 def batch_to_records(batch: pa.RecordBatch | pa.Table) -> list[ItemRecord]:
     """Rows of a shard back as records (embeddings are read with ``batch_embeddings``).
 
-    Columns a shard predates (``heading_path``) read as null; a ``text_embedding`` column
+    Columns a shard predates (``heading_path``, ``title``) read as null; a ``text_embedding`` column
     fills the records' ``text_vector``.
     """
     present = [name for name in RECORD_FIELDS if name in batch.schema.names]

@@ -72,6 +72,7 @@ class PointPayload(BaseModel):
     char_start: int | None = None
     char_end: int | None = None
     heading_path: list[str] | None = None
+    title: str | None = None
     caption: str | None = None
     meta: dict[str, Any] | None = None
     # Set by ``mmindex label`` on images, not by ingest: the labels that passed the threshold,
@@ -86,7 +87,7 @@ _PAYLOAD_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ext", "ext"), ("embedder", "embedder_id"), ("mime", "mime"), ("width", "width"), ("height", "height"),
     ("bytes", "bytes"), ("mtime", "mtime_ns"), ("sha256", "sha256"), ("text", "text"), ("doc_key", "doc_key"),
     ("chunk_index", "chunk_index"), ("char_start", "char_start"), ("char_end", "char_end"),
-    ("heading_path", "heading_path"), ("caption", "caption"), ("meta", "metadata_json"),
+    ("heading_path", "heading_path"), ("title", "title"), ("caption", "caption"), ("meta", "metadata_json"),
 )
 
 

@@ -83,6 +83,9 @@ class CollectionVersion(BaseModel):
     text_embedder_id: str | None = None
     text_dim: int | None = None
     sparse_encoder_id: str | None = None
+    # What the text model embeds ahead of each chunk (``pipeline/embed/chunking.py`` schemes);
+    # None: a version from before chunk context, whose chunks were embedded bare.
+    chunk_context: str | None = None
 
 
 SourceKind = Literal["folder", "manifest", "prefix", "webdataset"]

@@ -227,7 +227,8 @@ def _chunk(doc: int, index: int, text: str) -> ItemRecord:
     key = chunk_key(doc_key, index)
     return ItemRecord(key=key, point_id=point_id(key), source_id="/src", modality="text", uri=f"file://{doc_key}",
                       path=f"n{doc}.txt", ext="txt", embedder_id="emb", mime="text/plain", bytes=50, mtime_ns=5,
-                      sha256="ab" * 32, text=text, doc_key=doc_key, chunk_index=index, char_start=0, char_end=len(text))
+                      sha256="ab" * 32, text=text, doc_key=doc_key, chunk_index=index, char_start=0, char_end=len(text),
+                      title=f"note {doc}")
 
 
 def _vectors(n: int, seed: int, dim: int = DIM) -> np.ndarray:
@@ -242,7 +243,7 @@ def _reference_payload(record: ItemRecord) -> dict[str, Any]:
         ext=record.ext, embedder=record.embedder_id, mime=record.mime, width=record.width, height=record.height,
         bytes=record.bytes, mtime=None if record.mtime_ns is None else record.mtime_ns / 1e9, sha256=record.sha256,
         text=record.text, doc_key=record.doc_key, chunk_index=record.chunk_index, char_start=record.char_start,
-        char_end=record.char_end, heading_path=record.heading_path or None, caption=record.caption,
+        char_end=record.char_end, heading_path=record.heading_path or None, title=record.title, caption=record.caption,
         meta=None if record.metadata_json is None else json.loads(record.metadata_json),
     ).model_dump(exclude_none=True)
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 from helpers import make_pdf
 
-from mmindex.pipeline.embed.chunking import Heading, chunk_sections, heading_paths
-from mmindex.pipeline.embed.extract import extract_document, markdown_headings
+from mmindex.pipeline.embed.chunking import (
+    CONTEXT_NONE,
+    CONTEXT_TITLE,
+    CONTEXT_TITLE_PATH,
+    ChunkContext,
+    Heading,
+    chunk_sections,
+    context_label,
+    heading_paths,
+    reuse_key,
+)
+from mmindex.pipeline.embed.extract import document_title, extract_document, markdown_headings
 from mmindex.pipeline.errors import DecodeError
 
 
@@ -96,3 +106,49 @@ def test_a_heading_without_body_joins_the_next_section() -> None:
     ]
     pdf = extract_document(make_pdf([["one line"], ["another line"]]), "pdf")  # page titles are not lines
     assert [c.heading_path for c in chunk_sections(pdf.text, pdf.headings, words, 50)] == [("page 1",), ("page 2",)]
+
+
+def test_context_label_of_each_scheme() -> None:
+    path = ("Backup policy", "Retention")
+    assert context_label(CONTEXT_NONE, "Backup policy", path) == ""
+    assert context_label(None, "Backup policy", path) == ""  # a version from before schemes
+    assert context_label(CONTEXT_TITLE, "Backup policy", path) == "Backup policy"
+    # The first heading equal to the title is not repeated; a title-less document keeps its path.
+    assert context_label(CONTEXT_TITLE_PATH, "backup POLICY", path) == "backup POLICY > Retention"
+    assert context_label(CONTEXT_TITLE_PATH, "notes", path) == "notes > Backup policy > Retention"
+    assert context_label(CONTEXT_TITLE_PATH, None, path) == "Backup policy > Retention"
+    with pytest.raises(ValueError, match="unknown chunk context scheme"):
+        context_label("nope", "t", ())
+
+
+def test_context_prefix_tokens_come_out_of_the_chunk_budget() -> None:
+    text = "# Handbook\n\n## Travel\n\n" + "flights are economy class. " * 40
+    context = ChunkContext(CONTEXT_TITLE_PATH, words, 40)
+    chunks = chunk_sections(text, markdown_headings(text), words, 40, 5, reserve=context.reserve("Handbook"))
+    assert len(chunks) > 2
+    for chunk in chunks:
+        embedded = context.embed_text("Handbook", chunk.heading_path, chunk.text)
+        assert embedded == f"Handbook > Travel\n\n{chunk.text}"
+        assert words(embedded) <= 40  # the prefix's 3 words were left free in every chunk
+    assert max(words(c.text) for c in chunks) > 40 - 3 - 5  # and no more than that
+    # A very long title is cut to a third of the budget, so a chunk always has room.
+    long_title = " ".join(f"w{i}" for i in range(100))
+    assert words(ChunkContext(CONTEXT_TITLE, words, 30).label(long_title, ())) == 10
+
+
+def test_document_titles() -> None:
+    html = extract_document(HTML.encode(), "html")
+    assert html.title == "Doc" and document_title(html, "billing") == "Doc"
+    md = extract_document(b"intro\n\n# First heading\n\nbody\n\n# Second\n\nmore", "md")
+    assert document_title(md, "notes") == "First heading"
+    assert document_title(extract_document(b"plain words", "txt"), "notes") == "notes"
+    pdf = extract_document(make_pdf([["one line"]]), "pdf")
+    assert document_title(pdf, "manual") == "manual"  # page sections are not titles
+
+
+def test_reuse_keys_follow_what_the_scheme_embeds() -> None:
+    assert reuse_key(None, "A", ("h",), "x") == reuse_key(None, "B", ("g",), "x") == ("x",)
+    assert reuse_key(CONTEXT_TITLE, "A", ("h",), "x") == reuse_key(CONTEXT_TITLE, "A", ("g",), "x")
+    assert reuse_key(CONTEXT_TITLE, "A", (), "x") != reuse_key(CONTEXT_TITLE, "B", (), "x")
+    assert reuse_key(CONTEXT_TITLE_PATH, "A", ("h",), "x") != reuse_key(CONTEXT_TITLE_PATH, "A", ("g",), "x")
+    assert reuse_key(CONTEXT_TITLE_PATH, "A", ("h", "x"), "y") != reuse_key(CONTEXT_TITLE_PATH, "A", ("h",), "x y")

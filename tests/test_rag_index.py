@@ -19,12 +19,14 @@ from PIL import Image
 
 from mmindex.api import Index
 from mmindex.pipeline.collection import collection_state
+from mmindex.pipeline.embed.chunking import CONTEXT_NONE, DEFAULT_CONTEXT, context_label, with_context
 from mmindex.pipeline.embed.extract import extract_document
 from mmindex.pipeline.embed.sparse import query_vector
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.ids import item_key, point_id
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
-from mmindex.pipeline.manage.maintenance import rebuild_collection
+from mmindex.pipeline.io.state_file import edit_state
+from mmindex.pipeline.manage.maintenance import migrate_collection, rebuild_collection
 from mmindex.pipeline.store.filters import parse_where
 from mmindex.pipeline.store.open_store import open_store
 from mmindex.pipeline.store.store import TextSearch
@@ -86,6 +88,11 @@ def run(settings: Settings, corpus: Path, embedder, collection: str = "docs"):
     return index_source(IndexRequest(corpus, collection), settings, embedder=embedder)
 
 
+def model_input(payload: dict, scheme: str | None = DEFAULT_CONTEXT) -> str:
+    """What the text model must have embedded for a stored chunk: its context line, then the chunk."""
+    return with_context(context_label(scheme, payload.get("title"), payload.get("heading_path") or ()), payload["text"])
+
+
 def stored(settings: Settings, collection: str = "docs") -> dict[str, dict]:
     """Every point's payload of the collection by id (scrolling the whole store)."""
     return {point_id: point.payload for point_id, point in collection_points(settings, collection).items()}
@@ -121,15 +128,31 @@ def test_documents_become_chunks_with_rag_payloads(indexed, minilm) -> None:
     assert all("track()" not in p["text"] and "Pricing" not in p["text"] for p in texts)
     assert sorted(p["heading_path"][0] for p in texts if p["path"] == "manual.pdf") == ["page 1", "page 2"]
     assert "heading_path" not in next(p for p in texts if p["path"] == "notes.txt")
-    # Each chunk was sent to the text model once; its vector is in Parquet beside the CLIP one.
-    assert sorted(counter.texts) == sorted(payload["text"] for payload in texts)
+    # Every chunk knows its document's title: declared (HTML), first heading (md), else the stem.
+    assert {p["path"]: p["title"] for p in texts} == {"guide.md": "Widget guide", "billing.html": "Billing",
+                                                       "manual.pdf": "manual", "notes.txt": "notes"}
+    # Each chunk was sent to the text model once, with its document's title and heading path ahead
+    # of it; the payload's text is the chunk alone. Its vector is in Parquet beside the CLIP one.
+    assert sorted(counter.texts) == sorted(model_input(payload) for payload in texts)
+    assert "Widget guide > Rotating credentials\n\n## Rotating credentials" in "".join(counter.texts)
     version = collection_state(settings, "docs").current
+    assert version.chunk_context == DEFAULT_CONTEXT
     rows = pq.read_table(settings.root / "shards" / "docs" / version.physical_name).to_pylist()
     ok_text = [row for row in rows if row["status"] == "ok" and row["modality"] == "text"]
     assert len(ok_text) == len(texts)
-    expected = minilm.encode([row["text"] for row in ok_text])
+    expected = minilm.encode([model_input(row) for row in ok_text])
     np.testing.assert_allclose(np.array([row["text_embedding"] for row in ok_text]), expected, atol=1e-5)
     assert all(row["text_embedding"] is None for row in rows if row["modality"] == "image" or row["status"] != "ok")
+
+
+def test_bm25_reads_each_chunk_with_its_context(indexed, tiny_embedder) -> None:
+    settings, _, _, _ = indexed
+    guide = [p for p in stored(settings).values() if p["path"] == "guide.md"]
+    assert len(guide) >= 3 and sum("guide" in p["text"].lower() for p in guide) == 1
+    with Index("docs", settings=settings, embedder=tiny_embedder) as index:
+        found = index.retrieve("guide", 10, mode="sparse")  # a word of the title only, not of most chunks
+    assert sorted(p.chunk_index for p in found) == sorted(p["chunk_index"] for p in guide)
+    assert {p.source for p in found} == {"guide.md"}
 
 
 def top(index: Index, question: str, mode: str, **options) -> dict:
@@ -257,7 +280,8 @@ def test_edits_reembed_only_changed_chunks_and_deletes_remove_all(
     texts = {p["text"] for p in after.values() if p["modality"] == "text"}
     changed = texts - before
     assert changed and len(changed) == 2  # the intro section and the backups section
-    assert sorted(text_model.texts) == sorted(changed)  # exactly the new chunk texts, once each
+    # exactly the new chunk texts, once each (the text model's with their unchanged context)
+    assert sorted(text_model.texts) == sorted(model_input(p) for p in after.values() if p.get("text") in changed)
     assert sorted(clip.texts) == sorted(changed)
     assert not [p for p in after.values() if p["path"] == "billing.html"]
     guide = [p for p in after.values() if p["path"] == "guide.md"]
@@ -408,3 +432,59 @@ def test_renamed_document_keeps_its_vectors_without_any_model(
             found = index.retrieve("rotate the API key in the settings page", 1, mode=mode)[0]
             assert found.source == "handbook.md" and found.heading_path[-1] == "Rotating credentials"
     assert not [p for p in stored(settings).values() if p["path"] == "guide.md"]
+
+
+def test_an_edited_title_reembeds_its_documents_chunks_and_a_move_reuses_them(
+    tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    settings = make_settings("edge", tmp_path)
+    counting_text_model(monkeypatch, minilm)
+    run(settings, corpus, tiny_embedder)
+    guide = {p["chunk_index"]: p for p in stored(settings).values() if p["path"] == "guide.md"}
+    assert len(guide) >= 3
+
+    (corpus / "guide.md").write_text(GUIDE.replace("# Widget guide", "# Gadget handbook"), encoding="utf-8")
+    text_model, clip = counting_text_model(monkeypatch, minilm), CountingEmbedder(tiny_embedder)
+    run(settings, corpus, clip)
+    after = {p["chunk_index"]: p for p in stored(settings).values() if p["path"] == "guide.md"}
+    # Only the first chunk's text changed (it holds the title line): CLIP embeds just it, but the
+    # text model embeds every chunk again, each now prefixed with the new title.
+    assert clip.texts == [after[0]["text"]]
+    assert sorted(text_model.texts) == sorted(model_input(p) for p in after.values())
+    assert all(text.startswith("Gadget handbook") for text in text_model.texts)
+
+    (corpus / "moved").mkdir()
+    (corpus / "guide.md").rename(corpus / "moved" / "guide.md")  # another folder, the same title
+    text_model = counting_text_model(monkeypatch, minilm)
+    report = run(settings, corpus, tiny_embedder)
+    assert report.plan["renamed"] == 1 and text_model.texts == []
+
+
+def test_collections_keep_their_chunk_context_until_migrated(
+    tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    settings = make_settings("edge", tmp_path)
+    counter = counting_text_model(monkeypatch, minilm)
+    # A collection from before chunk context: its version records no scheme and embeds bare chunks.
+    index_source(IndexRequest(corpus, "docs", chunk_context=CONTEXT_NONE), settings, embedder=tiny_embedder)
+    with edit_state(settings.root) as state:
+        state.collections["docs"].current.chunk_context = None
+    bare = collection_state(settings, "docs").current
+    assert sorted(counter.texts) == sorted(p["text"] for p in stored(settings).values() if p["modality"] == "text")
+
+    (corpus / "more.md").write_text("# Extra\n\n## Part\n\nA new document about sailing boats.", encoding="utf-8")
+    counter = counting_text_model(monkeypatch, minilm)
+    run(settings, corpus, tiny_embedder)  # a later run keeps the collection's own (bare) context
+    assert collection_state(settings, "docs").current.physical_name == bare.physical_name
+    assert counter.texts == ["# Extra\n\n## Part\n\nA new document about sailing boats."]
+
+    counter = counting_text_model(monkeypatch, minilm)
+    report = migrate_collection(settings, "docs", tiny_embedder.spec)  # the same models, the new context
+    assert not report.failures or report.failures == [("broken.pdf", report.failures[0][1])]
+    current = collection_state(settings, "docs").current
+    assert current.chunk_context == DEFAULT_CONTEXT and current.physical_name != bare.physical_name
+    texts = [p for p in stored(settings).values() if p["modality"] == "text"]
+    assert sorted(counter.texts) == sorted(model_input(p) for p in texts)
+    assert "Extra > Part\n\n# Extra\n\n## Part\n\nA new document about sailing boats." in counter.texts

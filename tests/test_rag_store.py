@@ -16,7 +16,7 @@ import pytest
 from storekit import Point, batch_of
 
 from mmindex.pipeline.embed.sparse import document_vector, query_vector
-from mmindex.pipeline.errors import SchemaMismatchError
+from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
 from mmindex.pipeline.store.client_store import ClientStore
 from mmindex.pipeline.store.edge_store import EdgeStore
 from mmindex.pipeline.store.filters import parse_where
@@ -263,3 +263,36 @@ def test_rrf_ties_go_to_the_dense_list(populated: VectorStore) -> None:
     hybrid = populated.search_text(COLLECTION, request, 3)
     assert hybrid[0].id == dense[0].id and hybrid[1].id == target.id
     assert hybrid[0].score > hybrid[1].score
+
+
+def dbsf_fuse(rankings: Sequence[Sequence[SearchHit]], limit: int) -> list[tuple[str, float]]:
+    """The reference of distribution-based score fusion: each list's scores mapped from
+    [mean - 3 sd, mean + 3 sd] (the sample standard deviation) to [0, 1], summed over the lists."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        values = np.array([hit.score for hit in ranking], dtype=np.float64)
+        spread = 3 * values.std(ddof=1)
+        low, high = values.mean() - spread, values.mean() + spread
+        for hit in ranking:
+            scores[hit.id] = scores.get(hit.id, 0.0) + (hit.score - low) / (high - low)
+    return sorted(scores.items(), key=lambda item: -item[1])[:limit]
+
+
+def test_hybrid_dbsf_is_normalized_score_fusion(populated: VectorStore) -> None:
+    query = _unit(np.random.default_rng(5), 1, TEXT_DIM)[0]
+    sparse = query_vector("billing invoice refund cluster backup")
+    candidates = 12
+    request = TextSearch(dense=query, sparse=sparse, candidates=candidates, fusion="dbsf")
+    hybrid = populated.search_text(COLLECTION, request, 8)
+    dense = populated.search_text(COLLECTION, TextSearch(dense=query), candidates)
+    lexical = populated.search_text(COLLECTION, TextSearch(sparse=sparse), candidates)
+    expected = dbsf_fuse([dense, lexical], 8)
+    assert [h.id for h in hybrid] == [point_id for point_id, _ in expected]
+    assert [h.score for h in hybrid] == pytest.approx([score for _, score in expected], abs=1e-4)
+    rrf = populated.search_text(COLLECTION, TextSearch(dense=query, sparse=sparse, candidates=candidates), 8)
+    assert [h.score for h in rrf] != pytest.approx([h.score for h in hybrid], abs=1e-3)
+
+
+def test_unknown_fusion_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown fusion"):
+        TextSearch(dense=np.ones(3, dtype=np.float32), fusion="max")  # type: ignore[arg-type]

@@ -9,6 +9,12 @@ pieces of ``MAX_WORD_CHARS``, so no input makes one giant chunk. Chunks are made
 
 ``chunk_sections`` first cuts a document at its headings (Markdown ``#``, HTML ``<h1>``..), so no
 chunk spans two sections, and gives each chunk its heading path (``("Guide", "Install")``).
+
+Chunk context (``context_prefix``): what the text model embeds for a chunk is its document's title
+and heading path ahead of the chunk text (``"Backup policy > Retention\n\n<chunk>"``), so a chunk
+far down a document still says which document it belongs to; the stored ``text`` stays the chunk.
+The prefix's tokens count against the chunk's budget (``iter_section_chunks(reserve=...)``). A
+scheme is named (``CONTEXT_SCHEMES``) and recorded by each collection version.
 """
 
 from __future__ import annotations
@@ -205,6 +211,97 @@ def chunk_text(
     return list(iter_chunks(text, count_tokens, max_tokens, overlap_tokens, max_chars=max_chars))
 
 
+# Chunk context schemes (what the text model embeds ahead of a chunk); a collection version records
+# its scheme, and a version that records none (built before schemes existed) embeds the bare chunk.
+CONTEXT_NONE = "none"
+CONTEXT_TITLE = "title-v1"
+CONTEXT_TITLE_PATH = "title-path-v1"
+CONTEXT_SCHEMES = (CONTEXT_NONE, CONTEXT_TITLE, CONTEXT_TITLE_PATH)
+# Chosen on both evaluation sets of benchmarks/rag_eval.py (see its README figures).
+DEFAULT_CONTEXT = CONTEXT_TITLE_PATH
+# A prefix holds at most this share of a chunk's token budget (a very long title is cut).
+MAX_CONTEXT_SHARE = 3
+
+
+def context_label(scheme: str | None, title: str | None, heading_path: Sequence[str]) -> str:
+    """The context line of a chunk under ``scheme``: ``""`` (none), the title, or the title and the
+    heading path joined by `` > `` (a first heading equal to the title is not repeated)."""
+    if scheme is None or scheme == CONTEXT_NONE:
+        return ""
+    if scheme not in CONTEXT_SCHEMES:
+        raise ValueError(f"unknown chunk context scheme {scheme!r}: use one of {', '.join(CONTEXT_SCHEMES)}")
+    parts = [title.strip()] if title and title.strip() else []
+    if scheme == CONTEXT_TITLE_PATH:
+        path = [heading.strip() for heading in heading_path if heading.strip()]
+        if parts and path and path[0].casefold() == parts[0].casefold():
+            path = path[1:]
+        parts.extend(path)
+    return " > ".join(parts)
+
+
+def fit_context(label: str, count_tokens: Callable[[str], int], max_tokens: int) -> str:
+    """``label`` cut word by word to at most ``max_tokens // MAX_CONTEXT_SHARE`` tokens."""
+    budget = max_tokens // MAX_CONTEXT_SHARE
+    words = label.split()
+    while words and count_tokens(" ".join(words)) > budget:
+        words.pop()
+    return " ".join(words)
+
+
+def with_context(context: str, text: str) -> str:
+    """What the text model embeds for a chunk: its context line, a blank line, the chunk."""
+    return f"{context}\n\n{text}" if context else text
+
+
+class ChunkContext:
+    """The context prefix of a collection's scheme, fitted to its text model's token budget."""
+
+    def __init__(self, scheme: str | None, count_tokens: Callable[[str], int], max_tokens: int) -> None:
+        context_label(scheme, None, ())  # refuses an unknown scheme
+        self.scheme = scheme
+        self._count = count_tokens
+        self._max_tokens = max_tokens
+        self._labels: dict[tuple[str | None, tuple[str, ...]], str] = {}
+
+    def label(self, title: str | None, heading_path: Sequence[str] | None) -> str:
+        """The fitted context line of a chunk of document ``title`` in section ``heading_path``."""
+        path = tuple(heading_path or ())
+        cached = self._labels.get((title, path))
+        if cached is None:
+            cached = fit_context(context_label(self.scheme, title, path), self._count, self._max_tokens)
+            if len(self._labels) < 4096:
+                self._labels[(title, path)] = cached
+        return cached
+
+    def reserve(self, title: str | None) -> Callable[[tuple[str, ...]], int]:
+        """The tokens a section's context takes from its chunks' budget, for document ``title``."""
+
+        def tokens(heading_path: tuple[str, ...]) -> int:
+            label = self.label(title, heading_path)
+            return self._count(label) if label else 0
+
+        return tokens
+
+    def embed_text(self, title: str | None, heading_path: Sequence[str] | None, text: str) -> str:
+        """What the text model embeds for this chunk."""
+        return with_context(self.label(title, heading_path), text)
+
+    def reuse_key(self, title: str | None, heading_path: Sequence[str] | None, text: str) -> tuple[str, ...]:
+        """``reuse_key`` of this scheme."""
+        return reuse_key(self.scheme, title, heading_path, text)
+
+
+def reuse_key(scheme: str | None, title: str | None, heading_path: Sequence[str] | None, text: str) -> tuple[str, ...]:
+    """What a stored chunk's text-model vector must match to be reused under ``scheme``: the chunk
+    text and the context parts the scheme embeds (an edited title, or heading, re-embeds the
+    chunks it prefixes; a moved file keeps its title and so its vectors)."""
+    if scheme is None or scheme == CONTEXT_NONE:
+        return (text,)
+    if scheme == CONTEXT_TITLE:
+        return (title or "", text)
+    return (title or "", *tuple(heading_path or ()), "\x00", text)
+
+
 def heading_paths(headings: Sequence[Heading]) -> list[tuple[str, ...]]:
     """The path of titles leading to each heading (itself included), by level."""
     stack: list[Heading] = []
@@ -233,13 +330,15 @@ def iter_section_chunks(
     max_tokens: int,
     overlap_tokens: int = 16,
     max_chars: int | None = None,
+    reserve: Callable[[tuple[str, ...]], int] | None = None,
 ) -> Iterator[TextChunk]:
     """Chunks of ``text`` that never span two sections (a section starts at each heading), one at a time.
 
     Each section is chunked by ``iter_chunks``; spans are in the whole ``text`` and indices run
     over the whole document. A chunk's ``heading_path`` is its section's. A section that is
     nothing but its heading line (``# Title`` right above ``## Part``) is joined to the next one,
-    so a title never becomes a chunk of its own.
+    so a title never becomes a chunk of its own. ``reserve(heading_path)``: the tokens of a
+    section's chunks that its context prefix takes (each chunk gets ``max_tokens`` minus them).
     """
     ordered = sorted(headings, key=lambda h: h.start)
     sections: list[tuple[int, tuple[str, ...], bool]] = [(0, (), False)]  # start, path, starts with a heading line
@@ -255,7 +354,8 @@ def iter_section_chunks(
         # next section instead of becoming a chunk with nothing to retrieve.
         if inline and end < len(text) and not _has_body(text, section_start, end):
             continue
-        for piece in iter_chunks(text, count_tokens, max_tokens, overlap_tokens, (start, end), max_chars):
+        budget = max(1, max_tokens - reserve(path)) if reserve is not None else max_tokens
+        for piece in iter_chunks(text, count_tokens, budget, overlap_tokens, (start, end), max_chars):
             yield TextChunk(index, piece.text, piece.char_start, piece.char_end, path)
             index += 1
         start = end
@@ -268,6 +368,7 @@ def chunk_sections(
     max_tokens: int,
     overlap_tokens: int = 16,
     max_chars: int | None = None,
+    reserve: Callable[[tuple[str, ...]], int] | None = None,
 ) -> list[TextChunk]:
     """All of ``iter_section_chunks``."""
-    return list(iter_section_chunks(text, headings, count_tokens, max_tokens, overlap_tokens, max_chars))
+    return list(iter_section_chunks(text, headings, count_tokens, max_tokens, overlap_tokens, max_chars, reserve))

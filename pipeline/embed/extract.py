@@ -46,11 +46,31 @@ MAX_PDF_PAGES = 10_000
 
 @dataclass(frozen=True, slots=True)
 class ExtractedText:
-    """A document's text, its mime type and its headings (offsets into ``text``)."""
+    """A document's text, its mime type, its headings (offsets into ``text``) and the title the
+    format declares (HTML ``<title>``, a PDF's metadata title; None: none declared)."""
 
     text: str
     mime: str
     headings: list[Heading] = field(default_factory=list)
+    title: str | None = None
+
+
+# A declared title longer than this is cut (it goes ahead of every chunk the text model embeds).
+MAX_TITLE_CHARS = 200
+
+
+def _clean_title(value: object) -> str | None:
+    title = _SPACE.sub(" ", str(value)).strip()[:MAX_TITLE_CHARS] if value else ""
+    return title or None
+
+
+def document_title(extracted: ExtractedText, stem: str) -> str:
+    """A document's title: the one its format declares, else its first inline heading, else the
+    file's stem (never its folder path, so a moved file keeps its title and its vectors)."""
+    if extracted.title:
+        return extracted.title
+    heading = next((h.title for h in sorted(extracted.headings, key=lambda h: h.start) if h.inline), None)
+    return _clean_title(heading) or stem
 
 
 def extract_document(data: bytes, ext: str, max_text_chars: int | None = None) -> ExtractedText:
@@ -152,12 +172,13 @@ def _html(markup: str) -> ExtractedText:
         soup = BeautifulSoup(markup, "html.parser")
     except ParserRejectedMarkup as exc:
         raise DecodeError(f"unreadable HTML: the parser rejected the markup ({short_reason(exc)})") from exc
+    title = _clean_title(soup.title.get_text(" ")) if soup.title is not None else None
     for tag in soup(list(_DROPPED_TAGS)):
         tag.decompose()
     collected = _HtmlText()
     collected.walk(soup)
     collected.flush()
-    return ExtractedText("".join(collected.parts), DOCUMENT_MIME["html"], collected.headings)
+    return ExtractedText("".join(collected.parts), DOCUMENT_MIME["html"], collected.headings, title)
 
 
 def _pdf(data: bytes, max_text_chars: int | None) -> ExtractedText:
@@ -171,6 +192,7 @@ def _pdf(data: bytes, max_text_chars: int | None) -> ExtractedText:
             raise DecodeError("encrypted PDF: cannot extract its text without the password")
         if len(reader.pages) > MAX_PDF_PAGES:
             raise DecodeError(f"PDF too long: {len(reader.pages)} pages exceeds the limit of {MAX_PDF_PAGES}")
+        title = _clean_title(reader.metadata.title) if reader.metadata is not None else None
         pages: list[str] = []
         characters = 0
         for page in reader.pages:
@@ -197,4 +219,4 @@ def _pdf(data: bytes, max_text_chars: int | None) -> ExtractedText:
         length += len(cleaned)
     if not parts:
         raise DecodeError("PDF has no extractable text (scanned images only?)")
-    return ExtractedText("".join(parts), DOCUMENT_MIME["pdf"], headings)
+    return ExtractedText("".join(parts), DOCUMENT_MIME["pdf"], headings, title)

@@ -7,8 +7,9 @@ each term 1. The collection's sparse vector has ``modifier=idf``, so Qdrant (ser
 local mode and qdrant-edge alike) multiplies in the inverse document frequency over the
 collection at query time: scores are exactly BM25.
 
-No model and no state: a chunk's vector is a pure function of its text, so ``mmindex rebuild``
-recomputes it from the text stored in Parquet. ``SPARSE_ENCODER_ID`` names the parameters and
+No model and no state: a chunk's vector is a pure function of its text and context (the title and
+heading path of its version's chunk context scheme, ``ingest.apply.bm25_vectors``), so
+``mmindex rebuild`` recomputes it from what Parquet stores. ``SPARSE_ENCODER_ID`` names the parameters and
 is recorded on the collection version.
 """
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmindex.pipeline.embed.chunking import iter_section_chunks
+from mmindex.pipeline.embed.chunking import ChunkContext, iter_section_chunks
 from mmindex.pipeline.embed.decode import read_item_bytes, sha256_hex, short_reason
+from mmindex.pipeline.embed.extract import document_title
 from mmindex.pipeline.embed.images import base_record, fail
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.embed.sandbox import PARSED_EXTENSIONS, DocumentLimits, ExtractionSandbox
@@ -63,12 +65,15 @@ def document_records(
     limits: DocumentLimits | None = None,
     sandbox: ExtractionSandbox | None = None,
     reader: ItemReader | None = None,
+    context: ChunkContext | None = None,
 ) -> list[ItemRecord]:
     """One record per chunk of the document, or a single failed record (``reader``: a remote
     source's reader; None: a local file).
 
     ``limits``: the largest document and the parser's budget (``sandbox``: the child process
     HTML and PDF are parsed in; None parses them in this process, without a budget).
+    ``context``: the text model's chunk context, whose prefix tokens each chunk leaves free.
+    Every chunk records its document's ``title``.
     """
     document = base_record(ref, embedder.embedder_id)
     document.doc_key = ref.key
@@ -79,13 +84,14 @@ def document_records(
     if text_embedder is None:
         count, limit, overlap = embedder.count_tokens, embedder.context_length - 2, CHUNK_OVERLAP_TOKENS
     else:
-        from mmindex.pipeline.embed.text_model import TEXT_CHUNK_OVERLAP, TEXT_CHUNK_TOKENS
+        from mmindex.pipeline.embed.text_model import TEXT_CHUNK_OVERLAP
 
-        count, overlap = text_embedder.count_tokens, TEXT_CHUNK_OVERLAP
-        limit = min(TEXT_CHUNK_TOKENS, text_embedder.max_tokens - 2)
+        count, overlap, limit = text_embedder.count_tokens, TEXT_CHUNK_OVERLAP, text_chunk_tokens(text_embedder)
     document.mime = extracted.mime
+    document.title = document_title(extracted, PurePosixPath(ref.path).stem)
+    reserve = context.reserve(document.title) if context is not None and text_embedder is not None else None
     records = []
-    for chunk in iter_section_chunks(extracted.text, extracted.headings, count, limit, overlap):
+    for chunk in iter_section_chunks(extracted.text, extracted.headings, count, limit, overlap, reserve=reserve):
         key = chunk_key(ref.key, chunk.index)
         records.append(
             dataclasses.replace(
@@ -103,6 +109,18 @@ def document_records(
         document.mime = None
         return [fail(document, "empty document: no text to index")]
     return records
+
+
+def text_chunk_tokens(text_embedder: TextEmbedder) -> int:
+    """The token budget of a chunk (its context prefix included) in a collection with a text model."""
+    from mmindex.pipeline.embed.text_model import TEXT_CHUNK_TOKENS
+
+    return min(TEXT_CHUNK_TOKENS, text_embedder.max_tokens - 2)
+
+
+def chunk_context(text_embedder: TextEmbedder, scheme: str | None) -> ChunkContext:
+    """The chunk context of a collection's ``scheme`` for its text model."""
+    return ChunkContext(scheme, text_embedder.count_tokens, text_chunk_tokens(text_embedder))
 
 
 @dataclass(slots=True)
@@ -123,18 +141,21 @@ def embed_texts(
     known_vectors: Mapping[str, np.ndarray] | None = None,
     stats: TextEmbedStats | None = None,
     text_embedder: TextEmbedder | None = None,
-    known_text_vectors: Mapping[str, np.ndarray] | None = None,
+    known_text_vectors: Mapping[tuple[str, ...], np.ndarray] | None = None,
     limits: DocumentLimits | None = None,
     reader: ItemReader | None = None,
+    context_scheme: str | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
     """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks).
 
     A chunk whose exact text has a vector in ``known_vectors`` (the stored chunks of edited
     documents) reuses it: the model is deterministic, so only chunks whose text changed are
-    embedded again. With ``text_embedder`` each ok chunk also gets its ``text_vector``, reused
-    the same way from ``known_text_vectors``. ``limits``: what one document may cost (HTML and
-    PDF are parsed in a child process within it, started on the first such document).
+    embedded again. With ``text_embedder`` each ok chunk also gets its ``text_vector`` of the chunk
+    with its context (``context_scheme``: the collection's, see ``chunking.ChunkContext``), reused
+    from ``known_text_vectors`` by ``ChunkContext.reuse_key``. ``limits``: what one document may
+    cost (HTML and PDF are parsed in a child process within it, started on the first such document).
     """
+    context = chunk_context(text_embedder, context_scheme) if text_embedder is not None else None
     known = known_vectors or {}
     known_text = known_text_vectors or {}
     counts = stats if stats is not None else TextEmbedStats()
@@ -154,14 +175,14 @@ def embed_texts(
         if to_encode:
             embeddings[to_encode] = embedder.encode_texts([pending[row].text or "" for row in to_encode], batch_size)
             counts.encoded += len(to_encode)
-        if text_embedder is not None:
-            _add_text_vectors(pending, text_embedder, known_text, batch_size, counts)
+        if text_embedder is not None and context is not None:
+            _add_text_vectors(pending, text_embedder, context, known_text, batch_size, counts)
         return list(pending), embeddings
 
     document_limits = limits or DocumentLimits()
     with ExtractionSandbox(document_limits) as sandbox:
         for ref in refs:
-            pending.extend(document_records(ref, embedder, text_embedder, document_limits, sandbox, reader))
+            pending.extend(document_records(ref, embedder, text_embedder, document_limits, sandbox, reader, context))
             if len(pending) >= batch_size:
                 yield flush()
                 pending.clear()
@@ -172,23 +193,26 @@ def embed_texts(
 def _add_text_vectors(
     records: list[ItemRecord],
     text_embedder: TextEmbedder,
-    known: Mapping[str, np.ndarray],
+    context: ChunkContext,
+    known: Mapping[tuple[str, ...], np.ndarray],
     batch_size: int,
     counts: TextEmbedStats,
 ) -> None:
-    """Set ``text_vector`` on the ok chunks: reused by exact text, else encoded in one batch."""
+    """Set ``text_vector`` on the ok chunks: reused by their reuse key, else their text with its
+    context encoded in one batch."""
     to_encode: list[ItemRecord] = []
     for record in records:
         if record.status != STATUS_OK:
             continue
-        vector = known.get(record.text or "")
+        vector = known.get(context.reuse_key(record.title, record.heading_path, record.text or ""))
         if vector is not None:
             record.text_vector = vector
             counts.text_reused += 1
         else:
             to_encode.append(record)
     if to_encode:
-        vectors = text_embedder.encode([record.text or "" for record in to_encode], batch_size)
+        inputs = [context.embed_text(record.title, record.heading_path, record.text or "") for record in to_encode]
+        vectors = text_embedder.encode(inputs, batch_size)
         for record, vector in zip(to_encode, vectors, strict=True):
             record.text_vector = vector
         counts.text_encoded += len(to_encode)

@@ -50,24 +50,33 @@ def collection_spec(version: CollectionVersion) -> CollectionSpec:
     return CollectionSpec(dim=version.dim, text_dim=version.text_dim)
 
 
-def bm25_vectors(text_vectors: Sequence[np.ndarray | None], texts: Sequence[str | None]) -> list[SparseVector | None]:
+def bm25_vectors(text_vectors: Sequence[np.ndarray | None], rows: pa.Table, context: str | None = None) -> list[SparseVector | None]:
     """The BM25 vector of every chunk that has a text-model vector (None elsewhere), recomputed
-    from its stored text: a pure function, so a rebuild from Parquet gives the same points."""
+    from its stored text with the context of the version's scheme (``context``: its title and
+    heading path ahead of it, ``chunking.context_label``; None: the bare text), all stored in
+    Parquet: a pure function, so a rebuild from Parquet gives the same points."""
     if all(vector is None for vector in text_vectors):
         return [None] * len(text_vectors)
+    from mmindex.pipeline.embed.chunking import context_label, with_context
     from mmindex.pipeline.embed.sparse import document_vector
 
-    return [None if vector is None else document_vector(text or "") for vector, text in zip(text_vectors, texts, strict=True)]
+    def column(name: str) -> list:
+        return rows.column(name).to_pylist() if name in rows.schema.names else [None] * rows.num_rows
+
+    rows_of = zip(text_vectors, column("text"), column("title"), column("heading_path"), strict=True)
+    return [None if vector is None else document_vector(with_context(context_label(context, title, path or ()), text or ""))
+            for vector, text, title, path in rows_of]
 
 
-def apply_rows(store: VectorStore, physical_name: str, rows: pa.Table) -> ApplyResult:
+def apply_rows(store: VectorStore, physical_name: str, rows: pa.Table, context: str | None = None) -> ApplyResult:
     """Apply shard rows: delete the points of failed and tombstone rows, upsert the ok rows (one
-    column-wise ``PointBatch``, the same mapping as a rebuild's)."""
+    column-wise ``PointBatch``, the same mapping as a rebuild's; ``context``: the version's chunk
+    context scheme, which BM25 reads the chunks with)."""
     gone = rows.filter(pc.not_equal(rows.column("status"), STATUS_OK)).column("point_id").to_pylist()
     if gone:
         store.delete(physical_name, gone)
     upserted = 0
-    for batch in point_batches(rows, size=APPLY_BATCH):  # a document's many chunks never all at once
+    for batch in point_batches(rows, size=APPLY_BATCH, context=context):  # a document's chunks never all at once
         store.upsert(physical_name, batch)
         upserted += len(batch)
     return ApplyResult(upserted, len(gone))
@@ -116,7 +125,7 @@ def replay_unapplied(settings: Settings, store: VectorStore, collection: str, ve
     for ref in log_.shards():
         if ref.seq <= version.applied_through:
             continue
-        apply_rows(store, version.physical_name, log_.read(ref))
+        apply_rows(store, version.physical_name, log_.read(ref), version.chunk_context)
         mark_applied(settings.root, collection, version.physical_name, ref.seq)
         version.applied_through = ref.seq
         replayed += 1
@@ -125,18 +134,19 @@ def replay_unapplied(settings: Settings, store: VectorStore, collection: str, ve
     return replayed
 
 
-def point_batches(rows: pa.Table, size: int = REBUILD_BATCH) -> Iterator[PointBatch]:
-    """The ok rows of shard rows as column-wise point batches of at most ``size`` points."""
+def point_batches(rows: pa.Table, size: int = REBUILD_BATCH, context: str | None = None) -> Iterator[PointBatch]:
+    """The ok rows of shard rows as column-wise point batches of at most ``size`` points
+    (``context``: the version's chunk context scheme, for their BM25 vectors)."""
     live = rows.filter(pc.equal(rows.column("status"), STATUS_OK))
     for start in range(0, live.num_rows, size):
         part = live.slice(start, size)
         text_vectors = batch_text_vectors(part)
-        sparse = None if text_vectors is None else bm25_vectors(text_vectors, part.column("text").to_pylist())
+        sparse = None if text_vectors is None else bm25_vectors(text_vectors, part, context)
         yield PointBatch(part.column("point_id").to_pylist(), batch_embeddings(part), payloads_from_table(part),
                          text_vectors, sparse)
 
 
-def current_point_batches(log_: ShardLog, size: int = REBUILD_BATCH) -> Iterator[PointBatch]:
+def current_point_batches(log_: ShardLog, size: int = REBUILD_BATCH, context: str | None = None) -> Iterator[PointBatch]:
     """Point batches of every item's current ok rows, streamed shard by shard (oldest first).
 
     Which shard holds an item's current rows is decided from the key columns alone; then each
@@ -159,7 +169,7 @@ def current_point_batches(log_: ShardLog, size: int = REBUILD_BATCH) -> Iterator
                 table = pending.pop().result()
             if index + 1 < len(wanted):
                 pending.append(reader.submit(_current_rows, log_, *wanted[index + 1]))
-            yield from point_batches(table, size)
+            yield from point_batches(table, size, context)
 
 
 def _current_rows(log_: ShardLog, ref: ShardRef, keys: pa.Array) -> pa.Table:
@@ -184,7 +194,8 @@ def rebuild_version(settings: Settings, store: VectorStore, collection: str, ver
         store.create_collection(version.physical_name, collection_spec(version))
         return 0
     with stage("upsert"):  # the vector index is built at the end of the load (optimize=True)
-        written = store.upsert_batches(version.physical_name, current_point_batches(log_), optimize=True,
+        written = store.upsert_batches(version.physical_name, current_point_batches(log_, context=version.chunk_context),
+                                       optimize=True,
                                        create=collection_spec(version))
     mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
     return written

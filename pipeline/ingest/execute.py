@@ -97,7 +97,7 @@ class Committer:
 
     def _apply(self, rows: pa.Table, ref: ShardRef) -> None:
         with stage("upsert"):
-            result = apply_rows(self.store_factory(), self.version.physical_name, rows)
+            result = apply_rows(self.store_factory(), self.version.physical_name, rows, self.version.chunk_context)
         with stage("write"):
             mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
         counts = self.tally.counts
@@ -234,18 +234,24 @@ class UnitExecutor:
             self.committer.tally.counts.reused += 1
         return missing
 
-    def _known_chunk_vectors(self, refs: list[ItemRef]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Stored CLIP and text-model vectors of the chunks of edited documents, by chunk text."""
+    def _known_chunk_vectors(
+        self, refs: list[ItemRef]
+    ) -> tuple[dict[str, np.ndarray], dict[tuple[str, ...], np.ndarray]]:
+        """Stored CLIP vectors of the chunks of edited documents by chunk text, and their
+        text-model vectors by ``chunking.reuse_key`` of the version's chunk context."""
+        from mmindex.pipeline.embed.chunking import reuse_key
+
+        scheme = self.committer.version.chunk_context
         found = (self._previous.get(ref.key) for ref in refs)
         items = [item for item in found if item is not None and item.live_keys]
         known: dict[str, np.ndarray] = {}
-        known_text: dict[str, np.ndarray] = {}
+        known_text: dict[tuple[str, ...], np.ndarray] = {}
         for records, vectors in read_item_rows(self.committer.log, items).values():
             for record, vector in zip(records, vectors, strict=True):
                 if record.text is not None:
                     known[record.text] = vector
                     if record.text_vector is not None:
-                        known_text[record.text] = record.text_vector
+                        known_text[reuse_key(scheme, record.title, record.heading_path, record.text)] = record.text_vector
         return known, known_text
 
     def _embed(self, refs: list[ItemRef]) -> None:
@@ -269,6 +275,7 @@ class UnitExecutor:
                              max_pixels=self.max_pixels, reader=remote),
                 embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
                             text_embedder=text_embedder, known_text_vectors=known_text, reader=remote,
+                            context_scheme=self.committer.version.chunk_context,
                             limits=DocumentLimits(max_bytes=self.max_document_bytes)),
             ]
             self._queue_embedded(groups, by_key)

@@ -67,6 +67,9 @@ class IndexRequest:
     delete_missing: bool = True
     labels: LabelConfig | None = None
     source_options: SourceOptions | None = None  # --format, a manifest's columns, --fetch-* (``source_options``)
+    # The chunk context scheme (``chunking.CONTEXT_SCHEMES``); None: the collection's own, or the
+    # default for a new one. Another scheme than an existing collection's own builds a new version.
+    chunk_context: str | None = None
 
     def spec(self) -> SourceSpec:
         """What the collection remembers of this source (kind chosen from SOURCE unless forced)."""
@@ -192,7 +195,8 @@ def plan_run(
         report = IndexReport(collection=collection, embedder_id="(new collection)", dry_run=True)
         _crawl_and_plan(request, source_id, this_source, None, report)
         return PlannedRun(report, None)
-    entry, version, migrating = target_version(settings, collection, existing, explicit, model, text_model)
+    entry, version, migrating = target_version(settings, collection, existing, explicit, model, text_model,
+                                               request.chunk_context)
     report = IndexReport(collection=collection, embedder_id=version.embedder_id, dry_run=request.dry_run)
     with Collection(settings, entry, version) as target:
         if not request.dry_run:

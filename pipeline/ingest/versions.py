@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmindex.pipeline.embed.chunking import CONTEXT_NONE
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.io.state_file import edit_state
 from mmindex.pipeline.store.open_store import physical_collection_name
@@ -58,8 +59,11 @@ def run_text_model(settings: Settings, existing: CollectionState | None, collect
     return current.text_model if current.text_embedder_id else None
 
 
-def new_version(collection: str, embedder: Embedder, text_model: str | None) -> CollectionVersion:
-    """A version named after its embedder ids (CLIP, and the text model and sparse encoder if any)."""
+def new_version(
+    collection: str, embedder: Embedder, text_model: str | None, chunk_context: str | None = None
+) -> CollectionVersion:
+    """A version named after its embedder ids (CLIP, and the text model, its chunk context scheme
+    (``chunk_context``, default ``chunking.DEFAULT_CONTEXT``) and the sparse encoder if any)."""
     text: TextModelInfo | None = None
     if text_model is not None:
         from mmindex.pipeline.embed.text_model import text_model_info
@@ -71,12 +75,18 @@ def new_version(collection: str, embedder: Embedder, text_model: str | None) -> 
     )
     if text is None:
         return version
+    from mmindex.pipeline.embed.chunking import CONTEXT_NONE, DEFAULT_CONTEXT, context_label
     from mmindex.pipeline.embed.sparse import SPARSE_ENCODER_ID
 
+    scheme = chunk_context or DEFAULT_CONTEXT
+    context_label(scheme, None, ())  # refuses an unknown scheme
     identity = f"{embedder.embedder_id}|{text.embedder_id}|{SPARSE_ENCODER_ID}"
+    if scheme != CONTEXT_NONE:  # a bare-chunk version keeps the name it had before schemes existed
+        identity += f"|ctx:{scheme}"
     return version.model_copy(update={
         "physical_name": physical_collection_name(collection, identity), "text_model": text.name,
         "text_embedder_id": text.embedder_id, "text_dim": text.dim, "sparse_encoder_id": SPARSE_ENCODER_ID,
+        "chunk_context": scheme,
     })
 
 
@@ -98,24 +108,35 @@ def target_version(
     explicit: ModelSpec | None,
     embedder: Callable[[], Embedder],
     text_model: str | None,
+    chunk_context: str | None = None,
 ) -> tuple[CollectionState, CollectionVersion, bool]:
     """The collection's entry, the version this run writes to, and whether it is a migration (not
     yet the current version). A new collection, or a new version, is recorded in the state here;
-    ``embedder`` is called only then (a version is named after its model)."""
+    ``embedder`` is called only then (a version is named after its model).
+
+    ``chunk_context``: the chunk context scheme asked for (None: a new collection gets the
+    default, an existing one keeps its own); asking a text-model collection for another scheme
+    than its own is a migration too (the same models, its chunks embedded with the new context)."""
     from mmindex.pipeline.embed.identity import expected_embedder_id
 
     if existing is None:
-        version = new_version(collection, embedder(), text_model)
+        version = new_version(collection, embedder(), text_model, chunk_context)
         with edit_state(settings.root) as state:
             entry = state.collections.setdefault(collection, CollectionState(name=collection, current=version))
         return entry, entry.current, False
-    if explicit is None or _same_tagged_model(explicit, existing.current) \
-            or expected_embedder_id(explicit.name, explicit.pretrained) == existing.current.embedder_id:
-        return existing, existing.current, False
-    wanted = expected_embedder_id(explicit.name, explicit.pretrained)
-    if existing.building is not None and existing.building.embedder_id == wanted:
-        return existing, existing.building, True
-    version = new_version(collection, embedder(), text_model)
+    current = existing.current
+    new_context = text_model is not None and chunk_context is not None \
+        and chunk_context != (current.chunk_context or CONTEXT_NONE)
+    same_model = explicit is None or _same_tagged_model(explicit, current) \
+        or expected_embedder_id(explicit.name, explicit.pretrained) == current.embedder_id
+    if same_model and not new_context:
+        return existing, current, False
+    wanted = current.embedder_id if explicit is None else expected_embedder_id(explicit.name, explicit.pretrained)
+    wanted_context = chunk_context if new_context else current.chunk_context
+    building = existing.building
+    if building is not None and building.embedder_id == wanted and building.chunk_context == wanted_context:
+        return existing, building, True
+    version = new_version(collection, embedder(), text_model, wanted_context or CONTEXT_NONE)
     with edit_state(settings.root) as state:
         entry = state.collections[collection]
         entry.building = entry.version(version.physical_name) or version

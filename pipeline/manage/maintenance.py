@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mmindex.pipeline.collection import Collection
+from mmindex.pipeline.embed.chunking import DEFAULT_CONTEXT
 from mmindex.pipeline.embed.model import ModelSpec
 from mmindex.pipeline.errors import ConfigError, ModelUnavailableError
 from mmindex.pipeline.ingest.apply import rebuild_version
@@ -63,9 +64,12 @@ def rebuild_collection(settings: Settings, collection: str) -> RebuildReport:
 
 
 def migrate_collection(
-    settings: Settings, collection: str, model: ModelSpec, progress: ProgressReporter | None = None
+    settings: Settings, collection: str, model: ModelSpec, progress: ProgressReporter | None = None,
+    chunk_context: str | None = None,
 ) -> IndexReport:
-    """Build a version with another model from every source the collection has seen, then switch."""
+    """Build a version with another model (or, for a text-model collection, another chunk context
+    scheme: ``chunk_context``, default ``chunking.DEFAULT_CONTEXT``) from every source the
+    collection has seen, then switch."""
     state = Collection.open(settings, collection).entry
     if not state.sources:
         raise ConfigError(f"collection {collection!r} has no recorded sources: run `mmindex index SOURCE -c {collection} --model ...`")
@@ -76,6 +80,7 @@ def migrate_collection(
         source=source.path, collection=collection, model=model, include=tuple(source.include),
         exclude=tuple(source.exclude), include_hidden=source.include_hidden, source_id=source_id,
         source_options=SourceOptions(source.kind, source.columns, source.fetch, source.follow_links_outside),
+        chunk_context=chunk_context or DEFAULT_CONTEXT,
     )
     return index_source(request, settings, progress)
 

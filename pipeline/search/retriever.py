@@ -4,8 +4,9 @@ Modes (``RetrieveMode``):
 
 * ``dense``: the text model's vector of the question against the chunks' ``text`` vectors;
 * ``sparse``: BM25 (``bm25`` sparse vectors, IDF from Qdrant) — exact terms, ids, rare words;
-* ``hybrid``: both, each fetching ``candidates`` chunks, merged by reciprocal rank fusion in
-  Qdrant (prefetch + ``Rrf`` fusion query, the same on every backend);
+* ``hybrid``: both, each fetching ``candidates`` chunks, merged in Qdrant (prefetch + fusion
+  query, the same on every backend) by weighted reciprocal rank fusion (``fusion="rrf"``, the
+  default) or distribution-based score fusion (``fusion="dbsf"``);
 * ``clip``: CLIP's text tower (77 tokens) against the chunks' CLIP vectors — the only mode of a
   collection built without a text model;
 * ``auto``: ``hybrid`` when the collection has a text model, else ``clip``.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.limits import check_result_count
 from mmindex.pipeline.store.filters import parse_where
-from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, SearchHit, TextSearch, VectorStore
+from mmindex.pipeline.store.store import RRF_K, RRF_WEIGHTS, Fusion, SearchHit, TextSearch, VectorStore
 from mmindex.schemas.state import CollectionState
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class Retriever:
         candidates: int = DEFAULT_CANDIDATES,
         rrf_k: int = RRF_K,
         rrf_weights: tuple[float, float] = RRF_WEIGHTS,
+        fusion: Fusion = "rrf",
     ) -> None:
         self.collection = collection
         self.k = check_result_count(k, "k")
@@ -137,6 +139,7 @@ class Retriever:
         self.candidates = candidates
         self.rrf_k = rrf_k
         self.rrf_weights = rrf_weights
+        self.fusion = fusion
 
     @property
     def store(self) -> VectorStore:
@@ -153,7 +156,7 @@ class Retriever:
         dense = self.collection.text_embedder().encode([question])[0] if mode in ("dense", "hybrid") else None
         sparse = query_vector(question) if mode in ("sparse", "hybrid") else None
         return TextSearch(dense=dense, sparse=sparse, candidates=self.candidates, rrf_k=self.rrf_k,
-                          rrf_weights=self.rrf_weights)
+                          rrf_weights=self.rrf_weights, fusion=self.fusion)
 
     def retrieve(
         self,

@@ -436,7 +436,8 @@ class ClientStore:
             if request.mode == "hybrid":
                 prefetch = [models.Prefetch(query=query, using=using, filter=point_filter, limit=max(request.candidates, limit))
                             for query, using in branches]
-                fusion = models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=list(request.rrf_weights)))
+                fusion: models.Query = models.FusionQuery(fusion=models.Fusion.DBSF) if request.fusion == "dbsf" \
+                    else models.RrfQuery(rrf=models.Rrf(k=request.rrf_k, weights=list(request.rrf_weights)))
                 response = self.client.query_points(name, prefetch=prefetch, query=fusion,
                                                     query_filter=point_filter, limit=limit, with_payload=True)
             else:

@@ -553,7 +553,8 @@ class EdgeStore:
                         for query, using in text_branches(request, spec.text_dim, name, _edge_sparse)]
             if request.mode == "hybrid":
                 prefetches = [qe.Prefetch(limit=max(request.candidates, limit), query=b, filter=point_filter) for b in branches]
-                fusion: Any = qe.Fusion.Rrf(k=request.rrf_k, weights=list(request.rrf_weights))  # the stubs miss Rrf under Fusion
+                fusion: Any = qe.Fusion.Dbsf() if request.fusion == "dbsf" else \
+                    qe.Fusion.Rrf(k=request.rrf_k, weights=list(request.rrf_weights))  # the stubs miss Rrf under Fusion
                 query = qe.QueryRequest(limit=limit, prefetches=prefetches, query=fusion,
                                         filter=point_filter, with_payload=True, with_vector=False)
             else:

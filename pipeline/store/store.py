@@ -60,6 +60,10 @@ class SparseVector:
 
 
 TextSearchMode = Literal["dense", "sparse", "hybrid"]
+# How hybrid search merges its two lists: reciprocal rank fusion (weighted, ``rrf_k``) or Qdrant's
+# distribution-based score fusion (each list's scores normalized by their mean and spread, summed).
+Fusion = Literal["rrf", "dbsf"]
+FUSIONS: tuple[str, ...] = ("rrf", "dbsf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,8 @@ class TextSearch:
 
     ``dense`` (the text model's query vector) ranks by cosine on ``text``; ``sparse`` (BM25
     query terms) by BM25 on ``bm25``; with both, each branch fetches ``candidates`` points and
-    reciprocal rank fusion (``rrf_k``) merges them (Qdrant's prefetch + ``Rrf`` fusion query).
+    ``fusion`` merges them in Qdrant (prefetch + fusion query): weighted reciprocal rank fusion
+    (``rrf_k``, ``rrf_weights``), or distribution-based score fusion (``dbsf``, no parameters).
     """
 
     dense: np.ndarray | None = None
@@ -76,6 +81,11 @@ class TextSearch:
     candidates: int = 50
     rrf_k: int = RRF_K
     rrf_weights: tuple[float, float] = RRF_WEIGHTS
+    fusion: Fusion = "rrf"
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {self.fusion!r}: use one of {', '.join(FUSIONS)}")
 
     @property
     def mode(self) -> TextSearchMode:
