@@ -1,4 +1,4 @@
-"""``mmindex info``, ``rebuild``, ``migrate``, ``versions``, ``delete`` and ``models``."""
+"""``mmindex info``, ``verify``, ``repair``, ``rebuild``, ``migrate``, ``versions``, ``delete`` and ``models``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,36 @@ def info(
                 f"renamed={run.renamed} deleted={run.deleted} unchanged={run.unchanged} embedded={run.embedded} "
                 f"failed={run.failed} ({run.seconds:.1f}s)"
             )
+
+
+@command()
+def verify(
+    collection: CollectionOpt,
+    root: RootOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every shard (sha256, size, rows) against what was recorded when it was written, the
+    catalog and the vector store's point count; exit 1 with the findings, 0 when clean."""
+    from mmindex.pipeline.collection import Collection
+    from mmindex.pipeline.manage.verify import verify_collection
+
+    settings = load_cli_settings(root=root, qdrant_url=qdrant_url)
+    with Collection.open(settings, collection) as opened:
+        report = verify_collection(opened)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        for finding in report.findings:
+            out.print(f"[red]{finding.kind}[/]: {markup(finding.path)}: {markup(finding.detail)}")
+        name = markup(collection)
+        if report.clean:
+            err.print(f"[green]ok[/] {name}: {report.shards_checked} shards verified")
+        else:
+            err.print(f"{len(report.findings)} finding(s) in {name} ({report.shards_checked} shards checked): "
+                      f"run `mmindex repair -c {name}`")
+    if not report.clean:
+        raise typer.Exit(1)
 
 
 @command()

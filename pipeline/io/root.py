@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from mmindex.schemas.root import RemotePath, StoragePath, is_url, parse_root
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RemotePath", "StoragePath", "arrow_location", "ensure_private_root", "is_remote", "is_url", "parse_root",
-    "publish", "remove_tree",
+    "file_size", "open_read", "publish", "remove_tree",
 ]
 
 _TMP_PREFIX = ".tmp-"
@@ -114,3 +114,18 @@ def arrow_location(path: StoragePath) -> tuple[str, AbstractFileSystem | None]:
     if isinstance(path, RemotePath):
         return path.path, path.fs
     return str(path), None
+
+
+def file_size(path: StoragePath) -> int:
+    """A file's size in bytes."""
+    if isinstance(path, RemotePath):
+        return int(path.fs.size(path.path))
+    return path.stat().st_size
+
+
+def open_read(path: StoragePath) -> IO[bytes]:
+    """A file opened for reading bytes (local or fsspec)."""
+    if isinstance(path, RemotePath):
+        handle: IO[bytes] = path.fs.open(path.path, "rb")
+        return handle
+    return path.open("rb")
