@@ -114,3 +114,53 @@ def test_a_damaged_shard_stops_index_and_info_with_one_line(built: Built, tmp_pa
     assert_one_line_error(result, f"shard {shard} is truncated", code=2)
     assert "mmindex repair -c p" in result.stderr
     assert_one_line_error(run_cli("info", "-c", COLLECTION, "--root", str(root)), shard.name, code=2)
+
+
+def test_repair_quarantines_damaged_shards_and_the_next_index_run_re_embeds_their_items(
+    built: Built, tmp_path: Path
+) -> None:
+    root = copy_root(built, tmp_path)
+    before = points(root)
+    truncated, deleted = built.shards(root)[0], built.shards(root)[2]
+    damaged_bytes = truncated.read_bytes()[:200]
+    truncated.write_bytes(damaged_bytes)
+    deleted.unlink()
+    quarantine = root / "quarantine" / COLLECTION / truncated.parent.name
+
+    code, stdout, stderr = run_cli("repair", "-c", COLLECTION, "--json", "--root", str(root))
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["quarantined"] == [str(quarantine / truncated.name)] and report["missing"] == [str(deleted)]
+    assert (quarantine / truncated.name).read_bytes() == damaged_bytes  # kept as it was, never deleted
+    lost = report["lost_items"]
+    assert lost and not any(item["source_gone"] for item in lost)
+    assert report["points"] == points(root) < before
+    assert report["sources"] == [str(built.corpus)]
+    code, _, stderr = run_cli("verify", "-c", COLLECTION, "--root", str(root))
+    assert code == 0, stderr  # the intact shards, their records, the catalog and the store agree
+
+    code, stdout, stderr = run_cli("index", str(built.corpus), "-c", COLLECTION, "--json", "--root", str(root))
+    assert code == 0, stderr
+    again = json.loads(stdout)
+    assert again["plan"]["new"] == len(lost) and again["embedded"] == len(lost)
+    assert points(root) == before
+    assert run_cli("verify", "-c", COLLECTION, "--root", str(root)).code == 0
+    assert run_cli("repair", "-c", COLLECTION, "--root", str(root)).stderr.startswith("ok")
+
+
+def test_repair_reports_lost_items_whose_source_is_gone_too(built: Built, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    root = copy_root(built, tmp_path)
+    shard = built.shards(root)[1]
+    catalog = pq.read_table(root / "catalog" / COLLECTION / f"{shard.parent.name}.parquet").to_pylist()
+    uri = next(row["uri"] for row in catalog if row["seq"] == int(shard.name[:8]))
+    flip_byte(shard, shard.stat().st_size // 2)
+    moved = tmp_path / "moved-away"
+    Path(uri).rename(moved)  # the module's own corpus copy; put back below
+    try:
+        code, stdout, stderr = run_cli("repair", "-c", COLLECTION, "--root", str(root))
+    finally:
+        moved.rename(uri)
+    assert code == 0, stderr
+    assert "source gone too" in stderr and Path(uri).name in stderr

@@ -106,6 +106,44 @@ def verify(
 
 
 @command()
+def repair(
+    collection: CollectionOpt,
+    root: RootOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quarantine damaged or lost shards (moved to <root>/quarantine, never deleted), re-queue their
+    items for the next `mmindex index`, and rebuild the vector store from the intact shards."""
+    from mmindex.pipeline.manage.repair import repair_collection
+
+    settings = load_cli_settings(root=root, qdrant_url=qdrant_url)
+    report = repair_collection(settings, collection)
+    if as_json:
+        emit_json(dataclasses.asdict(report))
+        return
+    name = markup(collection)
+    if not report.changed:
+        err.print(f"[green]ok[/] {name}: nothing to repair")
+        return
+    for path in report.quarantined:
+        err.print(f"quarantined {markup(path)}")
+    for path in report.missing:
+        err.print(f"lost {markup(path)}")
+    for path in report.recorded:
+        err.print(f"recorded {markup(path)} (it had no integrity record)")
+    gone = [item for item in report.lost_items if item.source_gone]
+    for item in gone:
+        err.print(f"  [yellow]source gone too[/]: {markup(item.uri)} cannot be re-embedded")
+    if report.points is not None:
+        err.print(f"[green]rebuilt[/] {name}: {report.points} points from the intact shards")
+    if report.quarantined or report.missing:
+        unknown = f" (and the items of {report.unknown_shards} shard(s) the catalog did not name)" if report.unknown_shards else ""
+        err.print(f"{len(report.lost_items) - len(gone)} lost item(s){unknown} are re-embedded by the next index run:")
+        for source in report.sources:
+            err.print(f"  mmindex index {markup(source)} -c {name}")
+
+
+@command()
 def rebuild(
     collection: CollectionOpt,
     root: RootOpt = None,

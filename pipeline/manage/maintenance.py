@@ -115,6 +115,7 @@ def drop_version(settings: Settings, collection: str, physical_name: str) -> Non
         opened.store().drop_collection(physical_name)
         remove_tree(opened.paths.shards_dir(collection, physical_name))
         opened.paths.catalog_file(collection, physical_name).unlink(missing_ok=True)
+        remove_tree(opened.paths.shard_records_dir(collection, physical_name))
         with edit_state(settings.root) as edited:
             entry = edited.collections[collection]
             entry.previous = [old for old in entry.previous if old.physical_name != physical_name]
