@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import assert_one_line_error, run_cli
@@ -164,3 +166,60 @@ def test_repair_reports_lost_items_whose_source_is_gone_too(built: Built, tmp_pa
         moved.rename(uri)
     assert code == 0, stderr
     assert "source gone too" in stderr and Path(uri).name in stderr
+
+
+def test_a_rebuild_that_fails_midway_leaves_the_old_index_serving(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmindex.pipeline.errors import StoreUnavailableError
+    from mmindex.pipeline.ingest import apply
+    from mmindex.pipeline.store.edge_store import EdgeStore
+
+    root = copy_root(built, tmp_path)
+    before = points(root)
+    real = apply.current_point_batches
+
+    def failing_midway(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        batches = real(*args, **kwargs)
+        first = next(batches)
+        yield first.__class__(first.ids[:3], first.vectors[:3], first.payloads[:3])
+        raise StoreUnavailableError("the disk went away")
+
+    monkeypatch.setattr(apply, "current_point_batches", failing_midway)
+    assert_one_line_error(run_cli("rebuild", "-c", COLLECTION, "--root", str(root)), "the disk went away", code=4)
+    monkeypatch.undo()
+    assert points(root) == before
+    physical = built.shards(root)[0].parent.name
+    assert EdgeStore(root / "qdrant").list_collections() == [physical]  # no staging collection left behind
+    code, stdout, stderr = run_cli("query", "-c", COLLECTION, "--text", "a cat", "--json", "--root", str(root))
+    assert code == 0 and json.loads(stdout), stderr
+
+
+def test_rebuild_refuses_damaged_shards_before_it_changes_anything(built: Built, tmp_path: Path) -> None:
+    root = copy_root(built, tmp_path)
+    before = points(root)
+    shard = built.shards(root)[1]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    result = run_cli("rebuild", "-c", COLLECTION, "--root", str(root))
+    assert_one_line_error(result, f"nothing rebuilt, the index is as it was: shard {shard} is truncated", code=2)
+    assert "mmindex repair -c p" in result.stderr
+    shard.unlink()
+    assert points(root) == before
+
+
+def test_rebuild_replaces_a_zeroed_embedded_store_from_parquet(built: Built, tmp_path: Path) -> None:
+    from mmindex.pipeline.store.edge_store import SPEC_FILE
+
+    root = copy_root(built, tmp_path)
+    before = points(root)
+    physical = built.shards(root)[0].parent.name
+    segment_files = [path for path in (root / "qdrant" / physical).rglob("*") if path.is_file()
+                     and path.name != SPEC_FILE and path.stat().st_size > 0]
+    assert segment_files
+    for path in segment_files:
+        path.write_bytes(bytes(path.stat().st_size))
+    assert_one_line_error(run_cli("info", "-c", COLLECTION, "--root", str(root)), "mmindex rebuild -c", code=4)
+    code, _, stderr = run_cli("rebuild", "-c", COLLECTION, "--root", str(root))
+    assert code == 0, stderr
+    assert points(root) == before
+    assert run_cli("verify", "-c", COLLECTION, "--root", str(root)).code == 0

@@ -149,7 +149,11 @@ def rebuild(
     root: RootOpt = None,
     qdrant_url: QdrantUrlOpt = None,
 ) -> None:
-    """Drop and rebuild the Qdrant collection from the Parquet shards alone.
+    """Rebuild the Qdrant collection from the Parquet shards alone, never leaving it worse.
+
+    The shards are checked first (nothing changes if one is damaged: see `mmindex repair`); the
+    new collection is built aside and replaces the old one only once complete, so a failed
+    rebuild leaves the old one serving. A damaged embedded store is replaced the same way.
 
     Remembered labels are applied again from the stored image vectors (that loads the model's
     text tower; without it the labels are left to re-apply with `mmindex label`).

@@ -44,8 +44,9 @@ class RebuildReport:
 
 
 def rebuild_collection(settings: Settings, collection: str) -> RebuildReport:
-    """Drop the collection's current Qdrant collection and refill it from the Parquet shards, then
-    re-apply its remembered labels (the model's text tower scores the stored image vectors)."""
+    """Rebuild the collection's current Qdrant collection from the Parquet shards (built aside and
+    swapped in when complete: ``rebuild_version``), then re-apply its remembered labels (the model's
+    text tower scores the stored image vectors)."""
     opened = Collection.open(settings, collection)
     with holding_ingest_lock(settings, collection), opened:
         points = rebuild_version(settings, opened.store(), collection, opened.version)

@@ -140,7 +140,7 @@ def repair_collection(settings: Settings, collection: str) -> RepairReport:
             if version.physical_name == opened.version.physical_name:
                 stale = damaged or check_points(opened, log_) is not None
         if stale:
-            report.points = rebuild_version(settings, opened.store(), collection, opened.version)
+            report.points = rebuild_version(settings, opened.store(), collection, opened.version, checked=True)
     if report.quarantined or report.missing:
         report.sources = [source.path for source in opened.entry.sources.values()]
     return report

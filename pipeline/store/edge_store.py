@@ -300,7 +300,10 @@ class EdgeStore:
         try:
             return qe.EdgeShard.load(str(path), config), spec
         except Exception as exc:  # qdrant-edge raises plain Exception for every failure
-            raise StoreUnavailableError(f"cannot open embedded index shard {path}: {exc}") from exc
+            raise StoreUnavailableError(
+                f"cannot open embedded index shard {path}: {exc} (if it is damaged, `mmindex rebuild -c COLLECTION` "
+                "refills it from the Parquet shards)"
+            ) from exc
 
     @contextmanager
     def _open_shard(
@@ -367,6 +370,20 @@ class EdgeStore:
             self._spec_path(name).unlink(missing_ok=True)  # first, so the collection is gone at once
             shutil.rmtree(path)
         logger.info("dropped collection %r at %s", name, path)
+
+    def replace_collection(self, name: str, replacement: str) -> None:
+        """Swap the shard directories under both collections' locks: the old one is renamed aside,
+        the replacement renamed into its place, then the old one removed."""
+        target, staged = self.shard_path(name), self.shard_path(replacement)
+        if not self.collection_exists(replacement):
+            raise CollectionNotFoundError(f"collection {replacement!r} not found in {self.directory}")
+        retired = self.directory / f".retired-{target.name}-{os.getpid()}"
+        with self._locked(replacement), self._locked(name):
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(staged, target)
+        shutil.rmtree(retired, ignore_errors=True)
+        logger.info("replaced collection %r by %r at %s", name, replacement, target)
 
     def list_collections(self) -> list[str]:
         """Names of the completely created collections, sorted."""
