@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from mmindex.pipeline.io.space import disk_full
 from mmindex.schemas.root import RemotePath, StoragePath, is_url, parse_root
 
 if TYPE_CHECKING:
@@ -84,9 +85,9 @@ def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
             fs.pipe_file(path.path, data)  # one PUT: the object appears whole or not at all
         path._fresh()
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     local_tmp = path.with_name(_tmp_name(path.name))
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(local_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), PRIVATE_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -94,6 +95,11 @@ def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(local_tmp, path)
+    except OSError as exc:
+        full = disk_full(exc, path)
+        if full is not None:
+            raise full from exc
+        raise
     finally:
         local_tmp.unlink(missing_ok=True)
     if durable:

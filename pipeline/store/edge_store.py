@@ -42,6 +42,7 @@ from mmindex.pipeline.errors import (
     MmindexError,
     StoreUnavailableError,
 )
+from mmindex.pipeline.io.space import EDGE_NEW_COLLECTION_BYTES, RESERVE_BYTES, disk_full, require_free
 from mmindex.pipeline.store import edge_layout
 from mmindex.pipeline.store._filter_translate import translate_filter
 from mmindex.pipeline.store.filters import PayloadFilter
@@ -281,6 +282,8 @@ class EdgeStore:
         if path.exists():
             logger.warning("removing %s, left over from an interrupted collection creation", path)
             shutil.rmtree(path)
+        # Its segments are written through memory maps: on a full disk that is a SIGBUS, not an error.
+        require_free(self.directory, EDGE_NEW_COLLECTION_BYTES + RESERVE_BYTES, f"a new embedded collection {name!r}")
         sparse = [] if spec.text_dim is None else [SPARSE_VECTOR]
         config = edge_layout.shard_config(_dense_vectors(spec), sparse, self.indexing_threshold_kb)
         shard = qe.EdgeShard.create(str(path), config)
@@ -337,7 +340,7 @@ class EdgeStore:
             except MmindexError:
                 raise
             except Exception as exc:  # qdrant-edge raises plain Exception for every failure
-                raise StoreUnavailableError(f"embedded index shard {path}: {exc}") from exc
+                raise disk_full(exc, path) or StoreUnavailableError(f"embedded index shard {path}: {exc}") from exc
             finally:
                 self._wrap(path, "close", shard.close)
 
@@ -348,7 +351,7 @@ class EdgeStore:
         except MmindexError:
             raise
         except Exception as exc:  # qdrant-edge raises plain Exception for every failure
-            raise StoreUnavailableError(f"cannot {what} embedded index shard {path}: {exc}") from exc
+            raise disk_full(exc, path) or StoreUnavailableError(f"cannot {what} embedded index shard {path}: {exc}") from exc
 
     # -- collections -----------------------------------------------------------------------
 
