@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmindex.pipeline.errors import DamagedShardError, MmindexError
+from mmindex.pipeline.errors import MmindexError
 from mmindex.pipeline.io.catalog import latest_rows
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath, is_remote
@@ -170,26 +170,13 @@ def _current_rows(log_: ShardLog, ref: ShardRef, keys: pa.Array) -> pa.Table:
     return table.filter(pc.is_in(table.column("key"), value_set=keys))
 
 
-def require_readable_shards(log_: ShardLog) -> None:
-    """Every shard hashed against its record (and one without a record read whole): a rebuild reads
-    only intact shards, or refuses before it changes anything."""
-    damaged = [finding for finding in log_.check(full=True) if finding.damaged]
-    if damaged:
-        first = damaged[0]
-        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-        raise DamagedShardError(
-            f"nothing rebuilt, the index is as it was: shard {first.path} is {first.kind} ({first.detail}){more}; "
-            f"run `mmindex repair -c {log_.collection}`"
-        )
-
-
 def rebuild_version(
     settings: Settings, store: VectorStore, collection: str, version: CollectionVersion, checked: bool = False
 ) -> int:
     """Refill the version's Qdrant collection from Parquet alone (no model), never leaving it worse.
 
-    The shards are checked first (``require_readable_shards``; skipped when the caller just did,
-    ``checked``). The points go into a fresh staging collection through the store's bulk path
+    Every shard is hashed against its record first (``ShardLog.require_intact``; skipped when the
+    caller just did, ``checked``). The points go into a fresh staging collection through the store's bulk path
     (``upsert_batches``, which creates it; the vector index is built once at the end, on the
     embedded backend only for collections large enough to need one), and only a complete one
     replaces the live collection (``replace_collection``): until then queries answer from the old
@@ -198,7 +185,7 @@ def rebuild_version(
     log_ = IndexPaths(settings.root).shard_log(collection, version.physical_name)
     discard_partial_shards(log_)
     if not checked:
-        require_readable_shards(log_)
+        log_.require_intact(full=True, outcome="nothing rebuilt, the index is as it was")
     shards = log_.shards()
     staging = f"{version.physical_name}-rebuild-{uuid.uuid4().hex[:8]}"
     try:

@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from mmindex.pipeline.collection import Collection, EmbedderLoader, load_model
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
-from mmindex.pipeline.errors import DamagedShardError, IndexBusyError
+from mmindex.pipeline.errors import IndexBusyError
 from mmindex.pipeline.ingest.apply import collection_spec, replay_unapplied
 from mmindex.pipeline.ingest.commits import BackgroundCommits
 from mmindex.pipeline.ingest.execute import ProgressReporter
@@ -35,7 +35,6 @@ from mmindex.pipeline.ingest.versions import requested_model, run_text_model, ta
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import ensure_private_root
-from mmindex.pipeline.io.shards import ShardLog
 from mmindex.pipeline.io.state_file import read_state
 from mmindex.pipeline.sources.local import resolve_source_root
 from mmindex.pipeline.sources.resolve import SourceOptions, open_source, source_spec
@@ -169,20 +168,6 @@ class _RunModel:
         return self.loaded
 
 
-def require_intact_shards(log: ShardLog) -> None:
-    """Stop a run on a version whose shards are lost or damaged, naming the first and saying what to
-    run: the cheap check (sizes and Parquet footers against the integrity records; ``verify``
-    hashes every byte), so a no-op re-run stays fast."""
-    damaged = [finding for finding in log.check(full=False) if finding.damaged]
-    if damaged:
-        first = damaged[0]
-        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-        raise DamagedShardError(
-            f"shard {first.path} is {first.kind} ({first.detail}){more}: run `mmindex repair -c {log.collection}` "
-            f"to re-queue its items, then index again"
-        )
-
-
 def plan_run(
     request: IndexRequest, settings: Settings, embedder: Embedder | None = None, loader: EmbedderLoader | None = None
 ) -> PlannedRun:
@@ -209,7 +194,8 @@ def plan_run(
     report = IndexReport(collection=collection, embedder_id=version.embedder_id, dry_run=request.dry_run)
     with Collection(settings, entry, version) as target:
         if not request.dry_run:
-            require_intact_shards(target.shard_log)
+            # Cheap (sizes and Parquet footers; `verify` hashes every byte), so a no-op re-run stays fast.
+            target.shard_log.require_intact(full=False, outcome="nothing indexed")
             store = target.store()
             if not store.collection_exists(version.physical_name):  # queryable even while (or if) empty
                 store.create_collection(version.physical_name, collection_spec(version))

@@ -123,6 +123,18 @@ class ShardLog:
         present = [(ref.seq, ref.path) for ref in self.shards()]
         return list(iter_shard_findings(self.directory, present, self.records_dir, full))
 
+    def require_intact(self, full: bool, outcome: str) -> None:
+        """``DamagedShardError`` naming the first lost or damaged shard (``check``), what the caller
+        did not do (``outcome``) and that ``mmindex repair`` is the fix."""
+        damaged = [finding for finding in self.check(full) if finding.damaged]
+        if damaged:
+            first = damaged[0]
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            raise DamagedShardError(
+                f"{outcome}: shard {first.path} is {first.kind} ({first.detail}){more}; run "
+                f"`mmindex repair -c {self.collection}` (it re-queues the lost items for the next index run)"
+            )
+
     def record_existing(self, ref: ShardRef) -> None:
         """Record a shard that has no record yet, after reading it whole (``repair``)."""
         with open_read(ref.path) as handle:
