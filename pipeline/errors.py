@@ -72,6 +72,16 @@ class SchemaMismatchError(MmindexError):
     exit_code = 2
 
 
+class DamagedShardError(SchemaMismatchError):
+    """A Parquet shard is missing, truncated or corrupt (``mmindex verify`` names them, ``repair`` fixes them)."""
+
+
+class DiskFullError(MmindexError):
+    """The file system under the index root has too little free space for the next write."""
+
+    exit_code = 5
+
+
 class ModelMismatchError(SchemaMismatchError):
     """A model that is not the collection's own was given for a query or an ingest (one collection,
     one model: ``pipeline/collection.py``)."""

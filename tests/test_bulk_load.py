@@ -3,7 +3,7 @@
 A bulk load must leave a collection that answers exactly like one written point by point:
 the same exact top-k as brute force, the same filters, payloads and vectors. The embedded
 backend defers vector indexing to ``optimize`` (and skips it below its indexing threshold); an
-interrupted load or rebuild is simply run again.
+interrupted load is simply run again; an interrupted rebuild leaves the old collection serving.
 """
 
 from __future__ import annotations
@@ -337,10 +337,15 @@ def test_interrupted_rebuild_can_run_again(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(apply_module, "current_point_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         rebuild_version(settings, edge, "c", version)
-    assert 0 < edge.count(version.physical_name) < 56
+    assert edge.list_collections() == []  # the staging collection is gone, nothing half-filled serves
     monkeypatch.setattr(apply_module, "current_point_batches", real)
     assert rebuild_version(settings, edge, "c", version) == 56
     assert edge.count(version.physical_name) == 56
+    monkeypatch.setattr(apply_module, "current_point_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild_version(settings, edge, "c", version)
+    assert edge.list_collections() == [version.physical_name]
+    assert edge.count(version.physical_name) == 56  # the old collection kept serving, whole
 
 
 _BULK_WRITER = """

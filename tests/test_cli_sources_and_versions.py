@@ -141,6 +141,7 @@ def test_versions_drop(sources: TwoSources, tiny_local_dir: Path, tiny_checkpoin
     assert [(entry["role"], entry["physical_name"]) for entry in sources.versions()] == [("current", current)]
     assert not old_shards.exists()
     assert not old_catalog.exists()
+    assert not (sources.root / "catalog" / "c" / f"{previous}.shards").exists()  # its shards' integrity records
     store = open_store(sources.settings())
     try:
         assert not store.collection_exists(str(previous))

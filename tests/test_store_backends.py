@@ -197,6 +197,26 @@ def test_create_exists_list_drop(store: VectorStore) -> None:
     assert store.count(COLLECTION) == 0
 
 
+def test_replace_collection_swaps_in_a_complete_one_and_drops_the_old(store: VectorStore, records: list[Point]) -> None:
+    store.create_collection(COLLECTION, SPEC)
+    store.upsert(COLLECTION, batch_of(records[:2]))
+    for round_ in range(2):  # a second replace replaces the replacement (behind an alias on a server)
+        staged = f"{COLLECTION}-rebuild-{round_}"
+        store.create_collection(staged, SPEC)
+        store.upsert(staged, batch_of(records))
+        assert store.count(COLLECTION) == (2 if round_ == 0 else len(records))  # the old one serves meanwhile
+        store.replace_collection(COLLECTION, staged)
+        assert store.count(COLLECTION) == len(records)
+        assert store.list_collections() == [COLLECTION]
+        assert store.search(COLLECTION, records[0].vector, limit=1)[0].id == records[0].id
+    store.upsert(COLLECTION, batch_of(records[:1]))  # writes go to the new one
+    assert store.count(COLLECTION) == len(records)
+    store.drop_collection(COLLECTION)
+    assert not store.collection_exists(COLLECTION) and store.list_collections() == []
+    with pytest.raises(CollectionNotFoundError):
+        store.replace_collection(COLLECTION, "never-created")
+
+
 def test_create_twice_is_an_error(store: VectorStore) -> None:
     store.create_collection(COLLECTION, SPEC)
     with pytest.raises(MmindexError, match="already exists"):

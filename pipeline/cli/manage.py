@@ -1,4 +1,4 @@
-"""``mmindex info``, ``rebuild``, ``migrate``, ``versions``, ``delete`` and ``models``."""
+"""``mmindex info``, ``verify``, ``repair``, ``rebuild``, ``migrate``, ``versions``, ``delete`` and ``models``."""
 
 from __future__ import annotations
 
@@ -76,12 +76,84 @@ def info(
 
 
 @command()
+def verify(
+    collection: CollectionOpt,
+    root: RootOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every shard (sha256, size, rows) against what was recorded when it was written, the
+    catalog and the vector store's point count; exit 1 with the findings, 0 when clean."""
+    from mmindex.pipeline.collection import Collection
+    from mmindex.pipeline.manage.verify import verify_collection
+
+    settings = load_cli_settings(root=root, qdrant_url=qdrant_url)
+    with Collection.open(settings, collection) as opened:
+        report = verify_collection(opened)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        for finding in report.findings:
+            out.print(f"[red]{finding.kind}[/]: {markup(finding.path)}: {markup(finding.detail)}")
+        name = markup(collection)
+        if report.clean:
+            err.print(f"[green]ok[/] {name}: {report.shards_checked} shards verified")
+        else:
+            err.print(f"{len(report.findings)} finding(s) in {name} ({report.shards_checked} shards checked): "
+                      f"run `mmindex repair -c {name}`")
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@command()
+def repair(
+    collection: CollectionOpt,
+    root: RootOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quarantine damaged or lost shards (moved to <root>/quarantine, never deleted), re-queue their
+    items for the next `mmindex index`, and rebuild the vector store from the intact shards."""
+    from mmindex.pipeline.manage.repair import repair_collection
+
+    settings = load_cli_settings(root=root, qdrant_url=qdrant_url)
+    report = repair_collection(settings, collection)
+    if as_json:
+        emit_json(dataclasses.asdict(report))
+        return
+    name = markup(collection)
+    if not report.changed:
+        err.print(f"[green]ok[/] {name}: nothing to repair")
+        return
+    for path in report.quarantined:
+        err.print(f"quarantined {markup(path)}")
+    for path in report.missing:
+        err.print(f"lost {markup(path)}")
+    for path in report.recorded:
+        err.print(f"recorded {markup(path)} (it had no integrity record)")
+    gone = [item for item in report.lost_items if item.source_gone]
+    for item in gone:
+        err.print(f"  [yellow]source gone too[/]: {markup(item.uri)} cannot be re-embedded")
+    if report.points is not None:
+        err.print(f"[green]rebuilt[/] {name}: {report.points} points from the intact shards")
+    if report.quarantined or report.missing:
+        unknown = f" (and the items of {report.unknown_shards} shard(s) the catalog did not name)" if report.unknown_shards else ""
+        err.print(f"{len(report.lost_items) - len(gone)} lost item(s){unknown} are re-embedded by the next index run:")
+        for source in report.sources:
+            err.print(f"  mmindex index {markup(source)} -c {name}")
+
+
+@command()
 def rebuild(
     collection: CollectionOpt,
     root: RootOpt = None,
     qdrant_url: QdrantUrlOpt = None,
 ) -> None:
-    """Drop and rebuild the Qdrant collection from the Parquet shards alone.
+    """Rebuild the Qdrant collection from the Parquet shards alone, never leaving it worse.
+
+    The shards are checked first (nothing changes if one is damaged: see `mmindex repair`); the
+    new collection is built aside and replaces the old one only once complete, so a failed
+    rebuild leaves the old one serving. A damaged embedded store is replaced the same way.
 
     Remembered labels are applied again from the stored image vectors (that loads the model's
     text tower; without it the labels are left to re-apply with `mmindex label`).

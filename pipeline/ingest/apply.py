@@ -8,7 +8,9 @@ before a crash is simply applied again by the next run (its ``seq`` is above the
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmindex.pipeline.errors import MmindexError
 from mmindex.pipeline.io.atomic import TMP_PREFIX
 from mmindex.pipeline.io.catalog import latest_rows
 from mmindex.pipeline.io.paths import IndexPaths
@@ -178,24 +181,37 @@ def _current_rows(log_: ShardLog, ref: ShardRef, keys: pa.Array) -> pa.Table:
     return table.filter(pc.is_in(table.column("key"), value_set=keys))
 
 
-def rebuild_version(settings: Settings, store: VectorStore, collection: str, version: CollectionVersion) -> int:
-    """Drop the version's Qdrant collection and refill it from Parquet alone (no model).
+def rebuild_version(
+    settings: Settings, store: VectorStore, collection: str, version: CollectionVersion, checked: bool = False
+) -> int:
+    """Refill the version's Qdrant collection from Parquet alone (no model), never leaving it worse.
 
-    The points go through the store's bulk path (``upsert_batches``), which also creates the
-    collection (on the embedded backend in its first shard session); the vector index is built
-    once at the end of it (on the embedded backend only for collections large enough to need
-    one). An interrupted rebuild is simply run again.
+    Every shard is hashed against its record first (``ShardLog.require_intact``; skipped when the
+    caller just did, ``checked``). The points go into a fresh staging collection through the store's bulk path
+    (``upsert_batches``, which creates it; the vector index is built once at the end, on the
+    embedded backend only for collections large enough to need one), and only a complete one
+    replaces the live collection (``replace_collection``): until then queries answer from the old
+    one, and a rebuild that fails midway drops its staging collection and leaves the old one serving.
     """
     log_ = IndexPaths(settings.root).shard_log(collection, version.physical_name)
     discard_partial_shards(log_)
+    if not checked:
+        log_.require_intact(full=True, outcome="nothing rebuilt, the index is as it was")
     shards = log_.shards()
-    store.drop_collection(version.physical_name)
-    if not shards:
-        store.create_collection(version.physical_name, collection_spec(version))
-        return 0
-    with stage("upsert"):  # the vector index is built at the end of the load (optimize=True)
-        written = store.upsert_batches(version.physical_name, current_point_batches(log_, context=version.chunk_context),
-                                       optimize=True,
-                                       create=collection_spec(version))
-    mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
+    staging = f"{version.physical_name}-rebuild-{uuid.uuid4().hex[:8]}"
+    try:
+        if shards:
+            with stage("upsert"):  # the vector index is built at the end of the load (optimize=True)
+                written = store.upsert_batches(staging, current_point_batches(log_, context=version.chunk_context), optimize=True,
+                                               create=collection_spec(version))
+        else:
+            store.create_collection(staging, collection_spec(version))
+            written = 0
+        store.replace_collection(version.physical_name, staging)
+    except BaseException:
+        with contextlib.suppress(MmindexError):
+            store.drop_collection(staging)
+        raise
+    if shards:
+        mark_applied(settings.root, collection, version.physical_name, shards[-1].seq)
     return written

@@ -8,6 +8,7 @@ keys they no longer have.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,6 +25,7 @@ from mmindex.pipeline.ingest.units import Tally, WorkUnit
 from mmindex.pipeline.io.catalog import CatalogItem, read_item_rows
 from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.io.shards import ShardLog, ShardRef
+from mmindex.pipeline.io.space import SpaceGuard
 from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.readers import UnitReader
@@ -67,6 +69,7 @@ class Committer:
     tally: Tally = field(default_factory=Tally)
     progress: ProgressReporter | None = None
     written: ShardRef | None = None
+    space: SpaceGuard | None = None  # the free-space check of a local root (``io/space.py``)
     _pending: list[ItemRows] = field(default_factory=list)
 
     def add(self, rows: ItemRows) -> None:
@@ -83,9 +86,13 @@ class Committer:
         self._pending = []
         with stage("write"):
             batch = records_to_batch(records, embeddings, self.version.dim, self.version.text_dim)
-            ref = self.log.write(batch, self.seq)
-        self.written = ref
-        self._apply(pa.Table.from_batches([batch]), ref)
+            if self.space is not None:  # before anything of the unit is written
+                self.space.require(batch.num_rows, batch.nbytes)
+        with self.space.measuring(batch.num_rows) if self.space is not None else contextlib.nullcontext():
+            with stage("write"):
+                ref = self.log.write(batch, self.seq)
+            self.written = ref
+            self._apply(pa.Table.from_batches([batch]), ref)
         if self.progress is not None:
             self.progress.advance(items)
 

@@ -200,6 +200,8 @@ def plan_run(
     report = IndexReport(collection=collection, embedder_id=version.embedder_id, dry_run=request.dry_run)
     with Collection(settings, entry, version) as target:
         if not request.dry_run:
+            # Cheap (sizes and Parquet footers; `verify` hashes every byte), so a no-op re-run stays fast.
+            target.shard_log.require_intact(full=False, outcome="nothing indexed")
             store = target.store()
             if not store.collection_exists(version.physical_name):  # queryable even while (or if) empty
                 store.create_collection(version.physical_name, collection_spec(version))

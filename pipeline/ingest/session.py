@@ -23,7 +23,9 @@ from mmindex.pipeline.ingest.apply import mark_applied
 from mmindex.pipeline.ingest.execute import Committer, ProgressReporter, UnitExecutor
 from mmindex.pipeline.ingest.units import IndexReport, RunDir, RunPlan, UnitOutcome, worker_name
 from mmindex.pipeline.io.catalog import write_catalog
+from mmindex.pipeline.io.root import RemotePath
 from mmindex.pipeline.io.shards import ShardRef
+from mmindex.pipeline.io.space import SpaceGuard
 from mmindex.pipeline.io.state_file import edit_state
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import Settings
@@ -89,6 +91,8 @@ class RunSession:
                 f"collection {collection!r} has no version {self.plan.physical_name!r} (run {run_id})"
             )
         self.collection = Collection(settings, entry, version, embedder=embedder, loader=loader)
+        root = settings.root
+        self.space = None if isinstance(root, RemotePath) else SpaceGuard(root, store_on_root=not settings.qdrant_url)
 
     @property
     def version(self) -> CollectionVersion:
@@ -117,7 +121,7 @@ class RunSession:
         collection = self.collection
         log_ = collection.shard_log
         committer = Committer(self.settings.root, collection.name, self.version, log_, collection.store, seq,
-                              progress=progress)
+                              progress=progress, space=self.space)
         prepared = PreparedUnit(self.run_dir, seq, started, unit.items, [ref.key for ref in unit.embed], committer,
                                 written=log_.find(seq))
         if prepared.written is None:

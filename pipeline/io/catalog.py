@@ -93,7 +93,7 @@ def latest_rows(log: ShardLog, columns: list[str] | None = None) -> pa.Table:
 
 
 _ITEM_FIELDS = ["source_id", "modality", "uri", "path", "ext", "sha256", "bytes", "mtime_ns", "sidecar_sig", "seq"]
-_THROUGH = b"mmindex.catalog_through"
+CATALOG_THROUGH = b"mmindex.catalog_through"  # schema metadata: the shard seq a catalog file is valid through
 
 
 def items_from_rows(rows: pa.Table) -> pa.Table:
@@ -214,7 +214,7 @@ def _materialized(log: ShardLog) -> tuple[pa.Table, int] | None:
         items = pq.read_table(where, filesystem=filesystem)
     except (OSError, ValueError, pa.ArrowInvalid):
         return None
-    through = int((items.schema.metadata or {}).get(_THROUGH, b"-1"))
+    through = int((items.schema.metadata or {}).get(CATALOG_THROUGH, b"-1"))
     return items.replace_schema_metadata(None), through
 
 
@@ -238,7 +238,7 @@ def write_catalog(log: ShardLog) -> None:
     items, written = _current_catalog(log, shards[-1].seq)
     if written:
         return
-    items = items.replace_schema_metadata({_THROUGH: str(shards[-1].seq).encode()})
+    items = items.replace_schema_metadata({CATALOG_THROUGH: str(shards[-1].seq).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(items, sink)
     del items

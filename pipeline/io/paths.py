@@ -4,6 +4,8 @@
 <root>/state.json                                  IndexPaths.state_file (+ state.json.lock)
 <root>/shards/<collection>/<physical>/             IndexPaths.shards_dir
 <root>/catalog/<collection>/<physical>.parquet     IndexPaths.catalog_file
+<root>/catalog/<collection>/<physical>.shards/     IndexPaths.shard_records_dir (integrity records)
+<root>/quarantine/<collection>/<physical>/         IndexPaths.quarantine_dir (damaged shards, by repair)
 <root>/runs/<collection>/<run_id>/                 IndexPaths.runs_dir / run_dir
 <root>/locks/<collection>.ingest.lock              IndexPaths.ingest_lock_file
 <root>/qdrant/                                     IndexPaths.qdrant_dir (the embedded store)
@@ -58,9 +60,18 @@ class IndexPaths:
         plain Parquet dataset)."""
         return self.collection_catalogs(collection) / f"{physical_name}.parquet"
 
+    def shard_records_dir(self, collection: str, physical_name: str) -> StoragePath:
+        """The integrity records of a version's shards (one JSON file per shard: size, rows, sha256)."""
+        return self.collection_catalogs(collection) / f"{physical_name}.shards"
+
+    def quarantine_dir(self, collection: str, physical_name: str) -> StoragePath:
+        """Where ``mmindex repair`` moves a version's damaged shards (kept, never deleted)."""
+        return self.root / "quarantine" / collection / physical_name
+
     def shard_log(self, collection: str, physical_name: str) -> ShardLog:
-        """The shard log of a version, with its catalog file."""
-        return ShardLog(self.shards_dir(collection, physical_name), self.catalog_file(collection, physical_name))
+        """The shard log of a version, with its catalog file and its shards' integrity records."""
+        return ShardLog(self.shards_dir(collection, physical_name), self.catalog_file(collection, physical_name),
+                        self.shard_records_dir(collection, physical_name))
 
     def runs_dir(self, collection: str) -> StoragePath:
         """The run plans of a collection, one folder per run (run ids sort by time)."""

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from mmindex.pipeline.io.atomic import write_atomic
+from mmindex.pipeline.io.space import disk_full
 from mmindex.schemas.root import RemotePath, StoragePath, is_url, parse_root
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RemotePath", "StoragePath", "arrow_location", "ensure_private_root", "is_remote", "is_url", "parse_root",
-    "publish", "remove_tree",
+    "file_size", "open_read", "publish", "remove_tree",
 ]
 
 # An index holds text from private folders: its root is the owner's only, and so is every file published.
@@ -64,7 +65,13 @@ def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
             path.fs.pipe_file(path.path, data)  # one PUT: the object appears whole or not at all
         path._fresh()
         return
-    write_atomic(path, data, durable=durable, mode=PRIVATE_FILE_MODE)
+    try:
+        write_atomic(path, data, durable=durable, mode=PRIVATE_FILE_MODE)
+    except OSError as exc:
+        full = disk_full(exc, path)
+        if full is not None:
+            raise full from exc
+        raise
 
 
 def remove_tree(path: StoragePath) -> None:
@@ -81,3 +88,18 @@ def arrow_location(path: StoragePath) -> tuple[str, AbstractFileSystem | None]:
     if isinstance(path, RemotePath):
         return path.path, path.fs
     return str(path), None
+
+
+def file_size(path: StoragePath) -> int:
+    """A file's size in bytes."""
+    if isinstance(path, RemotePath):
+        return int(path.fs.size(path.path))
+    return path.stat().st_size
+
+
+def open_read(path: StoragePath) -> IO[bytes]:
+    """A file opened for reading bytes (local or fsspec)."""
+    if isinstance(path, RemotePath):
+        handle: IO[bytes] = path.fs.open(path.path, "rb")
+        return handle
+    return path.open("rb")

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmindex.pipeline.errors import SchemaMismatchError
-from mmindex.pipeline.io.root import StoragePath, arrow_location, publish
+from mmindex.pipeline.errors import DamagedShardError, SchemaMismatchError
+from mmindex.pipeline.io.integrity import Finding, first_line, iter_shard_findings, readable_rows, record_for, write_record
+from mmindex.pipeline.io.root import StoragePath, arrow_location, open_read, publish
 from mmindex.schemas.items import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,19 @@ def shard_id_for(keys: list[str]) -> str:
 
 
 class ShardLog:
-    """The shards of one collection version (``IndexPaths.shard_log``: ``<root>/shards/<collection>/<version>/``)
-    and where its materialized catalog lives (``catalog_path``)."""
+    """The shards of one collection version (``IndexPaths.shard_log``: ``<root>/shards/<collection>/<version>/``),
+    where its materialized catalog lives (``catalog_path``) and its shards' integrity records
+    (``records_dir``, see ``io/integrity.py``)."""
 
-    def __init__(self, directory: StoragePath, catalog_path: StoragePath) -> None:
+    def __init__(self, directory: StoragePath, catalog_path: StoragePath, records_dir: StoragePath) -> None:
         self.directory = directory
         self.catalog_path = catalog_path
+        self.records_dir = records_dir
+
+    @property
+    def collection(self) -> str:
+        """The collection name (the shard folder is ``shards/<collection>/<version>``)."""
+        return self.directory.parent.name
 
     def shards(self) -> list[ShardRef]:
         """Committed shards in the order they were written (temporary files are ignored)."""
@@ -82,14 +90,22 @@ class ShardLog:
         sink = pa.BufferOutputStream()
         with pq.ParquetWriter(sink, batch.schema, compression="zstd") as writer:
             writer.write_batch(batch)
-        publish(final, sink.getvalue().to_pybytes())
+        data = sink.getvalue().to_pybytes()
+        publish(final, data)
+        write_record(self.records_dir, record_for(final.name, seq, data, batch.num_rows))
         log.debug("committed shard %s (%d rows)", final.name, batch.num_rows)
         return ShardRef(seq, ref_id, final)
 
     def read(self, ref: ShardRef, columns: list[str] | None = None) -> pa.Table:
         """One shard as a table; its schema version must be one we understand."""
         where, filesystem = arrow_location(ref.path)
-        table = pq.read_table(where, columns=columns, filesystem=filesystem)
+        try:
+            table = pq.read_table(where, columns=columns, filesystem=filesystem)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DamagedShardError(
+                f"shard {ref.path} cannot be read ({first_line(exc)}): run `mmindex verify -c {self.collection}`, "
+                f"then `mmindex repair -c {self.collection}`"
+            ) from exc
         version = (table.schema.metadata or {}).get(b"mmindex.schema_version", b"?").decode()
         if version != str(SCHEMA_VERSION):
             raise SchemaMismatchError(f"shard {ref.path} has schema version {version}, expected {SCHEMA_VERSION}")
@@ -99,3 +115,28 @@ class ShardLog:
         """Every committed shard, oldest first."""
         for ref in self.shards():
             yield ref, self.read(ref, columns)
+
+    def check(self, full: bool) -> list[Finding]:
+        """What is wrong with the shards against their integrity records (``io/integrity.py``):
+        every byte hashed when ``full``, else sizes and footers only (cheap, for every run)."""
+        present = [(ref.seq, ref.path) for ref in self.shards()]
+        return list(iter_shard_findings(self.directory, present, self.records_dir, full))
+
+    def require_intact(self, full: bool, outcome: str) -> None:
+        """``DamagedShardError`` naming the first lost or damaged shard (``check``), what the caller
+        did not do (``outcome``) and that ``mmindex repair`` is the fix."""
+        damaged = [finding for finding in self.check(full) if finding.damaged]
+        if damaged:
+            first = damaged[0]
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            raise DamagedShardError(
+                f"{outcome}: shard {first.path} is {first.kind} ({first.detail}){more}; run "
+                f"`mmindex repair -c {self.collection}` (it re-queues the lost items for the next index run)"
+            )
+
+    def record_existing(self, ref: ShardRef) -> None:
+        """Record a shard that has no record yet, after reading it whole (``repair``)."""
+        with open_read(ref.path) as handle:
+            data = handle.read()
+        rows = readable_rows(ref.path)
+        write_record(self.records_dir, record_for(ref.path.name, ref.seq, data, rows))

@@ -45,8 +45,9 @@ class RebuildReport:
 
 
 def rebuild_collection(settings: Settings, collection: str) -> RebuildReport:
-    """Drop the collection's current Qdrant collection and refill it from the Parquet shards, then
-    re-apply its remembered labels (the model's text tower scores the stored image vectors)."""
+    """Rebuild the collection's current Qdrant collection from the Parquet shards (built aside and
+    swapped in when complete: ``rebuild_version``), then re-apply its remembered labels (the model's
+    text tower scores the stored image vectors)."""
     opened = Collection.open(settings, collection)
     with holding_ingest_lock(settings, collection), opened:
         points = rebuild_version(settings, opened.store(), collection, opened.version)
@@ -120,6 +121,7 @@ def drop_version(settings: Settings, collection: str, physical_name: str) -> Non
         opened.store().drop_collection(physical_name)
         remove_tree(opened.paths.shards_dir(collection, physical_name))
         opened.paths.catalog_file(collection, physical_name).unlink(missing_ok=True)
+        remove_tree(opened.paths.shard_records_dir(collection, physical_name))
         with edit_state(settings.root) as edited:
             entry = edited.collections[collection]
             entry.previous = [old for old in entry.previous if old.physical_name != physical_name]

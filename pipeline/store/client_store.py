@@ -100,6 +100,10 @@ class _VectorInfo:
     text_dim: int | None = None
 
 
+def _delete_alias(name: str) -> models.DeleteAliasOperation:
+    return models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name))
+
+
 def _client_sparse(sparse: SparseVector) -> models.SparseVector:
     return models.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
 
@@ -255,17 +259,51 @@ class ClientStore:
         logger.info("created collection %r (%d-d %r) in %s", name, spec.dim, spec.vector_name, self.location)
 
     def drop_collection(self, name: str) -> None:
-        """Delete the collection; no error if it does not exist."""
+        """Delete the collection (the one an alias of this name points to, and the alias); no error
+        if it does not exist."""
         self._vectors.pop(name, None)
+        target = self._alias_target(name)
         with self._calling(name, "drop"):
+            if target is not None:
+                self.client.update_collection_aliases([_delete_alias(name)])
+                self.client.delete_collection(target)
             self.client.delete_collection(name)
 
+    def _alias_target(self, name: str) -> str | None:
+        """The collection an alias called ``name`` points to (None: no such alias)."""
+        with self._calling(name, "list the aliases of"):
+            aliases = self.client.get_aliases().aliases
+        return next((alias.collection_name for alias in aliases if alias.alias_name == name), None)
+
+    def replace_collection(self, name: str, replacement: str) -> None:
+        """Point the alias ``name`` at ``replacement`` in one alias operation, then drop the collection
+        it pointed to. (Qdrant cannot rename a collection: the first replace of a plain collection
+        drops it just before the alias takes its name.)"""
+        if not self.client.collection_exists(replacement):
+            raise CollectionNotFoundError(f"collection {replacement!r} not found in Qdrant at {self.location}")
+        previous = self._alias_target(name)
+        operations: list[models.DeleteAliasOperation | models.CreateAliasOperation] = []
+        with self._calling(name, "replace"):
+            if previous is not None:
+                operations.append(_delete_alias(name))
+            else:
+                self.client.delete_collection(name)
+            operations.append(models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=replacement, alias_name=name)))
+            self.client.update_collection_aliases(operations)
+            if previous is not None and previous != replacement:
+                self.client.delete_collection(previous)
+        self._vectors.pop(name, None)
+        logger.info("collection %r is now %r in %s", name, replacement, self.location)
+
     def list_collections(self) -> list[str]:
-        """Names of all collections, sorted."""
+        """Names of all collections, sorted (a collection behind an alias by the alias's name)."""
         try:
-            return sorted(collection.name for collection in self.client.get_collections().collections)
+            names = {collection.name for collection in self.client.get_collections().collections}
+            aliases = {alias.alias_name: alias.collection_name for alias in self.client.get_aliases().aliases}
         except (ResponseHandlingException, UnexpectedResponse, ResourceExhaustedResponse) as exc:
             raise StoreUnavailableError(self._redact(f"cannot reach Qdrant at {self.location}: {_short(exc)}")) from None
+        return sorted((names - set(aliases.values())) | set(aliases))
 
     # -- points ----------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from mmindex.pipeline.errors import (
     MmindexError,
     StoreUnavailableError,
 )
+from mmindex.pipeline.io.space import EDGE_NEW_COLLECTION_BYTES, RESERVE_BYTES, disk_full, require_free
 from mmindex.pipeline.store import edge_layout
 from mmindex.pipeline.store._filter_translate import translate_filter
 from mmindex.pipeline.store.filters import PayloadFilter
@@ -281,6 +282,8 @@ class EdgeStore:
         if path.exists():
             logger.warning("removing %s, left over from an interrupted collection creation", path)
             shutil.rmtree(path)
+        # Its segments are written through memory maps: on a full disk that is a SIGBUS, not an error.
+        require_free(self.directory, EDGE_NEW_COLLECTION_BYTES + RESERVE_BYTES, f"a new embedded collection {name!r}")
         sparse = [] if spec.text_dim is None else [SPARSE_VECTOR]
         config = edge_layout.shard_config(_dense_vectors(spec), sparse, self.indexing_threshold_kb)
         shard = qe.EdgeShard.create(str(path), config)
@@ -300,7 +303,10 @@ class EdgeStore:
         try:
             return qe.EdgeShard.load(str(path), config), spec
         except Exception as exc:  # qdrant-edge raises plain Exception for every failure
-            raise StoreUnavailableError(f"cannot open embedded index shard {path}: {exc}") from exc
+            raise StoreUnavailableError(
+                f"cannot open embedded index shard {path}: {exc} (if it is damaged, `mmindex rebuild -c COLLECTION` "
+                "refills it from the Parquet shards)"
+            ) from exc
 
     @contextmanager
     def _open_shard(
@@ -334,7 +340,7 @@ class EdgeStore:
             except MmindexError:
                 raise
             except Exception as exc:  # qdrant-edge raises plain Exception for every failure
-                raise StoreUnavailableError(f"embedded index shard {path}: {exc}") from exc
+                raise disk_full(exc, path) or StoreUnavailableError(f"embedded index shard {path}: {exc}") from exc
             finally:
                 self._wrap(path, "close", shard.close)
 
@@ -345,7 +351,7 @@ class EdgeStore:
         except MmindexError:
             raise
         except Exception as exc:  # qdrant-edge raises plain Exception for every failure
-            raise StoreUnavailableError(f"cannot {what} embedded index shard {path}: {exc}") from exc
+            raise disk_full(exc, path) or StoreUnavailableError(f"cannot {what} embedded index shard {path}: {exc}") from exc
 
     # -- collections -----------------------------------------------------------------------
 
@@ -367,6 +373,20 @@ class EdgeStore:
             self._spec_path(name).unlink(missing_ok=True)  # first, so the collection is gone at once
             shutil.rmtree(path)
         logger.info("dropped collection %r at %s", name, path)
+
+    def replace_collection(self, name: str, replacement: str) -> None:
+        """Swap the shard directories under both collections' locks: the old one is renamed aside,
+        the replacement renamed into its place, then the old one removed."""
+        target, staged = self.shard_path(name), self.shard_path(replacement)
+        if not self.collection_exists(replacement):
+            raise CollectionNotFoundError(f"collection {replacement!r} not found in {self.directory}")
+        retired = self.directory / f".retired-{target.name}-{os.getpid()}"
+        with self._locked(replacement), self._locked(name):
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(staged, target)
+        shutil.rmtree(retired, ignore_errors=True)
+        logger.info("replaced collection %r by %r at %s", name, replacement, target)
 
     def list_collections(self) -> list[str]:
         """Names of the completely created collections, sorted."""

@@ -211,6 +211,11 @@ class VectorStore(Protocol):
 
     def list_collections(self) -> list[str]: ...
 
+    def replace_collection(self, name: str, replacement: str) -> None:
+        """Make the complete collection ``replacement`` the one called ``name`` and drop the old one
+        (a rebuild built aside). Until this returns, ``name`` answers from the old collection; no
+        caller ever sees ``name`` partly filled."""
+
     def upsert(self, name: str, batch: PointBatch) -> None:
         """Write the points of a batch (sent in parts of ``UPSERT_BATCH``); durable when it returns."""
 
