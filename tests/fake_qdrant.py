@@ -84,6 +84,11 @@ class FakeQdrant(LoopbackServer):
     # -- the REST routes mmindex uses, on the local client --------------------------------
 
     def _apply(self, method: str, path: str, query: str, body: dict[str, Any]) -> Any:
+        if path == "/aliases" and method == "GET":
+            return self.local.get_aliases().model_dump(mode="json")
+        if path == "/collections/aliases" and method == "POST":
+            change = models.ChangeAliasesOperation.model_validate(body)
+            return self.local.update_collection_aliases(change.actions)
         found = _ROUTE.match(path)
         if found is None:
             raise KeyError(path)
