@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 # The order of `mmindex --help`: the main jobs first (the commands live in several modules).
-COMMAND_ORDER = ("index", "query", "label", "info", "versions", "migrate", "rebuild", "delete", "models", "schedule")
+COMMAND_ORDER = ("index", "query", "serve", "label", "info", "versions", "migrate", "rebuild", "delete", "models", "schedule")
 
 
 class _UserErrorsAsOneLine(TyperGroup):
