@@ -242,3 +242,53 @@ def test_page_and_static_files_are_served_safely(server: Server) -> None:
     assert httpx.get(f"{server.url}/static/%2E%2E/service.py").status_code == 404
     assert "access-control-allow-origin" not in httpx.get(f"{server.url}/health", headers={"Origin": "http://evil"}).headers
     assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+# -- queries while an ingest runs in another process; no key --------------------------------------
+
+
+def test_queries_answer_while_an_ingest_runs_in_another_process(
+    tmp_path_factory: pytest.TempPathFactory, photo_corpus: Path, tiny_local_dir: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skimage import data
+
+    base = tmp_path_factory.mktemp("serve-ingest")
+    indexed = index_corpus("edge", base, photo_corpus, tiny_local_dir)
+    more = base / "more"
+    more.mkdir()
+    for index, array in enumerate((data.coins(), data.moon(), data.horse(), data.clock(), data.page())):
+        Image.fromarray(array if array.dtype == np.uint8 else (array * 255).astype(np.uint8)).save(more / f"m{index}.png")
+    server = start_server(indexed.root, base / "server.log", "-c", COLLECTION)
+    try:
+        with httpx.Client(base_url=server.url, timeout=WAIT_S) as client:  # no key set: open
+            before = client.get("/collections").json()["collections"][0]["points"]
+            assert before == len(indexed.reference.keys)
+            ingest = subprocess.Popen(
+                [sys.executable, "-m", "mmindex.pipeline.cli", "index", str(more), "-c", COLLECTION, "--root",
+                 str(indexed.root), "--model", f"local-dir:{tiny_local_dir}", "--workers", "0", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "MMINDEX_PRECISION": PRECISION},
+            )
+
+            cat_key = next(key for key in indexed.reference.keys if key.endswith("cat.png"))
+
+            def query_until_done(_worker: int) -> list[int]:  # like queries: no encode, the store's work only
+                statuses, counts = [], []
+                while ingest.poll() is None or not statuses:
+                    response = client.post("/search", json={"like": cat_key, "limit": 50})
+                    statuses.append(response.status_code)
+                    counts.append(len(response.json()))
+                assert set(counts) <= {before - 1, before + 4}, counts  # before or after the commit, never torn
+                return statuses
+
+            with ThreadPoolExecutor(2) as pool:
+                statuses = [status for result in pool.map(query_until_done, range(2)) for status in result]
+            stdout, stderr = ingest.communicate(timeout=WAIT_S)
+            assert ingest.returncode == 0, stderr
+            assert set(statuses) == {200}, statuses
+            assert client.get("/collections").json()["collections"][0]["points"] == before + 5
+            assert len(client.post("/search", json={"text": "a photo", "limit": 50, "mode": "clip"}).json()) == before + 5
+    finally:
+        stop_server(server)

@@ -59,7 +59,7 @@ def serve(
     from mmindex.pipeline.store.open_store import open_store
 
     settings = load_cli_settings(root=root, device=device, qdrant_url=qdrant_url)
-    store = open_store(settings)
+    store = open_store(settings, hold=True)
     try:
         service = SearchService(settings, collection or [], store, ServeLimits(max_upload_bytes))
         err.print(f"loading the models of {markup(', '.join(service.names))}…")
