@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -292,3 +295,94 @@ def test_queries_answer_while_an_ingest_runs_in_another_process(
             assert len(client.post("/search", json={"text": "a photo", "limit": 50, "mode": "clip"}).json()) == before + 5
     finally:
         stop_server(server)
+
+
+# -- the page in a real browser (Chromium over the DevTools protocol) ---------------------------------
+
+CHROMIUM = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+
+
+class DevTools:
+    """One Chromium page driven over the DevTools protocol (a websocket on 127.0.0.1)."""
+
+    def __init__(self, websocket_url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.socket = connect(websocket_url, max_size=None, open_timeout=WAIT_S)
+        self.next_id = 0
+
+    def call(self, method: str, **params: object) -> dict:
+        self.next_id += 1
+        self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:  # events arrive between the answers; the answer carries our id
+            message = json.loads(self.socket.recv(timeout=WAIT_S))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, expression: str) -> object:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str) -> object:
+        """Poll ``expression`` until it is truthy (bounded)."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"page never satisfied {expression}: {self.evaluate('document.body.innerText')}")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[DevTools]:
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install -y chromium)")
+    port = free_port()
+    process = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+         f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        pages: list[dict] = []
+        while not pages and time.monotonic() < deadline:
+            try:
+                pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json() if t["type"] == "page"]
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert pages, "chromium did not open its DevTools port"
+        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
+        yield tools
+        tools.socket.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_page_searches_shares_its_url_and_more_like_this_excludes_the_item(server: Server, browser: DevTools) -> None:
+    browser.call("Page.navigate", url=f"{server.url}/")
+    browser.wait_for("document.readyState === 'complete' && document.getElementById('collection').options.length > 0")
+    browser.evaluate(f"sessionStorage.setItem('mmindex-key', {json.dumps(KEY)})")
+    browser.evaluate("document.getElementById('q').value = 'a photo of a cat'; "
+                     "document.querySelector('#search button[type=submit]').click()")
+    browser.wait_for("document.querySelectorAll('.card').length > 0")
+    assert browser.evaluate("location.search") == "?collection=photos&q=a+photo+of+a+cat"
+    first = browser.evaluate("document.querySelector('.card').dataset.key")
+    # images render as thumbnails fetched with the key
+    browser.wait_for("[...document.querySelectorAll('.card img')].some((img) => img.complete && img.naturalWidth > 0)")
+    browser.evaluate("document.querySelector('.card .more-like-this').click()")
+    browser.wait_for("location.search.includes('like=') && document.querySelectorAll('.card').length > 0 && "
+                     "!document.getElementById('status').textContent.startsWith('searching')")
+    shown = browser.evaluate("[...document.querySelectorAll('.card')].map((card) => card.dataset.key)")
+    assert first not in shown and len(shown) > 0
+    # a shared URL opens with its results; user text is shown as text, never run as markup
+    hostile = "<img src=x onerror=window.pwned=1>"
+    browser.call("Page.navigate", url=f"{server.url}/?collection=photos&q={quote(hostile)}&mode=clip")
+    browser.wait_for("document.querySelectorAll('.card').length > 0")
+    assert browser.evaluate("document.getElementById('q').value") == hostile
+    assert browser.evaluate("window.pwned === undefined && document.querySelectorAll('img[src=x]').length === 0")
