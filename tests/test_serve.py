@@ -160,6 +160,15 @@ def test_fused_text_query_with_negative_and_weights(client: httpx.Client, edge_i
     assert [term["value"] for term in terms] == ["a cat", "a rug", "a rocket"]
 
 
+def test_a_vector_query_answers_as_its_text(client: httpx.Client) -> None:
+    vector = client.post("/embed", json={"text": "a cat"}).json()["vectors"][0]
+    by_vector = client.post("/search", json={"vector": vector, "where": ["modality=image"], "limit": 4}).json()
+    by_text = client.post("/search", json={"text": "a cat", "where": ["modality=image"], "limit": 4, "mode": "clip"}).json()
+    assert keys(by_vector) == keys(by_text)
+    assert by_vector[0]["contributions"][0]["kind"] == "vector"
+    assert client.post("/search", json={"vector": [0.1, 0.2]}).status_code == 400  # wrong dimension
+
+
 def test_bad_filter_is_400_with_the_cli_message(client: httpx.Client, edge_index: Indexed) -> None:
     from helpers import run_cli
 

@@ -13,6 +13,7 @@ MAX_TEXT_CHARS = 4096
 MAX_PARTS = 16  # texts, images or items in one list
 MAX_FILTERS = 32
 MAX_EMBED_TEXTS = 64
+MAX_VECTOR_DIM = 8192
 DEFAULT_MAX_UPLOAD_BYTES = 8 << 20  # decoded bytes of the images of one request
 
 QueryText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -31,12 +32,15 @@ class SearchRequest(_Strict):
     """``POST /search``: the whole query language of ``mmindex query`` (``Index.search``'s arguments).
 
     ``image``/``not_image`` are base64-encoded image files. Parts are fused in the order texts,
-    images, likes, then the negatives in the same order; ``weights`` has one weight per part.
+    images, vector, likes, then the negatives in the same order; ``weights`` has one weight per part.
     """
 
     collection: str | None = Field(None, description="Collection (default: the first one served).")
     text: QueryText | Annotated[list[QueryText], Field(max_length=MAX_PARTS)] | None = None
     image: Base64Image | Annotated[list[Base64Image], Field(max_length=MAX_PARTS)] | None = None
+    vector: Annotated[list[float], Field(min_length=1, max_length=MAX_VECTOR_DIM)] | None = Field(
+        None, description="A vector of the collection's space (e.g. from /embed)."
+    )
     like: ItemRef | Annotated[list[ItemRef], Field(max_length=MAX_PARTS)] | None = None
     not_text: QueryText | Annotated[list[QueryText], Field(max_length=MAX_PARTS)] | None = None
     not_image: Base64Image | Annotated[list[Base64Image], Field(max_length=MAX_PARTS)] | None = None

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from mmindex.pipeline.collection import Collection, load_model
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import CollectionNotFoundError, ConfigError, ItemNotFoundError, RequestTooLargeError
@@ -109,7 +111,7 @@ class SearchService:
         """Hits of a fused query, or passages where ``mode`` (or ``auto``) picks a passage mode."""
         texts = as_list(request.text)
         images, not_images = as_list(request.image), as_list(request.not_image)
-        fused_options = (images or request.like or request.not_text or not_images or request.not_like
+        fused_options = (images or request.vector or request.like or request.not_text or not_images or request.not_like
                          or request.weights or request.mmr is not False or request.min_score is not None or request.offset)
         with self.open(request.collection) as collection:
             chosen = passage_mode(request.mode, collection.entry, collection.store, len(texts) == 1 and not fused_options)
@@ -121,9 +123,11 @@ class SearchService:
                 raise ConfigError("per_document applies to passage queries (mode dense, sparse or hybrid)")
             uploads = self._decode_images([*images, *not_images])
             vectors = [image_bytes_vector(collection.embedder(), data, self.settings.max_image_pixels) for data in uploads]
-            parts = parts_from_flags(
-                texts=texts, images=vectors[: len(images)], likes=as_list(request.like), not_texts=as_list(request.not_text),
-                not_images=vectors[len(images) :], not_likes=as_list(request.not_like), weights=request.weights,
+            given = [np.asarray(request.vector, dtype=np.float32)] if request.vector is not None else []
+            parts = parts_from_flags(  # a given vector comes after the images, as in Index.search
+                texts=texts, images=[*vectors[: len(images)], *given], likes=as_list(request.like),
+                not_texts=as_list(request.not_text), not_images=vectors[len(images) :], not_likes=as_list(request.not_like),
+                weights=request.weights,
             )
             diversity = None if request.mmr is False else 0.5 if request.mmr is True else float(request.mmr)
             query = SearchQuery(
