@@ -118,9 +118,8 @@ class Collection:
     def close_store(self) -> None:
         """Release the store (and, embedded, nothing stays locked); reopened on next use. A store
         given to the constructor is only let go of, not closed."""
-        if self._store is not None and self._owns_store:
+        if self._owns_store and self._store is not None:
             self._store.close()
-        if self._owns_store:
             self._store = None
 
     def close(self) -> None:

@@ -149,6 +149,9 @@ def test_like_excludes_the_item_and_offset_pages(client: httpx.Client, edge_inde
     assert keys(whole) == expected
     page = client.post("/search", json={"like": cat_key, "limit": 2, "offset": 2}).json()
     assert keys(page) == expected[2:4]
+    # mmindex query --offset pages the same way; the server hands its open shard over to it
+    assert [hit["key"] for hit in edge_index.query("--like", cat_key, "--limit", "2", "--offset", "2")] == expected[2:4]
+    assert keys(client.post("/search", json={"like": cat_key, "limit": 4}).json()) == expected  # and re-opens it
 
 
 def test_fused_text_query_with_negative_and_weights(client: httpx.Client, edge_index: Indexed) -> None:
