@@ -398,3 +398,10 @@ def test_page_searches_shares_its_url_and_more_like_this_excludes_the_item(serve
     browser.wait_for("document.querySelectorAll('.card').length > 0")
     assert browser.evaluate("document.getElementById('q').value") == hostile
     assert browser.evaluate("window.pwned === undefined && document.querySelectorAll('img[src=x]').length === 0")
+
+
+def test_serving_an_unknown_collection_is_a_one_line_error(edge_index: Indexed) -> None:
+    from helpers import assert_one_line_error, run_cli
+
+    result = run_cli("serve", "-c", "nope", "--root", str(edge_index.root), "--port", str(free_port()))
+    assert_one_line_error(result, "no collection 'nope'", code=2)
