@@ -28,7 +28,7 @@ text query p50 756 ms (encode 41%); like p50 260 ms, 10.9 q/s; `mmindex query` p
 called in-process on the same machine at the same time (``SearchService.search``, vector given,
 filtered, one thread) took 3.2 ms median, 2.8 ms best, of which qdrant-edge's query 6.5 ms of
 8 ms in a profile: the server's own work per query is small, the HTTP figures above are queueing
-behind the load. At 100,000 points (run later, the load a little lower; 4 clients, 5 s each):
+behind the load. At 100,000 points (run later, as the load fell to about 2; 4 clients, 5 s each):
 search p50 24.6 ms / p99 111.8 ms, 137 q/s (goals 20 / 100 ms: just missed); like p50 16.7 ms /
 p99 66.1 ms, 170 q/s (goal 50: met); encode p50 121 ms; text query p50 161 ms (encode 75%);
 `mmindex query` per process 19.7 s, 123x the server's text query. The 300,000 point run was not
