@@ -58,8 +58,10 @@ SHARD_ROWS = 4096
 GOAL_POINTS_PER_S = 20_000
 
 
-def make_root(root: Path, points: int, dim: int, seed: int = 0) -> None:
-    """An index root holding one collection ``bench`` whose shards hold ``points`` ok rows."""
+def make_root(root: Path, points: int, dim: int, seed: int = 0, *, model: str = "bench", pretrained: str | None = None,
+              embedder: str | None = None) -> None:
+    """An index root holding one collection ``bench`` whose shards hold ``points`` ok rows (of random
+    vectors, recorded as made by ``model``/``pretrained`` with id ``embedder`` when given)."""
     from mmindex.pipeline.ids import chunk_key, point_id
     from mmindex.pipeline.io.paths import IndexPaths
     from mmindex.pipeline.io.state_file import edit_state
@@ -67,9 +69,9 @@ def make_root(root: Path, points: int, dim: int, seed: int = 0) -> None:
     from mmindex.schemas.items import ItemRecord, records_to_batch
     from mmindex.schemas.state import CollectionState, CollectionVersion
 
-    embedder = f"bench-random-{dim}"
+    embedder = embedder or f"bench-random-{dim}"
     version = CollectionVersion(physical_name=physical_collection_name("bench", embedder), embedder_id=embedder,
-                                model="bench", pretrained=None, dim=dim, created_at=datetime.now(UTC))
+                                model=model, pretrained=pretrained, dim=dim, created_at=datetime.now(UTC))
     log = IndexPaths(root).shard_log("bench", version.physical_name)
     rng = np.random.default_rng(seed)
     source = "/data/photos"

@@ -70,7 +70,9 @@ class Collection:
         *,
         embedder: Embedder | None = None,
         loader: EmbedderLoader | None = None,
+        store: VectorStore | None = None,
     ) -> None:
+        """``store``: an open store to use (``close`` leaves it open: its owner closes it)."""
         self.settings = settings
         self.entry = entry
         self.version = version or entry.current
@@ -78,14 +80,16 @@ class Collection:
         self._embedder = embedder  # checked on first use, like a loaded one
         self._checked = False
         self._loader = loader
-        self._store: VectorStore | None = None
+        self._store: VectorStore | None = store
+        self._owns_store = store is None
 
     @classmethod
     def open(
-        cls, settings: Settings, name: str, *, embedder: Embedder | None = None, loader: EmbedderLoader | None = None
+        cls, settings: Settings, name: str, *, embedder: Embedder | None = None, loader: EmbedderLoader | None = None,
+        store: VectorStore | None = None,
     ) -> Collection:
         """The collection ``name`` at its current version (``CollectionNotFoundError`` if unknown)."""
-        return cls(settings, collection_state(settings, name), embedder=embedder, loader=loader)
+        return cls(settings, collection_state(settings, name), embedder=embedder, loader=loader, store=store)
 
     @property
     def name(self) -> str:
@@ -112,8 +116,9 @@ class Collection:
         return self._store
 
     def close_store(self) -> None:
-        """Release the store (and, embedded, nothing stays locked); reopened on next use."""
-        if self._store is not None:
+        """Release the store (and, embedded, nothing stays locked); reopened on next use. A store
+        given to the constructor is only let go of, not closed."""
+        if self._owns_store and self._store is not None:
             self._store.close()
             self._store = None
 

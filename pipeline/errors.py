@@ -89,3 +89,13 @@ class ModelMismatchError(SchemaMismatchError):
 
 class FilterSyntaxError(ConfigError):
     """A ``--where`` expression cannot be parsed."""
+
+
+class ItemNotFoundError(MmindexError):
+    """A stored item (point id) that is not in the collection was asked for."""
+
+    exit_code = 2
+
+
+class RequestTooLargeError(ConfigError):
+    """A request to ``mmindex serve`` carries more bytes than its limit (an upload too large)."""

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 
 # The order of `mmindex --help`: the main jobs first (the commands live in several modules).
-COMMAND_ORDER = ("index", "query", "label", "info", "verify", "repair", "versions", "migrate", "rebuild", "delete", "models", "schedule")
+COMMAND_ORDER = (
+    "index", "query", "serve", "label", "info", "verify", "repair", "versions", "migrate", "rebuild", "delete", "models",
+    "schedule",
+)
 
 
 class _UserErrorsAsOneLine(TyperGroup):

@@ -72,6 +72,7 @@ def query(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-k", help=f"Number of results (1-{MAX_RESULTS}).")] = 10,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many of the best results (paging).")] = 0,
     mmr: Annotated[bool, typer.Option("--mmr", help="Diversify results with Qdrant's MMR.")] = False,
     diversity: Annotated[
         float, typer.Option("--diversity", min=0.0, max=1.0, help="MMR diversity: 0 relevance only, 1 most diverse.")
@@ -121,7 +122,7 @@ def query(
     check_result_count(limit, "--limit")  # before the collection is opened or a model loaded
     settings = load_cli_settings(root=root, device=device, qdrant_url=qdrant_url)
     plain_text = bool(text) and not (more_texts or image or like or not_text or not_image or not_like or weights
-                                     or mmr or min_score is not None or html_out is not None)
+                                     or mmr or min_score is not None or html_out is not None or offset)
     if _query_passages(collection, text or "", where or [], limit, mode, plain_text, settings, as_json, per_document):
         return
     if per_document is not None:
@@ -138,7 +139,7 @@ def query(
     )
     request = SearchQuery(
         collection, where=tuple(where or ()), limit=limit, parts=parts,
-        mmr=MmrParams(diversity, mmr_candidates) if mmr else None, min_score=min_score,
+        mmr=MmrParams(diversity, mmr_candidates) if mmr else None, min_score=min_score, offset=offset,
     )
     result = search_result(request, settings)
     hits = result.hits

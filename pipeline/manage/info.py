@@ -10,6 +10,7 @@ from mmindex.pipeline.io.catalog import FailedItem, failed_items, summarize
 from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.io.state_file import read_state
 from mmindex.pipeline.store.open_store import open_store
+from mmindex.pipeline.store.store import VectorStore
 from mmindex.schemas.config import Settings
 from mmindex.schemas.state import RunSummary
 
@@ -66,8 +67,11 @@ def _describe(collection: Collection, points: int) -> CollectionInfo:
     )
 
 
-def collection_infos(settings: Settings, collection: str | None = None) -> list[CollectionInfo]:
-    """Info on one collection (error if unknown) or on all of them."""
+def collection_infos(
+    settings: Settings, collection: str | None = None, store: VectorStore | None = None
+) -> list[CollectionInfo]:
+    """Info on one collection (error if unknown) or on all of them (counted in ``store`` when given,
+    which stays open, else in a store opened for this)."""
     if collection:
         opened = [Collection.open(settings, collection)]
     else:
@@ -75,11 +79,13 @@ def collection_infos(settings: Settings, collection: str | None = None) -> list[
         opened = [Collection(settings, known[name]) for name in sorted(known)]
     if not opened:
         return []
-    store = open_store(settings)
+    counting = store or open_store(settings)
     try:
-        counts = [store.count(each.physical_name) if store.collection_exists(each.physical_name) else 0 for each in opened]
+        counts = [counting.count(each.physical_name) if counting.collection_exists(each.physical_name) else 0
+                  for each in opened]
     finally:
-        store.close()
+        if store is None:
+            counting.close()
     return [_describe(each, points) for each, points in zip(opened, counts, strict=True)]
 
 

@@ -92,12 +92,17 @@ class GalleryHeader:
 
     def may_thumbnail(self, path: str) -> bool:
         """Whether a local file lies (after resolving links) under one of the source roots."""
-        real = os.path.realpath(path)
-        return any(real.startswith(os.path.join(os.path.realpath(root), "")) for root in self.source_roots)
+        return under_roots(path, self.source_roots)
 
 
-def thumbnail_data_uri(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) -> str | None:
-    """A ``data:image/jpeg;base64,...`` thumbnail of a local image, or ``None`` if it can't be read."""
+def under_roots(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether a local file lies (after resolving links) under one of ``roots``."""
+    real = os.path.realpath(path)
+    return any(real.startswith(os.path.join(os.path.realpath(root), "")) for root in roots)
+
+
+def thumbnail_jpeg(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) -> bytes | None:
+    """A JPEG thumbnail of a local image (at most ``size`` px a side), or ``None`` if it can't be read."""
     from mmindex.pipeline.embed.decode import decode_image, read_regular_file
 
     try:
@@ -107,7 +112,13 @@ def thumbnail_data_uri(path: str | Path, max_pixels: int, size: int = THUMBNAIL_
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def thumbnail_data_uri(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) -> str | None:
+    """A ``data:image/jpeg;base64,...`` thumbnail of a local image, or ``None`` if it can't be read."""
+    jpeg = thumbnail_jpeg(path, max_pixels, size)
+    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 def _image_source(hit: QueryHit, max_pixels: int, header: GalleryHeader) -> str | None:

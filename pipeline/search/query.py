@@ -40,7 +40,7 @@ class SearchQuery:
     """A query: parts (``text``/``image`` are shorthands for the first two), filters, limit, options.
 
     ``mmr`` re-ranks for diversity; ``min_score`` drops hits whose cosine similarity to the
-    fused query is lower.
+    fused query is lower; ``offset`` skips that many of the best hits (pagination).
     """
 
     collection: str
@@ -51,6 +51,7 @@ class SearchQuery:
     parts: tuple[QueryPart, ...] = ()
     mmr: MmrParams | None = None
     min_score: float | None = None
+    offset: int = 0
 
     def all_parts(self) -> tuple[QueryPart, ...]:
         """``text``, then ``image``, then ``parts``."""
@@ -122,13 +123,18 @@ class SearchResult:
 
 
 def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
-    """Embed a query image with exactly the decoding and preprocessing used at ingest."""
-    from mmindex.pipeline.embed.decode import decode_image
-
+    """Embed a query image file with exactly the decoding and preprocessing used at ingest."""
     try:
         data = path.expanduser().read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read query image {path}: {exc.strerror or exc}") from exc
+    return image_bytes_vector(embedder, data, max_pixels)
+
+
+def image_bytes_vector(embedder: Embedder, data: bytes, max_pixels: int) -> np.ndarray:
+    """Embed an encoded query image (``DecodeError`` if it is not one) as ``image_query_vector``."""
+    from mmindex.pipeline.embed.decode import decode_image
+
     plan = embedder.pixel_plan
     image = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None).image
     if plan is None:  # a transform ingest also runs whole, per item
@@ -142,24 +148,29 @@ def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.nd
 
 def parts_from_flags(
     texts: Sequence[str] = (),
-    images: Sequence[Path] = (),
+    images: Sequence[Path | np.ndarray] = (),
     likes: Sequence[str] = (),
     not_texts: Sequence[str] = (),
-    not_images: Sequence[Path] = (),
+    not_images: Sequence[Path | np.ndarray] = (),
     not_likes: Sequence[str] = (),
     weights: Sequence[float] | None = None,
 ) -> tuple[QueryPart, ...]:
     """Query parts in the documented order — texts, images, likes, then the negatives in the same
-    order — with ``weights`` (one per part, in that order) applied when given."""
+    order — with ``weights`` (one per part, in that order) applied when given. An image is a file,
+    or the vector of an image already embedded (``image_bytes_vector``: an upload)."""
     parts = [
         *(QueryPart.text(text) for text in texts),
-        *(QueryPart.image(path) for path in images),
+        *(_image_part(image) for image in images),
         *(QueryPart.like(ref) for ref in likes),
         *(QueryPart.text(text, negative=True) for text in not_texts),
-        *(QueryPart.image(path, negative=True) for path in not_images),
+        *(_image_part(image, negative=True) for image in not_images),
         *(QueryPart.like(ref, negative=True) for ref in not_likes),
     ]
     return with_weights(parts, weights)
+
+
+def _image_part(image: Path | np.ndarray, negative: bool = False) -> QueryPart:
+    return QueryPart.vector(image, negative=negative) if isinstance(image, np.ndarray) else QueryPart.image(image, negative=negative)
 
 
 def _candidate_ids(ref: str) -> list[str]:
@@ -224,6 +235,8 @@ def embed_parts(
 def validate_query(query: SearchQuery) -> tuple[tuple[QueryPart, ...], PayloadFilter]:
     """Check everything that needs no model or store: limit, threshold, parts, filters."""
     check_result_count(query.limit, "--limit")
+    if query.offset < 0:
+        raise ConfigError("--offset must be at least 0")
     if query.min_score is not None and not -1.0 <= query.min_score <= 1.0:
         raise ConfigError(f"--min-score must be between -1 and 1 (cosine similarity), got {query.min_score}")
     parts = query.all_parts()
@@ -255,16 +268,17 @@ def run_search(query: SearchQuery, collection: Collection) -> SearchResult:
     embedder = collection.embedder() if needs_model else None
     fused = fuse(embed_parts(parts, embedder, collection.settings.max_image_pixels, collection.version.dim, stored))
     filter_or_none = payload_filter or None
+    depth = query.offset + query.limit  # the store ranks from the best; a page is the tail of that
     method: SearchMethod
     if _is_plain_recommend(fused, query):
         method = "recommend"
-        found = store.recommend(physical, list(fused.example_ids), query.limit, filter_or_none, with_vectors=True,
+        found = store.recommend(physical, list(fused.example_ids), depth, filter_or_none, with_vectors=True,
                                 score_threshold=query.min_score)
     else:
         method = "nearest" if query.mmr is None else "mmr"
-        found = store.search(physical, fused.vector, query.limit, filter_or_none, with_vectors=True,
+        found = store.search(physical, fused.vector, depth, filter_or_none, with_vectors=True,
                              score_threshold=query.min_score, exclude_ids=fused.example_ids, mmr=query.mmr)
-    return SearchResult(query, fused, method, [_hit(hit, fused) for hit in found])
+    return SearchResult(query, fused, method, [_hit(hit, fused) for hit in found[query.offset :]])
 
 
 def _hit(hit: SearchHit, fused: FusedQuery) -> QueryHit:

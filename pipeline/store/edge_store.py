@@ -229,19 +229,36 @@ class EdgeStore:
         collection lock; the holder of the collection lock must pass the turnstile to lock
         again, so the lock alternates between a running ingest and waiting queries.
         """
+        lock = self._take_lock(name)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _take_lock(self, name: str) -> FileLock:
+        """The collection's lock, acquired through the turnstile (see ``_locked``); the caller
+        releases it (from any thread)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout
-        lock = FileLock(self.lock_path(name))
-        turnstile = FileLock(self._turnstile_path(name))
+        lock = FileLock(self.lock_path(name), thread_local=False)
+        turnstile = FileLock(self._turnstile_path(name), thread_local=False)
         self._acquire(turnstile, name, deadline)
         try:
             self._acquire(lock, name, deadline)
         finally:
             turnstile.release()
+        return lock
+
+    def has_waiter(self, name: str) -> bool:
+        """Whether another process (or thread) waits for the collection's lock: a waiter holds the
+        turnstile until it gets the lock (``_locked``)."""
+        turnstile = FileLock(self._turnstile_path(name), thread_local=False)
         try:
-            yield
-        finally:
-            lock.release()
+            turnstile.acquire(timeout=0)
+        except Timeout:
+            return True
+        turnstile.release()
+        return False
 
     def _acquire(self, lock: FileLock, name: str, deadline: float) -> None:
         try:

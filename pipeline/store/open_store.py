@@ -42,12 +42,13 @@ def require_store_for_root(settings: Settings) -> None:
         )
 
 
-def open_store(settings: Settings) -> VectorStore:
+def open_store(settings: Settings, hold: bool = False) -> VectorStore:
     """``QdrantClient`` against ``--qdrant-url``/``QDRANT_URL`` when set, else qdrant-edge under the root
     (a local root only: workers that share an object-storage root must share one Qdrant too).
 
     ``local:/path`` selects qdrant-client's own local mode (for prototyping and tests; it speaks
-    the server's API in-process).
+    the server's API in-process). ``hold``: a long-running reader's embedded store, which keeps
+    shards open between reads and hands them to a process that waits (``HeldEdgeStore``).
     """
     if settings.qdrant_url and settings.qdrant_url.startswith(LOCAL_CLIENT_PREFIX):
         from mmindex.pipeline.store.client_store import ClientStore
@@ -59,6 +60,10 @@ def open_store(settings: Settings) -> VectorStore:
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return ClientStore.connect(settings.qdrant_url, api_key)
     require_store_for_root(settings)
+    if hold:
+        from mmindex.pipeline.store.held_edge_store import HeldEdgeStore
+
+        return HeldEdgeStore(IndexPaths(settings.root).qdrant_dir)
     from mmindex.pipeline.store.edge_store import EdgeStore
 
     return EdgeStore(IndexPaths(settings.root).qdrant_dir)

@@ -1,0 +1,407 @@
+"""``mmindex serve`` against a real server process on 127.0.0.1: every endpoint, every error status,
+the API key, the limits, the page's safety headers. The tiny random-weight model serves the photo
+corpus on the embedded store; rankings are checked against brute force over the Parquet shards."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import pytest
+from helpers import COLLECTION, PRECISION, SCORE_TOL, WAIT_S, Indexed, free_port, image_vector, index_corpus
+from PIL import Image
+
+KEY = "s3cret-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def start_server(root: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    """``mmindex serve`` in its own process on a free port, answering /health (bounded wait)."""
+    port = free_port()
+    handle = log.open("w", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmindex.pipeline.cli", "serve", "--root", str(root), "--port", str(port),
+         "--device", "cpu", *args],
+        stdout=handle, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "MMINDEX_PRECISION": PRECISION, **(env or {})},
+    )
+    handle.close()
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}: {server.output()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise AssertionError(f"server did not answer within {WAIT_S}s: {server.output()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def edge_index(tmp_path_factory: pytest.TempPathFactory, photo_corpus: Path, tiny_local_dir: Path) -> Indexed:
+    return index_corpus("edge", tmp_path_factory.mktemp("serve"), photo_corpus, tiny_local_dir)
+
+
+@pytest.fixture(scope="module")
+def server(edge_index: Indexed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The photo corpus served with an API key (from the environment) and a small upload limit."""
+    log = tmp_path_factory.mktemp("serve-log") / "server.log"
+    started = start_server(edge_index.root, log, "-c", COLLECTION, "--max-upload-bytes", "400000",
+                           env={"MMINDEX_API_KEY": KEY})
+    yield started
+    stop_server(started)
+    assert KEY not in started.output()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as session:
+        yield session
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def keys(hits: list[dict]) -> list[str]:
+    return [hit["key"] for hit in hits]
+
+
+# -- auth --------------------------------------------------------------------------------------
+
+
+def test_health_needs_no_key_and_every_other_endpoint_does(server: Server) -> None:
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "collections": [COLLECTION]}
+    for method, path in (("GET", "/collections"), ("POST", "/search"), ("POST", "/retrieve"), ("POST", "/embed"),
+                         ("GET", f"/items/{'0' * 8}-0000-0000-0000-{'0' * 12}"), ("GET", "/thumbnails/x")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+            response = httpx.request(method, f"{server.url}{path}", headers=headers, json={"text": "a cat"})
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert "API key" in response.json()["detail"]
+
+
+def test_collections_shows_what_info_json_shows(client: httpx.Client, edge_index: Indexed) -> None:
+    body = client.get("/collections").json()
+    assert body["root"] == str(edge_index.root)
+    (info,) = body["collections"]
+    assert info["name"] == COLLECTION
+    assert info["points"] == len(edge_index.reference.keys)
+    assert info["backend"] == "embedded qdrant-edge"
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def test_image_upload_search_ranks_as_brute_force(client: httpx.Client, edge_index: Indexed, tiny_embedder) -> None:
+    cat = edge_index.corpus / "animals" / "cat.png"
+    hits = client.post("/search", json={"image": b64(cat), "where": ["modality=image"], "limit": 3}).json()
+    reference = edge_index.reference
+    expected = reference.ranking(image_vector(tiny_embedder, cat), lambda i: reference.modality[i] == "image")[:3]
+    assert keys(hits) == [key for key, _ in expected]
+    assert [hit["score"] for hit in hits] == pytest.approx([score for _, score in expected], abs=SCORE_TOL)
+    first = hits[0]
+    assert first["point_id"] == first["id"] and first["score_kind"] == "cosine"
+    assert first["payload"]["modality"] == "image"
+    assert sum(term["contribution"] for term in first["contributions"]) == pytest.approx(first["score"], abs=SCORE_TOL)
+
+
+def test_like_excludes_the_item_and_offset_pages(client: httpx.Client, edge_index: Indexed) -> None:
+    reference = edge_index.reference
+    cat_key = next(key for key in reference.keys if key.endswith("cat.png"))
+    whole = client.post("/search", json={"like": cat_key, "limit": 4}).json()
+    expected = [key for key, _ in reference.ranking(reference.vector(cat_key)) if key != cat_key][:4]
+    assert keys(whole) == expected
+    page = client.post("/search", json={"like": cat_key, "limit": 2, "offset": 2}).json()
+    assert keys(page) == expected[2:4]
+    # mmindex query --offset pages the same way; the server hands its open shard over to it
+    assert [hit["key"] for hit in edge_index.query("--like", cat_key, "--limit", "2", "--offset", "2")] == expected[2:4]
+    assert keys(client.post("/search", json={"like": cat_key, "limit": 4}).json()) == expected  # and re-opens it
+
+
+def test_fused_text_query_with_negative_and_weights(client: httpx.Client, edge_index: Indexed) -> None:
+    hits = client.post("/search", json={"text": ["a cat", "a rug"], "not_text": "a rocket", "weights": [1, 0.5, 0.5],
+                                        "limit": 3, "mode": "clip"}).json()
+    assert len(hits) == 3
+    terms = hits[0]["contributions"]
+    assert [(term["kind"], term["weight"], term["sign"]) for term in terms] == [("text", 1, 1), ("text", 0.5, 1), ("text", 0.5, -1)]
+    assert [term["value"] for term in terms] == ["a cat", "a rug", "a rocket"]
+
+
+def test_a_vector_query_answers_as_its_text(client: httpx.Client) -> None:
+    vector = client.post("/embed", json={"text": "a cat"}).json()["vectors"][0]
+    by_vector = client.post("/search", json={"vector": vector, "where": ["modality=image"], "limit": 4}).json()
+    by_text = client.post("/search", json={"text": "a cat", "where": ["modality=image"], "limit": 4, "mode": "clip"}).json()
+    assert keys(by_vector) == keys(by_text)
+    assert by_vector[0]["contributions"][0]["kind"] == "vector"
+    assert client.post("/search", json={"vector": [0.1, 0.2]}).status_code == 400  # wrong dimension
+
+
+def test_bad_filter_is_400_with_the_cli_message(client: httpx.Client, edge_index: Indexed) -> None:
+    from helpers import run_cli
+
+    response = client.post("/search", json={"text": "a cat", "where": ["year>>2"]})
+    assert response.status_code == 400
+    cli = run_cli("query", "a cat", "-c", COLLECTION, "--where", "year>>2", "--root", str(edge_index.root))
+    assert response.json()["detail"] in cli.stderr.replace("\n", " ")
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"text": "a cat", "collection": "nope"}, 404),
+    ({"like": "no-such-item"}, 400),
+    ({"text": "a cat", "limit": 0}, 422),
+    ({"text": "a cat", "limit": 100_000}, 422),
+    ({"text": "a cat", "bogus": 1}, 422),
+    ({"image": "not base64!"}, 400),
+    ({"image": base64.b64encode(b"not an image").decode()}, 400),
+    ({}, 400),
+])
+def test_error_statuses(client: httpx.Client, body: dict, status: int) -> None:
+    response = client.post("/search", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+
+
+def test_uploads_over_the_limit_are_413(client: httpx.Client) -> None:
+    big = base64.b64encode(os.urandom(250_000)).decode()
+    response = client.post("/search", json={"image": [big, big]})  # 500 kB decoded, the limit 400 kB
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+    huge = b"{" + b" " * 2_000_000 + b"}"  # a body over the limit, refused before it is read
+    response = client.post("/search", content=huge, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+# -- retrieve, items, thumbnails, embed --------------------------------------------------------
+
+
+def test_retrieve_answers_text_passages(client: httpx.Client) -> None:
+    passages = client.post("/retrieve", json={"question": "a rocket launch", "k": 2}).json()
+    assert 1 <= len(passages) <= 2
+    assert all(p["modality"] == "text" and p["text"] and p["score_kind"] == "cosine" for p in passages)
+    assert client.post("/retrieve", json={"question": "x", "mode": "dense"}).status_code == 400  # no text model
+
+
+def test_items_and_thumbnails(client: httpx.Client, edge_index: Indexed) -> None:
+    hits = client.post("/search", json={"text": "a photo", "limit": 20, "mode": "clip"}).json()
+    image = next(hit for hit in hits if hit["payload"]["modality"] == "image")
+    text = next(hit for hit in hits if hit["payload"]["modality"] == "text")
+    item = client.get(f"/items/{image['point_id']}", params={"collection": COLLECTION}).json()
+    assert item == {"key": image["key"], "point_id": image["point_id"], "payload": image["payload"]}
+    thumb = client.get(f"/thumbnails/{image['point_id']}")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    decoded = Image.open(io.BytesIO(thumb.content))
+    assert decoded.format == "JPEG" and max(decoded.size) <= 256
+    assert client.get(f"/thumbnails/{image['point_id']}").content == thumb.content  # cached
+    assert client.get(f"/thumbnails/{text['point_id']}").status_code == 404
+    assert client.get("/items/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert client.get("/items/..%2F..%2Fetc%2Fpasswd").status_code == 404
+    assert client.get(f"/items/{image['point_id']}", params={"collection": "nope"}).status_code == 404
+
+
+def test_embed_matches_the_model(client: httpx.Client, edge_index: Indexed, tiny_embedder) -> None:
+    body = client.post("/embed", json={"text": ["a cat", "a dog"]}).json()
+    assert body["dim"] == 32 and body["embedder_id"] == tiny_embedder.embedder_id
+    np.testing.assert_allclose(body["vectors"], tiny_embedder.encode_texts(["a cat", "a dog"]), atol=1e-5)
+    cat = edge_index.corpus / "animals" / "cat.png"
+    vector = client.post("/embed", json={"image": b64(cat)}).json()["vectors"][0]
+    np.testing.assert_allclose(vector, image_vector(tiny_embedder, cat), atol=1e-4)
+    assert client.post("/embed", json={"text": "a", "image": b64(cat)}).status_code == 400
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+
+def test_page_and_static_files_are_served_safely(server: Server) -> None:
+    page = httpx.get(f"{server.url}/?collection=photos&q=%3Cscript%3E")
+    assert page.status_code == 200 and "<script>" not in page.text.split("</head>")[1]
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert httpx.get(f"{server.url}/static/app.js").status_code == 200
+    assert httpx.get(f"{server.url}/static/..%2Fapp.py").status_code == 404
+    assert httpx.get(f"{server.url}/static/%2E%2E/service.py").status_code == 404
+    assert "access-control-allow-origin" not in httpx.get(f"{server.url}/health", headers={"Origin": "http://evil"}).headers
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+# -- queries while an ingest runs in another process; no key --------------------------------------
+
+
+def test_queries_answer_while_an_ingest_runs_in_another_process(
+    tmp_path_factory: pytest.TempPathFactory, photo_corpus: Path, tiny_local_dir: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skimage import data
+
+    base = tmp_path_factory.mktemp("serve-ingest")
+    indexed = index_corpus("edge", base, photo_corpus, tiny_local_dir)
+    more = base / "more"
+    more.mkdir()
+    for index, array in enumerate((data.coins(), data.moon(), data.horse(), data.clock(), data.page())):
+        Image.fromarray(array if array.dtype == np.uint8 else (array * 255).astype(np.uint8)).save(more / f"m{index}.png")
+    server = start_server(indexed.root, base / "server.log", "-c", COLLECTION)
+    try:
+        with httpx.Client(base_url=server.url, timeout=WAIT_S) as client:  # no key set: open
+            before = client.get("/collections").json()["collections"][0]["points"]
+            assert before == len(indexed.reference.keys)
+            ingest = subprocess.Popen(
+                [sys.executable, "-m", "mmindex.pipeline.cli", "index", str(more), "-c", COLLECTION, "--root",
+                 str(indexed.root), "--model", f"local-dir:{tiny_local_dir}", "--workers", "0", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "MMINDEX_PRECISION": PRECISION},
+            )
+
+            cat_key = next(key for key in indexed.reference.keys if key.endswith("cat.png"))
+
+            def query_until_done(_worker: int) -> list[int]:  # like queries: no encode, the store's work only
+                statuses, counts = [], []
+                while ingest.poll() is None or not statuses:
+                    response = client.post("/search", json={"like": cat_key, "limit": 50})
+                    statuses.append(response.status_code)
+                    counts.append(len(response.json()))
+                assert set(counts) <= {before - 1, before + 4}, counts  # before or after the commit, never torn
+                return statuses
+
+            with ThreadPoolExecutor(2) as pool:
+                statuses = [status for result in pool.map(query_until_done, range(2)) for status in result]
+            stdout, stderr = ingest.communicate(timeout=WAIT_S)
+            assert ingest.returncode == 0, stderr
+            assert set(statuses) == {200}, statuses
+            assert client.get("/collections").json()["collections"][0]["points"] == before + 5
+            assert len(client.post("/search", json={"text": "a photo", "limit": 50, "mode": "clip"}).json()) == before + 5
+    finally:
+        stop_server(server)
+
+
+# -- the page in a real browser (Chromium over the DevTools protocol) ---------------------------------
+
+CHROMIUM = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+
+
+class DevTools:
+    """One Chromium page driven over the DevTools protocol (a websocket on 127.0.0.1)."""
+
+    def __init__(self, websocket_url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.socket = connect(websocket_url, max_size=None, open_timeout=WAIT_S)
+        self.next_id = 0
+
+    def call(self, method: str, **params: object) -> dict:
+        self.next_id += 1
+        self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:  # events arrive between the answers; the answer carries our id
+            message = json.loads(self.socket.recv(timeout=WAIT_S))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, expression: str) -> object:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str) -> object:
+        """Poll ``expression`` until it is truthy (bounded)."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"page never satisfied {expression}: {self.evaluate('document.body.innerText')}")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[DevTools]:
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install -y chromium)")
+    port = free_port()
+    process = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+         f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        pages: list[dict] = []
+        while not pages and time.monotonic() < deadline:
+            try:
+                pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json() if t["type"] == "page"]
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert pages, "chromium did not open its DevTools port"
+        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
+        yield tools
+        tools.socket.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_page_searches_shares_its_url_and_more_like_this_excludes_the_item(server: Server, browser: DevTools) -> None:
+    browser.call("Page.navigate", url=f"{server.url}/")
+    browser.wait_for("document.readyState === 'complete' && document.getElementById('collection').options.length > 0")
+    browser.evaluate(f"sessionStorage.setItem('mmindex-key', {json.dumps(KEY)})")
+    browser.evaluate("document.getElementById('q').value = 'a photo of a cat'; "
+                     "document.querySelector('#search button[type=submit]').click()")
+    browser.wait_for("document.querySelectorAll('.card').length > 0")
+    assert browser.evaluate("location.search") == "?collection=photos&q=a+photo+of+a+cat"
+    first = browser.evaluate("document.querySelector('.card').dataset.key")
+    # images render as thumbnails fetched with the key
+    browser.wait_for("[...document.querySelectorAll('.card img')].some((img) => img.complete && img.naturalWidth > 0)")
+    browser.evaluate("document.querySelector('.card .more-like-this').click()")
+    browser.wait_for("location.search.includes('like=') && document.querySelectorAll('.card').length > 0 && "
+                     "!document.getElementById('status').textContent.startsWith('searching')")
+    shown = browser.evaluate("[...document.querySelectorAll('.card')].map((card) => card.dataset.key)")
+    assert first not in shown and len(shown) > 0
+    # a shared URL opens with its results; user text is shown as text, never run as markup
+    hostile = "<img src=x onerror=window.pwned=1>"
+    browser.call("Page.navigate", url=f"{server.url}/?collection=photos&q={quote(hostile)}&mode=clip")
+    browser.wait_for("document.querySelectorAll('.card').length > 0")
+    assert browser.evaluate("document.getElementById('q').value") == hostile
+    assert browser.evaluate("window.pwned === undefined && document.querySelectorAll('img[src=x]').length === 0")
+
+
+def test_serving_an_unknown_collection_is_a_one_line_error(edge_index: Indexed) -> None:
+    from helpers import assert_one_line_error, run_cli
+
+    result = run_cli("serve", "-c", "nope", "--root", str(edge_index.root), "--port", str(free_port()))
+    assert_one_line_error(result, "no collection 'nope'", code=2)
