@@ -126,6 +126,7 @@ def main() -> None:
             if args.model == "tiny":
                 model_flags = ["--model", f"local-dir:{tiny_local_dir(work / 'tiny')}"]
             else:
+                (work / "ckpt").mkdir()
                 model_flags = ["--model", args.model, "--pretrained", str(random_checkpoint(work / "ckpt", args.model))]
             manifest = work / "manifest.parquet"
             pq.write_table(pa.table({"url": urls, "caption": [path.stem for path in images]}), manifest)
