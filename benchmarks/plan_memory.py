@@ -12,7 +12,9 @@ against an empty catalog (a first ingest: every row is new), and its work units 
 - ``streamed``: ``plan_run``'s path (``plan_changes`` over the source's iterator, a batch at a
   time, each full unit published by ``UnitWriter`` at once).
 
-The peak resident set (``ru_maxrss``, imports included) of each child is printed, and their ratio.
+The peak resident set of each child (``VmHWM``, imports included; not ``ru_maxrss``, which after
+fork + exec also counts the parent's pages: ``fetch.py`` calls this with a model loaded) is
+printed, and their ratio.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ console = Console()
 GOAL_GB_AT_10M = 1.5
 
 _CHILD = """
-import resource, sys
+import sys
 from mmindex.pipeline.ingest.plan import plan_changes
 from mmindex.pipeline.ingest.units import RunDir, UnitWriter
 from mmindex.pipeline.io.catalog import Catalog
@@ -46,7 +48,8 @@ for part in plan_changes(refs, Catalog.empty(), "m", batch_items=len(refs) if mo
     new += part.counts().new
     writer.add(part)
 writer.end_source()
-print(new, len(writer.seqs), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]
+print(new, len(writer.seqs), peak)
 """
 
 
@@ -68,7 +71,7 @@ def plan_peak_gb(manifest: Path, root: Path, mode: str) -> tuple[int, int, float
     """(rows planned as new, units written, peak RSS in GB) of one planning child."""
     out = subprocess.run([sys.executable, "-c", _CHILD, str(manifest), str(root), mode], check=True,
                          capture_output=True, text=True).stdout.split()
-    return int(out[0]), int(out[1]), int(out[2]) / 1024 / 1024  # ru_maxrss is KiB on Linux
+    return int(out[0]), int(out[1]), int(out[2]) / 1024 / 1024  # KiB
 
 
 def main() -> None:
