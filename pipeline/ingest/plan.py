@@ -148,9 +148,7 @@ def _same(left: pa.ChunkedArray | pa.Array, right: pa.ChunkedArray | pa.Array) -
     return pc.or_(pc.fill_null(pc.equal(left, right), False), both_null)
 
 
-def _settled(
-    refs: list[ItemRef], known: pa.Table, retry_failed: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _settled(refs: list[ItemRef], known: pa.Table, retry_failed: bool) -> tuple[np.ndarray, np.ndarray]:
     """Masks over ``refs``: unchanged ok items, and failed items left as they are (``known``:
     the catalog's rows aligned with ``refs``).
 
@@ -184,9 +182,9 @@ def plan_changes(
 ) -> Iterator[ChangePlan]:
     """Classify every crawled item against the catalog of the collection version, streaming.
 
-    The crawl is planned ``batch_items`` (default ``PLAN_BATCH_ITEMS``) at a time and each batch's plan is yielded as soon as it
-    is made; the last plan yielded holds the deletions and the items that reuse stored vectors
-    (both need the whole crawl). What stays in memory between batches is one flag per catalog
+    The crawl is planned ``batch_items`` (default ``PLAN_BATCH_ITEMS``) at a time and each
+    batch's plan is yielded as soon as it is made; the last plan yielded holds the deletions and
+    the items that reuse stored vectors (both need the whole crawl). What stays in memory between batches is one flag per catalog
     item (seen by the crawl) and the new items that have a same-size stored twin (possible renames
     or copies, hashed at the end), so planning a manifest of millions of rows never holds its
     ``ItemRef``s at once. The parts' ``counts`` (and ``items``) add up to the whole plan's.
