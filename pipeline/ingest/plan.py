@@ -58,10 +58,6 @@ class ChangePlan:
         """Items the model must see."""
         return [*self.embed_new, *self.embed_changed, *self.retry_failed]
 
-    @property
-    def is_noop(self) -> bool:
-        return not (self.to_embed or self.reuse or self.metadata_changed or self.restat or self.deleted)
-
     def stored_rewrites(self) -> list[tuple[ItemRef, CatalogItem]]:
         """Items written again from stored vectors: touched, sidecar edited, renamed or copied."""
         return [*self.restat, *self.metadata_changed, *((reuse.ref, reuse.source) for reuse in self.reuse)]
