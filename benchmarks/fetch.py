@@ -10,7 +10,8 @@
     goal is >= 0.9x: the fetch is overlapped with decoding and the encoder); ``--model`` picks
     the architecture (random weights; default the tiny benchmark model, ``ViT-B-32`` for the
     issue's figure);
-(c) peak RSS of listing + planning a ``--plan-rows`` row Parquet manifest (a fresh process).
+(c) peak RSS of listing + planning a ``--plan-rows`` row Parquet manifest (a fresh process;
+    ``plan_memory.py`` compares it with the crawl held whole).
 
 Not measured here: img2dataset on the same manifest (run it in its own venv against this
 server to compare; see the closing note of issue #15).
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _corpus import make_jpegs, random_checkpoint
 from _tiny import tiny_local_dir
+from plan_memory import plan_peak_gb, write_manifest
 from rich.console import Console
 from rich.table import Table
 
@@ -101,34 +103,6 @@ def index_seconds(source: str, root: Path, model_flags: list[str], *extra: str) 
     return time.perf_counter() - started
 
 
-_PLAN_CHILD = """
-import resource, sys
-from mmindex.pipeline.sources.resolve import source_spec, open_source
-from mmindex.pipeline.ingest.plan import plan_changes
-from mmindex.pipeline.io.catalog import Catalog
-refs = list(open_source(source_spec(sys.argv[1]), "m").items())
-plan = plan_changes(refs, Catalog.empty(), "m")
-print(len(plan.embed_new), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
-
-def plan_memory(rows: int, work: Path) -> tuple[int, float]:
-    """Rows planned and peak RSS (GB) of listing + planning a Parquet manifest of ``rows`` rows."""
-    manifest = work / "plan.parquet"
-    with pq.ParquetWriter(manifest, pa.schema([("url", pa.string()), ("caption", pa.string()),
-                                               ("license", pa.string())])) as writer:
-        for start in range(0, rows, 1_000_000):
-            count = min(1_000_000, rows - start)
-            writer.write_table(pa.table({
-                "url": [f"https://img{n % 97}.example.org/{n}.jpg" for n in range(start, start + count)],
-                "caption": [f"caption {n}" for n in range(start, start + count)],
-                "license": ["cc-by"] * count,
-            }))
-    out = subprocess.run([sys.executable, "-c", _PLAN_CHILD, str(manifest)], check=True, capture_output=True,
-                         text=True).stdout.split()
-    return int(out[0]), int(out[1]) / 1024 / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
@@ -152,6 +126,7 @@ def main() -> None:
             if args.model == "tiny":
                 model_flags = ["--model", f"local-dir:{tiny_local_dir(work / 'tiny')}"]
             else:
+                (work / "ckpt").mkdir()
                 model_flags = ["--model", args.model, "--pretrained", str(random_checkpoint(work / "ckpt", args.model))]
             manifest = work / "manifest.parquet"
             pq.write_table(pa.table({"url": urls, "caption": [path.stem for path in images]}), manifest)
@@ -165,7 +140,8 @@ def main() -> None:
             table.add_row("  manifest speed vs folder (goal >= 0.9x)", f"{from_folder / from_manifest:.2f}x")
         finally:
             server.shutdown()
-        planned, peak_gb = plan_memory(args.plan_rows, work)
+        planned, _, peak_gb = plan_peak_gb(write_manifest(work / "plan.parquet", args.plan_rows), work / "plan",
+                                           "streamed")
         table.add_row(f"plan {planned:,} manifest rows, peak RSS GB (goal < 1.5 at 10M)", f"{peak_gb:.2f}")
     console.print(table)
 

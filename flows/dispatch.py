@@ -176,6 +176,35 @@ def _final_message(flow_run: FlowRun) -> str:
     return f"{state.type.value}: {state.message}" if state.message else state.type.value
 
 
+SUBMIT_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def _transient_api_error(exc: Exception) -> bool:
+    """A Prefect API failure worth another try: the server busy (5xx) or unreachable for a moment."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
+def submit_shard_run(deployment: str, parameters: dict[str, Any], collection: str, idempotency_key: str,
+                     sleep: Callable[[float], None] = time.sleep) -> FlowRun:
+    """Create the shard's run of the deployment; a busy server's 5xx (SQLite under load answers 503)
+    or a dropped connection is retried with backoff under the same idempotency key, so a create that
+    did reach the server gives back that run, never a second one."""
+    delays = iter(SUBMIT_RETRY_DELAYS_S)
+    while True:
+        try:
+            child: FlowRun = run_deployment(  # type: ignore[assignment]
+                deployment, parameters=parameters, timeout=0, tags=["mmindex", f"collection:{collection}"],
+                idempotency_key=idempotency_key)
+            return child
+        except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+            delay = next(delays, None)
+            if delay is None or not _transient_api_error(exc):
+                raise
+            sleep(delay)
+
+
 @task(name="dispatch-shard", task_run_name="dispatch-shard-{seq}", cache_policy=NO_CACHE)
 def dispatch_shard(
     deployment: str, parameters: dict[str, Any], root: str, collection: str, run_id: str, seq: int,
@@ -189,9 +218,7 @@ def dispatch_shard(
     for attempt in range(1, attempts + 1):
         # The key makes the server answer a repeated create (an HTTP retry of the client under load)
         # with the same run instead of a second run of the same shard.
-        child: FlowRun = run_deployment(  # type: ignore[assignment]
-            deployment, parameters=parameters, timeout=0, tags=["mmindex", f"collection:{collection}"],
-            idempotency_key=f"mmindex:{collection}:{run_id}:{seq}:{attempt}")
+        child = submit_shard_run(deployment, parameters, collection, f"mmindex:{collection}:{run_id}:{seq}:{attempt}")
         with get_client(sync_client=True) as client:
             flow_run, abandoned = _watch(client, child.id, shard_timeout, poll_seconds,
                                          lambda: run_dir.read_outcome(seq) is not None)

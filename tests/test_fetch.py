@@ -181,3 +181,23 @@ def test_prefetcher_reads_each_item_once_in_any_order(server: ImageServer, tmp_p
     finally:
         reader.close()
     assert server.bodies_sent() - before == 6
+
+
+def test_revalidation_costs_no_body_until_the_content_changes(server: ImageServer) -> None:
+    from mmindex.pipeline.sources.fetch import Validators
+
+    url = server.add_image("revalidated.jpg", jpeg_bytes())
+    fetch, _ = fetcher()
+    first = fetch.revalidate(url, Validators())  # nothing known yet: an ordinary GET
+    assert first.body == jpeg_bytes() and first.validators.etag
+    sent = server.bodies_sent()
+    unchanged = fetch.revalidate(url, first.validators)
+    assert unchanged.not_modified and unchanged.validators == first.validators
+    assert server.bodies_sent() == sent  # the 304 carried no body
+    other = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(other, format="JPEG")
+    server.add_image("revalidated.jpg", other.getvalue())
+    changed = fetch.revalidate(url, first.validators)
+    assert changed.body == other.getvalue() and changed.validators.etag != first.validators.etag
+    assert server.bodies_sent() == sent + 1
+    fetch.close()

@@ -301,6 +301,34 @@ def test_a_shard_whose_worker_process_dies_is_redone_elsewhere(
     _assert_redone_once(root, "crash", report, held.victim, "CRASHED")
 
 
+def test_a_failing_shard_s_error_reaches_the_ingest_and_its_artifact(
+    worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    """A shard run that fails on its worker (it asks for CUDA on a CPU worker) fails the ingest with
+    that run's own error, in the raised error and in the artifact, not only "did not complete"."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+    from prefect.client.orchestration import get_client
+
+    from mmindex.flows.ingest import ingest_flow
+    from mmindex.pipeline.errors import ShardDispatchError
+
+    corpus, root = tmp_path / "corpus", tmp_path / "root"
+    shutil.copytree(photo_corpus, corpus)
+    common = {"source": str(corpus), "collection": "failing", "root": str(root), "workers": 0, "batch_size": 4,
+              "shard_size": 64, "model": f"local-dir:{tiny_local_dir}"}
+    ingest_flow(**common)  # in this process: the next run's plan needs no model
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(corpus / "new.png")
+    with pytest.raises(ShardDispatchError, match="no CUDA GPU is available"):
+        ingest_flow(**common, device="cuda", embed_deployment=worker_pool.deployment, shard_attempts=1,
+                    poll_seconds=1.0)
+    with get_client(sync_client=True) as client:
+        artifacts = [a for a in client.read_latest_artifacts() if a.key == "mmindex-ingest-failing"]
+    assert artifacts and "no CUDA GPU is available" in str(artifacts[0].data)
+
+
 def test_a_dead_worker_and_its_shard_process_with_default_settings(
     worker_pool: WorkerPool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path
 ) -> None:

@@ -188,3 +188,33 @@ def test_cli_indexes_a_manifest_and_lists_failures(tmp_path: Path, server: Image
     assert json.loads(refused.stdout)["failed"] == 2
     bad = run_cli("index", str(manifest), "-c", "web3", "--allow-network", "not-a-net", *flags)
     assert bad.code != 0 and "is not a network" in bad.stderr
+
+
+def test_a_unit_s_fetches_start_before_its_model_is_loaded(
+    tmp_path: Path, server: ImageServer, tiny_embedder: object
+) -> None:
+    """Loading the model (seconds in a flow's shard process) overlaps the unit's first fetches."""
+    import time
+
+    from mmindex.pipeline.ingest.run import RunSession, holding_ingest_lock, plan_run
+
+    url = server.add_image("cat.jpg", photo("chelsea"))
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"url": url, "caption": "a cat"}])
+    settings = Settings(root=tmp_path / "root", workers=0, batch_size=4)
+    options = source_options(allow_network=["127.0.0.1/32"], fetch_retries=0, fetch_timeout=5)
+    with holding_ingest_lock(settings, "m"):
+        run = plan_run(IndexRequest(str(manifest), "m", source_options=options), settings,
+                       embedder=tiny_embedder).run  # type: ignore[arg-type]
+    assert run is not None and server.bodies_sent() == 0
+    fetched_before_load: list[bool] = []
+
+    def loader(spec: object, loader_settings: object) -> object:
+        deadline = time.monotonic() + 10
+        while not server.bodies_sent() and time.monotonic() < deadline:
+            time.sleep(0.01)  # polls the server's count; the deadline only bounds a failure
+        fetched_before_load.append(server.bodies_sent() == 1)
+        return tiny_embedder
+
+    with RunSession(settings, "m", run.run_id, loader=loader) as session:  # type: ignore[arg-type]
+        outcome = session.process(run.seqs[0])
+    assert fetched_before_load == [True] and outcome.counts.embedded == 1

@@ -269,14 +269,16 @@ class UnitExecutor:
         if not refs:
             return
         by_key = {ref.key: ref for ref in refs}
-        embedder = self.embedder()
         images = [ref for ref in refs if ref.modality == "image"]
         texts = [ref for ref in refs if ref.modality == "text"]
         stats = TextEmbedStats()
-        known, known_text = self._known_chunk_vectors(texts) if texts else ({}, {})
-        text_embedder = self.text_embedder() if texts and self.text_embedder is not None else None
+        # The reader first: a remote source's fetches start now and overlap loading the models
+        # (seconds, in each shard process of a flow) and reading stored chunk vectors.
         with UnitReader(self.sources, [*images, *texts]) as reader:
             remote = reader if reader.remote else None
+            embedder = self.embedder()
+            known, known_text = self._known_chunk_vectors(texts) if texts else ({}, {})
+            text_embedder = self.text_embedder() if texts and self.text_embedder is not None else None
             groups = [
                 embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers,
                              max_pixels=self.max_pixels, reader=remote),

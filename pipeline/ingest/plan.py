@@ -10,9 +10,10 @@ crawled source that the crawl no longer finds are deleted. Only new and changed 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 
 from mmindex.pipeline.io.catalog import Catalog, CatalogItem
 from mmindex.pipeline.sources.base import UNKNOWN_SIZE, ItemRef
+from mmindex.pipeline.timing import stage
 from mmindex.schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK
 from mmindex.schemas.state import RunCounts
 
@@ -38,7 +40,7 @@ class Reuse:
 
 @dataclass(slots=True)
 class ChangePlan:
-    """What a run will do, item by item."""
+    """What a run will do, item by item: for one part of a streamed plan (``plan_changes``)."""
 
     embed_new: list[ItemRef] = field(default_factory=list)
     embed_changed: list[ItemRef] = field(default_factory=list)
@@ -47,6 +49,7 @@ class ChangePlan:
     metadata_changed: list[tuple[ItemRef, CatalogItem]] = field(default_factory=list)
     restat: list[tuple[ItemRef, CatalogItem]] = field(default_factory=list)
     deleted: list[CatalogItem] = field(default_factory=list)
+    previous: list[CatalogItem] = field(default_factory=list)  # the catalog state of changed and retried items
     unchanged: int = 0
     failed_unchanged: int = 0
 
@@ -54,10 +57,6 @@ class ChangePlan:
     def to_embed(self) -> list[ItemRef]:
         """Items the model must see."""
         return [*self.embed_new, *self.embed_changed, *self.retry_failed]
-
-    @property
-    def is_noop(self) -> bool:
-        return not (self.to_embed or self.reuse or self.metadata_changed or self.restat or self.deleted)
 
     def stored_rewrites(self) -> list[tuple[ItemRef, CatalogItem]]:
         """Items written again from stored vectors: touched, sidecar edited, renamed or copied."""
@@ -145,14 +144,13 @@ def _same(left: pa.ChunkedArray | pa.Array, right: pa.ChunkedArray | pa.Array) -
     return pc.or_(pc.fill_null(pc.equal(left, right), False), both_null)
 
 
-def _settled(refs: list[ItemRef], catalog: Catalog, retry_failed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Masks over ``refs``: unchanged ok items, and failed items left as they are.
+def _settled(refs: list[ItemRef], known: pa.Table, retry_failed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over ``refs``: unchanged ok items, and failed items left as they are (``known``:
+    the catalog's rows aligned with ``refs``).
 
     This is the whole cost of a no-op re-run, so it is vectorized: size, mtime and sidecar
     signature compared column-wise against the catalog.
     """
-    keys = pa.array([ref.key for ref in refs], type=pa.string())
-    known = catalog.lookup(keys)
     sizes = pa.array([ref.size for ref in refs], type=pa.int64())
     same_size = pc.or_(_same(known.column("bytes"), sizes), pc.equal(sizes, UNKNOWN_SIZE))  # a URL: by signature
     same_stat = pc.and_(same_size, _same(known.column("mtime_ns"), pa.array([ref.mtime_ns for ref in refs],
@@ -166,61 +164,113 @@ def _settled(refs: list[ItemRef], catalog: Catalog, retry_failed: bool) -> tuple
     return unchanged.to_numpy(zero_copy_only=False), failed_kept.to_numpy(zero_copy_only=False)
 
 
+PLAN_BATCH_ITEMS = 65_536
+
+
 def plan_changes(
-    refs: list[ItemRef],
+    refs: Iterable[ItemRef],
     catalog: Catalog,
     source_id: str,
     *,
     retry_failed: bool = False,
     delete_missing: bool = True,
+    batch_items: int | None = None,
+) -> Iterator[ChangePlan]:
+    """Classify every crawled item against the catalog of the collection version, streaming.
+
+    The crawl is planned ``batch_items`` (default ``PLAN_BATCH_ITEMS``) at a time and each
+    batch's plan is yielded as soon as it is made; the last plan yielded holds the deletions and
+    the items that reuse stored vectors (both need the whole crawl). What stays in memory between batches is one flag per catalog
+    item (seen by the crawl) and the new items that have a same-size stored twin (possible renames
+    or copies, hashed at the end), so planning a manifest of millions of rows never holds its
+    ``ItemRef``s at once. The parts' ``counts`` (and ``items``) add up to the whole plan's.
+    """
+    batch_items = batch_items or PLAN_BATCH_ITEMS
+    seen = np.zeros(len(catalog), dtype=bool)
+    stored_sizes = _stored_ok_sizes(catalog)
+    twin_candidates: list[ItemRef] = []
+    iterator = iter(refs)
+    while True:
+        with stage("crawl"):
+            batch = list(itertools.islice(iterator, batch_items))
+        if not batch:
+            break
+        with stage("plan"):
+            plan, candidates = _plan_batch(batch, catalog, seen, retry_failed)
+            if candidates:
+                sizes = pa.array([ref.size for ref in candidates], type=pa.int64())
+                for ref, twin in zip(candidates, pc.is_in(sizes, value_set=stored_sizes).to_pylist(), strict=True):
+                    (twin_candidates if twin else plan.embed_new).append(ref)
+        yield plan
+    with stage("plan"):
+        last = _plan_vanished(catalog, source_id, seen, twin_candidates, delete_missing)
+    yield last
+
+
+def _plan_vanished(
+    catalog: Catalog, source_id: str, seen: np.ndarray, twin_candidates: list[ItemRef], delete_missing: bool
 ) -> ChangePlan:
-    """Classify every crawled item against the catalog of the collection version."""
+    """The last part of a plan: the source's catalog items the crawl did not see (deleted, or
+    renamed to one of ``twin_candidates``), and the new items that reuse stored vectors."""
+    items = catalog.items
+    vanished_mask = pc.and_(
+        pc.and_(pc.not_equal(items.column("status"), STATUS_DELETED), pc.equal(items.column("source_id"), source_id)),
+        pa.array(~seen, type=pa.bool_()),
+    )
+    vanished = catalog.items_where(vanished_mask)
+    last = ChangePlan()
+    if delete_missing:
+        last.deleted = vanished
+    if twin_candidates:
+        _match_reuse(last, twin_candidates, catalog, vanished)
+    return last
+
+
+def _stored_ok_sizes(catalog: Catalog) -> pa.Array:
+    """The distinct sizes of the catalog's ok items (a new item of another size has no stored twin)."""
+    items = catalog.items
+    sizes = items.filter(pc.equal(items.column("status"), STATUS_OK)).column("bytes")
+    return pc.unique(pc.drop_null(sizes.combine_chunks() if isinstance(sizes, pa.ChunkedArray) else sizes))
+
+
+def _plan_batch(
+    refs: list[ItemRef], catalog: Catalog, seen: np.ndarray, retry_failed: bool
+) -> tuple[ChangePlan, list[ItemRef]]:
+    """One batch's plan, and its new items (not in the catalog, or deleted there); marks the
+    catalog items the batch has in ``seen``."""
     plan = ChangePlan()
-    hashes: dict[str, str | None] = {}
-
-    def sha(ref: ItemRef) -> str | None:
-        if ref.key not in hashes:
-            hashes[ref.key] = content_sha256(ref.uri) if _is_regular(ref) else None
-        return hashes[ref.key]
-
-    unchanged, failed_kept = _settled(refs, catalog, retry_failed) if refs else (np.zeros(0, bool), np.zeros(0, bool))
+    positions = catalog.positions(pa.array([ref.key for ref in refs], type=pa.string()))
+    found = positions.is_valid().to_numpy(zero_copy_only=False)
+    seen[positions.drop_null().to_numpy()] = True
+    unchanged, failed_kept = _settled(refs, catalog.lookup_positions(positions), retry_failed)
     plan.unchanged = int(unchanged.sum())
     plan.failed_unchanged = int(failed_kept.sum())
     candidates: list[ItemRef] = []
     for index in np.flatnonzero(~(unchanged | failed_kept)):
         ref = refs[index]
-        known = catalog.get(ref.key)
+        known = catalog.item_at(positions[index].as_py()) if found[index] else None
         if known is None or not known.is_live:
             candidates.append(ref)
-        elif known.status == STATUS_FAILED:
+            continue
+        if known.status == STATUS_FAILED:
             (plan.retry_failed if retry_failed else plan.embed_changed).append(ref)
-        elif (known.size, known.mtime_ns) != (ref.size, ref.mtime_ns) and sha(ref) != known.sha256:
+        elif (known.size, known.mtime_ns) != (ref.size, ref.mtime_ns) and _sha(ref) != known.sha256:
             plan.embed_changed.append(ref)
         elif ref.sidecar_sig != known.sidecar_sig:
             plan.metadata_changed.append((ref, known))
+            continue
         else:
             plan.restat.append((ref, known))
-
-    items = catalog.items
-    vanished_mask = pc.and_(
-        pc.and_(pc.not_equal(items.column("status"), STATUS_DELETED), pc.equal(items.column("source_id"), source_id)),
-        pc.invert(pc.is_in(items.column("item_key"), value_set=pa.array([ref.key for ref in refs], type=pa.string()))),
-    )
-    vanished = catalog.items_where(vanished_mask)
-    if delete_missing:
-        plan.deleted = vanished
-    if candidates:
-        _match_reuse(plan, candidates, catalog, vanished, sha)
-    return plan
+            continue
+        plan.previous.append(known)
+    return plan, candidates
 
 
-def _match_reuse(
-    plan: ChangePlan,
-    candidates: list[ItemRef],
-    catalog: Catalog,
-    vanished: list[CatalogItem],
-    sha: Callable[[ItemRef], str | None],
-) -> None:
+def _sha(ref: ItemRef) -> str | None:
+    return content_sha256(ref.uri) if _is_regular(ref) else None
+
+
+def _match_reuse(plan: ChangePlan, candidates: list[ItemRef], catalog: Catalog, vanished: list[CatalogItem]) -> None:
     """Send each new item either to the model or to a stored twin with the same content.
 
     Only items whose size matches a stored ok item are hashed here, so a first full ingest
@@ -236,7 +286,7 @@ def _match_reuse(
     claimed: set[str] = set()
     for ref in candidates:
         twins = [item for item in stored_by_size.get(ref.size, ()) if item.modality == ref.modality]
-        digest = sha(ref) if twins else None
+        digest = _sha(ref) if twins else None
         matches = [item for item in twins if digest is not None and item.sha256 == digest]
         if not matches:
             plan.embed_new.append(ref)

@@ -28,20 +28,21 @@ from mmindex.pipeline.errors import IndexBusyError
 from mmindex.pipeline.ingest.apply import collection_spec, replay_unapplied
 from mmindex.pipeline.ingest.commits import BackgroundCommits
 from mmindex.pipeline.ingest.execute import ProgressReporter
-from mmindex.pipeline.ingest.plan import ChangePlan, PlannedItems, plan_changes
+from mmindex.pipeline.ingest.plan import PlannedItems, plan_changes
 from mmindex.pipeline.ingest.session import RunSession
-from mmindex.pipeline.ingest.units import IndexReport, RunDir, RunPlan, WorkUnit, prune_runs, split_into_units
+from mmindex.pipeline.ingest.units import IndexReport, RunDir, RunPlan, UnitWriter, prune_runs
 from mmindex.pipeline.ingest.versions import requested_model, run_text_model, target_version
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
-from mmindex.pipeline.io.root import ensure_private_root
+from mmindex.pipeline.io.root import ensure_private_root, remove_tree
 from mmindex.pipeline.io.state_file import read_state
+from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.local import resolve_source_root
 from mmindex.pipeline.sources.resolve import SourceOptions, open_source, source_spec
 from mmindex.pipeline.store.open_store import require_store_for_root, validate_collection_name
 from mmindex.pipeline.timing import stage
 from mmindex.schemas.config import Settings
-from mmindex.schemas.state import LabelConfig, SourceSpec
+from mmindex.schemas.state import LabelConfig, RunCounts, SourceSpec
 
 log = logging.getLogger(__name__)
 
@@ -126,21 +127,38 @@ def holding_ingest_lock(settings: Settings, collection: str) -> Iterator[None]:
 
 
 def _crawl_and_plan(
-    request: IndexRequest, source_id: str, spec: SourceSpec, catalog: Collection | None, report: IndexReport
-) -> tuple[Catalog, ChangePlan]:
-    """Crawl one source and plan it against the version's catalog (loaded after the crawl, timed
-    as planning; an empty one for a collection that does not exist yet)."""
-    with stage("crawl"):
-        refs = list(open_source(spec, source_id).items())
+    request: IndexRequest, source_id: str, spec: SourceSpec, catalog: Collection | None, report: IndexReport,
+    units: UnitWriter | None,
+) -> None:
+    """Crawl one source and plan it against the version's catalog (an empty one for a collection
+    that does not exist yet), streaming: each part of the plan goes into ``units`` (None for a
+    dry run) as soon as it is made, and only its counts (and a dry run's paths) stay behind."""
     with stage("plan"):
         loaded = Catalog.empty() if catalog is None else load_catalog(catalog.shard_log)
-        plan = plan_changes(refs, loaded, source_id, retry_failed=request.retry_failed,
-                            delete_missing=request.delete_missing)
-    report.counts += plan.counts().model_copy(update={"items_seen": len(refs)})
-    if report.dry_run:
-        report.items = report.items or PlannedItems()
-        report.items.extend(plan.items())
-    return loaded, plan
+    crawled = _Counted(open_source(spec, source_id).items())
+    for part in plan_changes(crawled, loaded, source_id, retry_failed=request.retry_failed,
+                             delete_missing=request.delete_missing):
+        report.counts += part.counts()
+        if report.dry_run:
+            report.items = report.items or PlannedItems()
+            report.items.extend(part.items())
+        if units is not None:
+            units.add(part)
+    report.counts += RunCounts(items_seen=crawled.count)
+    if units is not None:
+        units.end_source()
+
+
+class _Counted(Iterator[ItemRef]):
+    """The crawl, counting the items it yields."""
+
+    def __init__(self, items: Iterator[ItemRef]) -> None:
+        self.items, self.count = items, 0
+
+    def __next__(self) -> ItemRef:
+        ref = next(self.items)
+        self.count += 1
+        return ref
 
 
 def _new_run_id() -> str:
@@ -193,7 +211,7 @@ def plan_run(
     text_model = run_text_model(settings, existing, collection)
     if request.dry_run and existing is None:
         report = IndexReport(collection=collection, embedder_id="(new collection)", dry_run=True)
-        _crawl_and_plan(request, source_id, this_source, None, report)
+        _crawl_and_plan(request, source_id, this_source, None, report, None)
         return PlannedRun(report, None)
     entry, version, migrating = target_version(settings, collection, existing, explicit, model, text_model,
                                                request.chunk_context)
@@ -209,22 +227,29 @@ def plan_run(
             if shards and shards[-1].seq > version.applied_through:
                 report.replayed_shards = replay_unapplied(settings, store, collection, version)
         sources = {**entry.sources, source_id: this_source} if migrating else {source_id: this_source}
-        units: list[WorkUnit] = []
-        next_seq = max(target.shard_log.last_seq(), version.applied_through) + 1
-        for sid, source in sources.items():
-            catalog, plan = _crawl_and_plan(request, sid, source, target, report)
-            if not request.dry_run and not plan.is_noop:
-                units += split_into_units(plan, catalog, next_seq + len(units), settings.shard_size)
-    if request.dry_run:
+        run_id = _new_run_id()
+        run_dir = RunDir(settings.root, collection, run_id)
+        units = None
+        if not request.dry_run:
+            prune_runs(settings.root, collection)
+            units = UnitWriter(run_dir, max(target.shard_log.last_seq(), version.applied_through) + 1,
+                               settings.shard_size)
+        try:
+            for sid, source in sources.items():
+                _crawl_and_plan(request, sid, source, target, report, units)
+        except BaseException:
+            if units is not None:  # units already published by a plan that did not finish
+                remove_tree(run_dir.path)
+            raise
+    if units is None:
         return PlannedRun(report, None)
     run = RunPlan(
-        run_id=_new_run_id(), collection=collection, physical_name=version.physical_name,
+        run_id=run_id, collection=collection, physical_name=version.physical_name,
         embedder_id=version.embedder_id, started_at=started_at, source_id=source_id, source=this_source,
-        migrating=migrating, counts=report.counts, seqs=[unit.seq for unit in units],
-        unit_items=[unit.items for unit in units], replayed_shards=report.replayed_shards, labels=request.labels,
+        migrating=migrating, counts=report.counts, seqs=units.seqs, unit_items=units.unit_items,
+        replayed_shards=report.replayed_shards, labels=request.labels,
     )
-    prune_runs(settings.root, collection)
-    RunDir(settings.root, collection, run.run_id).write_plan(run, units)
+    run_dir.write_plan(run)
     return PlannedRun(report, run, model.loaded)
 
 

@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.ingest.plan import ChangePlan, PlannedItems
-from mmindex.pipeline.io.catalog import Catalog, CatalogItem
+from mmindex.pipeline.io.catalog import CatalogItem
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath, publish, remove_tree
 from mmindex.pipeline.sources.base import ItemRef
@@ -57,30 +57,58 @@ class WorkUnit:
         return len(self.deleted) + len(self.reuse) + len(self.embed)
 
 
-def split_into_units(plan: ChangePlan, catalog: Catalog, first_seq: int, items_per_unit: int) -> list[WorkUnit]:
-    """Cut a plan into work units of at most ``items_per_unit`` items, numbered from ``first_seq``.
+class UnitWriter:
+    """Cuts a streamed plan (``plan_changes``' parts) into work units of at most ``items_per_unit``
+    items, numbered from ``first_seq``, and publishes each unit as soon as it is full, so a plan
+    of millions of items never holds its units at once (docs/ARCHITECTURE.md §1).
 
-    Deletes and stored-vector rewrites come first, then items to embed (the executor's order), so a
-    run that only deletes or renames never needs the model in most units.
+    Within a part, deletes and stored-vector rewrites come before items to embed (the executor's
+    order); the last part of a source holds its deletions and renames, so a run that only deletes
+    or renames never needs the model in most units. ``end_source`` closes the open unit: a unit
+    holds the items of one source.
     """
-    units: list[WorkUnit] = []
 
-    def open_unit() -> WorkUnit:
-        if not units or units[-1].items >= items_per_unit:
-            units.append(WorkUnit(seq=first_seq + len(units)))
-        return units[-1]
+    def __init__(self, run_dir: RunDir, first_seq: int, items_per_unit: int) -> None:
+        self.run_dir, self.first_seq, self.items_per_unit = run_dir, first_seq, items_per_unit
+        self.seqs: list[int] = []
+        self.unit_items: list[int] = []
+        self._open: WorkUnit | None = None
 
-    for item in plan.deleted:
-        open_unit().deleted.append(item)
-    for ref, stored in plan.stored_rewrites():
-        open_unit().reuse.append(ReuseJob(ref, stored))
-    for ref in plan.to_embed:
-        unit = open_unit()
-        unit.embed.append(ref)
-        known = catalog.get(ref.key)
-        if known is not None:
-            unit.previous.append(known)
-    return units
+    def add(self, plan: ChangePlan) -> None:
+        """Put one part's items into units."""
+        for item in plan.deleted:
+            self._unit().deleted.append(item)
+            self._publish_if_full()
+        for ref, stored in plan.stored_rewrites():
+            self._unit().reuse.append(ReuseJob(ref, stored))
+            self._publish_if_full()
+        previous = {item.item_key: item for item in plan.previous}
+        for ref in plan.to_embed:
+            unit = self._unit()
+            unit.embed.append(ref)
+            if (known := previous.get(ref.key)) is not None:
+                unit.previous.append(known)
+            self._publish_if_full()
+
+    def end_source(self) -> None:
+        """Publish the open unit (the next source's items start a new one)."""
+        if self._open is not None:
+            self._publish(self._open)
+
+    def _unit(self) -> WorkUnit:
+        if self._open is None:
+            self._open = WorkUnit(seq=self.first_seq + len(self.seqs))
+        return self._open
+
+    def _publish_if_full(self) -> None:
+        if self._open is not None and self._open.items >= self.items_per_unit:
+            self._publish(self._open)
+
+    def _publish(self, unit: WorkUnit) -> None:
+        self._open = None
+        self.run_dir.write_unit(unit)
+        self.seqs.append(unit.seq)
+        self.unit_items.append(unit.items)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -203,10 +231,11 @@ class RunDir:
     def outcome_path(self, seq: int) -> StoragePath:
         return self.path / "done" / f"{seq:08d}.json"
 
-    def write_plan(self, plan: RunPlan, units: list[WorkUnit]) -> None:
-        """Units first, then ``run.json``: a run plan whose ``run.json`` exists is complete."""
-        for unit in units:
-            _write_atomically(self.unit_path(unit.seq), _UNIT.dump_json(unit))
+    def write_unit(self, unit: WorkUnit) -> None:
+        _write_atomically(self.unit_path(unit.seq), _UNIT.dump_json(unit))
+
+    def write_plan(self, plan: RunPlan) -> None:
+        """Written after its units (``write_unit``): a run plan whose ``run.json`` exists is complete."""
         _write_atomically(self.path / "run.json", _RUN.dump_json(plan, indent=2))
 
     def read_plan(self) -> RunPlan:

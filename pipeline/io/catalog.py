@@ -117,13 +117,12 @@ class Catalog:
 
     Whole-catalog questions (which crawled items are unchanged, which items vanished) are
     answered with vectorized Arrow compute, so a no-op re-run of a large corpus builds no Python
-    object per item; ``get`` builds a ``CatalogItem`` only for the items a plan looks at.
+    object per item; ``item_at`` builds a ``CatalogItem`` only for the items a plan looks at.
     """
 
     def __init__(self, items: pa.Table, log: ShardLog | None = None) -> None:
         self.items = items
         self._log = log
-        self._positions: dict[str, int] | None = None
         self._shard_keys: dict[int, pa.Table] = {}
         self._refs: dict[int, ShardRef] | None = None  # listed once: a listing is a request on object storage
 
@@ -137,15 +136,9 @@ class Catalog:
     def __len__(self) -> int:
         return self.items.num_rows
 
-    def _position(self, item_key: str) -> int | None:
-        if self._positions is None:
-            self._positions = {key: index for index, key in enumerate(self.items.column("item_key").to_pylist())}
-        return self._positions.get(item_key)
-
-    def get(self, item_key: str) -> CatalogItem | None:
-        """One item's state, or None if the catalog never saw it."""
-        position = self._position(item_key)
-        return None if position is None else self._item_at(position)
+    def positions(self, keys: pa.Array) -> pa.Array:
+        """Each key's row in ``items`` (null where the catalog never saw the key)."""
+        return pc.index_in(keys, value_set=self.items.column("item_key"))
 
     def _live_keys(self, item_key: str, seq: int) -> tuple[str, ...]:
         """Keys of the item's ok rows, read from the one shard that holds its current rows."""
@@ -161,7 +154,8 @@ class Catalog:
         rows = table.filter(pc.and_(pc.equal(table.column("_item"), item_key), pc.equal(table.column("status"), STATUS_OK)))
         return tuple(rows.column("key").to_pylist())
 
-    def _item_at(self, position: int) -> CatalogItem:
+    def item_at(self, position: int) -> CatalogItem:
+        """The item at one row of ``items``."""
         row = {name: self.items.column(name)[position].as_py() for name in self.items.column_names}
         return CatalogItem(
             item_key=row["item_key"], source_id=row["source_id"], modality=row["modality"], uri=row["uri"],
@@ -170,15 +164,14 @@ class Catalog:
             live_keys=self._live_keys(row["item_key"], row["seq"]) if row["status"] == STATUS_OK else (),
         )
 
-    def lookup(self, keys: pa.Array) -> pa.Table:
-        """The catalog columns aligned with ``keys`` (null rows where a key is unknown)."""
-        positions = pc.index_in(keys, value_set=self.items.column("item_key"))
+    def lookup_positions(self, positions: pa.Array) -> pa.Table:
+        """The catalog columns at ``positions`` (from ``positions``; null rows where one is null)."""
         return pa.table({name: pc.take(self.items.column(name), positions) for name in self.items.column_names})
 
     def items_where(self, mask: pa.Array) -> list[CatalogItem]:
         """The items for which ``mask`` (aligned with ``self.items``) is true."""
         positions = pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
-        return [self._item_at(position) for position in positions]
+        return [self.item_at(position) for position in positions]
 
 
 def current_items(log: ShardLog, base: pa.Table | None = None, base_through: int = -1) -> pa.Table:

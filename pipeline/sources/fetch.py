@@ -159,10 +159,23 @@ class HttpFetcher:
 
     def fetch(self, url: str) -> bytes:
         """The body at ``url``, or a ``DecodeError`` with the reason (after the retries it deserves)."""
+        body = self._retrying(url, None).body
+        if body is None:  # only a conditional request is answered without a body
+            raise DecodeError("http 304")
+        return body
+
+    def revalidate(self, url: str, validators: Validators) -> Revalidated:
+        """A conditional GET (``If-None-Match`` / ``If-Modified-Since`` from ``validators``): a 304
+        costs no body (``body`` None); otherwise the new body and its validators. Every check of
+        ``fetch`` applies; a failure is a ``DecodeError`` with the reason."""
+        hop = self._retrying(url, validators)
+        return Revalidated(hop.body, hop.validators or validators)
+
+    def _retrying(self, url: str, conditional: Validators | None) -> _Hop:
         attempt = 0
         while True:
             try:
-                return self._follow(url)
+                return self._follow(url, conditional)
             except _Transient as exc:
                 if attempt >= self.options.retries:
                     raise DecodeError(exc.reason) from None
@@ -175,15 +188,15 @@ class HttpFetcher:
                 self.sleep(delay)
                 attempt += 1
 
-    def _follow(self, url: str) -> bytes:
+    def _follow(self, url: str, conditional: Validators | None) -> _Hop:
         """One attempt: the request and its redirects, each hop checked, under one deadline."""
         deadline = time.monotonic() + self.options.timeout_s
         current = url
         for hop in range(self.options.max_redirects + 1):
-            result = self._get(self._checked(current, redirected=hop > 0), deadline)
-            if result.body is not None:
-                return result.body
-            current = urljoin(current, result.location or "")
+            result = self._get(self._checked(current, redirected=hop > 0), deadline, conditional)
+            if result.location is None:
+                return result
+            current = urljoin(current, result.location)
         raise DecodeError("too many redirects")
 
     def _checked(self, url: str, *, redirected: bool) -> httpx.URL:
@@ -216,8 +229,8 @@ class HttpFetcher:
                 raise DecodeError(f"private address {address} refused")
         return str(addresses[0])
 
-    def _get(self, url: httpx.URL, deadline: float) -> _Hop:
-        """GET one hop: a redirect's Location or the body (or the failure, raised)."""
+    def _get(self, url: httpx.URL, deadline: float, conditional: Validators | None = None) -> _Hop:
+        """GET one hop: a redirect's Location, the body, or (asked ``conditional``ly) a 304."""
         port = url.port or (443 if url.scheme == "https" else 80)
         address = self._pinned_address(url.host, port)
         pinned = url.copy_with(host=address)
@@ -230,13 +243,17 @@ class HttpFetcher:
             raise _Transient(timed_out)
         with slot:
             try:
-                with self.client().stream("GET", pinned, headers={"Host": host_header}, extensions=extensions,
+                headers = {"Host": host_header, **(conditional.request_headers() if conditional else {})}
+                with self.client().stream("GET", pinned, headers=headers, extensions=extensions,
                                           timeout=httpx.Timeout(remaining)) as response:
                     location = self._redirect(response)
                     if location is not None:
                         return _Hop(location=location)
+                    validators = Validators.of(response.headers)
+                    if conditional is not None and response.status_code == 304:
+                        return _Hop(validators=validators)
                     self._check_headers(response)
-                    return _Hop(body=self._read_body(response, deadline, timed_out))
+                    return _Hop(body=self._read_body(response, deadline, timed_out), validators=validators)
             except httpx.TimeoutException:
                 raise _Transient(timed_out) from None
             except httpx.TransportError as exc:
@@ -290,10 +307,46 @@ class HttpFetcher:
 
 @dataclass(frozen=True, slots=True)
 class _Hop:
-    """What one request gave: where it redirects to, or the body."""
+    """What one request gave: where it redirects to, or the body (None with a 304) and its validators."""
 
     location: str | None = None
     body: bytes | None = None
+    validators: Validators | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What identifies the version of a body a server sent: its ``ETag`` and ``Last-Modified``."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def of(cls, headers: httpx.Headers) -> Validators | None:
+        """A response's validators, or None when it has neither."""
+        etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+        return cls(etag, modified) if etag or modified else None
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of a conditional GET for this version."""
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Revalidated:
+    """What a conditional GET found: ``body`` None when the server answered 304 (not modified)."""
+
+    body: bytes | None
+    validators: Validators
+
+    @property
+    def not_modified(self) -> bool:
+        return self.body is None
 
 
 class Fetcher(Protocol):
