@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
@@ -61,6 +61,44 @@ class Abandoned:
 
     reason: str
     worker_alive: bool
+
+
+API_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+T = TypeVar("T")
+
+
+def _transient_api_error(exc: Exception) -> bool:
+    """A Prefect API failure worth another try: the server busy (5xx) or unreachable for a moment."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
+def with_api_retries(call: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call()``, tried again with backoff while the Prefect server answers 5xx (SQLite under load
+    answers 503) or drops the connection; other errors, and the last transient one, are raised."""
+    delays = iter(API_RETRY_DELAYS_S)
+    while True:
+        try:
+            return call()
+        except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+            delay = next(delays, None)
+            if delay is None or not _transient_api_error(exc):
+                raise
+            sleep(delay)
+
+
+def submit_shard_run(deployment: str, parameters: dict[str, Any], collection: str, idempotency_key: str,
+                     sleep: Callable[[float], None] = time.sleep) -> FlowRun:
+    """Create the shard's run of the deployment, retrying a busy or unreachable server under the same
+    idempotency key, so a create that did reach the server gives back that run, never a second one."""
+    def create() -> FlowRun:
+        child: FlowRun = run_deployment(  # type: ignore[assignment]
+            deployment, parameters=parameters, timeout=0, tags=["mmindex", f"collection:{collection}"],
+            idempotency_key=idempotency_key)
+        return child
+
+    return with_api_retries(create, sleep)
 
 
 def _now() -> datetime:
@@ -135,14 +173,14 @@ def _end(client: SyncPrefectClient, flow_run: FlowRun, abandoned: Abandoned, pol
     its process); a lost one cannot, so the run is set Cancelled directly."""
     message = f"mmindex: shard run abandoned ({abandoned.reason}); submitted again"
     if abandoned.worker_alive:
-        client.set_flow_run_state(flow_run.id, Cancelling(message=message), force=True)
+        with_api_retries(lambda: client.set_flow_run_state(flow_run.id, Cancelling(message=message), force=True))
         deadline = time.monotonic() + CANCEL_GRACE_S
         while time.monotonic() < deadline:
-            current = client.read_flow_run(flow_run.id)
+            current = with_api_retries(lambda: client.read_flow_run(flow_run.id))
             if current.state is not None and current.state.is_final():
                 return
             time.sleep(poll_seconds)  # polling interval; the loop waits on the run's state
-    client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True)
+    with_api_retries(lambda: client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True))
 
 
 def _watch(
@@ -157,7 +195,7 @@ def _watch(
     """
     finishing_since: float | None = None
     while True:
-        flow_run = client.read_flow_run(flow_run_id)
+        flow_run = with_api_retries(lambda: client.read_flow_run(flow_run_id))
         if flow_run.state is not None and flow_run.state.is_final():
             return flow_run, None
         abandoned = why_abandoned(flow_run, shard_timeout, _now())
@@ -174,35 +212,6 @@ def _final_message(flow_run: FlowRun) -> str:
     if state is None:
         return "no state"
     return f"{state.type.value}: {state.message}" if state.message else state.type.value
-
-
-SUBMIT_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
-
-
-def _transient_api_error(exc: Exception) -> bool:
-    """A Prefect API failure worth another try: the server busy (5xx) or unreachable for a moment."""
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code >= 500
-    return isinstance(exc, httpx.TransportError)
-
-
-def submit_shard_run(deployment: str, parameters: dict[str, Any], collection: str, idempotency_key: str,
-                     sleep: Callable[[float], None] = time.sleep) -> FlowRun:
-    """Create the shard's run of the deployment; a busy server's 5xx (SQLite under load answers 503)
-    or a dropped connection is retried with backoff under the same idempotency key, so a create that
-    did reach the server gives back that run, never a second one."""
-    delays = iter(SUBMIT_RETRY_DELAYS_S)
-    while True:
-        try:
-            child: FlowRun = run_deployment(  # type: ignore[assignment]
-                deployment, parameters=parameters, timeout=0, tags=["mmindex", f"collection:{collection}"],
-                idempotency_key=idempotency_key)
-            return child
-        except (httpx.HTTPStatusError, httpx.TransportError) as exc:
-            delay = next(delays, None)
-            if delay is None or not _transient_api_error(exc):
-                raise
-            sleep(delay)
 
 
 @task(name="dispatch-shard", task_run_name="dispatch-shard-{seq}", cache_policy=NO_CACHE)
