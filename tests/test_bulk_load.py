@@ -329,8 +329,8 @@ def test_interrupted_rebuild_can_run_again(tmp_path: Path, monkeypatch: pytest.M
     settings, edge = Settings(root=tmp_path / "root"), EdgeStore(tmp_path / "edge")
     real = apply_module.current_point_batches
 
-    def interrupted(log, size=REBUILD_BATCH):
-        batches = real(log, 16)
+    def interrupted(log, size=REBUILD_BATCH, context=None):
+        batches = real(log, 16, context=context)
         yield next(batches)
         raise KeyboardInterrupt
 
