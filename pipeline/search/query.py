@@ -141,22 +141,27 @@ def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.nd
 
 def parts_from_flags(
     texts: Sequence[str] = (),
-    images: Sequence[Path] = (),
+    images: Sequence[Path | str] = (),
     likes: Sequence[str] = (),
     not_texts: Sequence[str] = (),
-    not_images: Sequence[Path] = (),
+    not_images: Sequence[Path | str] = (),
     not_likes: Sequence[str] = (),
     weights: Sequence[float] | None = None,
+    vectors: Sequence[np.ndarray | Sequence[float]] = (),
+    extra: Sequence[QueryPart] = (),
 ) -> tuple[QueryPart, ...]:
-    """Query parts in the documented order — texts, images, likes, then the negatives in the same
-    order — with ``weights`` (one per part, in that order) applied when given."""
+    """Query parts in the documented order — texts, images, vectors, likes, then the negatives in
+    the same order, then ``extra`` parts — with ``weights`` (one per part, in that order) applied
+    when given. The CLI's flags and the API's arguments both become parts here."""
     parts = [
         *(QueryPart.text(text) for text in texts),
         *(QueryPart.image(path) for path in images),
+        *(QueryPart.vector(vector) for vector in vectors),
         *(QueryPart.like(ref) for ref in likes),
         *(QueryPart.text(text, negative=True) for text in not_texts),
         *(QueryPart.image(path, negative=True) for path in not_images),
         *(QueryPart.like(ref, negative=True) for ref in not_likes),
+        *extra,
     ]
     return with_weights(parts, weights)
 
