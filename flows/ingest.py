@@ -45,9 +45,9 @@ from mmindex.pipeline.ingest.run import (
     IndexRequest,
     PlannedRun,
     RunSession,
-    check_source,
     holding_ingest_lock,
     plan_run,
+    preflight,
 )
 from mmindex.pipeline.ingest.units import UnitOutcome, run_outcomes
 from mmindex.pipeline.io.root import StoragePath, is_remote
@@ -258,7 +258,7 @@ def ingest_flow(
     collection = options.collection
     if options.dry_run:
         return index_report_json(plan_task(request, settings).report)
-    check_source(request)
+    preflight(request, settings)  # before the lock and any model load: a run that cannot start leaves nothing
     with one_writer_per_root(settings), holding_ingest_lock(settings, collection):
         planned = plan_task(request, settings)
         run = planned.run

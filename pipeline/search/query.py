@@ -24,7 +24,7 @@ import numpy as np
 
 from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.embed.model import Embedder
-from mmindex.pipeline.errors import ConfigError, SchemaMismatchError, SourceError
+from mmindex.pipeline.errors import ConfigError, DecodeError, SchemaMismatchError, SourceError
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.search.fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
 from mmindex.pipeline.store.filters import PayloadFilter, parse_where
@@ -120,16 +120,32 @@ class SearchResult:
         return " ".join(terms)
 
 
-def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
-    """Embed a query image with exactly the decoding and preprocessing used at ingest."""
-    from mmindex.pipeline.embed.decode import decode_image
+def read_query_image(path: Path) -> bytes:
+    """A query image's bytes, checked to be an image (by its header); a one-line ``SourceError``
+    (exit 2) naming the file otherwise. Called before any model is loaded."""
+    from mmindex.pipeline.embed.decode import check_image_format
 
     try:
         data = path.expanduser().read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read query image {path}: {exc.strerror or exc}") from exc
+    try:
+        check_image_format(data)
+    except DecodeError as exc:
+        raise SourceError(f"query image {path}: {exc}") from None
+    return data
+
+
+def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
+    """Embed a query image with exactly the decoding and preprocessing used at ingest."""
+    from mmindex.pipeline.embed.decode import decode_image
+
+    data = read_query_image(path)
     plan = embedder.pixel_plan
-    image = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None).image
+    try:
+        image = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None).image
+    except DecodeError as exc:
+        raise SourceError(f"query image {path}: {exc}") from None
     if plan is None:  # a transform ingest also runs whole, per item
         return embedder.encode_images(embedder.preprocess(image).unsqueeze(0))[0]
     import torch
@@ -236,7 +252,11 @@ def validate_query(query: SearchQuery) -> tuple[tuple[QueryPart, ...], PayloadFi
         raise ConfigError("give a query text, --image PATH or --like KEY")
     if all(part.negative for part in parts):
         raise ConfigError("a query needs at least one positive part, not only negative ones")
-    return parts, parse_where(query.where)
+    payload_filter = parse_where(query.where)
+    for part in parts:
+        if part.kind == "image":
+            read_query_image(Path(part.value))  # type: ignore[arg-type]
+    return parts, payload_filter
 
 
 def _is_plain_recommend(fused: FusedQuery, query: SearchQuery) -> bool:
