@@ -190,8 +190,8 @@ class Index:
 
     def get(self, key: str) -> QueryHit:
         """A stored item by key, point id or indexed file (score 1, its payload)."""
-        point = resolve_items(self._collection, [key])[key]
-        return QueryHit(str(point.payload.get("key", "")), 1.0, point.id, point.payload)
+        item = resolve_items(self._collection, [key])[key]  # a document: its first chunk
+        return QueryHit(str(item.payload.get("key", "")), 1.0, item.ids[0], item.payload)
 
     def gallery(self, result: SearchResult, path: str | Path, *, remote_images: bool = False) -> Path:
         """Write ``result`` (from ``query``) as a self-contained HTML page; returns its path. Only

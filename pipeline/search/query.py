@@ -8,7 +8,8 @@ ranks by cosine similarity. Two shortcuts into Qdrant's own query API:
   API by point id — the server looks the vectors up and leaves the examples out;
 * ``mmr`` asks Qdrant's MMR to re-rank the nearest candidates for diversity.
 
-Stored items named in a query (``--like``/``--not-like``) are never returned as hits. Nothing
+Stored items named in a query (``--like``/``--not-like``) are never returned as hits; a document
+named by its file or key stands for all its chunks (the mean of their unit vectors). Nothing
 loads the model unless a part needs embedding: more-like-this runs on stored vectors only.
 """
 
@@ -27,7 +28,7 @@ from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.errors import ConfigError, DecodeError, SchemaMismatchError, SourceError
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.search.fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
-from mmindex.pipeline.store.filters import PayloadFilter, parse_where
+from mmindex.pipeline.store.filters import Condition, PayloadFilter, parse_where
 from mmindex.pipeline.store.store import MmrParams, SearchHit, StoredPoint
 from mmindex.schemas.config import Settings
 
@@ -196,17 +197,58 @@ def _candidate_ids(ref: str) -> list[str]:
     return list(dict.fromkeys(candidates))
 
 
-def resolve_items(collection: Collection, refs: Sequence[str]) -> dict[str, StoredPoint]:
-    """The stored point (with its vector) of each reference; ``ConfigError`` for an unknown one."""
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """What a stored-item reference (``--like``) names: one stored point, or every chunk of an
+    indexed document. ``vector`` is the point's, or the mean of the chunks' unit vectors (so a
+    document counts once, whatever its length); ``payload`` is the point's, or the first chunk's."""
+
+    ids: tuple[str, ...]
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+def _document_chunks(collection: Collection, ref: str) -> list[StoredPoint]:
+    """The chunks of the document ``ref`` names (its item key, or the path of its indexed file), in order."""
+    doc_keys = [ref]
+    path = Path(ref).expanduser()
+    if path.exists():
+        doc_keys.append(path.resolve().as_posix())
+    store = collection.store()
+    for doc_key in dict.fromkeys(doc_keys):
+        only_this = PayloadFilter((Condition("doc_key", "eq", doc_key),))
+        chunks: list[StoredPoint] = []
+        offset: str | None = None
+        while True:
+            page = store.scroll(collection.physical_name, only_this, offset=offset, with_vectors=True)
+            chunks += [point for point in page.points if point.vector is not None]
+            offset = page.next_offset
+            if offset is None:
+                break
+        if chunks:
+            return sorted(chunks, key=lambda point: int(point.payload.get("chunk_index") or 0))
+    return []
+
+
+def resolve_items(collection: Collection, refs: Sequence[str]) -> dict[str, StoredItem]:
+    """The stored item of each reference: a point (by point id, item key or indexed file), or a
+    document's chunks (by the document's key or file); ``ConfigError`` for an unknown one."""
     wanted = {ref: _candidate_ids(ref) for ref in dict.fromkeys(refs)}
     every_id = [candidate for candidates in wanted.values() for candidate in candidates]
     found = {p.id: p for p in collection.store().retrieve(collection.physical_name, every_id, with_vectors=True)}
-    resolved: dict[str, StoredPoint] = {}
+    resolved: dict[str, StoredItem] = {}
     for ref, candidates in wanted.items():
         match = next((found[candidate] for candidate in candidates if candidate in found), None)
-        if match is None or match.vector is None:
-            raise ConfigError(f"no item {ref!r} (item key, point id or indexed file) in collection {collection.name!r}")
-        resolved[ref] = match
+        if match is not None and match.vector is not None:
+            resolved[ref] = StoredItem((match.id,), match.vector, match.payload)
+            continue
+        chunks = _document_chunks(collection, ref)
+        if not chunks:
+            raise ConfigError(
+                f"no item {ref!r} (item key, point id, indexed file or document) in collection {collection.name!r}"
+            )
+        mean = np.mean([unit(chunk.vector, ref) for chunk in chunks if chunk.vector is not None], axis=0)
+        resolved[ref] = StoredItem(tuple(chunk.id for chunk in chunks), mean, chunks[0].payload)
     return resolved
 
 
@@ -215,7 +257,7 @@ def embed_parts(
     embedder: Embedder | None,
     max_pixels: int,
     dim: int,
-    stored: dict[str, StoredPoint],
+    stored: dict[str, StoredItem],
 ) -> list[EmbeddedPart]:
     """Unit vectors of the parts, in order; texts are embedded in one batch."""
     texts = [str(part.value) for part in parts if part.kind == "text"]
@@ -236,8 +278,8 @@ def embed_parts(
                 raise SchemaMismatchError(f"query vector has {vector.size} dimensions, the collection {dim}")
             embedded.append(EmbeddedPart(part, unit(vector, part.describe())))
         else:
-            point = stored[str(part.value)]
-            embedded.append(EmbeddedPart(part, unit(point.vector, part.describe()), point.id))  # type: ignore[arg-type]
+            item = stored[str(part.value)]
+            embedded.append(EmbeddedPart(part, unit(item.vector, part.describe()), item.ids))
     return embedded
 
 
@@ -264,7 +306,8 @@ def _is_plain_recommend(fused: FusedQuery, query: SearchQuery) -> bool:
     parts = [embedded.part for embedded in fused.parts]
     return (
         query.mmr is None
-        and all(part.kind == "like" and not part.negative for part in parts)
+        and all(part.kind == "like" and not part.negative and len(embedded.point_ids) == 1
+                for part, embedded in zip(parts, fused.parts, strict=True))
         and len({part.effective_weight for part in parts}) == 1
     )
 
