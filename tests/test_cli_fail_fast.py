@@ -111,3 +111,20 @@ def test_query_image_errors_come_before_the_model(
     assert_one_line_error(not_image, "not an image", code=2)
     assert "rockets.txt" in not_image.stderr
     assert loads == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--format", "zip"], "--format must be one of"), (["--labels", " , "], "label"),
+     (["--precision", "fp8"], "invalid precision")],
+    ids=["format", "labels", "precision"],
+)
+def test_schedule_checks_every_option_before_prefect(
+    tmp_path: Path, photo_corpus: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], message: str
+) -> None:
+    """A bad option of a schedule is refused at once, before any Prefect server is asked for."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = run_cli("schedule", str(photo_corpus), "-c", "sched", "--root", str(tmp_path / "root"),
+                     "--interval", "60", *flags)
+    assert_one_line_error(result, message, code=2)
+    assert "PREFECT_API_URL" not in result.stderr

@@ -113,13 +113,13 @@ def schedule(
 
     if (cron is None) == (interval is None):
         raise ConfigError("give either --cron EXPR or --interval SECONDS")
+    settings = settings_of(options)  # validates the root and every setting like `index` does
+    options.request()  # and every other option: checked here, once, rather than failing every scheduled run
     try:
         from mmindex.flows.ingest import ingest_flow
     except ImportError as exc:
         raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
     require_prefect_api()
-    settings = settings_of(options)  # validates the root and every setting like `index` does
-    options.request()  # and every other option: checked here, once, rather than failing every scheduled run
     location = options.source if is_url(options.source) else Path(options.source).expanduser().resolve().as_posix()
     stored = options.model_copy(update={"source": location, "root": str(settings.root)})
     parameters: dict[str, object] = {"options": stored.given()}
