@@ -81,13 +81,16 @@ def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> s
     return "\n".join(lines) + "\n"
 
 
-# Characters with a meaning in (GitHub-flavoured) Markdown, and so in Prefect's artifact view.
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
+# Characters with a meaning inside a line of (GitHub-flavoured) Markdown, and so in Prefect's
+# artifact view: emphasis, code, links and images (``[``, ``]``: a ``(`` after an escaped ``]`` is
+# text), raw HTML and autolinks, entities, strikethrough, cell separators. Block markers (``#``,
+# ``-``, ``1.``) count only at a line's start, where no user data is written.
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>|~&])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 def _cell(text: str) -> str:
     """User data (file names, error messages) as literal text in a Markdown table cell: every
-    Markdown metacharacter backslash-escaped (so ``[x](javascript:…)`` is no link, ``<b>`` no
-    HTML), and line breaks and control characters folded to a space."""
+    inline Markdown metacharacter backslash-escaped (so ``[x](javascript:…)`` is no link, ``<b>``
+    no HTML), and line breaks and control characters folded to a space."""
     return _MARKDOWN_SPECIALS.sub(r"\\\1", _CONTROL.sub(" ", text))
