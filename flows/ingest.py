@@ -13,8 +13,8 @@ crashes or fails (a worker died mid-shard) is submitted again, and the shard's p
 sequence number plus its atomic write make it exactly-once.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Prefect builds the flows' parameter models from
+# the annotations at run time, and a string ``IndexOptions`` would not resolve there.
 import contextlib
 import dataclasses
 import hashlib
@@ -38,20 +38,19 @@ from mmindex.flows.dispatch import DEFAULT_SHARD_TIMEOUT_S, ShardRun, dispatch_s
 from mmindex.flows.params import check_allowed
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
+from mmindex.pipeline.ingest.options import IndexOptions
 from mmindex.pipeline.ingest.report import index_report_json, index_report_markdown
 from mmindex.pipeline.ingest.run import (
     IndexReport,
     IndexRequest,
     PlannedRun,
     RunSession,
-    check_source,
     holding_ingest_lock,
-    label_config,
     plan_run,
+    preflight,
 )
 from mmindex.pipeline.ingest.units import UnitOutcome, run_outcomes
 from mmindex.pipeline.io.root import StoragePath, is_remote
-from mmindex.pipeline.sources.resolve import source_options
 from mmindex.schemas.config import Settings, load_settings
 
 IO_RETRIES = 3
@@ -150,17 +149,6 @@ def finalize_task(settings: Settings, collection: str, run_id: str) -> IndexRepo
         return session.finalize()
 
 
-def _settings(
-    root: str | None, model: str | None = None, pretrained: str | None = None, device: str | None = None,
-    precision: str | None = None, batch_size: int | None = None, workers: int | None = None,
-    qdrant_url: str | None = None, shard_size: int | None = None, text_model: str | None = None,
-    max_document_bytes: int | None = None,
-) -> Settings:
-    return load_settings(root=root or None, model=model, pretrained=pretrained, device=device,
-                         precision=precision, batch_size=batch_size, workers=workers, qdrant_url=qdrant_url,
-                         shard_size=shard_size, text_model=text_model, max_document_bytes=max_document_bytes)
-
-
 @flow(name="embed-shard", flow_run_name="embed-shard-{collection}-{seq}")
 def embed_shard(
     root: str,
@@ -179,8 +167,8 @@ def embed_shard(
     ``QDRANT_API_KEY``: secrets never travel as parameters). Returns the shard's seq.
     """
     check_allowed("root", root)
-    settings = _settings(root, device=device, precision=precision, batch_size=batch_size, workers=workers,
-                         qdrant_url=qdrant_url)
+    settings = load_settings(root=root or None, device=device, precision=precision, batch_size=batch_size,
+                             workers=workers, qdrant_url=qdrant_url)
     with heartbeating():  # the dispatcher's sign that this process (and its worker) is alive
         return shard_task(settings, collection, run_id, seq).seq
 
@@ -252,71 +240,25 @@ def _named_workers(outcomes: list[UnitOutcome], shard_runs: dict[int, ShardRun])
 
 @flow(name="mmindex-ingest", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SHARDS_IN_FLIGHT))  # type: ignore[arg-type]
 def ingest_flow(
-    source: str,
-    collection: str,
-    root: str | None = None,
-    model: str | None = None,
-    pretrained: str | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    qdrant_url: str | None = None,
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
-    hidden: bool = False,
-    source_id: str | None = None,
-    dry_run: bool = False,
-    retry_failed: bool = False,
-    no_delete: bool = False,
-    labels: str | None = None,
-    label_template: list[str] | None = None,
-    label_threshold: float | None = None,
-    text_model: str | None = None,
-    max_document_bytes: int | None = None,
-    shard_size: int | None = None,
+    options: IndexOptions,
     embed_deployment: str | None = None,
     shard_attempts: int = 3,
     shard_timeout: float | None = DEFAULT_SHARD_TIMEOUT_S,
     poll_seconds: float = 5.0,
-    # -- source options (`mmindex index`'s block of the same names) --
-    format: str | None = None,
-    url_column: str | None = None,
-    caption_column: str | None = None,
-    key_column: str | None = None,
-    fetch_timeout: float | None = None,
-    max_bytes: int | None = None,
-    fetch_concurrency: int | None = None,
-    fetch_per_host: int | None = None,
-    fetch_retries: int | None = None,
-    allow_private_network: bool = False,
-    allow_network: list[str] | None = None,
-    user_agent_token: str | None = None,
-    follow_links_outside: bool = False,
 ) -> dict[str, Any]:
-    """``mmindex index`` as a flow (same parameters), plus where shards run: ``embed_deployment``
-    (e.g. ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
+    """``mmindex index`` as a flow: ``options`` are the command's options (one ``IndexOptions``,
+    the same model as the CLI's flags), plus where shards run: ``embed_deployment`` (e.g.
+    ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
     Returns the run report (``mmindex index --json``)."""
     logger = get_run_logger()
-    check_allowed("source", source)
-    check_allowed("root", root)
-    settings = _settings(root, model, pretrained, device, precision, batch_size, workers, qdrant_url, shard_size,
-                         text_model, max_document_bytes)
-    request = IndexRequest(
-        source=source, collection=collection, include=tuple(include or ()),
-        exclude=tuple(exclude or ()), include_hidden=hidden, source_id=source_id, dry_run=dry_run,
-        retry_failed=retry_failed, delete_missing=not no_delete,
-        labels=label_config(labels, label_template, label_threshold),
-        source_options=source_options(
-            format=format, url_column=url_column, caption_column=caption_column, key_column=key_column,
-            fetch_timeout=fetch_timeout, max_bytes=max_bytes, fetch_concurrency=fetch_concurrency,
-            fetch_per_host=fetch_per_host, fetch_retries=fetch_retries, allow_private_network=allow_private_network,
-            allow_network=allow_network, user_agent_token=user_agent_token, follow_links_outside=follow_links_outside,
-        ),
-    )
-    if dry_run:
+    check_allowed("source", options.source)
+    check_allowed("root", options.root)
+    settings = options.settings()
+    request = options.request()
+    collection = options.collection
+    if options.dry_run:
         return index_report_json(plan_task(request, settings).report)
-    check_source(request)
+    preflight(request, settings)  # before the lock and any model load: a run that cannot start leaves nothing
     with one_writer_per_root(settings), holding_ingest_lock(settings, collection):
         planned = plan_task(request, settings)
         run = planned.run
@@ -327,8 +269,8 @@ def ingest_flow(
         if embed_deployment:
             shard_params = [
                 {"root": str(settings.root), "collection": collection, "run_id": run.run_id, "seq": seq,
-                 "qdrant_url": qdrant_url, "device": device, "precision": precision, "batch_size": batch_size,
-                 "workers": workers}
+                 "qdrant_url": options.qdrant_url, "device": options.device, "precision": options.precision,
+                 "batch_size": options.batch_size, "workers": options.workers}
                 for seq in run.seqs
             ]
             futures = [

@@ -26,13 +26,14 @@ import numpy as np
 from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.errors import ConfigError
-from mmindex.pipeline.search.fusion import QueryPart, with_weights
+from mmindex.pipeline.search.fusion import QueryPart
 from mmindex.pipeline.search.labels import DEFAULT_TEMPLATES, LabelReport, LabelSpec, label_collection
 from mmindex.pipeline.search.query import (
     QueryHit,
     SearchQuery,
     SearchResult,
     image_query_vector,
+    parts_from_flags,
     resolve_items,
     run_search,
 )
@@ -155,22 +156,17 @@ class Index:
         (1 positive, 0.5 negative). ``where`` takes ``--where`` expressions; ``mmr=True`` (or a
         diversity in [0, 1]) diversifies with Qdrant's MMR; ``min_score`` drops weaker hits.
         """
-        listed = [
-            *(QueryPart.text(t) for t in _as_tuple(text)),
-            *(QueryPart.image(p) for p in _as_tuple(image)),
-            *([QueryPart.vector(vector)] if vector is not None else []),
-            *(QueryPart.like(ref) for ref in _as_tuple(like)),
-            *(QueryPart.text(t, negative=True) for t in _as_tuple(not_text)),
-            *(QueryPart.image(p, negative=True) for p in _as_tuple(not_image)),
-            *(QueryPart.like(ref, negative=True) for ref in _as_tuple(not_like)),
-            *parts,
-        ]
+        query_parts = parts_from_flags(
+            texts=_as_tuple(text), images=_as_tuple(image), likes=_as_tuple(like), not_texts=_as_tuple(not_text),
+            not_images=_as_tuple(not_image), not_likes=_as_tuple(not_like), weights=weights,
+            vectors=[] if vector is None else [vector], extra=tuple(parts),
+        )
         diversity = None if mmr is False else 0.5 if mmr is True else float(mmr)
         query = SearchQuery(
             self.collection,
             where=_as_tuple(where),
             limit=limit,
-            parts=with_weights(listed, weights),
+            parts=query_parts,
             mmr=None if diversity is None else MmrParams(diversity, mmr_candidates),
             min_score=min_score,
         )
@@ -194,8 +190,8 @@ class Index:
 
     def get(self, key: str) -> QueryHit:
         """A stored item by key, point id or indexed file (score 1, its payload)."""
-        point = resolve_items(self._collection, [key])[key]
-        return QueryHit(str(point.payload.get("key", "")), 1.0, point.id, point.payload)
+        item = resolve_items(self._collection, [key])[key]  # a document: its first chunk
+        return QueryHit(str(item.payload.get("key", "")), 1.0, item.ids[0], item.payload)
 
     def gallery(self, result: SearchResult, path: str | Path, *, remote_images: bool = False) -> Path:
         """Write ``result`` (from ``query``) as a self-contained HTML page; returns its path. Only

@@ -89,10 +89,10 @@ def test_bulk_load_is_idempotent_and_overwrites(store: VectorStore) -> None:
     records = _records(seed=7, n=120)
     store.create_collection(COLLECTION, SPEC)
     store.upsert_batches(COLLECTION, batches_of(records, 50))
-    changed = [Point(r.id, r.vector, {**r.payload, "modality": "video"}) for r in records[:10]]
+    changed = [Point(r.id, r.vector, {**r.payload, "ext": "overwritten"}) for r in records[:10]]
     store.upsert_batches(COLLECTION, batches_of(records[10:] + changed, 64))
     assert store.count(COLLECTION) == 120
-    assert store.count(COLLECTION, parse_where(["modality=video"])) == 10
+    assert store.count(COLLECTION, parse_where(["ext=overwritten"])) == 10
     assert store.upsert_batches(COLLECTION, iter(())) == 0
 
 

@@ -27,9 +27,13 @@ def _settings(root: Path, model_dir: Path) -> Settings:
                     shard_size=SHARD_SIZE)
 
 
-def _flow_params(corpus: Path, root: Path, model_dir: Path, collection: str = "c") -> dict[str, Any]:
-    return {"source": str(corpus), "collection": collection, "root": str(root), "model": f"local-dir:{model_dir}",
-            "workers": 0, "batch_size": 4, "shard_size": SHARD_SIZE}
+def _flow_params(corpus: Path, root: Path, model_dir: Path, collection: str = "c", **more: Any) -> dict[str, Any]:
+    from mmindex.pipeline.ingest.options import IndexOptions
+
+    given: dict[str, Any] = {"root": str(root), "model": f"local-dir:{model_dir}", "workers": 0, "batch_size": 4,
+                             "shard_size": SHARD_SIZE, **more}
+    options = IndexOptions(source=str(corpus), collection=collection, **given)
+    return {"options": options}
 
 
 def _points(settings: Settings, collection: str) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
@@ -88,7 +92,7 @@ def test_flow_matches_cli_first_run_and_incremental(
 
     noop = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir))
     assert noop["embedded"] == 0 and noop["shards"] == 0
-    dry = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir), dry_run=True)
+    dry = ingest_flow(**_flow_params(corpus, flow.root, tiny_local_dir, dry_run=True))
     assert dry["dry_run"] and dry["plan"] == noop["plan"] and dry["shards"] == 0
 
     with get_client(sync_client=True) as client:
@@ -122,7 +126,7 @@ def test_transient_store_failure_is_retried(
     settings = _settings(tmp_path / "root", tiny_local_dir)
 
     # Decode in 2 worker processes: processes forked inside a flow run must exit cleanly too.
-    params = {**_flow_params(photo_corpus, settings.root, tiny_local_dir), "workers": 2}
+    params = _flow_params(photo_corpus, settings.root, tiny_local_dir, workers=2)
     state = flows_ingest.ingest_flow(**params, return_state=True)
     assert state.is_completed(), state
     report = state.result()
@@ -138,16 +142,20 @@ def test_transient_store_failure_is_retried(
     assert all(run.state is not None and run.state.is_completed() for run in shard_runs)
 
 
-def test_flow_and_schedule_take_every_option_of_index() -> None:
-    """The flow's parameters mirror `mmindex index` (and `mmindex schedule` passes them all on)."""
+def test_flow_and_schedule_take_the_options_of_index() -> None:
+    """One options model: `mmindex index`'s flags are its fields, `schedule` takes them all but
+    --dry-run, and the flow takes the model itself as one parameter."""
     import inspect
+    import typing
 
     from mmindex.flows.ingest import ingest_flow
     from mmindex.pipeline.cli.ingest import index, schedule
+    from mmindex.pipeline.ingest.options import IndexOptions
 
-    index_options = set(inspect.signature(index).parameters) - {"as_json", "list_all"}  # how a report prints
-    assert index_options <= set(inspect.signature(ingest_flow.fn).parameters)
-    assert index_options - {"dry_run"} <= set(inspect.signature(schedule).parameters)
+    fields = set(IndexOptions.model_fields)
+    assert set(inspect.signature(index).parameters) - {"as_json", "list_all"} == fields  # how a report prints
+    assert fields - {"dry_run"} <= set(inspect.signature(schedule).parameters)
+    assert typing.get_type_hints(ingest_flow.fn)["options"] is IndexOptions
 
 
 def test_a_run_that_fails_before_planning_creates_nothing_in_the_root(

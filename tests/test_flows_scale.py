@@ -101,7 +101,7 @@ def test_served_schedule_produces_a_completed_run(
         return [run for run in runs if run.state is not None and run.state.is_completed()]
 
     done = _poll("a completed scheduled run", completed)
-    assert done[0].parameters["collection"] == "sched" and done[0].auto_scheduled
+    assert done[0].parameters["options"]["collection"] == "sched" and done[0].auto_scheduled
     settings = Settings(root=root)
     state = collection_state(settings, "sched")
     assert state.last_run is not None and state.last_run.failed == 0 and state.last_run.items_seen == 8
@@ -156,9 +156,11 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def _index_on_pool(pool: WorkerPool, corpus: Path, root: Path, model_dir: Path, collection: str) -> dict[str, Any]:
     from mmindex.flows.ingest import ingest_flow
+    from mmindex.pipeline.ingest.options import IndexOptions
 
-    return ingest_flow(source=str(corpus), collection=collection, root=str(root), model=f"local-dir:{model_dir}",
-                       workers=0, batch_size=4, shard_size=2, embed_deployment=pool.deployment, poll_seconds=1.0)
+    options = IndexOptions(source=str(corpus), collection=collection, root=str(root), model=f"local-dir:{model_dir}",
+                           workers=0, batch_size=4, shard_size=2)
+    return ingest_flow(options, embed_deployment=pool.deployment, poll_seconds=1.0)
 
 
 def _child_runs(collection: str) -> list[Any]:
@@ -237,15 +239,16 @@ class HeldRun:
 def _held_ingest(pool: WorkerPool, corpus: Path, root: Path, model_dir: Path, collection: str, **params: Any) -> Iterator[HeldRun]:
     """Start an ingest on the pool and yield once its first embedding shard process is held mid-shard."""
     from mmindex.flows.ingest import ingest_flow
+    from mmindex.pipeline.ingest.options import IndexOptions
 
     result: dict[str, Any] = {}
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            result.update(ingest_flow(source=str(corpus), collection=collection, root=str(root),
-                                      model=f"local-dir:{model_dir}", workers=0, batch_size=4, shard_size=2,
-                                      embed_deployment=pool.deployment, poll_seconds=1.0, **params))
+            options = IndexOptions(source=str(corpus), collection=collection, root=str(root),
+                                   model=f"local-dir:{model_dir}", workers=0, batch_size=4, shard_size=2)
+            result.update(ingest_flow(options, embed_deployment=pool.deployment, poll_seconds=1.0, **params))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             errors.append(exc)
 
@@ -386,6 +389,7 @@ def test_prefect_yaml_deployed_from_a_folder_that_is_gone_runs_on_workers(
     assert "MMINDEX_DEVICE" not in (embed.job_variables or {}).get("env", {})  # the worker's environment decides
     assert embed.pull_steps == [{"mmindex.flows.steps.check_installed": {}}]
     assert ingest.work_pool_name == "default" and ingest.parameters["embed_deployment"] == "embed-shard/embed-shard"
+    assert ingest.parameters["options"]["collection"] == "photos"  # the options of `mmindex index`, nested
     assert [(s.schedule.cron, s.active) for s in ingest.schedules] == [("0 * * * *", False)]  # shipped paused
 
     workers = tmp_path / "workers"
@@ -396,8 +400,8 @@ def test_prefect_yaml_deployed_from_a_folder_that_is_gone_runs_on_workers(
     root = tmp_path / "root"
     parent = run_deployment(
         "mmindex-ingest/ingest-photos-hourly", timeout=DEADLINE_S, poll_interval=1,
-        parameters={"source": str(photo_corpus), "collection": "guide", "root": str(root),
-                    "model": f"local-dir:{tiny_local_dir}", "workers": 0, "batch_size": 4, "shard_size": 4,
+        parameters={"options": {"source": str(photo_corpus), "collection": "guide", "root": str(root),
+                                "model": f"local-dir:{tiny_local_dir}", "workers": 0, "batch_size": 4, "shard_size": 4},
                     "poll_seconds": 1.0},
     )
     logs = "".join((tmp_path / f"worker-{pool}.log").read_text()[-2000:] for pool in ("gpu", "default"))

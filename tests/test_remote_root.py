@@ -167,14 +167,15 @@ def test_prefect_flow_on_object_storage_matches_the_cli(
     from prefect.client.orchestration import get_client
 
     from mmindex.flows.ingest import ingest_flow, root_limit_name
+    from mmindex.pipeline.ingest.options import IndexOptions
 
     model = f"local-dir:{tiny_local_dir}"
     url = f"memory://mmindex-{uuid.uuid4().hex}/index"
     local = Settings(root=tmp_path / "local-root", model=model, pretrained=None, workers=0, batch_size=4, shard_size=3,
                      qdrant_url=f"local:{tmp_path / 'qdrant-local'}")
     index_source(IndexRequest(photo_corpus, "c"), local)
-    result = ingest_flow(source=str(photo_corpus), collection="c", root=url, model=model, workers=0, batch_size=4,
-                         shard_size=3, qdrant_url=f"local:{tmp_path / 'qdrant-remote'}")
+    result = ingest_flow(IndexOptions(source=str(photo_corpus), collection="c", root=url, model=model, workers=0, batch_size=4,
+                                      shard_size=3, qdrant_url=f"local:{tmp_path / 'qdrant-remote'}"))
     assert result["shards"] >= 3 and result["failed"] == 0
     remote = _settings(url, tmp_path / "qdrant-remote")
     _assert_same_points(local, remote)

@@ -13,9 +13,10 @@ from helpers import assert_one_line_error, run_cli
 from pydantic import ValidationError
 
 from mmindex.pipeline.errors import ConfigError, SchemaMismatchError
-from mmindex.pipeline.ingest.run import IndexRequest, check_source
+from mmindex.pipeline.ingest.run import IndexRequest, preflight
 from mmindex.pipeline.io.state_file import edit_state, previous_generation, read_state
 from mmindex.pipeline.store.open_store import validate_collection_name
+from mmindex.schemas.config import Settings
 from mmindex.schemas.state import CollectionState, CollectionVersion, IndexState
 
 
@@ -86,4 +87,5 @@ def test_a_name_with_a_newline_is_refused_before_anything_is_created(tmp_path: P
     assert_one_line_error(result, "invalid collection name", code=2)
     assert not root.exists()  # no lock file, no state.json entry, no store
     with pytest.raises(ConfigError, match="invalid collection name"):
-        check_source(IndexRequest(corpus, "photos\n"))
+        preflight(IndexRequest(corpus, "photos\n"), Settings(root=root))
+    assert not root.exists()

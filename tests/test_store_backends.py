@@ -249,10 +249,10 @@ def test_upsert_count_and_idempotent_reupsert(store: VectorStore) -> None:
     store.create_collection(COLLECTION, SPEC)
     store.upsert(COLLECTION, batch_of(many))
     assert store.count(COLLECTION) == 300
-    changed = [Point(r.id, r.vector, {**r.payload, "modality": "video"}) for r in many[:10]]
+    changed = [Point(r.id, r.vector, {**r.payload, "ext": "overwritten"}) for r in many[:10]]
     store.upsert(COLLECTION, batch_of(many[100:] + changed))
     assert store.count(COLLECTION) == 300
-    assert store.count(COLLECTION, parse_where(["modality=video"])) == 10
+    assert store.count(COLLECTION, parse_where(["ext=overwritten"])) == 10
 
 
 def test_delete_ignores_unknown_ids(store: VectorStore) -> None:

@@ -18,6 +18,7 @@ from mmindex.pipeline.cli.terminal import SafeRichHandler, err, json_text, marku
 from mmindex.pipeline.errors import MmindexError
 
 if TYPE_CHECKING:
+    from mmindex.pipeline.ingest.options import IndexOptions
     from mmindex.schemas.config import Settings
 
 
@@ -105,15 +106,26 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 def load_cli_settings(**flags: Any) -> Settings:
     """Settings from flags > environment > config file, a bad value as a one-line ConfigError."""
+    from mmindex.schemas.config import load_settings
+
+    return _settings_or_one_line(lambda: load_settings(**flags))
+
+
+def settings_of(options: IndexOptions) -> Settings:
+    """The settings of ``index`` / ``schedule`` options, a bad value as a one-line ConfigError."""
+    return _settings_or_one_line(options.settings)
+
+
+def _settings_or_one_line(load: Callable[[], Settings]) -> Settings:
     import tomllib
 
     from pydantic import ValidationError
 
     from mmindex.pipeline.errors import ConfigError
-    from mmindex.schemas.config import config_file_path, load_settings
+    from mmindex.schemas.config import config_file_path
 
     try:
-        return load_settings(**flags)
+        return load()
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {config_file_path()} is not valid TOML: {exc}") from None
     except ValidationError as exc:

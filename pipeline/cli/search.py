@@ -43,7 +43,8 @@ def query(
     like: Annotated[
         list[str] | None,
         typer.Option(
-            "--like", help="More like this stored item: key, point id or indexed file (repeatable; never returned).",
+            "--like", help="More like this stored item: key, point id or indexed file; a document's path means its "
+            "chunks (their mean vector). Repeatable; never returned.",
             show_default=False,
         ),
     ] = None,
@@ -92,8 +93,8 @@ def query(
         typer.Option(
             "--mode",
             help="auto | clip | dense | sparse | hybrid. dense: text model; sparse: BM25; hybrid: both fused by RRF; "
-            "clip: CLIP (finds images too). auto: hybrid for one text on a document collection with a text model, "
-            "else clip.",
+            "clip: CLIP (finds images too). auto: hybrid over the text chunks for one plain text on a collection with "
+            "a text model and chunks (even if it holds images too), else clip; --where modality=image also means clip.",
         ),
     ] = "auto",
     per_document: Annotated[
@@ -149,16 +150,17 @@ def query(
         written = write_result_gallery(html_out, result, settings)
         err.print(f"[green]wrote[/] gallery of {len(hits)} results to {markup(written)}")
     if as_json:  # the fused query's score is the cosine similarity of each hit to it
-        emit_json([{**hit.as_json(), "score_kind": "cosine"} for hit in hits])
+        emit_json([{**hit.as_json(), "mode": "clip", "score_kind": "cosine"} for hit in hits])
         return
     if len(result.fused.parts) > 1:
         out.print(f"query: {markup(result.describe_query())}")
-    table = Table("#", "cosine", "modality", "key", "text / caption", "labels", box=None, pad_edge=False)
+    table = Table("#", "cosine", "modality", "key", "text / caption", "labels", box=None, pad_edge=False,
+                  title=_mode_title("clip", len(hits)), title_justify="left")
     for rank, hit in enumerate(hits, 1):
         snippet = " ".join((hit.text or "").split())
         table.add_row(str(rank), f"{hit.score:.4f}", cell(hit.modality), path_cell(hit.key), cell(snippet[:SNIPPET_CHARS]),
                       cell(", ".join(hit.labels)))
-    out.print(table if hits else "no results")
+    out.print(table if hits else f"no results ({_mode_title('clip', 0)})")
 
 
 def _query_passages(
@@ -173,21 +175,29 @@ def _query_passages(
     from mmindex.api import Index
 
     with Index(collection, settings=settings) as index:
-        chosen = passage_mode(mode, index.state, lambda: index.store, plain_text)
+        chosen = passage_mode(mode, index.state, lambda: index.store, plain_text, where)
         if chosen is None:
             return False
         passages = index.retrieve(text, limit, where=where, mode=chosen, per_document=per_document)
     kind = score_kind(chosen)
     if as_json:
-        emit_json([{**passage.as_json(), "score_kind": kind} for passage in passages])
+        emit_json([{**passage.as_json(), "mode": chosen, "score_kind": kind} for passage in passages])
         return True
-    table = Table("#", kind, "source", "section", "text", box=None, pad_edge=False)
+    table = Table("#", kind, "source", "section", "text", box=None, pad_edge=False,
+                  title=_mode_title(chosen, len(passages)), title_justify="left")
     for rank, passage in enumerate(passages, 1):
         snippet = " ".join(passage.text.split())
         table.add_row(str(rank), f"{passage.score:.4f}", path_cell(passage.source), cell(" > ".join(passage.heading_path)),
                       cell(snippet[:SNIPPET_CHARS]))
-    out.print(table if passages else "no results")
+    out.print(table if passages else f"no results ({_mode_title(chosen, 0)})")
     return True
+
+
+def _mode_title(mode: str, hits: int) -> str:
+    """The line above a result table: which search ran (``mode hybrid``: passages fused by RRF)."""
+    what = {"clip": "CLIP query over images and chunks", "dense": "text-model passages", "sparse": "BM25 passages",
+            "hybrid": "text-model + BM25 passages fused by RRF"}[mode]
+    return f"mode {mode}: {what}, {hits} result{'s' if hits != 1 else ''}"
 
 
 @command()

@@ -217,6 +217,19 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
         raise DecodeError(f"corrupt image: {short_reason(exc)}") from exc
 
 
+def check_image_format(data: bytes) -> str:
+    """The image format of ``data`` from its header (no pixel is decoded), or ``DecodeError``."""
+    if not data:
+        raise DecodeError("empty file")
+    try:
+        with Image.open(io.BytesIO(data), formats=_open_formats()) as opened:
+            return str(opened.format)
+    except UnidentifiedImageError as exc:
+        raise DecodeError("not an image: unrecognised or unsupported format") from exc
+    except _PILLOW_ERRORS as exc:
+        raise DecodeError(f"corrupt image: {short_reason(exc)}") from exc
+
+
 def _decode_image(data: bytes, max_pixels: int, min_side: int | None) -> DecodedImage:
     """The decoding steps, raising Pillow's own errors (translated by ``decode_image``)."""
     with Image.open(io.BytesIO(data), formats=_open_formats()) as opened:

@@ -3,6 +3,7 @@ lines people read: ``pipeline/cli/ingest.py``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mmindex.pipeline.ingest.run import IndexReport
@@ -64,20 +65,32 @@ def index_report_markdown(report: IndexReport, outcomes: list[UnitOutcome]) -> s
         ("seconds", f"{report.seconds:.1f}"),
         ("items/s", f"{report.items_per_second:.1f}"),
     ]
-    lines = [f"## mmindex ingest into `{report.collection}`", "", f"embedder `{report.embedder_id}`", "",
+    lines = [f"## mmindex ingest into {_cell(report.collection)}", "", f"embedder {_cell(report.embedder_id)}", "",
              "| | |", "|---|---:|", *(f"| {name} | {value} |" for name, value in rows)]
     if outcomes:
         lines += ["", "| shard | items | failed | seconds | worker |", "|---|---:|---:|---:|---|"]
         for outcome in outcomes:
             items = outcome.counts.images + outcome.counts.text_chunks + outcome.counts.failed
-            lines.append(f"| {outcome.shard or '-'} | {items} | {outcome.counts.failed} | {outcome.seconds:.1f} | {outcome.worker} |")
+            lines.append(f"| {_cell(outcome.shard or '-')} | {items} | {outcome.counts.failed} | {outcome.seconds:.1f} "
+                         f"| {_cell(outcome.worker)} |")
     if report.failures:
         lines += ["", "| failed item | reason |", "|---|---|"]
         lines += [f"| {_cell(path)} | {_cell(error)} |" for path, error in report.failures[:50]]
         if len(report.failures) > 50:
-            lines.append(f"| … {len(report.failures) - 50} more | `mmindex info -c {report.collection} --failed` |")
+            lines.append(f"| … {len(report.failures) - 50} more | mmindex info -c {_cell(report.collection)} --failed |")
     return "\n".join(lines) + "\n"
 
 
+# Characters with a meaning inside a line of (GitHub-flavoured) Markdown, and so in Prefect's
+# artifact view: emphasis, code, links and images (``[``, ``]``: a ``(`` after an escaped ``]`` is
+# text), raw HTML and autolinks, entities, strikethrough, cell separators. Block markers (``#``,
+# ``-``, ``1.``) count only at a line's start, where no user data is written.
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>|~&])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """User data (file names, error messages) as literal text in a Markdown table cell: every
+    inline Markdown metacharacter backslash-escaped (so ``[x](javascript:…)`` is no link, ``<b>``
+    no HTML), and line breaks and control characters folded to a space."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", _CONTROL.sub(" ", text))

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "IndexReport", "IndexRequest", "PlannedRun", "ProgressReporter", "RunSession", "holding_ingest_lock",
-    "index_source", "ingest_lock", "label_config", "plan_run",
+    "index_source", "ingest_lock", "label_config", "plan_run", "preflight",
 ]
 
 
@@ -101,17 +101,6 @@ def ingest_lock(settings: Settings, collection: str) -> FileLock:
     return FileLock(str(path))
 
 
-def check_source(request: IndexRequest) -> None:
-    """Refuse a source that cannot be crawled before anything is created in the index root (the
-    lock file, the store, the state file): a run that fails before planning leaves the root as it was.
-    The collection name is checked first (the flow takes its root's writer slot after this); a folder
-    must exist; a manifest, prefix or WebDataset source is checked when it is opened."""
-    validate_collection_name(request.collection)
-    spec = request.spec()
-    if spec.kind == "folder":
-        resolve_source_root(Path(spec.path))
-
-
 @contextlib.contextmanager
 def holding_ingest_lock(settings: Settings, collection: str) -> Iterator[None]:
     """Hold the collection's ingest lock for a whole run (plan, units, finalize), or refuse at once."""
@@ -124,6 +113,30 @@ def holding_ingest_lock(settings: Settings, collection: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | None = None) -> None:
+    """Check everything a run can check before it touches the index root or loads a model: the
+    collection name, the store for the root, the source (a folder must exist; a manifest, prefix or
+    WebDataset source is checked when it is opened) and, when the run will need the model (a new
+    collection, or another model asked for), that its weights and device can be had. The CLI and
+    the flow call it before the ingest lock: a run that fails here leaves the root as it was (no
+    lock file, no state entry, no store collection)."""
+    validate_collection_name(request.collection)
+    require_store_for_root(settings)
+    source = request.spec()
+    if source.kind == "folder":
+        resolve_source_root(Path(source.path))
+    if request.dry_run or embedder is not None:
+        return
+    existing = read_state(settings.root).collections.get(request.collection)
+    model, explicit = requested_model(request.model, settings, existing, embedder)
+    if existing is None or explicit is not None:
+        from mmindex.pipeline.embed.model import resolve_device
+        from mmindex.pipeline.embed.weights import resolve_weights
+
+        resolve_weights(model.name, model.pretrained)
+        resolve_device(settings.device)
 
 
 def _crawl_and_plan(
@@ -265,7 +278,7 @@ def index_source(
     (The Prefect ingest flow runs the same three steps as tasks; see ``flows/ingest.py``.)"""
     if request.dry_run:
         return plan_run(request, settings, embedder).report
-    check_source(request)
+    preflight(request, settings, embedder)  # before the lock: a run that cannot start leaves no lock file
     with holding_ingest_lock(settings, request.collection):
         planned = plan_run(request, settings, embedder)
         run = planned.run

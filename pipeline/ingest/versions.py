@@ -9,6 +9,7 @@ completes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from mmindex.pipeline.embed.chunking import CONTEXT_NONE
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
+from mmindex.pipeline.errors import MmindexError
 from mmindex.pipeline.io.state_file import edit_state
 from mmindex.pipeline.store.open_store import physical_collection_name
 from mmindex.schemas.config import Settings
@@ -23,6 +25,8 @@ from mmindex.schemas.state import CollectionState, CollectionVersion
 
 if TYPE_CHECKING:
     from mmindex.pipeline.embed.text_model import TextModelInfo
+
+log = logging.getLogger(__name__)
 
 
 def requested_model(
@@ -101,6 +105,40 @@ def _same_tagged_model(spec: ModelSpec, version: CollectionVersion) -> bool:
     )
 
 
+def _weights_of(embedder_id: str) -> str:
+    """The weights part of an embedder id (``arch@WEIGHTS+ppN``)."""
+    return embedder_id.partition("@")[2].rpartition("+pp")[0]
+
+
+def _same_weights(current: CollectionVersion, asked: ModelSpec, wanted: str) -> bool:
+    """Whether ``asked`` loads the very weights of the current version under another model name:
+    the same weights id, or a checkpoint file identical to the current ``local-dir:`` model's."""
+    from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
+    from mmindex.pipeline.embed.weights import file_sha256, resolve_weights
+
+    if _weights_of(wanted) == _weights_of(current.embedder_id):
+        return True
+    if not current.model.startswith(LOCAL_DIR_PREFIX) or not asked.pretrained:
+        return False
+    file = Path(asked.pretrained).expanduser()
+    try:
+        checkpoint = resolve_weights(current.model, None).checkpoint
+        return file.is_file() and checkpoint is not None and file_sha256(checkpoint) == file_sha256(file)
+    except (MmindexError, OSError):  # the current model's folder is gone: nothing to compare with
+        return False
+
+
+def migration_notice(collection: str, current: CollectionVersion, asked: ModelSpec, wanted: str) -> str:
+    """What a run says before it starts migrating a collection to another model (a whole re-embed)."""
+    notice = (f"collection {collection!r} was built with {current.embedder_id}; --model {asked.name} is another "
+              f"embedder ({wanted}): building a new version from every source the collection has seen (every item "
+              "is embedded again; queries use the current version until the new one is complete)")
+    if _same_weights(current, asked, wanted):
+        notice += (f". The weights are the same file as the current version's under another model name; to keep "
+                   f"the collection as it is, give --model {current.model}")
+    return notice
+
+
 def target_version(
     settings: Settings,
     collection: str,
@@ -136,6 +174,8 @@ def target_version(
     building = existing.building
     if building is not None and building.embedder_id == wanted and building.chunk_context == wanted_context:
         return existing, building, True
+    if not same_model and explicit is not None:
+        log.warning("%s", migration_notice(collection, current, explicit, wanted))
     version = new_version(collection, embedder(), text_model, wanted_context or CONTEXT_NONE)
     with edit_state(settings.root) as state:
         entry = state.collections[collection]

@@ -118,11 +118,12 @@ class QueryPart:
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedPart:
-    """A part with its unit vector; ``point_id`` is set for ``like`` parts (the stored item)."""
+    """A part with its unit vector; ``point_ids`` are set for ``like`` parts (the stored item, or
+    every chunk of a stored document)."""
 
     part: QueryPart
     vector: np.ndarray
-    point_id: str | None = None
+    point_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,7 @@ class FusedQuery:
     @property
     def example_ids(self) -> tuple[str, ...]:
         """Point ids of the stored items the query names (never returned as hits)."""
-        return tuple(dict.fromkeys(p.point_id for p in self.parts if p.point_id is not None))
+        return tuple(dict.fromkeys(point_id for p in self.parts for point_id in p.point_ids))
 
 
 def unit(vector: np.ndarray, what: str) -> np.ndarray:

@@ -8,7 +8,8 @@ ranks by cosine similarity. Two shortcuts into Qdrant's own query API:
   API by point id — the server looks the vectors up and leaves the examples out;
 * ``mmr`` asks Qdrant's MMR to re-rank the nearest candidates for diversity.
 
-Stored items named in a query (``--like``/``--not-like``) are never returned as hits. Nothing
+Stored items named in a query (``--like``/``--not-like``) are never returned as hits; a document
+named by its file or key stands for all its chunks (the mean of their unit vectors). Nothing
 loads the model unless a part needs embedding: more-like-this runs on stored vectors only.
 """
 
@@ -24,11 +25,11 @@ import numpy as np
 
 from mmindex.pipeline.collection import Collection
 from mmindex.pipeline.embed.model import Embedder
-from mmindex.pipeline.errors import ConfigError, SchemaMismatchError, SourceError
+from mmindex.pipeline.errors import ConfigError, DecodeError, SchemaMismatchError, SourceError
 from mmindex.pipeline.ids import point_id
 from mmindex.pipeline.search.fusion import Contribution, EmbeddedPart, FusedQuery, QueryPart, fuse, unit, with_weights
 from mmindex.pipeline.search.limits import check_result_count
-from mmindex.pipeline.store.filters import PayloadFilter, parse_where
+from mmindex.pipeline.store.filters import Condition, PayloadFilter, parse_where
 from mmindex.pipeline.store.store import MmrParams, SearchHit, StoredPoint
 from mmindex.schemas.config import Settings
 
@@ -122,13 +123,29 @@ class SearchResult:
         return " ".join(terms)
 
 
-def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
-    """Embed a query image file with exactly the decoding and preprocessing used at ingest."""
+def read_query_image(path: Path) -> bytes:
+    """A query image's bytes, checked to be an image (by its header); a one-line ``SourceError``
+    (exit 2) naming the file otherwise. Called before any model is loaded."""
+    from mmindex.pipeline.embed.decode import check_image_format
+
     try:
         data = path.expanduser().read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read query image {path}: {exc.strerror or exc}") from exc
-    return image_bytes_vector(embedder, data, max_pixels)
+    try:
+        check_image_format(data)
+    except DecodeError as exc:
+        raise SourceError(f"query image {path}: {exc}") from None
+    return data
+
+
+def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
+    """Embed a query image file with exactly the decoding and preprocessing used at ingest."""
+    data = read_query_image(path)
+    try:
+        return image_bytes_vector(embedder, data, max_pixels)
+    except DecodeError as exc:
+        raise SourceError(f"query image {path}: {exc}") from None
 
 
 def image_bytes_vector(embedder: Embedder, data: bytes, max_pixels: int) -> np.ndarray:
@@ -148,28 +165,34 @@ def image_bytes_vector(embedder: Embedder, data: bytes, max_pixels: int) -> np.n
 
 def parts_from_flags(
     texts: Sequence[str] = (),
-    images: Sequence[Path | np.ndarray] = (),
+    images: Sequence[Path | str | np.ndarray] = (),
     likes: Sequence[str] = (),
     not_texts: Sequence[str] = (),
-    not_images: Sequence[Path | np.ndarray] = (),
+    not_images: Sequence[Path | str | np.ndarray] = (),
     not_likes: Sequence[str] = (),
     weights: Sequence[float] | None = None,
+    vectors: Sequence[np.ndarray | Sequence[float]] = (),
+    extra: Sequence[QueryPart] = (),
 ) -> tuple[QueryPart, ...]:
-    """Query parts in the documented order — texts, images, likes, then the negatives in the same
-    order — with ``weights`` (one per part, in that order) applied when given. An image is a file,
-    or the vector of an image already embedded (``image_bytes_vector``: an upload)."""
+    """Query parts in the documented order — texts, images, vectors, likes, then the negatives in
+    the same order, then ``extra`` parts — with ``weights`` (one per part, in that order) applied
+    when given. The CLI's flags, the API's arguments and the server's requests all become parts
+    here. An image is a file, or the vector of an image already embedded (``image_bytes_vector``:
+    an upload)."""
     parts = [
         *(QueryPart.text(text) for text in texts),
         *(_image_part(image) for image in images),
+        *(QueryPart.vector(vector) for vector in vectors),
         *(QueryPart.like(ref) for ref in likes),
         *(QueryPart.text(text, negative=True) for text in not_texts),
         *(_image_part(image, negative=True) for image in not_images),
         *(QueryPart.like(ref, negative=True) for ref in not_likes),
+        *extra,
     ]
     return with_weights(parts, weights)
 
 
-def _image_part(image: Path | np.ndarray, negative: bool = False) -> QueryPart:
+def _image_part(image: Path | str | np.ndarray, negative: bool = False) -> QueryPart:
     return QueryPart.vector(image, negative=negative) if isinstance(image, np.ndarray) else QueryPart.image(image, negative=negative)
 
 
@@ -187,17 +210,58 @@ def _candidate_ids(ref: str) -> list[str]:
     return list(dict.fromkeys(candidates))
 
 
-def resolve_items(collection: Collection, refs: Sequence[str]) -> dict[str, StoredPoint]:
-    """The stored point (with its vector) of each reference; ``ConfigError`` for an unknown one."""
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """What a stored-item reference (``--like``) names: one stored point, or every chunk of an
+    indexed document. ``vector`` is the point's, or the mean of the chunks' unit vectors (so a
+    document counts once, whatever its length); ``payload`` is the point's, or the first chunk's."""
+
+    ids: tuple[str, ...]
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+def _document_chunks(collection: Collection, ref: str) -> list[StoredPoint]:
+    """The chunks of the document ``ref`` names (its item key, or the path of its indexed file), in order."""
+    doc_keys = [ref]
+    path = Path(ref).expanduser()
+    if path.exists():
+        doc_keys.append(path.resolve().as_posix())
+    store = collection.store()
+    for doc_key in dict.fromkeys(doc_keys):
+        only_this = PayloadFilter((Condition("doc_key", "eq", doc_key),))
+        chunks: list[StoredPoint] = []
+        offset: str | None = None
+        while True:
+            page = store.scroll(collection.physical_name, only_this, offset=offset, with_vectors=True)
+            chunks += [point for point in page.points if point.vector is not None]
+            offset = page.next_offset
+            if offset is None:
+                break
+        if chunks:
+            return sorted(chunks, key=lambda point: int(point.payload.get("chunk_index") or 0))
+    return []
+
+
+def resolve_items(collection: Collection, refs: Sequence[str]) -> dict[str, StoredItem]:
+    """The stored item of each reference: a point (by point id, item key or indexed file), or a
+    document's chunks (by the document's key or file); ``ConfigError`` for an unknown one."""
     wanted = {ref: _candidate_ids(ref) for ref in dict.fromkeys(refs)}
     every_id = [candidate for candidates in wanted.values() for candidate in candidates]
     found = {p.id: p for p in collection.store().retrieve(collection.physical_name, every_id, with_vectors=True)}
-    resolved: dict[str, StoredPoint] = {}
+    resolved: dict[str, StoredItem] = {}
     for ref, candidates in wanted.items():
         match = next((found[candidate] for candidate in candidates if candidate in found), None)
-        if match is None or match.vector is None:
-            raise ConfigError(f"no item {ref!r} (item key, point id or indexed file) in collection {collection.name!r}")
-        resolved[ref] = match
+        if match is not None and match.vector is not None:
+            resolved[ref] = StoredItem((match.id,), match.vector, match.payload)
+            continue
+        chunks = _document_chunks(collection, ref)
+        if not chunks:
+            raise ConfigError(
+                f"no item {ref!r} (item key, point id, indexed file or document) in collection {collection.name!r}"
+            )
+        mean = np.mean([unit(chunk.vector, ref) for chunk in chunks if chunk.vector is not None], axis=0)
+        resolved[ref] = StoredItem(tuple(chunk.id for chunk in chunks), mean, chunks[0].payload)
     return resolved
 
 
@@ -206,7 +270,7 @@ def embed_parts(
     embedder: Embedder | None,
     max_pixels: int,
     dim: int,
-    stored: dict[str, StoredPoint],
+    stored: dict[str, StoredItem],
 ) -> list[EmbeddedPart]:
     """Unit vectors of the parts, in order; texts are embedded in one batch."""
     texts = [str(part.value) for part in parts if part.kind == "text"]
@@ -227,8 +291,8 @@ def embed_parts(
                 raise SchemaMismatchError(f"query vector has {vector.size} dimensions, the collection {dim}")
             embedded.append(EmbeddedPart(part, unit(vector, part.describe())))
         else:
-            point = stored[str(part.value)]
-            embedded.append(EmbeddedPart(part, unit(point.vector, part.describe()), point.id))  # type: ignore[arg-type]
+            item = stored[str(part.value)]
+            embedded.append(EmbeddedPart(part, unit(item.vector, part.describe()), item.ids))
     return embedded
 
 
@@ -244,7 +308,11 @@ def validate_query(query: SearchQuery) -> tuple[tuple[QueryPart, ...], PayloadFi
         raise ConfigError("give a query text, --image PATH or --like KEY")
     if all(part.negative for part in parts):
         raise ConfigError("a query needs at least one positive part, not only negative ones")
-    return parts, parse_where(query.where)
+    payload_filter = parse_where(query.where)
+    for part in parts:
+        if part.kind == "image":
+            read_query_image(Path(part.value))  # type: ignore[arg-type]
+    return parts, payload_filter
 
 
 def _is_plain_recommend(fused: FusedQuery, query: SearchQuery) -> bool:
@@ -252,7 +320,8 @@ def _is_plain_recommend(fused: FusedQuery, query: SearchQuery) -> bool:
     parts = [embedded.part for embedded in fused.parts]
     return (
         query.mmr is None
-        and all(part.kind == "like" and not part.negative for part in parts)
+        and all(part.kind == "like" and not part.negative and len(embedded.point_ids) == 1
+                for part, embedded in zip(parts, fused.parts, strict=True))
         and len({part.effective_weight for part in parts}) == 1
     )
 

@@ -9,7 +9,8 @@ Modes (``RetrieveMode``):
   default) or distribution-based score fusion (``fusion="dbsf"``);
 * ``clip``: CLIP's text tower (77 tokens) against the chunks' CLIP vectors — the only mode of a
   collection built without a text model;
-* ``auto``: ``hybrid`` when the collection has a text model, else ``clip``.
+* ``auto``: ``hybrid`` when the collection has a text model, else ``clip`` (``mmindex query``'s
+  own ``auto`` also looks at the query: ``passage_mode``).
 
 ``per_document=N`` keeps at most N passages of each document (the best ones, in rank order), so
 top-k spans up to k documents: the ranked list is read deeper (doubling, up to
@@ -45,6 +46,17 @@ DEFAULT_CANDIDATES = 50
 MAX_GROUPED_DEPTH = 1000
 ScoreKind = Literal["cosine", "bm25", "rrf"]
 _SCORE_KINDS: dict[str, ScoreKind] = {"clip": "cosine", "dense": "cosine", "sparse": "bm25", "hybrid": "rrf"}
+
+
+def _admits_text(where: Sequence[str]) -> bool:
+    """Whether ``--where`` filters can match a text chunk (``modality=image`` cannot)."""
+    for condition in parse_where(where).conditions:
+        if condition.field != "modality":
+            continue
+        values = condition.value if isinstance(condition.value, tuple) else (condition.value,)
+        if (condition.op in ("eq", "any") and "text" not in values) or (condition.op in ("ne", "none") and "text" in values):
+            return False
+    return True
 
 
 def score_kind(mode: RetrieveMode) -> ScoreKind:
@@ -237,21 +249,25 @@ def _ranked_passages(ranked: Callable[[int], list[SearchHit]], limit: int, per_d
 
 
 def passage_mode(
-    requested: str, state: CollectionState, store: Callable[[], VectorStore], plain_text: bool
+    requested: str, state: CollectionState, store: Callable[[], VectorStore], plain_text: bool,
+    where: Sequence[str] = (),
 ) -> RetrieveMode | None:
     """How ``mmindex query --mode`` runs: a passage mode, or None for the CLIP fusion query.
 
-    ``auto`` picks ``hybrid`` for a single plain text on a collection that has a text model and
-    holds no images (a document collection); otherwise the CLIP query, which also finds images.
-    ``dense``/``sparse``/``hybrid`` take exactly one text and no other query options.
+    ``auto`` decides by the query and the collection's contents: a single plain text on a
+    collection with a text model and text chunks runs ``hybrid`` over the chunks, whether or not
+    the collection also holds images; images are searched (the CLIP query) with ``--mode clip``,
+    a filter that admits only images (``--where modality=image``), any other query form, or a
+    collection without text chunks or text model. ``dense``/``sparse``/``hybrid`` take exactly
+    one text and no other query options.
     """
     if requested == "clip":
         return None
     if requested == "auto":
-        if not plain_text or state.current.text_embedder_id is None:
+        if not plain_text or state.current.text_embedder_id is None or not _admits_text(where):
             return None
-        images = store().count(state.current.physical_name, parse_where(["modality=image"]))
-        return "hybrid" if images == 0 else None
+        chunks = store().count(state.current.physical_name, parse_where(["modality=text"]))
+        return "hybrid" if chunks else None
     if not plain_text:
         raise ConfigError(f"--mode {requested} takes one query text and no --image/--like/--not/--weights/--mmr/"
                           "--min-score/--html (use --mode clip for fused queries)")

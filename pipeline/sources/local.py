@@ -126,7 +126,8 @@ def crawl_local(
 
 
 def resolve_source_root(root: Path) -> Path:
-    """The resolved absolute root, or a one-line ``SourceError``."""
+    """The resolved absolute root of a folder source, or a one-line ``SourceError`` (missing, not a
+    folder). A run checks this before it touches the index root or loads a model."""
     path = Path(root).expanduser()
     if not path.exists():
         raise SourceError(f"source directory not found: {path}")
