@@ -59,8 +59,9 @@ def test_missing_source_with_a_local_model_loads_nothing(
         (["--precision", "fp8"], "invalid precision"),
         (["--device", "tpu"], "invalid device"),
         (["--labels", " , "], "label"),
+        (["--chunk-context", "titles-please"], "unknown --chunk-context 'titles-please'"),
     ],
-    ids=["model-folder", "weights-tag", "precision", "device", "labels"],
+    ids=["model-folder", "weights-tag", "precision", "device", "labels", "chunk-context"],
 )
 def test_bad_flags_or_unobtainable_weights_create_no_collection(
     tmp_path: Path, photo_corpus: Path, no_model_load: list[Any], flags: list[str], message: str

@@ -89,6 +89,11 @@ class IndexOptions(BaseModel):
         description="Text model of a new collection's chunks (RAG): all-MiniLM-L6-v2 (default), a sentence-transformers "
         "folder, or none. Env: MMINDEX_TEXT_MODEL.",
     )
+    chunk_context: str | None = Field(
+        default=None,
+        description="What the text model embeds ahead of each chunk: title-path-v1 (the document's title and heading "
+        "path; default), title-v1 (the title) or none. Another scheme than a collection's own builds a new version.",
+    )
     max_document_bytes: int | None = Field(
         default=None, ge=1,
         description="Fail documents bigger than this with a reason (default 256 MiB). Env: MMINDEX_MAX_DOCUMENT_BYTES.",
@@ -153,6 +158,7 @@ class IndexOptions(BaseModel):
             delete_missing=not self.no_delete,
             labels=label_config(self.labels, self.label_template, self.label_threshold),
             source_options=self.source_options(),
+            chunk_context=self.chunk_context,
         )
 
     def given(self) -> dict[str, object]:

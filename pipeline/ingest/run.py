@@ -23,8 +23,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from mmindex.pipeline.collection import Collection, EmbedderLoader, load_model
+from mmindex.pipeline.embed.chunking import CONTEXT_SCHEMES
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
-from mmindex.pipeline.errors import IndexBusyError
+from mmindex.pipeline.errors import ConfigError, IndexBusyError
 from mmindex.pipeline.ingest.apply import collection_spec, replay_unapplied
 from mmindex.pipeline.ingest.commits import BackgroundCommits
 from mmindex.pipeline.ingest.execute import ProgressReporter
@@ -123,6 +124,8 @@ def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | No
     the flow call it before the ingest lock: a run that fails here leaves the root as it was (no
     lock file, no state entry, no store collection)."""
     validate_collection_name(request.collection)
+    if request.chunk_context is not None and request.chunk_context not in CONTEXT_SCHEMES:
+        raise ConfigError(f"unknown --chunk-context {request.chunk_context!r}: use one of {', '.join(CONTEXT_SCHEMES)}")
     require_store_for_root(settings)
     source = request.spec()
     if source.kind == "folder":
