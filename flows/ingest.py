@@ -35,7 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 from mmindex.flows.dispatch import DEFAULT_SHARD_TIMEOUT_S, ShardRun, dispatch_shard, heartbeating
-from mmindex.flows.params import check_allowed
+from mmindex.flows.params import check_allowed, check_no_credentials
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
 from mmindex.pipeline.ingest.options import IndexOptions
@@ -167,6 +167,7 @@ def embed_shard(
     ``QDRANT_API_KEY``: secrets never travel as parameters). Returns the shard's seq.
     """
     check_allowed("root", root)
+    check_no_credentials("qdrant_url", qdrant_url)
     settings = load_settings(root=root or None, device=device, precision=precision, batch_size=batch_size,
                              workers=workers, qdrant_url=qdrant_url)
     with heartbeating():  # the dispatcher's sign that this process (and its worker) is alive
@@ -253,6 +254,7 @@ def ingest_flow(
     logger = get_run_logger()
     check_allowed("source", options.source)
     check_allowed("root", options.root)
+    check_no_credentials("qdrant_url", options.qdrant_url)
     settings = options.settings()
     request = options.request()
     collection = options.collection

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from mmindex.pipeline.errors import ConfigError
+from mmindex.pipeline.redact import redact_secrets
 
 ALLOWED_PREFIXES_ENV = "MMINDEX_ALLOWED_PREFIXES"
 
@@ -34,3 +35,12 @@ def check_allowed(what: str, value: str | None) -> None:
         return
     if not any(_inside(value, prefix) for prefix in allowed):
         raise ConfigError(f"{what} {value!r} is outside this worker's {ALLOWED_PREFIXES_ENV} ({', '.join(allowed)})")
+
+
+def check_no_credentials(what: str, value: str | None) -> None:
+    """Refuse a URL parameter that carries credentials (``user:key@``, a token or signature in its
+    query): Prefect stores and shows every flow and shard run's parameters, so a key travels in the
+    worker's environment (``QDRANT_API_KEY``) instead. The message shows the URL redacted."""
+    if value is not None and redact_secrets(value) != value:
+        raise ConfigError(f"{what} {redact_secrets(value)!r} carries credentials, which Prefect would store with "
+                          f"the run's parameters: give the worker QDRANT_API_KEY in its environment instead")

@@ -117,8 +117,9 @@ def test_query_image_errors_come_before_the_model(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [(["--format", "zip"], "--format must be one of"), (["--labels", " , "], "label"),
-     (["--precision", "fp8"], "invalid precision")],
-    ids=["format", "labels", "precision"],
+     (["--precision", "fp8"], "invalid precision"),
+     (["--qdrant-url", "http://admin:s3cret@127.0.0.1:6333"], "carries credentials")],
+    ids=["format", "labels", "precision", "qdrant-key"],
 )
 def test_schedule_checks_every_option_before_prefect(
     tmp_path: Path, photo_corpus: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], message: str
@@ -128,4 +129,4 @@ def test_schedule_checks_every_option_before_prefect(
     result = run_cli("schedule", str(photo_corpus), "-c", "sched", "--root", str(tmp_path / "root"),
                      "--interval", "60", *flags)
     assert_one_line_error(result, message, code=2)
-    assert "PREFECT_API_URL" not in result.stderr
+    assert "PREFECT_API_URL" not in result.stderr and "s3cret" not in result.stderr

@@ -173,3 +173,19 @@ def test_a_run_that_fails_before_planning_creates_nothing_in_the_root(
     with pytest.raises(SourceError, match="source directory not found"):
         state.result()
     assert list(root.iterdir()) == []
+
+
+def test_the_flows_refuse_a_qdrant_url_with_credentials(prefect_api: str, tiny_local_dir: Path, tmp_path: Path) -> None:
+    """Prefect stores a run's parameters: a key in a Qdrant URL parameter is refused (redacted) at once."""
+    from mmindex.flows.ingest import embed_shard, ingest_flow
+    from mmindex.pipeline.errors import ConfigError
+
+    params = _flow_params(tmp_path, tmp_path / "root", tiny_local_dir, qdrant_url="http://admin:s3cret@127.0.0.1:6333")
+    state = ingest_flow(**params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match=r"'http://\*\*\*@127.0.0.1:6333' carries credentials") as refused:
+        state.result()
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(ConfigError, match="carries credentials"):
+        embed_shard.fn(str(tmp_path / "root"), "c", "run", 1, qdrant_url="https://127.0.0.1:6333/?api_key=s3cret")
+    assert not (tmp_path / "root").exists()

@@ -117,8 +117,10 @@ def schedule(
     options.request()  # and every other option: checked here, once, rather than failing every scheduled run
     try:
         from mmindex.flows.ingest import ingest_flow
+        from mmindex.flows.params import check_no_credentials
     except ImportError as exc:
         raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
+    check_no_credentials("--qdrant-url", options.qdrant_url)  # the deployment would store it
     require_prefect_api()
     location = options.source if is_url(options.source) else Path(options.source).expanduser().resolve().as_posix()
     stored = options.model_copy(update={"source": location, "root": str(settings.root)})
