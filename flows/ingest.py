@@ -260,7 +260,9 @@ def ingest_flow(
     collection = options.collection
     if options.dry_run:
         return index_report_json(plan_task(request, settings).report)
-    preflight(request, settings)  # before the lock and any model load: a run that cannot start leaves nothing
+    # Before the lock and any model load: a run that cannot start leaves nothing. Shards that run on
+    # workers embed with the workers' device, so this process checks only what planning loads.
+    preflight(request, settings, embeds_here=embed_deployment is None)
     with one_writer_per_root(settings), holding_ingest_lock(settings, collection):
         planned = plan_task(request, settings)
         run = planned.run

@@ -82,7 +82,7 @@ def test_sparse_query_prints_chunk_text_as_written(bracketed: dict[str, object])
     assert "[/oops]" in stdout and "[bold]markup[/bold]" in stdout
     assert "note [red].txt" in stdout
     assert "\x1b" not in stdout and "\x9b" not in stdout and "\x07" not in stdout
-    assert "bm25" in stdout.splitlines()[0]
+    assert stdout.startswith("mode sparse:") and "bm25" in stdout.splitlines()[1]  # the mode, then the table header
 
 
 def test_clip_query_table_keeps_bracketed_keys(bracketed: dict[str, object]) -> None:
@@ -90,7 +90,7 @@ def test_clip_query_table_keeps_bracketed_keys(bracketed: dict[str, object]) -> 
     assert code == 0, stderr
     assert "launch [b].bmp" in stdout and "[bold]markup" in stdout
     assert "\x1b" not in stdout
-    assert "cosine" in stdout.splitlines()[0]
+    assert stdout.startswith("mode clip:") and "cosine" in stdout.splitlines()[1]
 
 
 def test_failed_items_listing_keeps_brackets(bracketed: dict[str, object]) -> None:

@@ -317,16 +317,17 @@ def test_a_failing_shard_s_error_reaches_the_ingest_and_its_artifact(
 
     from mmindex.flows.ingest import ingest_flow
     from mmindex.pipeline.errors import ShardDispatchError
+    from mmindex.pipeline.ingest.options import IndexOptions
 
     corpus, root = tmp_path / "corpus", tmp_path / "root"
     shutil.copytree(photo_corpus, corpus)
-    common = {"source": str(corpus), "collection": "failing", "root": str(root), "workers": 0, "batch_size": 4,
-              "shard_size": 64, "model": f"local-dir:{tiny_local_dir}"}
-    ingest_flow(**common)  # in this process: the next run's plan needs no model
+    common = IndexOptions(source=str(corpus), collection="failing", root=str(root), workers=0, batch_size=4,
+                          shard_size=64, model=f"local-dir:{tiny_local_dir}")
+    ingest_flow(options=common)  # in this process: the next run's plan needs no model
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(corpus / "new.png")
     with pytest.raises(ShardDispatchError, match="no CUDA GPU is available"):
-        ingest_flow(**common, device="cuda", embed_deployment=worker_pool.deployment, shard_attempts=1,
-                    poll_seconds=1.0)
+        ingest_flow(options=common.model_copy(update={"device": "cuda"}), embed_deployment=worker_pool.deployment,
+                    shard_attempts=1, poll_seconds=1.0)
     with get_client(sync_client=True) as client:
         artifacts = [a for a in client.read_latest_artifacts() if a.key == "mmindex-ingest-failing"]
     assert artifacts and "no CUDA GPU is available" in str(artifacts[0].data)

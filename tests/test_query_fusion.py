@@ -182,4 +182,5 @@ def test_table_output_shows_the_fused_query(indexed: Indexed) -> None:
     code, stdout, stderr = run_cli("query", "-c", COLLECTION, "cats", "--not", "dogs", *indexed.flags, "--device", "cpu")
     assert code == 0, stderr
     assert "query: text 'cats' ×1 − text 'dogs' ×0.5" in stdout
-    assert "cosine" in stdout.splitlines()[1] and "modality" in stdout  # the score column says what it is
+    lines = stdout.splitlines()
+    assert lines[1].startswith("mode clip:") and "cosine" in lines[2] and "modality" in stdout  # the score column says what

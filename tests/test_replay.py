@@ -43,11 +43,11 @@ def test_a_written_but_unapplied_shard_is_applied_once_by_the_next_run(
     real_apply = execute.apply_rows
     applied: list[int] = []
 
-    def apply_but_fail_one(store, physical_name, rows):
+    def apply_but_fail_one(store, physical_name, rows, context=None):
         applied.append(len(applied) + 1)
         if len(applied) == FAILING_SEQ:
             raise _Interrupted("stopped after writing shard 2, before applying it")
-        return real_apply(store, physical_name, rows)
+        return real_apply(store, physical_name, rows, context)
 
     monkeypatch.setattr(execute, "apply_rows", apply_but_fail_one)
     with pytest.raises(_Interrupted):

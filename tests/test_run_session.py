@@ -89,9 +89,9 @@ def _count_read_state(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.mark.parametrize("fresh", [True, False], ids=["new-collection", "re-run"])
-def test_one_run_reads_the_state_twice(fresh: bool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Planning reads it once, the run session once, whatever the number of units."""
+def test_one_run_reads_the_state_three_times(fresh: bool, photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preflight reads it once, planning once, the run session once, whatever the number of units."""
     settings = _settings(tmp_path / "root", tiny_local_dir)
     corpus = tmp_path / "corpus"
     shutil.copytree(photo_corpus, corpus)
@@ -102,8 +102,8 @@ def test_one_run_reads_the_state_twice(fresh: bool, photo_corpus: Path, tiny_loc
             path.write_bytes(path.read_bytes() + b"\0")
     calls = _count_read_state(monkeypatch)
     report = index_source(IndexRequest(corpus, "c"), settings)
-    assert report.counts.shards_written >= 2  # several units, still two reads
-    assert calls[0] == 2
+    assert report.counts.shards_written >= 2  # several units, still three reads
+    assert calls[0] == 3
 
 
 def test_the_run_record_is_the_run_counts(photo_corpus: Path, tiny_local_dir: Path, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from mmindex.pipeline.ingest.execute import ProgressReporter
 from mmindex.pipeline.ingest.plan import PlannedItems, plan_changes
 from mmindex.pipeline.ingest.session import RunSession
 from mmindex.pipeline.ingest.units import IndexReport, RunDir, RunPlan, UnitWriter, prune_runs
-from mmindex.pipeline.ingest.versions import requested_model, run_text_model, target_version
+from mmindex.pipeline.ingest.versions import is_current_model, requested_model, run_text_model, target_version
 from mmindex.pipeline.io.catalog import Catalog, load_catalog
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import ensure_private_root, remove_tree
@@ -116,13 +116,15 @@ def holding_ingest_lock(settings: Settings, collection: str) -> Iterator[None]:
         lock.release()
 
 
-def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | None = None) -> None:
+def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | None = None, embeds_here: bool = True) -> None:
     """Check everything a run can check before it touches the index root or loads a model: the
     collection name, the store for the root, the source (a folder must exist; a manifest, prefix or
-    WebDataset source is checked when it is opened) and, when the run will need the model (a new
-    collection, or another model asked for), that its weights and device can be had. The CLI and
-    the flow call it before the ingest lock: a run that fails here leaves the root as it was (no
-    lock file, no state entry, no store collection)."""
+    WebDataset source is checked when it is opened) and, when this process will need the model,
+    that its weights and device can be had: planning needs it for a new collection or another model
+    than the current one; embedding (``embeds_here``; false for a flow whose shards run on workers,
+    whose own device settings decide) when a model was asked for. The CLI and the flow call it before
+    the ingest lock: a run that fails here leaves the root as it was (no lock file, no state entry,
+    no store collection)."""
     validate_collection_name(request.collection)
     if request.chunk_context is not None and request.chunk_context not in CONTEXT_SCHEMES:
         raise ConfigError(f"unknown --chunk-context {request.chunk_context!r}: use one of {', '.join(CONTEXT_SCHEMES)}")
@@ -134,7 +136,8 @@ def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | No
         return
     existing = read_state(settings.root).collections.get(request.collection)
     model, explicit = requested_model(request.model, settings, existing, embedder)
-    if existing is None or explicit is not None:
+    planning_loads_it = existing is None or (explicit is not None and not is_current_model(explicit, existing.current))
+    if planning_loads_it or (embeds_here and explicit is not None):
         from mmindex.pipeline.embed.model import resolve_device
         from mmindex.pipeline.embed.weights import resolve_weights
 

@@ -94,6 +94,13 @@ def new_version(
     })
 
 
+def is_current_model(spec: ModelSpec, version: CollectionVersion) -> bool:
+    """Whether ``spec`` names the model ``version`` was built with (its tag, or its embedder id)."""
+    from mmindex.pipeline.embed.identity import expected_embedder_id
+
+    return _same_tagged_model(spec, version) or expected_embedder_id(spec.name, spec.pretrained) == version.embedder_id
+
+
 def _same_tagged_model(spec: ModelSpec, version: CollectionVersion) -> bool:
     """Same architecture and weights tag as the version (a tag names fixed weights; files may change)."""
     from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
@@ -165,8 +172,7 @@ def target_version(
     current = existing.current
     new_context = text_model is not None and chunk_context is not None \
         and chunk_context != (current.chunk_context or CONTEXT_NONE)
-    same_model = explicit is None or _same_tagged_model(explicit, current) \
-        or expected_embedder_id(explicit.name, explicit.pretrained) == current.embedder_id
+    same_model = explicit is None or is_current_model(explicit, current)
     if same_model and not new_context:
         return existing, current, False
     wanted = current.embedder_id if explicit is None else expected_embedder_id(explicit.name, explicit.pretrained)
