@@ -136,8 +136,8 @@ def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | No
         return
     existing = read_state(settings.root).collections.get(request.collection)
     model, explicit = requested_model(request.model, settings, existing, embedder)
-    planning_loads_it = existing is None or (explicit is not None and not is_current_model(explicit, existing.current))
-    if planning_loads_it or (embeds_here and explicit is not None):
+    # Planning loads the model for a new collection or another model than the current one.
+    if existing is None or (explicit is not None and (embeds_here or not is_current_model(explicit, existing.current))):
         from mmindex.pipeline.embed.model import resolve_device
         from mmindex.pipeline.embed.weights import resolve_weights
 
