@@ -1,5 +1,6 @@
 """``mmindex schedule``: one line and no serving without a Prefect server (unset or unreachable
-PREFECT_API_URL), and a quiet exit on SIGTERM while serving against a real server."""
+PREFECT_API_URL), and a quiet exit on SIGTERM while serving against a real server, which leaves the
+deployment's schedule paused."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 pytest.importorskip("prefect")
 
-STOP_WAIT_S = 20  # a hang guard: the process must be gone well before this
+STOP_WAIT_S = 30  # a hang guard: past its stop deadline (15 s) the process leaves at once
 
 
 def _env(**updates: str | None) -> dict[str, str]:
@@ -71,3 +72,10 @@ def test_schedule_stops_quietly_on_sigterm(prefect_api: str, tmp_path: Path, pho
     output = log.read_text(errors="replace")
     assert code == 0, output[-3000:]
     assert "Traceback" not in output and "mmindex schedule stopped" in output
+    assert "did not finish stopping" not in output, output[-3000:]  # stopped in time, not cut off
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("mmindex-ingest/sigterm-test")
+    assert deployment.paused  # a stopped schedule makes no runs that nobody serves

@@ -109,6 +109,7 @@ def schedule(
     """
     from mmindex.pipeline.cli.serving import require_prefect_api, serve_until_stopped
     from mmindex.pipeline.errors import ConfigError
+    from mmindex.pipeline.redact import redact_secrets
     from mmindex.pipeline.sources.resolve import is_url
 
     if (cron is None) == (interval is None):
@@ -116,19 +117,26 @@ def schedule(
     settings = settings_of(options)  # validates the root and every setting like `index` does
     options.request()  # and every other option: checked here, once, rather than failing every scheduled run
     try:
+        from prefect.runner import Runner
+
         from mmindex.flows.ingest import ingest_flow
         from mmindex.flows.params import check_no_credentials
     except ImportError as exc:
         raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
     check_no_credentials("--qdrant-url", options.qdrant_url)  # the deployment would store it
-    require_prefect_api()
+    api_url = require_prefect_api()
     location = options.source if is_url(options.source) else Path(options.source).expanduser().resolve().as_posix()
     stored = options.model_copy(update={"source": location, "root": str(settings.root)})
     parameters: dict[str, object] = {"options": stored.given()}
     if embed_deployment:
         parameters["embed_deployment"] = embed_deployment
-    serve_until_stopped(lambda: ingest_flow.serve(
-        name=name or f"mmindex-{options.collection}", cron=cron, interval=interval, parameters=parameters,
+    deployment = name or f"mmindex-{options.collection}"
+    runner = Runner(name=deployment, pause_on_shutdown=True)  # a stopped schedule makes no runs nobody serves
+    runner.add_flow(
+        ingest_flow, name=deployment, cron=cron, interval=interval, parameters=parameters,
         tags=["mmindex", f"collection:{options.collection}"],
-        global_limit=1,  # one run at a time: a run that outlasts the interval delays the next one
-    ))
+        concurrency_limit=1,  # one run at a time: a run that outlasts the interval delays the next one
+    )
+    every = f"on cron {cron!r}" if cron is not None else f"every {interval:g} s"
+    serve_until_stopped(runner, f"{markup(ingest_flow.name)}/{markup(deployment)} is being served {markup(every)} "
+                                f"against {markup(redact_secrets(api_url))}; Ctrl-C or SIGTERM stops it")
