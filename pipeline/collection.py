@@ -55,6 +55,14 @@ def require_own_model(embedder: Embedder, version: CollectionVersion, collection
             f"collection {collection!r} ({version.physical_name}) was built with {version.embedder_id}, "
             f"not {embedder.embedder_id}"
         )
+    recorded, loaded = version.tag_weights_sha256, embedder.tag_weights_sha256
+    if recorded is not None and loaded is not None and recorded != loaded:
+        raise ModelMismatchError(
+            f"collection {collection!r} was built with {embedder.spec.describe()} weights of sha256 "
+            f"{recorded[:16]}, but the cached file of that tag now has sha256 {loaded[:16]} (replaced or "
+            "re-published): its vectors would not compare with the collection's; put the original file "
+            "back, or build a new collection from these weights (`mmindex index SOURCE -c NEW --model ...`)"
+        )
     return embedder
 
 

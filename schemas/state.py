@@ -86,6 +86,10 @@ class CollectionVersion(BaseModel):
     # What the text model embeds ahead of each chunk (``pipeline/embed/chunking.py`` schemes);
     # None: a version from before chunk context, whose chunks were embedded bare.
     chunk_context: str | None = None
+    # The sha256 of the weights file a published tag was loaded from when the version was made
+    # (a tag names weights by name only); None for checkpoint files and local-dirs (the embedder
+    # id holds their hash) and for versions made before it was recorded (not checked).
+    tag_weights_sha256: str | None = None
 
 
 SourceKind = Literal["folder", "manifest", "prefix", "webdataset"]

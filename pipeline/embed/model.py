@@ -20,7 +20,7 @@ import numpy as np
 
 from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX, PREPROCESS_VERSION, embedder_id
 from mmindex.pipeline.embed.precision import Precision, ResolvedPrecision, resolve_precision
-from mmindex.pipeline.embed.weights import ResolvedWeights, resolve_weights, warn_if_pickled
+from mmindex.pipeline.embed.weights import ResolvedWeights, file_sha256, resolve_weights, warn_if_pickled
 from mmindex.pipeline.errors import ConfigError, ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -109,6 +109,20 @@ class Embedder:
     def embedder_id(self) -> str:
         """Names the embedding space: architecture, weights, preprocessing version."""
         return embedder_id(self.spec.name, self.weights.weights_id)
+
+    @functools.cached_property
+    def tag_weights_sha256(self) -> str | None:
+        """The sha256 of the file a published tag's weights were loaded from (the hub or URL cache);
+        None for a checkpoint file or a local-dir, whose embedder id already names their hash.
+
+        A tag names weights by name only: this is what tells a collection that the cached file
+        under that name is no longer the one its vectors came from (``require_own_model``)."""
+        from mmindex.pipeline.embed.weights import tag_weights_file
+
+        if self.weights.tag is None:
+            return None
+        path = self.weights.checkpoint or tag_weights_file(self.spec.name, self.weights.tag)
+        return None if path is None else file_sha256(path)
 
     def _output_dim(self) -> int:
         projection = getattr(self.model, "text_projection", None)

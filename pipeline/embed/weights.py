@@ -160,6 +160,14 @@ def _cached_tag_file(tag_cfg: dict[str, object]) -> Path | None:
     return None
 
 
+def tag_weights_file(model: str, tag: str) -> Path | None:
+    """Where open_clip keeps the weights of ``model``'s tag once downloaded (None: not there)."""
+    import open_clip
+
+    tag_cfg = open_clip.get_pretrained_cfg(model, tag)
+    return _cached_tag_file(tag_cfg) if tag_cfg else None
+
+
 def _download_endpoint(tag_cfg: dict[str, object]) -> str:
     if tag_cfg.get("hf_hub"):
         from huggingface_hub import constants

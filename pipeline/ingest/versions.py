@@ -76,6 +76,7 @@ def new_version(
     version = CollectionVersion(
         physical_name=physical_collection_name(collection, embedder.embedder_id), embedder_id=embedder.embedder_id,
         model=embedder.spec.name, pretrained=embedder.spec.weights_tag, dim=embedder.dim, created_at=datetime.now(UTC),
+        tag_weights_sha256=embedder.tag_weights_sha256,
     )
     if text is None:
         return version
