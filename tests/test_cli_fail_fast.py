@@ -56,7 +56,7 @@ def test_missing_source_with_a_local_model_loads_nothing(
     [
         (["--model", "local-dir:/nonexistent/model"], "model folder not found"),
         (["--model", "ViT-B-32", "--pretrained", "no-such-tag"], "neither a checkpoint file nor a tag"),
-        (["--precision", "fp8"], "invalid precision"),
+        (["--precision", "fp8"], "'fp8' is not one of"),
         (["--device", "tpu"], "invalid device"),
         (["--labels", " , "], "label"),
         (["--chunk-context", "titles-please"], "unknown --chunk-context 'titles-please'"),
@@ -117,7 +117,7 @@ def test_query_image_errors_come_before_the_model(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [(["--format", "zip"], "--format must be one of"), (["--labels", " , "], "label"),
-     (["--precision", "fp8"], "invalid precision"),
+     (["--precision", "fp8"], "'fp8' is not one of"),
      (["--qdrant-url", "http://admin:s3cret@127.0.0.1:6333"], "carries credentials")],
     ids=["format", "labels", "precision", "qdrant-key"],
 )

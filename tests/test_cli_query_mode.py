@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import assert_one_line_error, run_cli
 from PIL import Image
 
 
@@ -30,3 +30,9 @@ def test_auto_is_hybrid_despite_one_image_and_says_so(tmp_path: Path, tiny_local
     assert [hit["payload"]["modality"] for hit in hits] == ["image"] and hits[0]["mode"] == "clip"
     table = run_cli("query", "rotate the key", "-c", "kb", *root, "--device", "cpu")
     assert table.code == 0 and "mode hybrid" in table.stdout
+
+
+def test_an_unknown_mode_is_one_line_with_the_modes(tmp_path: Path) -> None:
+    """--mode is a Literal end to end (--help shows its choices): another value is refused in one line."""
+    refused = run_cli("query", "anything", "-c", "nope", "--root", str(tmp_path), "--mode", "bogus")
+    assert_one_line_error(refused, "'bogus' is not one of 'auto', 'dense', 'sparse', 'hybrid', 'clip'", code=2)

@@ -151,7 +151,7 @@ def test_relabeling_replaces_old_labels_and_only_keys_limits_the_run(fresh: Inde
         (["--labels", "a", "--labels-file", "x.txt"], "give either --labels"),
         (["--labels", " , "], "at least one label"),
         (["--labels", "a", "--template", "a photo"], "has no '{}'"),
-        (["--labels", "a", "--scoring", "max"], "softmax or cosine"),
+        (["--labels", "a", "--scoring", "max"], "'max' is not one of 'softmax', 'cosine'"),
         (["--labels-file", "/does/not/exist.txt"], "cannot read labels file"),
         (["--labels", "a", "--threshold", "2"], "between -1 and 1"),
     ],

@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from mmindex.pipeline.cli.terminal import SafeRichHandler, err, json_text, markup
+from mmindex.pipeline.embed.precision import Precision
 from mmindex.pipeline.errors import MmindexError
 
 if TYPE_CHECKING:
@@ -42,6 +43,14 @@ class _UserErrorsAsOneLine(TyperGroup):
         except MmindexError as exc:
             print_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except typer.BadParameter as exc:  # a flag's value its type refuses (a Literal's choices, a bound)
+            print_error(_one_line(exc.format_message()))
+            raise typer.Exit(exc.exit_code) from None
+
+
+def _one_line(message: str) -> str:
+    """Typer's message for a refused value, as one line (its pydantic prefix dropped)."""
+    return " ".join(message.replace("Value error, ", "").split())
 
 
 def print_error(message: object) -> None:
@@ -93,7 +102,7 @@ QdrantUrlOpt = Annotated[
     ),
 ]
 PrecisionOpt = Annotated[
-    str | None,
+    Precision | None,
     typer.Option(
         "--precision",
         help="auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX-512 BF16, else fp32).",

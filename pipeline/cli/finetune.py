@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mmindex.pipeline.cli.app import command
+from mmindex.pipeline.embed.precision import Precision
 
 
 class _TrainBar:
@@ -71,7 +72,7 @@ def finetune(
     migrate: Annotated[bool, typer.Option("--migrate", help="Then migrate the collection to the fine-tuned model (no downtime).")] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (auto: CUDA when present).", show_default=False)] = None,
     precision: Annotated[
-        str,
+        Precision,
         typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (auto: fp16 AMP on CUDA, fp32 on CPU).")
     ] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the pair order.")] = 0,

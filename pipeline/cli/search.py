@@ -21,15 +21,13 @@ from mmindex.pipeline.cli.app import (
 )
 from mmindex.pipeline.cli.terminal import cell, err, markup, out, path_cell
 from mmindex.pipeline.search.limits import MAX_RESULTS, check_result_count
+from mmindex.pipeline.search.retriever import RetrieveMode
+from mmindex.schemas.state import LabelScoring
 
 if TYPE_CHECKING:
-    from mmindex.pipeline.search.labels import LabelScoring
     from mmindex.schemas.config import Settings
 
 SNIPPET_CHARS = 80
-_SCORINGS: dict[str, LabelScoring] = {"softmax": "softmax", "cosine": "cosine"}
-
-
 @command()
 def query(
     collection: CollectionOpt,
@@ -89,7 +87,7 @@ def query(
         Path | None, typer.Option("--html", help="Also write the results as a self-contained HTML gallery.", show_default=False)
     ] = None,
     mode: Annotated[
-        str,
+        RetrieveMode,
         typer.Option(
             "--mode",
             help="auto | clip | dense | sparse | hybrid. dense: text model; sparse: BM25; hybrid: both fused by RRF; "
@@ -164,15 +162,12 @@ def query(
 
 
 def _query_passages(
-    collection: str, text: str, where: list[str], limit: int, mode: str, plain_text: bool, settings: Settings,
+    collection: str, text: str, where: list[str], limit: int, mode: RetrieveMode, plain_text: bool, settings: Settings,
     as_json: bool, per_document: int | None = None,
 ) -> bool:
     """Answer ``mmindex query`` with RAG passages when ``--mode`` (or ``auto``) says so."""
-    from mmindex.pipeline.search.retriever import RETRIEVE_MODES, passage_mode, score_kind
-
-    if mode not in RETRIEVE_MODES:
-        raise typer.BadParameter(f"use one of {', '.join(RETRIEVE_MODES)}", param_hint="--mode")
     from mmindex.api import Index
+    from mmindex.pipeline.search.retriever import passage_mode, score_kind
 
     with Index(collection, settings=settings) as index:
         chosen = passage_mode(mode, index.state, lambda: index.store, plain_text, where)
@@ -226,7 +221,7 @@ def label(
         ),
     ] = None,
     scoring: Annotated[
-        str,
+        LabelScoring,
         typer.Option("--scoring", help="softmax: probability among the labels; cosine: raw similarity."),
     ] = "softmax",
     root: RootOpt = None,
@@ -242,19 +237,16 @@ def label(
     from mmindex.pipeline.errors import ConfigError
     from mmindex.pipeline.search.labels import DEFAULT_TEMPLATES, apply_labels, read_labels_file, split_labels
 
-    chosen = _SCORINGS.get(scoring)
     if labels is not None and labels_file is None:
         names = split_labels(labels)
     elif labels_file is not None and labels is None:
         names = read_labels_file(labels_file)
     else:
         raise ConfigError("give either --labels a,b,c or --labels-file FILE")
-    if chosen is None:
-        raise ConfigError(f"--scoring must be softmax or cosine, not {scoring!r}")
     settings = load_cli_settings(root=root, device=device, qdrant_url=qdrant_url)
     with RichProgress(f"labeling {collection}") as progress:
         report = apply_labels(
-            settings, collection, names, tuple(template or DEFAULT_TEMPLATES), threshold, scoring=chosen, progress=progress,
+            settings, collection, names, tuple(template or DEFAULT_TEMPLATES), threshold, scoring=scoring, progress=progress,
         )
     if as_json:
         emit_json(report.as_json())

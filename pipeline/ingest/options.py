@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmindex.pipeline.embed.precision import Precision
+
 if TYPE_CHECKING:
     from mmindex.pipeline.ingest.run import IndexRequest
     from mmindex.pipeline.sources.resolve import SourceOptions
@@ -51,7 +53,7 @@ class IndexOptions(BaseModel):
     model: str | None = Field(default=None, description="open_clip architecture, or local-dir:/path (config + weights).")
     pretrained: str | None = Field(default=None, description="Weights tag (e.g. laion2b_s34b_b79k) or checkpoint file.")
     device: str | None = Field(default=None, description="auto | cpu | cuda (auto: CUDA when present).")
-    precision: str | None = Field(
+    precision: Precision | None = Field(
         default=None,
         description="auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX-512 BF16, else fp32).",
     )
