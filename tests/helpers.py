@@ -48,9 +48,9 @@ class CliResult(NamedTuple):
     stderr: str
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
-    """Run ``mmindex ARGS`` in this process (in fp32, plus ``env``)."""
-    result = CliRunner().invoke(app, list(args), env={"MMINDEX_PRECISION": PRECISION, **(env or {})})
+def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> CliResult:
+    """Run ``mmindex ARGS`` in this process (in fp32, plus ``env``; ``stdin`` answers prompts)."""
+    result = CliRunner().invoke(app, list(args), env={"MMINDEX_PRECISION": PRECISION, **(env or {})}, input=stdin)
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 

@@ -10,22 +10,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import make_pdf, run_cli
 from rich.console import Console
 from rich.table import Table
-from typer.testing import CliRunner
 
-from mmindex.pipeline.cli import app
 from mmindex.pipeline.cli.terminal import PathCell, fold_path, json_text, markup, plain
 
 OSC52 = "\x1b]52;c;cm0gLXJmIH4=\x07"  # a clipboard write
 OSC8 = "\x1b]8;;https://example.invalid/\x1b\\click\x1b]8;;\x1b\\"  # a hyperlink
 CSI = "\x1b[2J\x1b[31m"  # clear screen, red
 NOTE = f"closing tag [/oops] here, with [bold]markup[/bold] and {OSC52}{CSI}escapes {OSC8} \x9b31m end"
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_plain_strips_control_sequences_and_keeps_brackets() -> None:
@@ -64,7 +58,7 @@ def bracketed(tmp_path_factory: pytest.TempPathFactory, photo_corpus: Path, tiny
     (corpus / "note [red].txt").write_text(NOTE + "\n", encoding="utf-8")
     (corpus / "broken [b]ad.jpg").write_bytes(b"not a jpeg [/oops]")
     flags = ["--root", str(base / "root")]
-    code, stdout, stderr = run("index", str(corpus), "-c", "mk", "--model", f"local-dir:{tiny_local_dir}", "--text-model", "all-MiniLM-L6-v2",
+    code, stdout, stderr = run_cli("index", str(corpus), "-c", "mk", "--model", f"local-dir:{tiny_local_dir}", "--text-model", "all-MiniLM-L6-v2",
                                "--workers", "0", *flags)
     assert code == 0, stderr
     return {"flags": flags, "index_stderr": stderr, "corpus": corpus}
@@ -77,7 +71,7 @@ def test_index_report_keeps_bracketed_names(bracketed: dict[str, object]) -> Non
 
 
 def test_sparse_query_prints_chunk_text_as_written(bracketed: dict[str, object]) -> None:
-    code, stdout, stderr = run("query", "closing", "-c", "mk", "--mode", "sparse", *bracketed["flags"])  # type: ignore[misc]
+    code, stdout, stderr = run_cli("query", "closing", "-c", "mk", "--mode", "sparse", *bracketed["flags"])  # type: ignore[misc]
     assert code == 0, stderr
     assert "[/oops]" in stdout and "[bold]markup[/bold]" in stdout
     assert "note [red].txt" in stdout
@@ -86,7 +80,7 @@ def test_sparse_query_prints_chunk_text_as_written(bracketed: dict[str, object])
 
 
 def test_clip_query_table_keeps_bracketed_keys(bracketed: dict[str, object]) -> None:
-    code, stdout, stderr = run("query", "a rocket", "-c", "mk", "--mode", "clip", "--limit", "5", *bracketed["flags"])  # type: ignore[misc]
+    code, stdout, stderr = run_cli("query", "a rocket", "-c", "mk", "--mode", "clip", "--limit", "5", *bracketed["flags"])  # type: ignore[misc]
     assert code == 0, stderr
     assert "launch [b].bmp" in stdout and "[bold]markup" in stdout
     assert "\x1b" not in stdout
@@ -94,28 +88,47 @@ def test_clip_query_table_keeps_bracketed_keys(bracketed: dict[str, object]) -> 
 
 
 def test_failed_items_listing_keeps_brackets(bracketed: dict[str, object]) -> None:
-    code, stdout, stderr = run("info", "-c", "mk", "--failed", *bracketed["flags"])  # type: ignore[misc]
+    code, stdout, stderr = run_cli("info", "-c", "mk", "--failed", *bracketed["flags"])  # type: ignore[misc]
     assert code == 0, stderr
     assert "broken [b]ad.jpg" in stdout
 
 
+def test_the_pdf_install_hint_keeps_its_brackets(tmp_path: Path, tiny_local_dir: Path) -> None:
+    """Without pypdf a PDF is a failed item whose reason names the extra as written, mmindex[pdf]
+    (Rich markup once ate the brackets, leaving pip install 'mmindex')."""
+    hidden = tmp_path / "no-pypdf" / "pypdf"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("pypdf hidden by the test")\n')
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "manual.pdf").write_bytes(make_pdf([["Rotate the key every month."]]))
+    flags = ["--root", str(tmp_path / "root")]
+    code, stdout, stderr = run_cli("index", str(corpus), "-c", "pdfs", "--model", f"local-dir:{tiny_local_dir}",
+                                   "--text-model", "none", *flags, env={"PYTHONPATH": str(hidden.parent)})
+    assert code == 0, stderr
+    assert "pip install 'mmindex[pdf]'" in " ".join((stdout + stderr).split())
+    code, stdout, _ = run_cli("info", "-c", "pdfs", "--failed", "--json", *flags)
+    assert [item["error"] for item in json.loads(stdout)] == [
+        "cannot read PDF: pypdf is not installed (pip install 'mmindex[pdf]')"]
+
+
 def test_error_messages_keep_brackets(bracketed: dict[str, object], tmp_path: Path, tiny_local_dir: Path) -> None:
     missing = tmp_path / "missing [/oops] [bold]"
-    code, _, stderr = run("index", str(missing), "-c", "other", "--model", f"local-dir:{tiny_local_dir}", *bracketed["flags"])  # type: ignore[misc]
+    code, _, stderr = run_cli("index", str(missing), "-c", "other", "--model", f"local-dir:{tiny_local_dir}", *bracketed["flags"])  # type: ignore[misc]
     assert code == 2
     assert stderr.startswith("error:")  # no blank progress line before it
     assert "missing [/oops] [bold]" in stderr and len(stderr.strip().splitlines()) == 1
-    code, _, stderr = run("label", "-c", "mk", "--labels-file", str(tmp_path / "[/labels].txt"), *bracketed["flags"])  # type: ignore[misc]
+    code, _, stderr = run_cli("label", "-c", "mk", "--labels-file", str(tmp_path / "[/labels].txt"), *bracketed["flags"])  # type: ignore[misc]
     assert code == 2 and stderr.startswith("error:") and "[/labels].txt" in stderr
 
 
 def test_help_keeps_install_hints() -> None:
-    code, stdout, _ = run("schedule", "--help")
+    code, stdout, _ = run_cli("schedule", "--help")
     assert code == 0 and "mmindex[flows]" in stdout
 
 
 def test_usage_line_names_the_argument() -> None:
-    code, stdout, _ = run("index", "--help")
+    code, stdout, _ = run_cli("index", "--help")
     assert code == 0
     usage = next(line for line in stdout.splitlines() if "Usage:" in line)
     assert usage.split()[-1] == "SOURCE"

@@ -9,9 +9,8 @@ import string
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import run_cli
 
-from mmindex.pipeline.cli import app
 from mmindex.pipeline.embed import extract
 from mmindex.pipeline.embed.chunking import MAX_WORD_CHARS, chunk_text, iter_chunks, max_chunk_chars
 from mmindex.pipeline.embed.decode import MAX_SIDECAR_DEPTH, read_metadata
@@ -184,14 +183,13 @@ def test_hostile_documents_fail_alone_in_a_real_ingest(tmp_path: Path, tiny_loca
     _jpeg(corpus / "photo.jpg")
     (corpus / "photo.json").write_text(_nested_json(200))  # once made the embedded store's WAL unreadable
     flags = ["--root", str(tmp_path / "root")]
-    runner = CliRunner()
-    result = runner.invoke(app, ["index", str(corpus), "-c", "hostile", "--model", f"local-dir:{tiny_local_dir}",
-                                 "--text-model", "none", "--max-document-bytes", "300000", "--json", *flags])
-    assert result.exit_code == 0, result.stderr
+    result = run_cli("index", str(corpus), "-c", "hostile", "--model", f"local-dir:{tiny_local_dir}",
+                     "--text-model", "none", "--max-document-bytes", "300000", "--json", *flags)
+    assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["images"] == 1 and report["failed"] == 3
 
-    listed = runner.invoke(app, ["info", "-c", "hostile", "--failed", "--json", *flags])
+    listed = run_cli("info", "-c", "hostile", "--failed", "--json", *flags)
     reasons = {item["path"]: item["error"] for item in json.loads(listed.stdout)}
     assert set(reasons) == {"rejected.html", "big.md", "broken.pdf"}
     assert "rejected" in reasons["rejected.html"]
@@ -211,10 +209,10 @@ def test_hostile_documents_fail_alone_in_a_real_ingest(tmp_path: Path, tiny_loca
     assert all(len(row["text"]) <= max_chunk_chars(75) for row in by_path["run.txt"])
     assert by_path["photo.jpg"][0]["metadata_json"] is None
     # The embedded store holds every ok row (a too-deep payload once made its WAL unreadable).
-    info = json.loads(runner.invoke(app, ["info", "-c", "hostile", "--json", *flags]).stdout)["collections"][0]
+    info = json.loads(run_cli("info", "-c", "hostile", "--json", *flags).stdout)["collections"][0]
     assert info["points"] == len(rows)
-    found = runner.invoke(app, ["query", "the deep page", "-c", "hostile", *flags])
-    assert found.exit_code == 0, found.stderr
+    found = run_cli("query", "the deep page", "-c", "hostile", *flags)
+    assert found.code == 0, found.stderr
 
 
 def test_alpha_is_composited_over_white_exactly_as_before() -> None:
