@@ -45,11 +45,12 @@ DEPLOYMENT = "embed-shard/embed-shard-bench"
 _FLOW_CHILD = """
 import sys, time
 from mmindex.flows.ingest import ingest_flow
+from mmindex.pipeline.ingest.options import IndexOptions
 source, root, model, pretrained, shard_size, deployment = sys.argv[1:7]
+options = IndexOptions(source=source, collection="bench", root=root, model=model, pretrained=pretrained or None,
+                       text_model="none", shard_size=int(shard_size))
 started = time.perf_counter()
-report = ingest_flow(source=source, collection="bench", root=root, model=model, pretrained=pretrained or None,
-                     text_model="none", shard_size=int(shard_size), embed_deployment=deployment or None,
-                     poll_seconds=0.5)
+report = ingest_flow(options, embed_deployment=deployment or None, poll_seconds=0.5)
 print(time.perf_counter() - started, report["embedded"])
 """
 

@@ -141,6 +141,27 @@ def test_image_upload_search_ranks_as_brute_force(client: httpx.Client, edge_ind
     assert sum(term["contribution"] for term in first["contributions"]) == pytest.approx(first["score"], abs=SCORE_TOL)
 
 
+def test_image_files_search_as_their_base64(client: httpx.Client, edge_index: Indexed) -> None:
+    """POST /search/files: the same query with its images as multipart files answers as /search."""
+    cat, astronaut = edge_index.corpus / "animals" / "cat.png", edge_index.corpus / "people" / "astronaut.jpg"
+    query = {"where": ["modality=image"], "limit": 3}
+    as_base64 = client.post("/search", json={**query, "image": b64(cat), "not_image": b64(astronaut)}).json()
+    as_files = client.post("/search/files", data={"query": json.dumps(query)},
+                           files=[("image", ("cat.png", cat.read_bytes(), "image/png")),
+                                  ("not_image", ("astronaut.jpg", astronaut.read_bytes(), "image/jpeg"))])
+    assert as_files.status_code == 200, as_files.text
+    assert keys(as_files.json()) == keys(as_base64)
+    assert [hit["score"] for hit in as_files.json()] == pytest.approx([hit["score"] for hit in as_base64], abs=SCORE_TOL)
+    both = client.post("/search/files", data={"query": json.dumps({"image": b64(cat)})},
+                       files=[("image", ("cat.png", cat.read_bytes(), "image/png"))])
+    assert both.status_code == 400 and "not both" in both.json()["detail"]
+    bad = client.post("/search/files", data={"query": '{"limit": 0}'}, files=[("image", ("c.png", b"x", "image/png"))])
+    assert bad.status_code == 422
+    big = client.post("/search/files", files=[("image", ("a.bin", os.urandom(250_000), "image/png")),
+                                              ("image", ("b.bin", os.urandom(250_000), "image/png"))])
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+
+
 def test_like_excludes_the_item_and_offset_pages(client: httpx.Client, edge_index: Indexed) -> None:
     reference = edge_index.reference
     cat_key = next(key for key in reference.keys if key.endswith("cat.png"))

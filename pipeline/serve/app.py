@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmindex.pipeline.errors import (
@@ -32,7 +34,7 @@ from mmindex.pipeline.errors import (
     StoreUnavailableError,
 )
 from mmindex.pipeline.serve.requests import EmbedRequest, RetrieveRequest, SearchRequest
-from mmindex.pipeline.serve.service import JsonObject, SearchService
+from mmindex.pipeline.serve.service import ImageFiles, JsonObject, SearchService
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,22 @@ def create_app(service: SearchService, options: ServeOptions | None = None) -> F
     @app.post("/search", dependencies=guarded, summary="Search: the query language of `mmindex query`.")
     def search(body: SearchRequest) -> list[JsonObject]:
         return service.search(body)
+
+    @app.post("/search/files", dependencies=guarded,
+              summary="Search with image files: a multipart form of `query` (the /search body as JSON, without "
+                      "images) and `image` / `not_image` files (each repeatable).")
+    def search_files(
+        query: Annotated[str, Form(max_length=1 << 20, description="The /search body as JSON.")] = "{}",
+        image: Annotated[list[UploadFile] | None, File(description="Image files to search with.")] = None,
+        not_image: Annotated[list[UploadFile] | None, File(description="Image files to search away from.")] = None,
+    ) -> list[JsonObject]:
+        try:
+            body = SearchRequest.model_validate_json(query)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        files = ImageFiles([upload.file.read() for upload in image or []],
+                           [upload.file.read() for upload in not_image or []])
+        return service.search(body, files)
 
     @app.post("/retrieve", dependencies=guarded, summary="RAG passages for a question.")
     def retrieve(body: RetrieveRequest) -> list[JsonObject]:

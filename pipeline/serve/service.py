@@ -42,6 +42,14 @@ class ServeLimits:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
 
 
+@dataclass(frozen=True, slots=True)
+class ImageFiles:
+    """A query's images sent as files (``POST /search/files``): the bytes of each image file."""
+
+    images: list[bytes]
+    not_images: list[bytes]
+
+
 def hit_json(hit: QueryHit) -> JsonObject:
     """A search hit as ``mmindex query --json`` prints it, with its ``point_id``."""
     return {**hit.as_json(), "point_id": hit.point_id, "score_kind": "cosine"}
@@ -107,10 +115,14 @@ class SearchService:
         infos = [collection_infos(self.settings, name, self.store)[0] for name in self.names]
         return {"root": str(self.settings.root), "collections": [info.as_json() for info in infos]}
 
-    def search(self, request: SearchRequest) -> list[JsonObject]:
-        """Hits of a fused query, or passages where ``mode`` (or ``auto``) picks a passage mode."""
+    def search(self, request: SearchRequest, files: ImageFiles | None = None) -> list[JsonObject]:
+        """Hits of a fused query, or passages where ``mode`` (or ``auto``) picks a passage mode.
+
+        ``files``: the query's images as uploaded files (a multipart request) instead of base64."""
         texts = as_list(request.text)
         images, not_images = as_list(request.image), as_list(request.not_image)
+        if files is not None and (images or not_images):
+            raise ConfigError("give the images as files or as base64 in the query, not both")
         fused_options = (images or request.vector or request.like or request.not_text or not_images or request.not_like
                          or request.weights or request.mmr is not False or request.min_score is not None or request.offset)
         with self.open(request.collection) as collection:
@@ -121,7 +133,11 @@ class SearchService:
                 return [passage_json(passage, score_kind(chosen)) for passage in passages]
             if request.per_document is not None:
                 raise ConfigError("per_document applies to passage queries (mode dense, sparse or hybrid)")
-            uploads = self._decode_images([*images, *not_images])
+            if files is not None:
+                uploads = self._checked_size([*files.images, *files.not_images])
+                images, not_images = ["file"] * len(files.images), ["file"] * len(files.not_images)
+            else:
+                uploads = self._decode_images([*images, *not_images])
             vectors = [image_bytes_vector(collection.embedder(), data, self.settings.max_image_pixels) for data in uploads]
             given = [np.asarray(request.vector, dtype=np.float32)] if request.vector is not None else []
             parts = parts_from_flags(  # a given vector comes after the images, as in Index.search
@@ -206,7 +222,11 @@ class SearchService:
                 decoded.append(base64.b64decode(text, validate=True))
             except (binascii.Error, ValueError):
                 raise ConfigError("an image must be a base64-encoded image file") from None
-        total = sum(len(data) for data in decoded)
+        return self._checked_size(decoded)
+
+    def _checked_size(self, images: list[bytes]) -> list[bytes]:
+        """``images``, or ``RequestTooLargeError`` when together they are over the upload limit."""
+        total = sum(len(data) for data in images)
         if total > self.limits.max_upload_bytes:
             raise RequestTooLargeError(f"images of {total} bytes: the limit is {self.limits.max_upload_bytes} bytes a request")
-        return decoded
+        return images
