@@ -20,7 +20,8 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
-from helpers import COLLECTION, PRECISION, SCORE_TOL, WAIT_S, Indexed, free_port, image_vector, index_corpus
+from fake_qdrant import FakeQdrant
+from helpers import COLLECTION, PRECISION, SCORE_TOL, WAIT_S, Indexed, free_port, image_vector, index_corpus, run_cli
 from PIL import Image
 
 KEY = "s3cret-test-key"
@@ -426,3 +427,35 @@ def test_serving_an_unknown_collection_is_a_one_line_error(edge_index: Indexed) 
 
     result = run_cli("serve", "-c", "nope", "--root", str(edge_index.root), "--port", str(free_port()))
     assert_one_line_error(result, "no collection 'nope'", code=2)
+
+
+def test_serving_a_collection_on_a_qdrant_server_answers_as_the_cli(
+    tmp_path: Path, photo_corpus: Path, tiny_local_dir: Path
+) -> None:
+    """The server backend under `mmindex serve` (the fake Qdrant of tests/fake_qdrant.py): the same
+    hits as `mmindex query --json` on it, items read back, and the store's key never printed."""
+    with FakeQdrant(api_key="fake-qdrant-key") as fake:
+        env = {"QDRANT_URL": fake.url, "QDRANT_API_KEY": "fake-qdrant-key", "MMINDEX_PRECISION": PRECISION}
+        root = tmp_path / "root"
+        done = run_cli("index", str(photo_corpus), "-c", COLLECTION, "--root", str(root), "--model",
+                       f"local-dir:{tiny_local_dir}", "--text-model", "none", env=env)
+        assert done.code == 0, done.stderr
+        cli = run_cli("query", "a cat on a sofa", "-c", COLLECTION, "--root", str(root), "--json", "--limit", "4", env=env)
+        assert cli.code == 0, cli.stderr
+        queried = fake.count("POST /points/query")
+        server = start_server(root, tmp_path / "server.log", "-c", COLLECTION, env=env)
+        try:
+            hits = httpx.post(f"{server.url}/search", json={"text": "a cat on a sofa", "limit": 4}, timeout=60).json()
+            assert keys(hits) == [hit["key"] for hit in json.loads(cli.stdout)]
+            assert [hit["score"] for hit in hits] == pytest.approx([hit["score"] for hit in json.loads(cli.stdout)],
+                                                                   abs=SCORE_TOL)
+            assert fake.count("POST /points/query") > queried  # answered by the server, not a local copy
+            item = httpx.get(f"{server.url}/items/{hits[0]['point_id']}", timeout=60).json()
+            assert item["key"] == hits[0]["key"]
+            (info,) = httpx.get(f"{server.url}/collections", timeout=60).json()["collections"]
+            (expected,) = json.loads(run_cli("info", "-c", COLLECTION, "--root", str(root), "--json",
+                                             env=env).stdout)["collections"]
+            assert info["points"] == expected["points"] > 0 and info["backend"] == expected["backend"] != "embedded qdrant-edge"
+        finally:
+            stop_server(server)
+        assert "fake-qdrant-key" not in server.output()
