@@ -589,6 +589,57 @@ for b in range(batches):
 """
 
 
+_SWAP_AND_DIE = """
+import os, sys
+from pathlib import Path
+import numpy as np
+from mmindex.pipeline.ids import point_id
+from mmindex.pipeline.store import edge_store
+from mmindex.pipeline.store.edge_store import EdgeStore
+from mmindex.pipeline.store.store import CollectionSpec, PointBatch
+
+root, die_after = Path(sys.argv[1]), int(sys.argv[2])
+store = EdgeStore(root, lock_timeout=30)
+rng = np.random.default_rng(3)
+for name, size in (("{collection}", 3), ("staged", 5)):
+    store.create_collection(name, CollectionSpec(dim={dim}))
+    store.upsert(name, PointBatch([point_id(f"{{name}}-{{i}}") for i in range(size)],
+                                  rng.standard_normal((size, {dim})).astype(np.float32), [{{}}] * size))
+renames = []
+real_replace = os.replace
+
+def replace_then_die(source, target):
+    if Path(source).is_dir():  # the shard renames, not the atomic writes of the journal and spec files
+        renames.append(source)
+        if len(renames) > die_after:
+            os._exit(3)  # killed between the shard renames: no cleanup runs
+    real_replace(source, target)
+
+edge_store.os.replace = replace_then_die
+store.replace_collection("{collection}", "staged")
+"""
+
+
+@pytest.mark.parametrize(("die_after", "points"), [(0, 3), (1, 5)], ids=["before-any-rename", "between-the-renames"])
+def test_a_replacement_killed_half_way_is_finished_or_undone_by_the_next_open(
+    tmp_path: Path, die_after: int, points: int
+) -> None:
+    """A rebuild's swap killed before its first rename keeps the old shard; killed between the
+    renames (the old shard moved aside, the collection's directory gone), the next open finishes
+    the swap with the complete replacement. Never a missing or empty collection, no leftovers."""
+    child = _spawn(_SWAP_AND_DIE.format(collection=COLLECTION, dim=DIM), str(tmp_path), str(die_after))
+    try:
+        child.wait(timeout=SUBPROCESS_DEADLINE_S)
+    finally:
+        child.kill()
+    assert child.returncode == 3, child.stderr.read() if child.stderr else ""
+    assert any(entry.name.startswith(".swap-") for entry in tmp_path.iterdir())  # the journal is left
+    edge = EdgeStore(tmp_path)
+    assert edge.list_collections() == sorted([COLLECTION, "staged"] if die_after == 0 else [COLLECTION])
+    assert edge.collection_exists(COLLECTION) and edge.count(COLLECTION) == points
+    assert not any(entry.name.startswith((".swap-", ".retired-")) for entry in tmp_path.iterdir())
+
+
 def _spawn(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *args],

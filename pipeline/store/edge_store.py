@@ -42,6 +42,7 @@ from mmindex.pipeline.errors import (
     MmindexError,
     StoreUnavailableError,
 )
+from mmindex.pipeline.io.atomic import write_atomic
 from mmindex.pipeline.io.space import EDGE_NEW_COLLECTION_BYTES, RESERVE_BYTES, disk_full, require_free
 from mmindex.pipeline.store import edge_layout
 from mmindex.pipeline.store._filter_translate import translate_filter
@@ -247,7 +248,40 @@ class EdgeStore:
             self._acquire(lock, name, deadline)
         finally:
             turnstile.release()
+        try:
+            self._finish_interrupted_swap(name)
+        except BaseException:
+            lock.release()
+            raise
         return lock
+
+    def _swap_journal(self, name: str) -> Path:
+        return self.directory / f".swap-{self.shard_path(name).name}.json"
+
+    def _finish_interrupted_swap(self, name: str) -> None:
+        """Bring back a collection whose ``replace_collection`` died half-way (its journal is left):
+        with the collection's lock held, its shard is either the complete replacement (the swap is
+        finished) or, when that is not there, the old shard put back; the old one is then removed."""
+        journal = self._swap_journal(name)
+        if not journal.is_file():
+            return
+        try:
+            record = json.loads(journal.read_text(encoding="utf-8"))
+            replacement, retired = self.shard_path(str(record["replacement"])), self.directory / str(record["retired"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreUnavailableError(f"the swap journal {journal} is unreadable ({exc}); the old shard may be in "
+                                        f"{self.directory}/.retired-*: move it back to {self.shard_path(name)}") from exc
+        target = self.shard_path(name)
+        if not target.exists():
+            if (replacement / SPEC_FILE).is_file():
+                os.replace(replacement, target)
+            elif retired.exists():
+                os.replace(retired, target)
+        if target.exists():
+            shutil.rmtree(retired, ignore_errors=True)
+        journal.unlink()
+        logger.warning("finished an interrupted replacement of collection %r (by %r) at %s", name,
+                       replacement.name, target)
 
     def has_waiter(self, name: str) -> bool:
         """Whether another process (or thread) waits for the collection's lock: a waiter holds the
@@ -373,7 +407,11 @@ class EdgeStore:
     # -- collections -----------------------------------------------------------------------
 
     def collection_exists(self, name: str) -> bool:
-        """Whether the collection was created completely (its spec file exists)."""
+        """Whether the collection was created completely (its spec file exists; a replacement
+        interrupted half-way is finished first)."""
+        if self._swap_journal(name).is_file():
+            with self._locked(name):
+                pass
         return self._spec_path(name).is_file()
 
     def create_collection(self, name: str, spec: CollectionSpec) -> None:
@@ -399,17 +437,26 @@ class EdgeStore:
             raise CollectionNotFoundError(f"collection {replacement!r} not found in {self.directory}")
         retired = self.directory / f".retired-{target.name}-{os.getpid()}"
         with self._locked(replacement), self._locked(name):
+            # The journal says what to finish if this process dies between the renames (the next
+            # holder of the lock does it: ``_finish_interrupted_swap``).
+            journal = self._swap_journal(name)
+            write_atomic(journal, json.dumps({"replacement": replacement, "retired": retired.name}).encode("utf-8"))
             if target.exists():
                 os.replace(target, retired)
             os.replace(staged, target)
-        shutil.rmtree(retired, ignore_errors=True)
+            shutil.rmtree(retired, ignore_errors=True)
+            journal.unlink()
         logger.info("replaced collection %r by %r at %s", name, replacement, target)
 
     def list_collections(self) -> list[str]:
         """Names of the completely created collections, sorted."""
         if not self.directory.is_dir():
             return []
-        return sorted(entry.name for entry in self.directory.iterdir() if (entry / SPEC_FILE).is_file())
+        for journal in self.directory.glob(".swap-*.json"):  # replacements interrupted half-way: finish them
+            with self._locked(journal.name[len(".swap-") : -len(".json")]):
+                pass
+        return sorted(entry.name for entry in self.directory.iterdir()
+                      if not entry.name.startswith(".") and (entry / SPEC_FILE).is_file())  # not a retired shard
 
     def collection_spec(self, name: str) -> CollectionSpec:
         """What the collection was created with."""
