@@ -185,3 +185,34 @@ def test_recheck_is_an_index_option_for_the_cli_the_schedule_and_the_flow() -> N
     options = IndexOptions(source="m.jsonl", collection="m", recheck=True)
     assert options.request().recheck and options.given()["recheck"] is True
     assert not IndexOptions(source="m.jsonl", collection="m").request().recheck
+
+
+def test_the_flow_rechecks_like_the_cli(
+    prefect_api: str, server: ImageServer, tiny_local_dir: Path, tmp_path: Path
+) -> None:
+    """The ingest flow's shard tasks revalidate their own items: the same bodies, the same index."""
+    from test_flows import _assert_same_index, _flow_params, _settings
+
+    from mmindex.flows.ingest import ingest_flow
+
+    urls = [server.add_image(f"{color}.jpg", picture(color)) for color in ("red", "green", "blue", "white")]
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"url": url, "caption": url} for url in urls])
+    cli, flow = _settings(tmp_path / "cli", tiny_local_dir), _settings(tmp_path / "flow", tiny_local_dir)
+    fetching = {"allow_network": ["127.0.0.1/32"], "fetch_retries": 0}
+
+    def run_cli_side(**extra: object):
+        options = IndexOptions(source=str(manifest), collection="c", **fetching, **extra)  # type: ignore[arg-type]
+        return index_source(options.request(), cli)
+
+    def run_flow(**extra: object) -> dict:
+        return ingest_flow(**_flow_params(manifest, flow.root, tiny_local_dir, **fetching, **extra))
+
+    run_cli_side()
+    assert run_flow()["images"] == 4 and server.bodies_sent() == 8
+    server.add_image("blue.jpg", picture("black"))
+    cli_report = run_cli_side(recheck=True)
+    flow_report = run_flow(recheck=True)
+    assert flow_report["recheck"] == {"rechecked": 4, "not_modified": 3, "changed": 1, "failed": 0}
+    assert (cli_report.counts.recheck_changed, cli_report.counts.recheck_not_modified) == (1, 3)
+    assert flow_report["embedded_keys"] == cli_report.embedded_keys and server.bodies_sent() == 10
+    _assert_same_index(cli, flow, "c")

@@ -86,8 +86,10 @@ class Committer:
         """Commit everything queued as the unit's shard (none: a unit whose every item settled)."""
         settled, self._settled = self._settled, 0
         if not self._pending:
-            if self.progress is not None and settled:
-                self.progress.advance(settled)
+            if settled:  # nothing to write: the unit's seq stays unused, so the marker may pass it
+                mark_applied_next(self.root, self.collection, self.version.physical_name, self.seq)
+                if self.progress is not None:
+                    self.progress.advance(settled)
             return
         records = [record for rows, _ in self._pending for record in rows]
         embeddings = np.concatenate([vectors for _, vectors in self._pending])
