@@ -57,6 +57,10 @@ class ItemRecord:
     # A document's title (its declared title, first heading or file stem): part of the context
     # its chunks are embedded with (``pipeline/embed/chunking.py``); null in older shards.
     title: str | None = None
+    # The HTTP validators (``ETag``, ``Last-Modified``) a fetched item's body came with: what
+    # ``index --recheck`` revalidates it with; null for other sources and in older shards.
+    etag: str | None = None
+    last_modified: str | None = None
     # The text model's vector of a text chunk (collections with a text model); stored in the
     # ``text_embedding`` column, not one of ``RECORD_FIELDS``.
     text_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -89,8 +93,13 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "sidecar_sig": pa.string(),
     "heading_path": pa.list_(pa.string()),
     "title": pa.string(),
+    "etag": pa.string(),
+    "last_modified": pa.string(),
 }
 TEXT_EMBEDDING = "text_embedding"
+# Columns added after the first shards were written: a shard without one reads it as null.
+LATER_COLUMNS: dict[str, pa.DataType] = {name: _ARROW_TYPES[name] for name in ("heading_path", "title", "etag",
+                                                                              "last_modified")}
 _NOT_NULL = {"key", "point_id", "source_id", "modality", "uri", "path", "ext", "embedder_id", "status"}
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ItemRecord) if f.name != "text_vector")
 
@@ -152,7 +161,7 @@ def records_to_batch(
 def batch_to_records(batch: pa.RecordBatch | pa.Table) -> list[ItemRecord]:
     """Rows of a shard back as records (embeddings are read with ``batch_embeddings``).
 
-    Columns a shard predates (``heading_path``, ``title``) read as null; a ``text_embedding`` column
+    Columns a shard predates (``heading_path``, ``title``, ``etag``, ``last_modified``) read as null; a ``text_embedding`` column
     fills the records' ``text_vector``.
     """
     present = [name for name in RECORD_FIELDS if name in batch.schema.names]

@@ -42,6 +42,13 @@ class RunCounts(BaseModel):
     points_upserted: int = 0
     points_deleted: int = 0
     shards_written: int = 0
+    # ``index --recheck``: the unchanged manifest rows whose URLs planning sent to be revalidated
+    # (counted in ``unchanged`` too), and what the revalidation found: not modified (a 304, no
+    # body), a body with another content hash (re-embedded), or a failure (the stored item is kept).
+    rechecked: int = 0
+    recheck_not_modified: int = 0
+    recheck_changed: int = 0
+    recheck_failed: int = 0
 
     def __add__(self, other: RunCounts) -> RunCounts:
         return RunCounts(**{name: getattr(self, name) + getattr(other, name) for name in RunCounts.model_fields})

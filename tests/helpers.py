@@ -406,6 +406,8 @@ class ImageServer(LoopbackServer):
     Host header of each request. Every loop it runs is bounded.
 
     Routes (``url(path)``): ``/img/NAME`` (an image added with ``add_image``; ETag + 304),
+    ``/dated/NAME`` (the same image with Last-Modified only, + 304), ``/plain/NAME`` (the same
+    image without validators: never a 304),
     ``/missing.jpg`` (404), ``/flaky.jpg`` (503 once, then the image ``flaky``), ``/busy.jpg``
     (429 with Retry-After: 1 once, then ``flaky``), ``/trickle.jpg`` (a byte every 2 s),
     ``/endless.jpg`` (a chunked body that never ends), ``/huge.jpg`` (Content-Length of 5 GB),
@@ -416,6 +418,7 @@ class ImageServer(LoopbackServer):
 
     def __init__(self) -> None:
         self.images: dict[str, tuple[bytes, str]] = {}
+        self.modified: dict[str, int] = {}  # per image, how many times add_image set it (its Last-Modified)
         self.requests: dict[str, int] = {}
         self.bodies: dict[str, int] = {}
         self.hosts: list[str] = []
@@ -425,10 +428,11 @@ class ImageServer(LoopbackServer):
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def add_image(self, name: str, data: bytes, mime: str = "image/jpeg") -> str:
+    def add_image(self, name: str, data: bytes, mime: str = "image/jpeg", route: str = "img") -> str:
         with self.lock:
             self.images[name] = (data, mime)
-        return self.url(f"/img/{name}")
+            self.modified[name] = self.modified.get(name, 0) + 1
+        return self.url(f"/{route}/{name}")
 
     def bodies_sent(self) -> int:
         with self.lock:
@@ -461,14 +465,18 @@ class ImageServer(LoopbackServer):
                 if body:
                     self.wfile.write(body)
 
-            def _image(self, name: str) -> None:
+            def _image(self, name: str, validators: str = "img") -> None:
                 data, mime = server.images[name]
                 etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
-                if self.headers.get("If-None-Match") == etag:
+                modified = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(1_600_000_000 + server.modified[name]))
+                if validators == "img" and self.headers.get("If-None-Match") == etag:
                     self._send(304, headers={"ETag": etag})
+                elif validators == "dated" and self.headers.get("If-Modified-Since") == modified:
+                    self._send(304, headers={"Last-Modified": modified})
                 else:
                     server._count(server.bodies, self.path)
-                    self._send(200, data, {"Content-Type": mime, "ETag": etag})
+                    headers = {"img": {"ETag": etag}, "dated": {"Last-Modified": modified}}.get(validators, {})
+                    self._send(200, data, {"Content-Type": mime, **headers})
 
             def do_GET(self) -> None:
                 with server.lock:
@@ -481,8 +489,9 @@ class ImageServer(LoopbackServer):
                     return
 
             def _route(self, path: str, calls: int) -> None:
-                if path.startswith("/img/") and path[5:] in server.images:
-                    self._image(path[5:])
+                route, _, name = path[1:].partition("/")
+                if route in ("img", "dated", "plain") and name in server.images:
+                    self._image(name, route)
                 elif path in ("/flaky.jpg", "/busy.jpg"):
                     if calls == 1:
                         self._send(503 if path == "/flaky.jpg" else 429, headers={"Retry-After": "1"})

@@ -69,6 +69,9 @@ def print_index_report(console: Console, report: IndexReport, *, list_all: bool 
         f"embedded {counts.embedded}, reused {counts.reused}, {counts.failed} failed "
         f"({report.seconds:.1f}s)"
     )
+    if counts.rechecked:
+        console.print(f"  rechecked {counts.rechecked} URLs: {counts.recheck_not_modified} not modified, "
+                      f"{counts.recheck_changed} changed (re-embedded), {counts.recheck_failed} failed (kept)")
     if report.replayed_shards:
         console.print(f"  re-applied {report.replayed_shards} shard(s) left by an interrupted run")
     if report.labeled:

@@ -199,6 +199,8 @@ class ImageDecodeDataset:
             data = read_item_bytes(ref, MAX_FILE_BYTES) if self.reader is None else self.reader.read(ref, MAX_FILE_BYTES)
         except DecodeError as exc:
             return ImageSample(fail(record, str(exc)), None)
+        if self.reader is not None and (validators := self.reader.validators(ref)) is not None:
+            record.etag, record.last_modified = validators.etag, validators.last_modified
         record.bytes = len(data)
         record.sha256 = sha256_hex(data)
         self._sidecars(ref, record)

@@ -37,6 +37,7 @@ from mmindex.schemas.state import CollectionVersion, SourceSpec
 
 if TYPE_CHECKING:
     from mmindex.pipeline.embed.text_model import TextEmbedder
+    from mmindex.pipeline.ingest.recheck import Rechecked
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,24 @@ class Committer:
     written: ShardRef | None = None
     space: SpaceGuard | None = None  # the free-space check of a local root (``io/space.py``)
     _pending: list[ItemRows] = field(default_factory=list)
+    _settled: int = 0
 
     def add(self, rows: ItemRows) -> None:
         """Queue one item's rows for the unit's shard."""
         self._pending.append(rows)
 
+    def settle(self, items: int) -> None:
+        """Count items of the unit that need no row (a recheck found them unchanged) as done."""
+        self._settled += items
+
     def flush(self) -> None:
-        """Commit everything queued as the unit's shard."""
+        """Commit everything queued as the unit's shard (none: a unit whose every item settled)."""
+        settled, self._settled = self._settled, 0
         if not self._pending:
+            if settled:  # nothing to write: the unit's seq stays unused, so the marker may pass it
+                mark_applied_next(self.root, self.collection, self.version.physical_name, self.seq)
+                if self.progress is not None:
+                    self.progress.advance(settled)
             return
         records = [record for rows, _ in self._pending for record in rows]
         embeddings = np.concatenate([vectors for _, vectors in self._pending])
@@ -94,7 +105,7 @@ class Committer:
             self.written = ref
             self._apply(pa.Table.from_batches([batch]), ref)
         if self.progress is not None:
-            self.progress.advance(items)
+            self.progress.advance(items + settled)
 
     def reapply(self, ref: ShardRef, embedded_keys: list[str]) -> None:
         """Apply the unit's shard that an earlier attempt wrote but may not have applied (idempotent)."""
@@ -217,6 +228,7 @@ class UnitExecutor:
         self._delete()
         missing = self._reuse_stored()
         self._embed([*self.unit.embed, *missing])
+        self._recheck()
 
     def _delete(self) -> None:
         for item in self.unit.deleted:
@@ -240,6 +252,71 @@ class UnitExecutor:
             self.committer.add((refreshed(records, job.ref), vectors))
             self.committer.tally.counts.reused += 1
         return missing
+
+    def _recheck(self) -> None:
+        """Revalidate the unit's recheck items (``ingest/recheck.py``): embed those whose content
+        changed (a batch at a time, from the bodies fetched), store new validators of the others."""
+        from mmindex.pipeline.ingest.recheck import revalidate
+
+        if not self.unit.recheck:
+            return
+        counts = self.committer.tally.counts
+        changed: list[Rechecked] = []
+        refresh: list[Rechecked] = []
+        for found in revalidate(self.unit.recheck, self.sources):
+            if found.error is not None:
+                counts.recheck_failed += 1
+                log.warning("recheck of %s failed (the stored item is kept): %s", redact_secrets(found.job.ref.uri),
+                            found.error)
+            elif found.changed:
+                counts.recheck_changed += 1
+                changed.append(found)
+                if len(changed) >= self.batch_size:
+                    self._embed_fetched(changed)
+                    changed = []
+                continue
+            elif found.body is None:
+                counts.recheck_not_modified += 1
+            if found.error is None and found.new_validators:
+                refresh.append(found)
+            else:
+                self.committer.settle(1)
+        self._embed_fetched(changed)
+        self._store_validators(refresh)
+
+    def _embed_fetched(self, found: list[Rechecked]) -> None:
+        """Embed items from the bodies their recheck fetched."""
+        from mmindex.pipeline.embed.images import embed_images
+        from mmindex.pipeline.ingest.recheck import FetchedBodies
+
+        if not found:
+            return
+        refs = [item.job.ref for item in found]
+        self._previous.update({item.job.stored.item_key: item.job.stored for item in found})
+        reader = FetchedBodies(found)
+        try:
+            stream = embed_images(refs, self.embedder(), batch_size=self.batch_size, workers=self.workers,
+                                  max_pixels=self.max_pixels, reader=reader)
+            self._queue_embedded([stream], {ref.key: ref for ref in refs})
+        finally:
+            reader.close()
+
+    def _store_validators(self, found: list[Rechecked]) -> None:
+        """Rewrite items whose content is unchanged but whose validators are new, from their
+        stored vectors (the next recheck is a 304)."""
+        if not found:
+            return
+        stored = read_item_rows(self.committer.log, [item.job.stored for item in found])
+        for item in found:
+            rows = stored.get(item.job.stored.item_key)
+            if rows is None or item.validators is None:
+                log.warning("stored rows of %s are missing; its new validators are not kept", item.job.stored.item_key)
+                self.committer.settle(1)
+                continue
+            records = refreshed(rows[0], item.job.ref)
+            for record in records:
+                record.etag, record.last_modified = item.validators.etag, item.validators.last_modified
+            self.committer.add((records, rows[1]))
 
     def _known_chunk_vectors(
         self, refs: list[ItemRef]

@@ -78,6 +78,11 @@ class IndexOptions(BaseModel):
     retry_failed: bool = Field(
         default=False, description="Retry items that failed before even if their files did not change."
     )
+    recheck: bool = Field(
+        default=False,
+        description="Revalidate the URLs of unchanged manifest rows with conditional requests (ETag / Last-Modified: "
+        "a 304 costs no body) and re-embed only items whose content hash changed.",
+    )
     no_delete: bool = Field(default=False, description="Keep items whose files are gone (default: remove them).")
     labels: str | None = Field(
         default=None, description="Zero-shot label images with these comma-separated labels (see `mmindex label`)."
@@ -157,6 +162,7 @@ class IndexOptions(BaseModel):
             source_id=self.source_id,
             dry_run=self.dry_run,
             retry_failed=self.retry_failed,
+            recheck=self.recheck,
             delete_missing=not self.no_delete,
             labels=label_config(self.labels, self.label_template, self.label_threshold),
             source_options=self.source_options(),

@@ -2,7 +2,9 @@
 
 Per item, cheapest signal first: same size and mtime (and sidecar signature) -> unchanged (no
 read); otherwise the content hash decides. A remote item (a manifest row: size unknown) is
-unchanged when its row signature is; it is never read at planning time. New items whose content
+unchanged when its row signature is; it is never read at planning time (with ``recheck``, an
+unchanged row whose URL is http(s) goes to its work unit to be revalidated there: ``ingest/recheck.py``).
+New items whose content
 is already stored under another key (a rename or a copy) reuse the stored vectors. Items of the
 crawled source that the crawl no longer finds are deleted. Only new and changed items (and failed ones being retried) need the model.
 """
@@ -50,6 +52,8 @@ class ChangePlan:
     restat: list[tuple[ItemRef, CatalogItem]] = field(default_factory=list)
     deleted: list[CatalogItem] = field(default_factory=list)
     previous: list[CatalogItem] = field(default_factory=list)  # the catalog state of changed and retried items
+    # Unchanged fetched items to revalidate (``--recheck``), with their catalog state; counted in ``unchanged``.
+    recheck: list[tuple[ItemRef, CatalogItem]] = field(default_factory=list)
     unchanged: int = 0
     failed_unchanged: int = 0
 
@@ -74,6 +78,7 @@ class ChangePlan:
             unchanged=self.unchanged + len(self.restat),
             retried=len(self.retry_failed),
             failed_unchanged=self.failed_unchanged,
+            rechecked=len(self.recheck),
         )
 
     def items(self) -> PlannedItems:
@@ -175,6 +180,7 @@ def plan_changes(
     retry_failed: bool = False,
     delete_missing: bool = True,
     batch_items: int | None = None,
+    recheck: bool = False,
 ) -> Iterator[ChangePlan]:
     """Classify every crawled item against the catalog of the collection version, streaming.
 
@@ -184,6 +190,7 @@ def plan_changes(
     item (seen by the crawl) and the new items that have a same-size stored twin (possible renames
     or copies, hashed at the end), so planning a manifest of millions of rows never holds its
     ``ItemRef``s at once. The parts' ``counts`` (and ``items``) add up to the whole plan's.
+    With ``recheck``, unchanged items fetched over HTTP(S) are also listed to be revalidated.
     """
     batch_items = batch_items or PLAN_BATCH_ITEMS
     seen = np.zeros(len(catalog), dtype=bool)
@@ -196,7 +203,7 @@ def plan_changes(
         if not batch:
             break
         with stage("plan"):
-            plan, candidates = _plan_batch(batch, catalog, seen, retry_failed)
+            plan, candidates = _plan_batch(batch, catalog, seen, retry_failed, recheck)
             if candidates:
                 sizes = pa.array([ref.size for ref in candidates], type=pa.int64())
                 for ref, twin in zip(candidates, pc.is_in(sizes, value_set=stored_sizes).to_pylist(), strict=True):
@@ -234,7 +241,7 @@ def _stored_ok_sizes(catalog: Catalog) -> pa.Array:
 
 
 def _plan_batch(
-    refs: list[ItemRef], catalog: Catalog, seen: np.ndarray, retry_failed: bool
+    refs: list[ItemRef], catalog: Catalog, seen: np.ndarray, retry_failed: bool, recheck: bool = False
 ) -> tuple[ChangePlan, list[ItemRef]]:
     """One batch's plan, and its new items (not in the catalog, or deleted there); marks the
     catalog items the batch has in ``seen``."""
@@ -245,6 +252,11 @@ def _plan_batch(
     unchanged, failed_kept = _settled(refs, catalog.lookup_positions(positions), retry_failed)
     plan.unchanged = int(unchanged.sum())
     plan.failed_unchanged = int(failed_kept.sum())
+    if recheck:
+        for index in np.flatnonzero(unchanged):
+            ref = refs[index]
+            if ref.uri[:8].lower().startswith(("http://", "https://")):
+                plan.recheck.append((ref, catalog.item_at(positions[index].as_py())))
     candidates: list[ItemRef] = []
     for index in np.flatnonzero(~(unchanged | failed_kept)):
         ref = refs[index]

@@ -27,6 +27,8 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
         "images": counts.images,
         "text_chunks": counts.text_chunks,
         "failed": counts.failed,
+        "recheck": {"rechecked": counts.rechecked, "not_modified": counts.recheck_not_modified,
+                    "changed": counts.recheck_changed, "failed": counts.recheck_failed},
         "points_upserted": counts.points_upserted,
         "points_deleted": counts.points_deleted,
         "shards": counts.shards_written,

@@ -66,6 +66,7 @@ class IndexRequest:
     source_id: str | None = None
     dry_run: bool = False
     retry_failed: bool = False
+    recheck: bool = False  # revalidate unchanged manifest rows' URLs (``ingest/recheck.py``)
     delete_missing: bool = True
     labels: LabelConfig | None = None
     source_options: SourceOptions | None = None  # --format, a manifest's columns, --fetch-* (``source_options``)
@@ -156,7 +157,7 @@ def _crawl_and_plan(
         loaded = Catalog.empty() if catalog is None else load_catalog(catalog.shard_log)
     crawled = _Counted(open_source(spec, source_id).items())
     for part in plan_changes(crawled, loaded, source_id, retry_failed=request.retry_failed,
-                             delete_missing=request.delete_missing):
+                             delete_missing=request.delete_missing, recheck=request.recheck and spec.kind == "manifest"):
         report.counts += part.counts()
         if report.dry_run:
             report.items = report.items or PlannedItems()

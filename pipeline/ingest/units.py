@@ -43,7 +43,8 @@ class WorkUnit:
     """The items of one shard: what to delete, what to rewrite from stored vectors, what to embed.
 
     ``previous`` holds the catalog state of the embedded items that had one (their vanished
-    chunks get tombstones; unchanged chunk texts reuse their vectors).
+    chunks get tombstones; unchanged chunk texts reuse their vectors). ``recheck`` holds unchanged
+    fetched items to revalidate (``index --recheck``): re-embedded only if their content changed.
     """
 
     seq: int
@@ -51,10 +52,11 @@ class WorkUnit:
     reuse: list[ReuseJob] = field(default_factory=list)
     embed: list[ItemRef] = field(default_factory=list)
     previous: list[CatalogItem] = field(default_factory=list)
+    recheck: list[ReuseJob] = field(default_factory=list)
 
     @property
     def items(self) -> int:
-        return len(self.deleted) + len(self.reuse) + len(self.embed)
+        return len(self.deleted) + len(self.reuse) + len(self.embed) + len(self.recheck)
 
 
 class UnitWriter:
@@ -81,6 +83,9 @@ class UnitWriter:
             self._publish_if_full()
         for ref, stored in plan.stored_rewrites():
             self._unit().reuse.append(ReuseJob(ref, stored))
+            self._publish_if_full()
+        for ref, stored in plan.recheck:
+            self._unit().recheck.append(ReuseJob(ref, stored))
             self._publish_if_full()
         previous = {item.item_key: item for item in plan.previous}
         for ref in plan.to_embed:

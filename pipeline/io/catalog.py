@@ -23,7 +23,7 @@ from mmindex.schemas.items import STATUS_DELETED, STATUS_FAILED, STATUS_OK, Item
 _EMPTY_TYPES = {"bytes": pa.int64(), "mtime_ns": pa.int64(), "width": pa.int32(), "height": pa.int32(),
                 "chunk_index": pa.int32(), "char_start": pa.int32(), "char_end": pa.int32()}
 ITEM_COLUMNS = ["key", "doc_key", "source_id", "modality", "uri", "path", "ext", "status", "error",
-                "sha256", "bytes", "mtime_ns", "sidecar_sig"]
+                "sha256", "bytes", "mtime_ns", "sidecar_sig", "etag", "last_modified"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,9 @@ class CatalogItem:
     sidecar_sig: str | None
     seq: int
     live_keys: tuple[str, ...]
+    # The HTTP validators of a fetched item's stored body (``index --recheck`` sends them).
+    etag: str | None = None
+    last_modified: str | None = None
 
     @property
     def is_live(self) -> bool:
@@ -92,7 +95,8 @@ def latest_rows(log: ShardLog, columns: list[str] | None = None) -> pa.Table:
     return current.drop_columns(["_item"])
 
 
-_ITEM_FIELDS = ["source_id", "modality", "uri", "path", "ext", "sha256", "bytes", "mtime_ns", "sidecar_sig", "seq"]
+_ITEM_FIELDS = ["source_id", "modality", "uri", "path", "ext", "sha256", "bytes", "mtime_ns", "sidecar_sig", "etag",
+                "last_modified", "seq"]
 CATALOG_THROUGH = b"mmindex.catalog_through"  # schema metadata: the shard seq a catalog file is valid through
 
 
@@ -162,6 +166,7 @@ class Catalog:
             path=row["path"], ext=row["ext"], status=row["status"], sha256=row["sha256"], size=row["bytes"],
             mtime_ns=row["mtime_ns"], sidecar_sig=row["sidecar_sig"], seq=row["seq"],
             live_keys=self._live_keys(row["item_key"], row["seq"]) if row["status"] == STATUS_OK else (),
+            etag=row["etag"], last_modified=row["last_modified"],
         )
 
     def lookup_positions(self, positions: pa.Array) -> pa.Table:
@@ -208,6 +213,8 @@ def _materialized(log: ShardLog) -> tuple[pa.Table, int] | None:
     except (OSError, ValueError, pa.ArrowInvalid):
         return None
     through = int((items.schema.metadata or {}).get(CATALOG_THROUGH, b"-1"))
+    if not set(_ITEM_FIELDS) <= set(items.column_names):  # written before a column existed: build it again
+        return None
     return items.replace_schema_metadata(None), through
 
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from mmindex.pipeline.errors import DamagedShardError, SchemaMismatchError
 from mmindex.pipeline.io.integrity import Finding, first_line, iter_shard_findings, readable_rows, record_for, write_record
 from mmindex.pipeline.io.root import StoragePath, arrow_location, open_read, publish
-from mmindex.schemas.items import SCHEMA_VERSION
+from mmindex.schemas.items import LATER_COLUMNS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,14 @@ class ShardLog:
         return ShardRef(seq, ref_id, final)
 
     def read(self, ref: ShardRef, columns: list[str] | None = None) -> pa.Table:
-        """One shard as a table; its schema version must be one we understand."""
+        """One shard as a table; its schema version must be one we understand. Of ``columns``, those
+        an older shard predates (``LATER_COLUMNS``) read as null."""
         where, filesystem = arrow_location(ref.path)
         try:
-            table = pq.read_table(where, columns=columns, filesystem=filesystem)
+            with pq.ParquetFile(where, filesystem=filesystem) as shard:
+                names = shard.schema_arrow.names
+                present = None if columns is None else [name for name in columns if name in names or name not in LATER_COLUMNS]
+                table = shard.read(columns=present)
         except (OSError, pa.ArrowInvalid) as exc:
             raise DamagedShardError(
                 f"shard {ref.path} cannot be read ({first_line(exc)}): run `mmindex verify -c {self.collection}`, "
@@ -109,6 +113,15 @@ class ShardLog:
         version = (table.schema.metadata or {}).get(b"mmindex.schema_version", b"?").decode()
         if version != str(SCHEMA_VERSION):
             raise SchemaMismatchError(f"shard {ref.path} has schema version {version}, expected {SCHEMA_VERSION}")
+        if columns is not None and table.column_names != columns:
+            for name in columns:
+                if name in table.column_names:
+                    continue
+                if name not in LATER_COLUMNS:
+                    raise DamagedShardError(f"shard {ref.path} has no column {name!r}: run `mmindex verify -c "
+                                            f"{self.collection}`")
+                table = table.append_column(name, pa.nulls(table.num_rows, LATER_COLUMNS[name]))
+            table = table.select(columns)
         return table
 
     def iter_tables(self, columns: list[str] | None = None) -> Iterator[tuple[ShardRef, pa.Table]]:

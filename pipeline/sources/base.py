@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -55,6 +55,35 @@ class ItemRef:
 UNKNOWN_SIZE = -1
 
 
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What identifies the version of a body a server sent: its ``ETag`` and ``Last-Modified``
+    (stored with the item; ``index --recheck`` sends them back in a conditional GET)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> Validators | None:
+        """A response's validators, or None when it has neither."""
+        etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+        return cls(etag, modified) if etag or modified else None
+
+    @property
+    def known(self) -> bool:
+        """Whether there is anything to revalidate with (else a conditional GET is a plain one)."""
+        return bool(self.etag or self.last_modified)
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of a conditional GET for this version."""
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
 def inline_metadata(data: bytes | None) -> str | None:
     """A metadata sidecar's bytes as the canonical JSON an ``ItemRef`` carries inline (objects only)."""
     import json
@@ -94,5 +123,10 @@ class ItemReader(Protocol):
     """Reads items' bytes for the decoder; every failure is a ``DecodeError`` with the item's reason."""
 
     def read(self, ref: ItemRef, max_bytes: int) -> bytes: ...
+
+    def validators(self, ref: ItemRef) -> Validators | None:
+        """The HTTP validators of the body ``read`` gave for ``ref`` (None: not fetched over HTTP, or
+        the server sent none); asked once, after ``read``."""
+        ...
 
     def close(self) -> None: ...

@@ -34,7 +34,7 @@ import httpx
 
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.redact import redact_secrets
-from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.base import ItemRef, Validators
 from mmindex.schemas.state import FetchOptions
 
 log = logging.getLogger(__name__)
@@ -159,17 +159,26 @@ class HttpFetcher:
 
     def fetch(self, url: str) -> bytes:
         """The body at ``url``, or a ``DecodeError`` with the reason (after the retries it deserves)."""
-        body = self._retrying(url, None).body
-        if body is None:  # only a conditional request is answered without a body
+        return self.fetch_item(url).body
+
+    def fetch_item(self, url: str) -> Fetched:
+        """The body at ``url`` and the validators it came with (``fetch``'s checks and failures)."""
+        hop = self._retrying(url, None)
+        if hop.body is None:  # only a conditional request is answered without a body
             raise DecodeError("http 304")
-        return body
+        return Fetched(hop.body, hop.validators)
 
     def revalidate(self, url: str, validators: Validators) -> Revalidated:
         """A conditional GET (``If-None-Match`` / ``If-Modified-Since`` from ``validators``): a 304
-        costs no body (``body`` None); otherwise the new body and its validators. Every check of
+        costs no body (``body`` None; the validators stay, updated by any the 304 sent); otherwise
+        the new body and the validators it came with (none: ``Validators()``). Every check of
         ``fetch`` applies; a failure is a ``DecodeError`` with the reason."""
-        hop = self._retrying(url, validators)
-        return Revalidated(hop.body, hop.validators or validators)
+        hop = self._retrying(url, validators if validators.known else None)
+        if hop.body is None:
+            sent = hop.validators or Validators()
+            return Revalidated(None, Validators(sent.etag or validators.etag,
+                                                sent.last_modified or validators.last_modified))
+        return Revalidated(hop.body, hop.validators or Validators())
 
     def _retrying(self, url: str, conditional: Validators | None) -> _Hop:
         attempt = 0
@@ -315,26 +324,11 @@ class _Hop:
 
 
 @dataclass(frozen=True, slots=True)
-class Validators:
-    """What identifies the version of a body a server sent: its ``ETag`` and ``Last-Modified``."""
+class Fetched:
+    """A fetched body and, from an HTTP server, the validators it came with."""
 
-    etag: str | None = None
-    last_modified: str | None = None
-
-    @classmethod
-    def of(cls, headers: httpx.Headers) -> Validators | None:
-        """A response's validators, or None when it has neither."""
-        etag, modified = headers.get("ETag"), headers.get("Last-Modified")
-        return cls(etag, modified) if etag or modified else None
-
-    def request_headers(self) -> dict[str, str]:
-        """The headers of a conditional GET for this version."""
-        headers = {}
-        if self.etag:
-            headers["If-None-Match"] = self.etag
-        if self.last_modified:
-            headers["If-Modified-Since"] = self.last_modified
-        return headers
+    body: bytes
+    validators: Validators | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +349,7 @@ class Fetcher(Protocol):
     @property
     def concurrency(self) -> int: ...
 
-    def fetch(self, uri: str) -> bytes: ...
+    def fetch_item(self, uri: str) -> Fetched: ...
 
     def close(self) -> None: ...
 
@@ -370,7 +364,8 @@ class Prefetcher:
         self._index = {ref.key: index for index, ref in enumerate(self._refs)}
         self._window = 4 * fetcher.concurrency
         self._pool = ThreadPoolExecutor(fetcher.concurrency, thread_name_prefix="mmindex-fetch")
-        self._futures: dict[int, Future[bytes]] = {}
+        self._futures: dict[int, Future[Fetched]] = {}
+        self._validators: dict[str, Validators] = {}
         self._submitted = 0
         self._lock = threading.Lock()
         self._fill(0)
@@ -379,22 +374,30 @@ class Prefetcher:
         with self._lock:
             while self._submitted < len(self._refs) and self._submitted <= through + self._window:
                 ref = self._refs[self._submitted]
-                self._futures[self._submitted] = self._pool.submit(self.fetcher.fetch, ref.uri)
+                self._futures[self._submitted] = self._pool.submit(self.fetcher.fetch_item, ref.uri)
                 self._submitted += 1
 
     def read(self, ref: ItemRef, max_bytes: int) -> bytes:
         """The item's body (waiting for its fetch), or a ``DecodeError`` with the reason."""
         index = self._index.get(ref.key)
         if index is None:
-            data = self.fetcher.fetch(ref.uri)
+            fetched = self.fetcher.fetch_item(ref.uri)
         else:
             self._fill(index)
             with self._lock:
                 future = self._futures.pop(index, None)
-            data = future.result() if future is not None else self.fetcher.fetch(ref.uri)
-        if len(data) > max_bytes:
+            fetched = future.result() if future is not None else self.fetcher.fetch_item(ref.uri)
+        if len(fetched.body) > max_bytes:
             raise DecodeError(f"body over {max_bytes} bytes")
-        return data
+        if fetched.validators is not None:
+            with self._lock:
+                self._validators[ref.key] = fetched.validators
+        return fetched.body
+
+    def validators(self, ref: ItemRef) -> Validators | None:
+        """The validators of the body ``read`` gave for ``ref`` (asked once)."""
+        with self._lock:
+            return self._validators.pop(ref.key, None)
 
     def close(self) -> None:
         """Stop fetching (pending fetches are cancelled) and close the connections."""

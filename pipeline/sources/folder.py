@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmindex.pipeline.sources.base import ItemReader, ItemRef
+from mmindex.pipeline.sources.base import ItemReader, ItemRef, Validators
 from mmindex.pipeline.sources.local import crawl_local
 from mmindex.schemas.state import SourceSpec
 
@@ -19,6 +19,9 @@ class FileReader:
         from mmindex.pipeline.embed.decode import read_item_bytes
 
         return read_item_bytes(ref, max_bytes)
+
+    def validators(self, ref: ItemRef) -> Validators | None:
+        return None
 
     def close(self) -> None:
         return None

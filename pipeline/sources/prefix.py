@@ -27,7 +27,7 @@ from mmindex.pipeline.sources.base import (
     Modality,
     inline_metadata,
 )
-from mmindex.pipeline.sources.fetch import Prefetcher
+from mmindex.pipeline.sources.fetch import Fetched, Prefetcher
 from mmindex.schemas.state import SourceSpec
 
 if TYPE_CHECKING:
@@ -163,6 +163,9 @@ class ObjectFetcher:
             raise DecodeError("file not found") from None
         except (OSError, ValueError) as exc:
             raise DecodeError(f"cannot read object: {exc}") from None
+
+    def fetch_item(self, uri: str) -> Fetched:
+        return Fetched(self.fetch(uri))
 
     def close(self) -> None:
         return None

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
-from mmindex.pipeline.sources.base import ItemReader, ItemRef
+from mmindex.pipeline.sources.base import ItemReader, ItemRef, Validators
 from mmindex.pipeline.sources.resolve import open_source
 from mmindex.schemas.state import SourceSpec
 
@@ -46,6 +46,10 @@ class UnitReader:
         if ref.source_id in self._unknown:  # never read a remote item (or a manifest's path) as a file
             raise DecodeError(f"source {ref.source_id} is not known to this collection")
         return read_item_bytes(ref, max_bytes)
+
+    def validators(self, ref: ItemRef) -> Validators | None:
+        reader = self._readers.get(ref.source_id)
+        return None if reader is None else reader.validators(ref)
 
     def close(self) -> None:
         for reader in self._readers.values():

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING
 from mmindex.pipeline.errors import DecodeError, SourceError
 from mmindex.pipeline.ids import item_key
 from mmindex.pipeline.sources.base import IMAGE_EXTENSIONS, ItemReader, ItemRef, inline_metadata
-from mmindex.pipeline.sources.fetch import Prefetcher
+from mmindex.pipeline.sources.fetch import Fetched, Prefetcher
 from mmindex.schemas.state import SourceSpec
 
 if TYPE_CHECKING:
@@ -159,6 +159,9 @@ class TarMemberFetcher:
             raise DecodeError("file not found") from None
         except (OSError, ValueError) as exc:
             raise DecodeError(f"cannot read tar member: {exc}") from None
+
+    def fetch_item(self, uri: str) -> Fetched:
+        return Fetched(self.fetch(uri))
 
     def close(self) -> None:
         return None
