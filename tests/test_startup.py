@@ -69,6 +69,22 @@ def test_a_no_op_rerun_with_the_model_asked_for_imports_no_torch(
     assert not loaded["torch"] and not loaded["open_clip"], loaded
 
 
+def test_the_preflight_still_refuses_cuda_without_a_gpu(tiny_local_dir: Path, photo_corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    from mmindex.pipeline.embed.model import ModelSpec
+    from mmindex.pipeline.errors import ModelUnavailableError
+    from mmindex.pipeline.ingest.run import IndexRequest, preflight
+    from mmindex.schemas.config import Settings
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    request = IndexRequest(source=photo_corpus, collection="photos", model=ModelSpec(f"local-dir:{tiny_local_dir}"))
+    preflight(request, Settings(root=tmp_path / "root", device="auto"))
+    with pytest.raises(ModelUnavailableError, match="no CUDA GPU"):
+        preflight(request, Settings(root=tmp_path / "root", device="cuda"))
+
+
 def test_loading_a_model_runs_no_forward_pass(
     tiny_model_config: str, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
