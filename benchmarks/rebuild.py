@@ -32,11 +32,29 @@ payload dicts from Arrow (~0.2 s), dropping the old collection and the final flu
 
 Since new embedded collections seal their segments (``pipeline/store/edge_layout.py``), a
 rebuild of more than ~16,000 points ends with Qdrant's optimizer copying the appendable segment
-into a sealed, memory-mapped one: 1.9 s per 20,000 points (the same with Memory.Cached indexes;
-qdrant-edge exposes no optimizer thread setting), so the same run now measures 4,650 points/s
-end to end (floor 10,572). In exchange the rebuilt collection loads for every query with the
-payload indexes mapped instead of rebuilt in RAM: a query 152 ms instead of ~220 ms at 20,000
-points, 435 instead of 688 ms at 90,000 (``tests/test_edge_layout.py`` holds the exactness).
+into a sealed, memory-mapped one, and that copy builds all 15 payload indexes of the sealed
+segment anew (each index a pass over every stored payload: 0.2-0.5 s per index per 20,000
+points, whatever the field): the same run measured 4,650 points/s end to end (floor 10,572,
+0.44). In exchange the rebuilt collection loads for every query with the payload indexes mapped
+instead of rebuilt in RAM: a query 152 ms instead of ~220 ms at 20,000 points, 435 instead of
+688 ms at 90,000 (``tests/test_edge_layout.py`` holds the exactness).
+
+So a bulk load that creates its collection (a rebuild's staging collection) now creates the
+payload indexes after the load, once the segments are sealed, instead of keeping them up to date
+in the appendable segment and building them again in the seal. The second floor row is
+qdrant-edge alone producing the layout a rebuild must end with (indexes first, then the seal, as
+before). One run, rebuild and floors interleaved per repeat, the VM at load average 10-11 (other
+sessions' tests and benchmarks; absolute figures several times an idle machine's): 1,019
+points/s end to end against 2,174 for the unsealed floor (0.47; goal 0.9 not met) and 1,055
+for qdrant-edge alone into the sealed layout (0.97). The bulk load itself, old and new order side
+by side in one process (20,000 points, 3 alternating runs): 23.1 s -> 20.6 s median (866 -> 972
+points/s), each run faster. The gap left to the unsealed floor is the sealed layout's own index
+build inside qdrant-edge, which its Python API offers no way around (no bulk or columnar
+upsert, no way to build a sealed segment directly, the GIL held throughout; ``payload_memory``
+Cached and ``wal_enabled=False`` changed nothing measurable here). Below ~16,000 points nothing
+is sealed and the indexes are built after the load in the appendable segment, which costs more
+than keeping them up to date would (measured once with qdrant-edge alone at 20,000 points: 3.3 s
+against ~1.8 s): such a rebuild is slower by up to about a second, and takes seconds either way.
 """
 
 from __future__ import annotations
@@ -147,17 +165,21 @@ def check_answers(root: Path, points: int) -> tuple[float, float]:
     return found / 200, 1000 * statistics.median(latencies)
 
 
-def engine_floor(root: Path) -> tuple[float, float]:
+def engine_floor(root: Path, sealed: bool = False) -> tuple[float, float]:
     """Seconds qdrant-edge itself needs for the same points: (build ``qe.Point``s from prepared
     lists and dicts, upsert them into a new shard with the same payload indexes + flush).
 
     The floor under any rebuild through qdrant-edge's Python API, which holds the GIL throughout.
+    ``sealed``: into a shard laid out as the store makes new collections (``edge_layout``: cold
+    indexes, the appendable segment sealed by ``optimize`` before the flush, timed with the
+    upserts), the layout a rebuild must end with.
     """
     import qdrant_edge as qe
 
     from mmindex.pipeline.ingest.apply import current_point_batches
     from mmindex.pipeline.io.paths import IndexPaths
     from mmindex.pipeline.io.state_file import read_state
+    from mmindex.pipeline.store import edge_layout
     from mmindex.pipeline.store.edge_store import _SCHEMA_TYPES, EDGE_INDEXING_THRESHOLD_KB
     from mmindex.pipeline.store.store import CLIP_VECTOR, UPSERT_BATCH
     from mmindex.schemas.payload import INDEXED_FIELDS
@@ -166,19 +188,26 @@ def engine_floor(root: Path) -> tuple[float, float]:
     prepared = [(list(b.ids), b.vectors.tolist(), list(b.payloads))
                 for b in current_point_batches(IndexPaths(root).shard_log("bench", version.physical_name))]
     with tempfile.TemporaryDirectory(prefix="mmindex-edge-floor-") as tmp:
-        config = qe.EdgeConfig(
-            vectors={CLIP_VECTOR: qe.EdgeVectorParams(size=version.dim, distance=qe.Distance.Cosine)},
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=EDGE_INDEXING_THRESHOLD_KB),
-        )
+        if sealed:
+            config = edge_layout.shard_config({CLIP_VECTOR: (version.dim, qe.Distance.Cosine)}, [],
+                                              EDGE_INDEXING_THRESHOLD_KB)
+        else:
+            config = qe.EdgeConfig(
+                vectors={CLIP_VECTOR: qe.EdgeVectorParams(size=version.dim, distance=qe.Distance.Cosine)},
+                optimizers=qe.EdgeOptimizersConfig(indexing_threshold=EDGE_INDEXING_THRESHOLD_KB),
+            )
         shard = qe.EdgeShard.create(tmp, config)
         for field_name, kind in INDEXED_FIELDS.items():
-            shard.update(qe.UpdateOperation.create_field_index(field_name, _SCHEMA_TYPES[kind]))
+            params = edge_layout.index_params(kind) if sealed else _SCHEMA_TYPES[kind]
+            shard.update(qe.UpdateOperation.create_field_index(field_name, params))
         started = time.perf_counter()
         points = [qe.Point(id=i, vector={CLIP_VECTOR: v}, payload=p)
                   for ids, vectors, payloads in prepared for i, v, p in zip(ids, vectors, payloads, strict=True)]
         built = time.perf_counter()
         for start in range(0, len(points), UPSERT_BATCH):
             shard.update(qe.UpdateOperation.upsert_points(points[start : start + UPSERT_BATCH]))
+        if sealed:
+            shard.optimize()
         shard.flush()
         done = time.perf_counter()
         shard.close()
@@ -198,8 +227,8 @@ def main() -> None:
 
     root = cached_root(args.points, args.dim)
     settings = Settings(root=root)
-    walls, phases = [], []
-    for _ in range(args.repeat):
+    walls, phases, floors, sealed_floors = [], [], [], []
+    for _ in range(args.repeat):  # interleaved, so the rebuild and both floors see the same load
         with timing.recording() as timer:
             started = time.perf_counter()
             written = rebuild_collection(settings, "bench").points
@@ -207,10 +236,12 @@ def main() -> None:
         phases.append(dict(timer.seconds))
         if written != args.points:
             raise RuntimeError(f"rebuild wrote {written} points, expected {args.points}")
+        floors.append(engine_floor(root))
+        sealed_floors.append(engine_floor(root, sealed=True))
     recall, latency_ms = check_answers(root, args.points)
-    floors = [engine_floor(root) for _ in range(args.repeat)]
     build_s = statistics.median(b for b, _ in floors)
     upsert_s = statistics.median(u for _, u in floors)
+    sealed_s = statistics.median(b + u for b, u in sealed_floors)
 
     wall = statistics.median(walls)
     table = Table(title=f"mmindex rebuild, {args.points:,} points x {args.dim}-d, embedded qdrant-edge "
@@ -226,6 +257,8 @@ def main() -> None:
     table.add_row("qdrant-edge alone: build Points, s / upsert + flush, s", f"{build_s:.2f} / {upsert_s:.2f}")
     table.add_row("qdrant-edge alone: points/s (build + upsert)", f"{args.points / (build_s + upsert_s):,.0f}")
     table.add_row("rebuild / qdrant-edge alone", f"{(build_s + upsert_s) / wall:.2f}")
+    table.add_row("qdrant-edge alone, sealed layout (indexes first, seal): points/s", f"{args.points / sealed_s:,.0f}")
+    table.add_row("rebuild / qdrant-edge alone, sealed layout", f"{sealed_s / wall:.2f}")
     table.add_row(f"goal >= {GOAL_POINTS_PER_S:,} points/s", "met" if args.points / wall >= GOAL_POINTS_PER_S else "not met")
     console.print(table)
 

@@ -8,6 +8,7 @@ shard created before sealing existed loads and works as it was created.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from test_store_backends import COLLECTION, DIM, FILTER_CASES, SPEC, _assert_sam
 from mmindex.pipeline.store import edge_layout
 from mmindex.pipeline.store.edge_store import SPEC_FILE, EdgeStore
 from mmindex.pipeline.store.filters import parse_where
+from mmindex.pipeline.store.store import PointBatch
 
 SEAL_POINTS = 64  # 4 KiB of 16-d vectors: the tests' points fill a few sealed segments
 SEAL_KB = 4
@@ -96,3 +98,48 @@ def test_a_shard_created_before_sealing_loads_and_keeps_its_layout(tmp_path: Pat
     assert "hnsw_config" not in _shard_config(edge) or _shard_config(edge)["hnsw_config"] is None
     assert all(c["index"]["type"] == "plain" for c in _segment_configs(edge)), "no sealing, no index: as before"
     _assert_exact_answers(edge, records)
+
+
+def _payload_schema(edge: EdgeStore) -> set[str]:
+    shard = qe.EdgeShard.load(str(edge.shard_path(COLLECTION)))
+    try:
+        return set(shard.info().payload_schema)
+    finally:
+        shard.close()
+
+
+def test_a_bulk_load_that_creates_its_collection_indexes_payloads_after_the_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmindex.pipeline.store.edge_store as edge_module
+
+    events: list[str] = []
+    real_points, real_params = edge_module._edge_points, edge_layout.index_params
+    monkeypatch.setattr(edge_module, "_edge_points", lambda *a: events.append("points") or real_points(*a))
+    monkeypatch.setattr(edge_layout, "index_params", lambda kind: events.append("index") or real_params(kind))
+    monkeypatch.setattr(edge_module, "BULK_SESSION_S", 0.0)  # several sessions, each sealing
+    monkeypatch.setattr(edge_module, "BULK_SESSION_REOPEN_FACTOR", 0.0)
+    edge = EdgeStore(tmp_path)
+    records = _records(seed=25, n=400)  # several sealed segments (a seed without tied scores)
+    assert edge.upsert_batches(COLLECTION, batches_of(records, 100), optimize=True, create=SPEC) == 400
+    first_index = events.index("index")
+    assert "points" not in events[first_index:], "no index is kept up to date during the load"
+    assert events.count("index") == len(SPEC.indexed_fields)
+    assert _payload_schema(edge) == set(SPEC.indexed_fields), "every index exists once the load returns"
+    assert edge.collection_spec(COLLECTION).indexed_fields == SPEC.indexed_fields
+    assert any(c["index"]["type"] == "hnsw" for c in _segment_configs(edge)), "the load was sealed"
+    _assert_exact_answers(edge, records)
+
+    events.clear()
+    edge.drop_collection(COLLECTION)
+    with pytest.raises(OSError, match="gone"):  # a failing producer still leaves the collection as specified
+        edge.upsert_batches(COLLECTION, _failing_after(batches_of(records, 100), 2), create=SPEC)
+    assert _payload_schema(edge) == set(SPEC.indexed_fields)
+    assert edge.collection_spec(COLLECTION).indexed_fields == SPEC.indexed_fields
+    assert edge.count(COLLECTION) == 200
+
+
+def _failing_after(batches: Iterator[PointBatch], count: int) -> Iterator[PointBatch]:
+    for _ in range(count):
+        yield next(batches)
+    raise OSError("gone")

@@ -43,6 +43,48 @@ def test_info_command_imports_no_torch(tmp_path: Path) -> None:
     assert not any(loaded.values()), loaded
 
 
+def test_a_no_op_rerun_with_the_model_asked_for_imports_no_torch(
+    tiny_local_dir: Path, photo_corpus: Path, tmp_path: Path
+) -> None:
+    """The preflight of a re-run that names its model checks the weights, and the device only
+    where it can fail (``cuda``): a re-run with nothing to embed loads no torch."""
+    from mmindex.pipeline.ingest.run import IndexRequest, index_source
+    from mmindex.schemas.config import Settings
+
+    root = tmp_path / "root"
+    model = f"local-dir:{tiny_local_dir}"
+    from mmindex.pipeline.embed.model import ModelSpec
+
+    first = index_source(IndexRequest(source=photo_corpus, collection="photos", model=ModelSpec(model)),
+                         Settings(root=root, workers=0, text_model="none"))
+    assert first.counts.points_upserted > 0
+    code = (
+        "import sys\n"
+        "from mmindex.pipeline import cli\n"
+        f"sys.argv = ['mmindex', 'index', {str(photo_corpus)!r}, '-c', 'photos', '--root', {str(root)!r},"
+        f" '--model', {model!r}, '--text-model', 'none']\n"
+        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+    )
+    loaded = _modules_after(code, {"XDG_CONFIG_HOME": str(tmp_path / "config"), "MMINDEX_DEVICE": "auto"})
+    assert not loaded["torch"] and not loaded["open_clip"], loaded
+
+
+def test_the_preflight_still_refuses_cuda_without_a_gpu(tiny_local_dir: Path, photo_corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    from mmindex.pipeline.embed.model import ModelSpec
+    from mmindex.pipeline.errors import ModelUnavailableError
+    from mmindex.pipeline.ingest.run import IndexRequest, preflight
+    from mmindex.schemas.config import Settings
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    request = IndexRequest(source=photo_corpus, collection="photos", model=ModelSpec(f"local-dir:{tiny_local_dir}"))
+    preflight(request, Settings(root=tmp_path / "root", device="auto"))
+    with pytest.raises(ModelUnavailableError, match="no CUDA GPU"):
+        preflight(request, Settings(root=tmp_path / "root", device="cuda"))
+
+
 def test_loading_a_model_runs_no_forward_pass(
     tiny_model_config: str, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -64,6 +64,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def check_device(device: str) -> None:
+    """Fail now if ``device`` cannot be had (``cuda`` without a GPU, ``ModelUnavailableError``).
+    ``auto`` and ``cpu`` always can: they are not checked, so torch is not imported for them (a
+    re-run with nothing to embed never needs it: ~1.5 s of a no-op re-run's ~2 s at 100,000 files)."""
+    if device not in ("auto", "cpu"):
+        resolve_device(device)
+
+
 class Embedder:
     """A loaded open_clip model with its preprocessing and tokenizer."""
 

@@ -139,11 +139,11 @@ def preflight(request: IndexRequest, settings: Settings, embedder: Embedder | No
     model, explicit = requested_model(request.model, settings, existing, embedder)
     # Planning loads the model for a new collection or another model than the current one.
     if existing is None or (explicit is not None and (embeds_here or not is_current_model(explicit, existing.current))):
-        from mmindex.pipeline.embed.model import resolve_device
+        from mmindex.pipeline.embed.model import check_device
         from mmindex.pipeline.embed.weights import resolve_weights
 
         resolve_weights(model.name, model.pretrained)
-        resolve_device(settings.device)
+        check_device(settings.device)
 
 
 def _crawl_and_plan(

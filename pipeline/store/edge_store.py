@@ -19,6 +19,7 @@ session for ``BULK_SESSION_S`` seconds or more, then lets waiting queries in). `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -484,15 +485,19 @@ class EdgeStore:
         for the lock get their turn, and the load goes on in the next session. Nothing is indexed meanwhile;
         ``optimize=True`` runs the optimizers (the HNSW build of segments above the indexing threshold) at the end of the last session.
         With ``create`` the first session creates the collection (as ``create_collection``) and
-        loads into it, saving a close and a re-load of the new shard.
+        loads into it, saving a close and a re-load of the new shard; its payload indexes are then
+        created after the load (``_create_indexes_after_load``), not kept up to date during it.
         """
+        deferred: CollectionSpec | None = None  # the spec whose payload indexes come after the load
+        if create is not None and create.indexed_fields:
+            deferred, create = create, dataclasses.replace(create, indexed_fields={})
         pending = iter(batches)
         batch: PointBatch | None = None
         try:
             batch = next(pending, None)
         finally:
             if batch is None and create is not None:  # nothing to load (or the producer failed)
-                self.create_collection(name, create)
+                self.create_collection(name, deferred or create)
         written = 0
         failure: BaseException | None = None
         closing_s = 0.0  # what flushing and closing the previous session took
@@ -515,6 +520,8 @@ class EdgeStore:
                         batch, failure = None, exc
                     if time.monotonic() >= deadline:
                         break
+                if deferred is not None and batch is None:  # the last session (also when the producer failed)
+                    spec = self._create_indexes_after_load(name, shard, deferred)
                 if optimize and batch is None and failure is None:
                     shard.optimize()
                     loaded = int(shard.info().points_count), spec
@@ -526,6 +533,24 @@ class EdgeStore:
             self._build_graphs_when_large(name, *loaded)
         logger.debug("bulk-loaded %d points into %r", written, name)
         return written
+
+    def _create_indexes_after_load(self, name: str, shard: qe.EdgeShard, spec: CollectionSpec) -> CollectionSpec:
+        """Create the payload indexes of a bulk-loaded new collection, then record them in its spec.
+
+        A shard that seals its segments (``edge_layout``) is sealed first, so the indexes are built
+        once, memory-mapped, in the sealed segments: the optimizer's copy builds every index of a
+        segment anew, so indexes kept up to date in the appendable segment during the load were
+        work thrown away (measured at 20,000 512-d points with qdrant-edge alone, in seconds:
+        upsert 2.26 + seal 3.35 with the indexes during the load; upsert 0.37 + seal 0.40 +
+        indexes 2.01 after it). A shard that does not seal builds them in its appendable segment.
+        Until the spec is rewritten it lists no indexes, which is what the shard then holds.
+        """
+        if edge_layout.seals(self.shard_path(name)):
+            shard.optimize()
+        for field_name, kind in spec.indexed_fields.items():
+            shard.update(qe.UpdateOperation.create_field_index(field_name, edge_layout.index_params(kind)))
+        self._write_spec(name, spec)
+        return spec
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete points by id; unknown ids are ignored."""
