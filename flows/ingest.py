@@ -35,7 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 from mmindex.flows.dispatch import DEFAULT_SHARD_TIMEOUT_S, ShardRun, dispatch_shard, heartbeating
-from mmindex.flows.params import check_allowed, check_no_credentials
+from mmindex.flows.params import check_allowed, check_flow_options, check_no_credentials
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ShardDispatchError, StoreUnavailableError
 from mmindex.pipeline.ingest.options import IndexOptions
@@ -252,9 +252,7 @@ def ingest_flow(
     ``embed-shard/embed-shard`` on the ``gpu`` pool) or, when unset, this process.
     Returns the run report (``mmindex index --json``)."""
     logger = get_run_logger()
-    check_allowed("source", options.source)
-    check_allowed("root", options.root)
-    check_no_credentials("qdrant_url", options.qdrant_url)
+    check_flow_options(options)
     settings = options.settings()
     request = options.request()
     collection = options.collection

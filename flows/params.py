@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.redact import redact_secrets
+
+if TYPE_CHECKING:
+    from mmindex.pipeline.ingest.options import IndexOptions
 
 ALLOWED_PREFIXES_ENV = "MMINDEX_ALLOWED_PREFIXES"
 
@@ -29,7 +34,7 @@ def _inside(value: str, prefix: str) -> bool:
 
 
 def check_allowed(what: str, value: str | None) -> None:
-    """Refuse ``value`` (a source or root given as a flow parameter) outside the worker's allow-list."""
+    """Refuse ``value`` (a path or URL given as a flow parameter) outside the worker's allow-list."""
     allowed = _allowed()
     if value is None or not allowed:
         return
@@ -40,7 +45,24 @@ def check_allowed(what: str, value: str | None) -> None:
 def check_no_credentials(what: str, value: str | None) -> None:
     """Refuse a URL parameter that carries credentials (``user:key@``, a token or signature in its
     query): Prefect stores and shows every flow and shard run's parameters, so a key travels in the
-    worker's environment (``QDRANT_API_KEY``) instead. The message shows the URL redacted."""
+    worker's environment (``QDRANT_API_KEY``, the object store's own variables) instead. The
+    message shows the URL redacted."""
     if value is not None and redact_secrets(value) != value:
         raise ConfigError(f"{what} {redact_secrets(value)!r} carries credentials, which Prefect would store with "
-                          f"the run's parameters: give the worker QDRANT_API_KEY in its environment instead")
+                          "the run's parameters: give the worker its keys in its environment instead "
+                          "(QDRANT_API_KEY; AWS_* or the storage's own variables)")
+
+
+def check_flow_options(options: IndexOptions) -> None:
+    """What an ingest flow's options point a worker at: the source, the root and the model's own
+    files (a ``local-dir:`` folder, a ``--pretrained`` checkpoint path) inside the worker's
+    allow-list, and no credentials in any URL among them (Prefect stores the parameters)."""
+    model = options.model or ""
+    model_folder = model[len(LOCAL_DIR_PREFIX):] if model.startswith(LOCAL_DIR_PREFIX) else None
+    pretrained = options.pretrained
+    checkpoint = pretrained if pretrained and ("/" in pretrained or pretrained.startswith(("~", "."))) else None
+    for what, value in (("source", options.source), ("root", options.root), ("model folder", model_folder),
+                        ("pretrained checkpoint", checkpoint)):
+        check_allowed(what, value)
+    for what, value in (("source", options.source), ("root", options.root), ("qdrant_url", options.qdrant_url)):
+        check_no_credentials(what, value)

@@ -76,3 +76,31 @@ def test_flow_paths_outside_the_workers_allow_list_are_refused(tmp_path: Path, m
         with pytest.raises(ConfigError, match="outside this worker's MMINDEX_ALLOWED_PREFIXES"):
             check_allowed("source", hostile)
     assert "MMINDEX_ALLOWED_PREFIXES" in _compose()["services"]["worker"]["environment"]
+
+
+def test_an_ingest_flows_model_files_and_urls_are_checked_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow run's caller can name a model folder or checkpoint file (code the worker would load)
+    and URLs Prefect would store: the model's files must be inside the allow-list, no URL may
+    carry credentials."""
+    from mmindex.flows.params import ALLOWED_PREFIXES_ENV, check_flow_options
+    from mmindex.pipeline.errors import ConfigError
+    from mmindex.pipeline.ingest.options import IndexOptions
+
+    data = tmp_path / "data"
+    (data / "photos").mkdir(parents=True)
+    monkeypatch.setenv(ALLOWED_PREFIXES_ENV, str(data))
+    inside = {"source": str(data / "photos"), "collection": "c", "root": str(data / "index")}
+    check_flow_options(IndexOptions(**inside, model=f"local-dir:{data / 'models' / 'tuned'}"))
+    check_flow_options(IndexOptions(**inside, model="ViT-B-32", pretrained="laion2b_s34b_b79k"))  # a tag, not a path
+    for hostile, what in (({"model": "local-dir:/home/someone/untrusted"}, "model folder"),
+                          ({"model": "ViT-B-32", "pretrained": "/tmp/evil.pt"}, "pretrained checkpoint"),
+                          ({"model": "ViT-B-32", "pretrained": "../../evil.bin"}, "pretrained checkpoint")):
+        with pytest.raises(ConfigError, match=f"{what} .* is outside this worker's"):
+            check_flow_options(IndexOptions(**inside, **hostile))
+    monkeypatch.delenv(ALLOWED_PREFIXES_ENV)
+    for field, url in (("source", "https://user:s3cret@example.invalid/manifest.parquet"),
+                       ("root", "s3://bucket/index?X-Amz-Signature=s3cret"),
+                       ("qdrant_url", "http://admin:s3cret@127.0.0.1:6333")):
+        with pytest.raises(ConfigError, match="carries credentials") as refused:
+            check_flow_options(IndexOptions(**{**inside, field: url}))
+        assert "s3cret" not in str(refused.value)

@@ -126,7 +126,8 @@ def schedule(
         from mmindex.flows.params import check_no_credentials
     except ImportError as exc:
         raise ConfigError(f"mmindex schedule needs Prefect: pip install 'mmindex[flows]' ({exc})") from None
-    check_no_credentials("--qdrant-url", options.qdrant_url)  # the deployment would store it
+    for flag, value in (("SOURCE", options.source), ("--root", options.root), ("--qdrant-url", options.qdrant_url)):
+        check_no_credentials(flag, value)  # the deployment would store them
     api_url = require_prefect_api()
     location = options.source if is_url(options.source) else Path(options.source).expanduser().resolve().as_posix()
     stored = options.model_copy(update={"source": location, "root": str(settings.root)})
