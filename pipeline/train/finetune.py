@@ -154,7 +154,8 @@ def _resolve_alpha(alpha: WiseAlpha) -> WiseAlpha:
     return alpha
 
 
-def _pixel_converter(embedder: Embedder) -> Any:
+def pixel_converter(embedder: Embedder) -> Any:
+    """What turns decoded pairs' pixels into the model's input batch (normalized as indexing does)."""
     import torch
 
     plan, device = embedder.pixel_plan, embedder.device
@@ -205,7 +206,7 @@ def finetune_collection(settings: Settings, request: FinetuneRequest, progress: 
     train_data = decode_pairs(splits.train, embedder, settings.max_image_pixels, collection.sources, work)
     test_data = decode_pairs(splits.test, embedder, settings.max_image_pixels, collection.sources, work)
     val_data = decode_pairs(splits.validation, embedder, settings.max_image_pixels, collection.sources, work) if alpha == "auto" else None
-    to_pixels = _pixel_converter(embedder)
+    to_pixels = pixel_converter(embedder)
     model, device = embedder.model, embedder.device
     base_state = _clone(model.state_dict())
     base = evaluate(model, test_data, to_pixels, device)
