@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from mmindex.flows.params import check_allowed, check_no_credentials
 from mmindex.pipeline.ingest.report import index_report_json
 from mmindex.pipeline.train.finetune import FinetuneReport, FinetuneRequest, finetune_collection, finetune_request, migrate_to_finetuned
 from mmindex.schemas.config import Settings, load_settings
@@ -58,7 +59,14 @@ def finetune_flow(
     seed: int = 0,
 ) -> dict[str, Any]:
     """``mmindex finetune`` as a flow (same parameters). Returns ``mmindex finetune --json``, plus
-    the migration's report under ``migration`` when ``migrate``."""
+    the migration's report under ``migration`` when ``migrate``.
+
+    The root and the output must lie under the worker's ``MMINDEX_ALLOWED_PREFIXES`` (when set),
+    and a Qdrant URL must carry no credentials (``flows/params.py``), as in every flow.
+    """
+    check_allowed("root", root)
+    check_allowed("output", output)
+    check_no_credentials("qdrant_url", qdrant_url)
     logger = get_run_logger()
     settings = load_settings(root=root, device=device, qdrant_url=qdrant_url)
     request = finetune_request(

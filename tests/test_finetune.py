@@ -9,15 +9,17 @@ preprocessing parity, tokenization, normalization, the stored vectors and the qu
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, collection_points, run_cli
+from helpers import ImageServer, assert_one_line_error, collection_points, run_cli
 from PIL import Image, ImageDraw
 
 from mmindex.pipeline.embed.model import ModelSpec, load_embedder
@@ -144,6 +146,7 @@ def per_class_precision_at_5(model_dir: Path, tuned: Tuned) -> list[float]:
 
 def test_finetuning_learns_the_captions_and_the_migrated_collection_finds_red_circles(tuned: Tuned) -> None:
     # Macro precision@5 over the 12 classes (chance 1/12 = 0.083); measured: base 0.10, tuned 0.90.
+    # Wall (--durations=5, a 2-core box at load average ~9): 393 s fixture (index, finetune, migrate) + 4.5 s.
     before = per_class_precision_at_5(tuned.base, tuned)
     after = per_class_precision_at_5(tuned.output, tuned)
     summary = f"before {np.round(before, 2).tolist()} after {np.round(after, 2).tolist()}"
@@ -270,6 +273,64 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_where_an_unbroken_ru
     assert again.train is None and again.tuned == resumed.tuned
 
 
+def shape_samples(per_class: int, seed: int) -> dict[str, tuple[bytes, str]]:
+    """``per_class`` PNGs of each class by sample name, with their captions, deterministic."""
+    rng = np.random.default_rng(seed)
+    samples: dict[str, tuple[bytes, str]] = {}
+    for index in range(per_class * len(CLASSES)):
+        caption = CLASSES[index % len(CLASSES)]
+        buffer = io.BytesIO()
+        draw_shape(*caption.split()[1:], rng).save(buffer, format="PNG")
+        samples[f"shape{index:04d}"] = (buffer.getvalue(), caption)
+    return samples
+
+
+def shapes_tar(path: Path, samples: dict[str, tuple[bytes, str]]) -> str:
+    """A WebDataset tar of the samples (``NAME.png`` + ``NAME.txt`` caption members)."""
+    with tarfile.open(path, mode="w") as archive:
+        for name, (png, caption) in samples.items():
+            for member, data in ((f"{name}.png", png), (f"{name}.txt", caption.encode())):
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime = len(data), 1_700_000_000
+                archive.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def shapes_manifest(path: Path, samples: dict[str, tuple[bytes, str]], server: ImageServer) -> str:
+    """A CSV manifest of the samples served by ``server`` (url + caption columns)."""
+    lines = ["url,caption", *(f"{server.add_image(f'{name}.png', png, 'image/png')},{caption}"
+                              for name, (png, caption) in samples.items())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["webdataset", "manifest"])
+def test_pairs_are_read_through_their_own_source(kind: str, tmp_path: Path, shapes_base: Path) -> None:
+    from mmindex.pipeline.train.finetune import FinetuneRequest, finetune_collection
+    from mmindex.pipeline.train.loop import TrainConfig
+
+    samples = shape_samples(3, seed=2)
+    root = tmp_path / "root"
+    with ImageServer() as server:
+        if kind == "webdataset":
+            source, flags = shapes_tar(tmp_path / "shapes-000.tar", samples), []
+        else:
+            source = shapes_manifest(tmp_path / "shapes.csv", samples, server)
+            flags = ["--allow-network", "127.0.0.1/32", "--fetch-retries", "0"]
+        code, _, stderr = run_cli("index", source, "-c", kind, "--root", str(root), "--model", f"local-dir:{shapes_base}",
+                                  "--workers", "0", "--device", "cpu", *flags)
+        assert code == 0, stderr
+        fetched = server.bodies_sent()
+        settings = load_settings(root=root, device="cpu")
+        request = FinetuneRequest(kind, TrainConfig(epochs=1, batch_size=8, lr=1e-3), holdout=0.35,
+                                  output=tmp_path / "model", device="cpu")
+        report = finetune_collection(settings, request)
+        if kind == "manifest":  # read again over HTTP (with the fetch guard), once per pair
+            assert server.bodies_sent() - fetched == report.splits["train"] + report.splits["test"]
+    assert sum(report.splits.values()) == len(samples) and report.skipped == 0
+    assert report.train is not None and report.train.steps > 0
+
+
 def test_bad_input_gets_one_clear_line(tmp_path: Path, shapes_base: Path, small_root: Path, photo_corpus: Path) -> None:
     root = tmp_path / "root"
     bare = tmp_path / "bare"
@@ -309,6 +370,24 @@ def test_the_finetune_flow_trains_publishes_the_evaluation_and_migrates(prefect_
     with get_client(sync_client=True) as client:
         artifacts = [entry for entry in client.read_latest_artifacts() if entry.key == "mmindex-finetune-small"]
     assert artifacts and "i→t R@1" in str(artifacts[0].data) and "fine-tuned" in str(artifacts[0].data)
+
+
+def test_the_finetune_flow_refuses_a_root_or_output_outside_the_allow_list_and_a_url_with_credentials(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mmindex.flows.finetune import finetune_flow
+    from mmindex.flows.params import ALLOWED_PREFIXES_ENV
+    from mmindex.pipeline.errors import ConfigError
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    monkeypatch.setenv(ALLOWED_PREFIXES_ENV, str(allowed))
+    with pytest.raises(ConfigError, match=r"root '.*outside' is outside this worker's MMINDEX_ALLOWED_PREFIXES"):
+        finetune_flow.fn(collection="c", root=str(outside))
+    with pytest.raises(ConfigError, match=r"output '.*outside/model' is outside this worker's MMINDEX_ALLOWED_PREFIXES"):
+        finetune_flow.fn(collection="c", root=str(allowed / "root"), output=str(outside / "model"))
+    with pytest.raises(ConfigError, match="carries credentials") as refused:
+        finetune_flow.fn(collection="c", root=str(allowed / "root"), qdrant_url="http://admin:s3cret@127.0.0.1:6333")
+    assert "s3cret" not in str(refused.value)
+    assert not allowed.exists() and not outside.exists()
 
 
 def test_prefect_yaml_has_a_finetune_deployment_on_the_gpu_pool() -> None:

@@ -9,6 +9,7 @@
 <root>/runs/<collection>/<run_id>/                 IndexPaths.runs_dir / run_dir
 <root>/locks/<collection>.ingest.lock              IndexPaths.ingest_lock_file
 <root>/qdrant/                                     IndexPaths.qdrant_dir (the embedded store)
+<root>/models/<collection>/                        IndexPaths.models_dir (fine-tuned models, local roots only)
 ```
 
 Nothing else joins names onto a root; modules ask this object.
@@ -101,6 +102,11 @@ class IndexPaths:
     def qdrant_dir(self) -> Path:
         """Where the embedded qdrant-edge shards live (a local root only)."""
         return self.local_root / "qdrant"
+
+    def models_dir(self, collection: str) -> Path:
+        """The fine-tuned models of a collection (``mmindex finetune``'s default output), under a
+        local root only (open_clip loads ``local-dir:`` folders); ``ConfigError`` otherwise."""
+        return self.local_root / "models" / collection
 
     @property
     def local_root(self) -> Path:

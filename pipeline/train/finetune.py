@@ -23,6 +23,7 @@ from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX
 from mmindex.pipeline.embed.model import Embedder, ModelSpec, load_embedder
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.ingest.run import IndexReport, ProgressReporter
+from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import is_remote
 from mmindex.pipeline.train.evaluation import RetrievalMetrics, evaluate, metrics_markdown
 from mmindex.pipeline.train.export import (
@@ -144,7 +145,7 @@ def default_output(settings: Settings, collection: CollectionState, fingerprint:
     root = settings.root
     if is_remote(root) or not isinstance(root, Path):
         raise ConfigError(f"the index root {root} is not a local folder: give --output a folder every worker reads")
-    return root / "models" / collection.name / f"{collection.current.physical_name}-ft-{fingerprint[:10]}"
+    return IndexPaths(root).models_dir(collection.name) / f"{collection.current.physical_name}-ft-{fingerprint[:10]}"
 
 
 def _resolve_alpha(alpha: WiseAlpha) -> WiseAlpha:
@@ -153,7 +154,8 @@ def _resolve_alpha(alpha: WiseAlpha) -> WiseAlpha:
     return alpha
 
 
-def _pixel_converter(embedder: Embedder) -> Any:
+def pixel_converter(embedder: Embedder) -> Any:
+    """What turns decoded pairs' pixels into the model's input batch (normalized as indexing does)."""
     import torch
 
     plan, device = embedder.pixel_plan, embedder.device
@@ -201,10 +203,10 @@ def finetune_collection(settings: Settings, request: FinetuneRequest, progress: 
     spec = ModelSpec(collection.current.model, collection.current.pretrained)
     embedder = load_embedder(spec, request.device, "fp32")  # master weights stay fp32; autocast does the rest
     work = output / WORK_DIR
-    train_data = decode_pairs(splits.train, embedder, settings.max_image_pixels, work)
-    test_data = decode_pairs(splits.test, embedder, settings.max_image_pixels, work)
-    val_data = decode_pairs(splits.validation, embedder, settings.max_image_pixels, work) if alpha == "auto" else None
-    to_pixels = _pixel_converter(embedder)
+    train_data = decode_pairs(splits.train, embedder, settings.max_image_pixels, collection.sources, work)
+    test_data = decode_pairs(splits.test, embedder, settings.max_image_pixels, collection.sources, work)
+    val_data = decode_pairs(splits.validation, embedder, settings.max_image_pixels, collection.sources, work) if alpha == "auto" else None
+    to_pixels = pixel_converter(embedder)
     model, device = embedder.model, embedder.device
     base_state = _clone(model.state_dict())
     base = evaluate(model, test_data, to_pixels, device)

@@ -1,8 +1,10 @@
 """Training pairs: every image item of a collection that has a caption, split by item key.
 
 The pairs come from the collection's current version (the catalog's current rows: ``status``
-ok, ``modality`` image, a non-empty ``caption``); their bytes are read back from where the
-source said they are, and decoded and preprocessed exactly as indexing does (``PixelPlan``).
+ok, ``modality`` image, a non-empty ``caption``); their bytes are read back through their own
+source's reader, as indexing reads them (``UnitReader``: a folder's files, a manifest's URLs
+over the guarded HTTP fetcher, a prefix's objects, a WebDataset tar's members), in bounded
+batches, and decoded and preprocessed exactly as indexing does (``PixelPlan``).
 The split is a pure function of each item key (sha256 of the key as a number in [0, 1)), so it
 never changes between runs, machines or collection edits: an item stays in the split it was in.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from mmindex.pipeline.embed.decode import read_item_bytes
 from mmindex.pipeline.embed.images import MAX_FILE_BYTES, available_cores, base_record, decoded_pixels
 from mmindex.pipeline.embed.model import Embedder
 from mmindex.pipeline.errors import ConfigError, DecodeError
@@ -28,13 +29,15 @@ from mmindex.pipeline.io.catalog import latest_rows
 from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.sources.base import ItemRef
+from mmindex.pipeline.sources.readers import UnitReader
 from mmindex.schemas.items import STATUS_OK
-from mmindex.schemas.state import CollectionState
+from mmindex.schemas.state import CollectionState, SourceSpec
 
 log = logging.getLogger(__name__)
 
 VALIDATION_FRACTION = 0.1  # a separate split, after the held-out one, for choosing the WiSE-FT alpha
 MIN_EVAL_PAIRS = 10  # fewer held-out pairs than this measure nothing
+READ_BATCH = 256  # pairs read (one source reader, fetching ahead) and decoded at a time
 _PAIR_COLUMNS = ["key", "doc_key", "source_id", "modality", "uri", "path", "ext", "status", "caption", "bytes", "mtime_ns"]
 
 
@@ -139,10 +142,10 @@ class PairTensors:
         return len(self.keys)
 
 
-def _decode(pair: CaptionedImage, embedder: Embedder, max_pixels: int) -> np.ndarray | None:
+def _decode(pair: CaptionedImage, reader: UnitReader, embedder: Embedder, max_pixels: int) -> np.ndarray | None:
     record = base_record(pair.ref, embedder.embedder_id)
     try:
-        data = read_item_bytes(pair.ref, MAX_FILE_BYTES)
+        data = reader.read(pair.ref, MAX_FILE_BYTES)
     except DecodeError as exc:
         log.warning("skipping %s: %s", pair.ref.path, exc)
         return None
@@ -153,21 +156,35 @@ def _decode(pair: CaptionedImage, embedder: Embedder, max_pixels: int) -> np.nda
     return pixels if isinstance(pixels, np.ndarray) else pixels.numpy()
 
 
-def decode_pairs(pairs: Sequence[CaptionedImage], embedder: Embedder, max_pixels: int, cache: Path | None = None) -> PairTensors:
-    """Read, decode and preprocess every pair once (threads), tokenizing the captions.
+def _read_decoded(pairs: Sequence[CaptionedImage], sources: Mapping[str, SourceSpec], embedder: Embedder,
+                  max_pixels: int) -> list[tuple[CaptionedImage, np.ndarray]]:
+    """The pairs that read and decode, ``READ_BATCH`` at a time, each batch through one
+    ``UnitReader`` (a remote source's fetches run ahead of the decoding threads)."""
+    kept: list[tuple[CaptionedImage, np.ndarray]] = []
+    with ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="mmindex-train-decode") as pool:
+        for start in range(0, len(pairs), READ_BATCH):
+            batch = pairs[start : start + READ_BATCH]
+            with UnitReader(sources, [pair.ref for pair in batch]) as reader:
+                decoded = list(pool.map(lambda pair: _decode(pair, reader, embedder, max_pixels), batch))
+            kept += [(pair, pixels) for pair, pixels in zip(batch, decoded, strict=True) if pixels is not None]
+    return kept
 
-    An image that cannot be read or decoded any more is skipped with a warning. With ``cache``
-    (a folder), the decoded pixels are kept there as ``.npy`` files named by the pairs they hold,
-    so a resumed run does not decode again.
+
+def decode_pairs(pairs: Sequence[CaptionedImage], embedder: Embedder, max_pixels: int, sources: Mapping[str, SourceSpec],
+                 cache: Path | None = None) -> PairTensors:
+    """Read (through each pair's source), decode and preprocess every pair once, tokenizing the captions.
+
+    ``sources`` are the collection's (``CollectionState.sources``). An image that cannot be read
+    or decoded any more is skipped with a warning. With ``cache`` (a folder), the decoded pixels
+    are kept there as ``.npy`` files named by the pairs they hold, so a resumed run does not
+    read or decode again.
     """
     fingerprint = hashlib.sha256(json.dumps([[p.ref.key, p.ref.size, p.ref.mtime_ns] for p in pairs]).encode()).hexdigest()[:16]
     if cache is not None and (cache / f"pairs-{fingerprint}.json").is_file():
         meta = json.loads((cache / f"pairs-{fingerprint}.json").read_text(encoding="utf-8"))
         pixels = np.load(cache / f"pixels-{fingerprint}.npy", mmap_mode="r")
         return PairTensors(meta["keys"], meta["captions"], pixels, _tokens(embedder, meta["captions"]))
-    with ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="mmindex-train-decode") as pool:
-        decoded = list(pool.map(lambda pair: _decode(pair, embedder, max_pixels), pairs))
-    kept = [(pair, pixels) for pair, pixels in zip(pairs, decoded, strict=True) if pixels is not None]
+    kept = _read_decoded(pairs, sources, embedder, max_pixels)
     if not kept:
         raise ConfigError("none of the captioned images could be read back from its source")
     keys = [pair.ref.key for pair, _ in kept]
