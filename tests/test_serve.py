@@ -459,3 +459,16 @@ def test_serving_a_collection_on_a_qdrant_server_answers_as_the_cli(
         finally:
             stop_server(server)
         assert "fake-qdrant-key" not in server.output()
+
+
+def test_responses_mask_credentials_inside_urls() -> None:
+    """Every JSON answer of the app masks keys inside URLs (a payload uri signed for a bucket, a
+    root with userinfo), as the CLI's --json does; the rest of the body is unchanged JSON."""
+    from mmindex.pipeline.serve.app import RedactedJSONResponse
+
+    body = {"uri": "https://bucket.example/a.jpg?X-Amz-Signature=s3cret&size=2", "root": "s3://key:s3cret@bucket/i",
+            "key": "notes/[b].txt", "score": 0.5}
+    rendered = json.loads(RedactedJSONResponse(body).body)
+    assert "s3cret" not in json.dumps(rendered)
+    assert rendered["uri"].startswith("https://bucket.example/a.jpg?X-Amz-Signature=") and rendered["uri"].endswith("&size=2")
+    assert rendered["key"] == body["key"] and rendered["score"] == 0.5

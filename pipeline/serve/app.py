@@ -33,6 +33,7 @@ from mmindex.pipeline.errors import (
     RequestTooLargeError,
     StoreUnavailableError,
 )
+from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.serve.requests import EmbedRequest, RetrieveRequest, SearchRequest
 from mmindex.pipeline.serve.service import ImageFiles, JsonObject, SearchService
 
@@ -52,6 +53,15 @@ _STATUS: tuple[tuple[type[MmindexError], int], ...] = (
 )
 
 CollectionParam = Annotated[str | None, Query(max_length=200, description="Collection (default: the first served).")]
+
+
+class RedactedJSONResponse(JSONResponse):
+    """JSON with the credentials inside URLs masked (userinfo, signatures and tokens in a query:
+    ``pipeline/redact.py``), as ``mmindex ... --json`` prints it: a stored root, run record or
+    payload ``uri`` never hands a key to whoever can query the server."""
+
+    def render(self, content: Any) -> bytes:
+        return redact_secrets(super().render(content).decode("utf-8")).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +134,7 @@ def create_app(service: SearchService, options: ServeOptions | None = None) -> F
         service.close()
 
     app = FastAPI(title="mmindex", summary="Search mmindex collections: texts, images, stored items, RAG passages.",
-                  version="1", lifespan=lifespan)
+                  version="1", lifespan=lifespan, default_response_class=RedactedJSONResponse)
 
     def require_key(request: Request) -> None:
         if options.api_key is None:
