@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from mmindex.pipeline.collection import collection_state
+from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.ingest.run import (
     IndexRequest,
     RunSession,
@@ -78,3 +80,12 @@ def test_retry_condition_retries_io_only() -> None:
 
     assert retried(StoreUnavailableError("qdrant down")) and retried(OSError("disk full"))
     assert not retried(SchemaMismatchError("wrong model")) and not retried(ValueError("bug"))
+
+
+def test_a_run_id_that_is_not_one_is_refused_before_it_becomes_a_path(tmp_path: Path) -> None:
+    """A run id reaches a worker as a flow parameter (embed_shard) and becomes a folder name."""
+    assert RunDir(tmp_path, "c", "20260101T000000000000Z-0123abcd").run_id
+    for hostile in ("../../../etc", "20260101T000000000000Z-0123abcd/../../x", "20260101T000000000000Z-0123abcd\n", ""):
+        with pytest.raises(ConfigError, match="invalid run id"):
+            RunDir(tmp_path, "c", hostile)
+    assert list(tmp_path.iterdir()) == []
