@@ -3,7 +3,8 @@
 A commit writes the shard (the durable record) and then applies it to Qdrant, and finally moves
 the version's ``applied_through`` marker. Items never straddle shards, and every shard holds the
 complete new state of the items it mentions: their ok rows, failed rows, and tombstones for the
-keys they no longer have.
+keys they no longer have. A unit's rows go into its shard a row group at a time as they are made
+(a long document's chunks arrive in pieces), so memory holds about a row group, not the unit.
 """
 
 from __future__ import annotations
