@@ -1,8 +1,11 @@
 """Read, chunk and embed text documents; each chunk becomes its own record.
 
-All chunks of a document are yielded together, so a document never straddles two shards. With a
-text model (RAG collections) chunks are sized in its tokens and cut at headings, and every chunk
-gets the text model's vector beside the CLIP one (CLIP reads the chunk's first 77 tokens).
+Chunks stream: a document's records are made one chunk at a time (``iter_document_records``) and
+embedded in groups of about ``batch_size`` chunks, so a long document is yielded in several
+groups, one after the other (never interleaved with another document's); the unit's shard still
+holds all of them (``execute.Committer`` writes them a row group at a time). With a text model
+(RAG collections) chunks are sized in its tokens and cut at headings, and every chunk gets the
+text model's vector beside the CLIP one (CLIP reads the chunk's first 77 tokens).
 """
 
 from __future__ import annotations
@@ -67,8 +70,21 @@ def document_records(
     reader: ItemReader | None = None,
     context: ChunkContext | None = None,
 ) -> list[ItemRecord]:
-    """One record per chunk of the document, or a single failed record (``reader``: a remote
-    source's reader; None: a local file).
+    """All of ``iter_document_records``."""
+    return list(iter_document_records(ref, embedder, text_embedder, limits, sandbox, reader, context))
+
+
+def iter_document_records(
+    ref: ItemRef,
+    embedder: Embedder,
+    text_embedder: TextEmbedder | None = None,
+    limits: DocumentLimits | None = None,
+    sandbox: ExtractionSandbox | None = None,
+    reader: ItemReader | None = None,
+    context: ChunkContext | None = None,
+) -> Iterator[ItemRecord]:
+    """One record per chunk of the document, made one at a time, or a single failed record
+    (``reader``: a remote source's reader; None: a local file).
 
     ``limits``: the largest document and the parser's budget (``sandbox``: the child process
     HTML and PDF are parsed in; None parses them in this process, without a budget).
@@ -80,7 +96,8 @@ def document_records(
     try:
         extracted = _extract(ref, document, limits or DocumentLimits(), sandbox, reader)
     except DecodeError as exc:
-        return [fail(document, str(exc))]
+        yield fail(document, str(exc))
+        return
     if text_embedder is None:
         count, limit, overlap = embedder.count_tokens, embedder.context_length - 2, CHUNK_OVERLAP_TOKENS
     else:
@@ -90,25 +107,23 @@ def document_records(
     document.mime = extracted.mime
     document.title = document_title(extracted, PurePosixPath(ref.path).stem)
     reserve = context.reserve(document.title) if context is not None and text_embedder is not None else None
-    records = []
+    chunks = 0
     for chunk in iter_section_chunks(extracted.text, extracted.headings, count, limit, overlap, reserve=reserve):
         key = chunk_key(ref.key, chunk.index)
-        records.append(
-            dataclasses.replace(
-                document,
-                key=key,
-                point_id=point_id(key),
-                text=chunk.text,
-                chunk_index=chunk.index,
-                char_start=chunk.char_start,
-                char_end=chunk.char_end,
-                heading_path=list(chunk.heading_path) or None,
-            )
+        chunks += 1
+        yield dataclasses.replace(
+            document,
+            key=key,
+            point_id=point_id(key),
+            text=chunk.text,
+            chunk_index=chunk.index,
+            char_start=chunk.char_start,
+            char_end=chunk.char_end,
+            heading_path=list(chunk.heading_path) or None,
         )
-    if not records:
+    if not chunks:
         document.mime = None
-        return [fail(document, "empty document: no text to index")]
-    return records
+        yield fail(document, "empty document: no text to index")
 
 
 def text_chunk_tokens(text_embedder: TextEmbedder) -> int:
@@ -146,7 +161,8 @@ def embed_texts(
     reader: ItemReader | None = None,
     context_scheme: str | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
-    """Yield (records, embeddings) for groups of whole documents (about ``batch_size`` chunks).
+    """Yield (records, embeddings) for groups of at most ``batch_size`` chunks, in document order:
+    a document of more chunks comes in several consecutive groups (memory holds one group).
 
     A chunk whose exact text has a vector in ``known_vectors`` (the stored chunks of edited
     documents) reuses it: the model is deterministic, so only chunks whose text changed are
@@ -182,10 +198,11 @@ def embed_texts(
     document_limits = limits or DocumentLimits()
     with ExtractionSandbox(document_limits) as sandbox:
         for ref in refs:
-            pending.extend(document_records(ref, embedder, text_embedder, document_limits, sandbox, reader, context))
-            if len(pending) >= batch_size:
-                yield flush()
-                pending.clear()
+            for record in iter_document_records(ref, embedder, text_embedder, document_limits, sandbox, reader, context):
+                pending.append(record)
+                if len(pending) >= batch_size:
+                    yield flush()
+                    pending.clear()
     if pending:
         yield flush()
 

@@ -128,7 +128,8 @@ def replay_unapplied(settings: Settings, store: VectorStore, collection: str, ve
     for ref in log_.shards():
         if ref.seq <= version.applied_through:
             continue
-        apply_rows(store, version.physical_name, log_.read(ref), version.chunk_context)
+        for rows in log_.iter_batches(ref, APPLY_BATCH):  # a row group at a time
+            apply_rows(store, version.physical_name, rows, version.chunk_context)
         mark_applied(settings.root, collection, version.physical_name, ref.seq)
         version.applied_through = ref.seq
         replayed += 1
@@ -153,10 +154,10 @@ def current_point_batches(log_: ShardLog, size: int = REBUILD_BATCH, context: st
     """Point batches of every item's current ok rows, streamed shard by shard (oldest first).
 
     Which shard holds an item's current rows is decided from the key columns alone; then each
-    shard is read in full once and only its current rows are kept, so memory holds two shards
-    (the one being written and the next, read ahead) and the keys, never every embedding of the
-    collection. The read-ahead runs in a thread: Parquet decoding releases the GIL, so it
-    overlaps the store's work on the previous shard.
+    shard is read once, a row group at a time, and only its current rows are kept, so memory
+    holds two row groups (the one being written and the next, read ahead) and the keys, never
+    every embedding of the collection nor a whole shard. The read-ahead runs in a thread: Parquet
+    decoding releases the GIL, so it overlaps the store's work on the previous row group.
     """
     current = latest_rows(log_, ["status"])
     current = current.filter(pc.equal(current.column("status"), STATUS_OK))
@@ -165,20 +166,29 @@ def current_point_batches(log_: ShardLog, size: int = REBUILD_BATCH, context: st
         keys = current.filter(pc.equal(current.column("seq"), ref.seq)).column("key")
         if len(keys) > 0:
             wanted.append((ref, keys.combine_chunks()))
+    tables = (table for ref, keys in wanted for table in _current_rows(log_, ref, keys, size))
+    for table in _read_ahead(tables):
+        yield from point_batches(table, size, context)
+
+
+def _read_ahead(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """``tables``, each next one read in a thread while the caller works on the one before."""
+    done: pa.Table = pa.table({})  # the end (compared by identity)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmindex-read") as reader:
-        pending = [reader.submit(_current_rows, log_, ref, keys) for ref, keys in wanted[:1]]
-        for index in range(len(wanted)):
+        pending = reader.submit(next, tables, done)
+        while True:
             with stage("read"):  # waiting for the read-ahead
-                table = pending.pop().result()
-            if index + 1 < len(wanted):
-                pending.append(reader.submit(_current_rows, log_, *wanted[index + 1]))
-            yield from point_batches(table, size, context)
+                table = pending.result()
+            if table is done:
+                return
+            pending = reader.submit(next, tables, done)
+            yield table
 
 
-def _current_rows(log_: ShardLog, ref: ShardRef, keys: pa.Array) -> pa.Table:
-    """The rows of one shard whose key is in ``keys``."""
-    table = log_.read(ref)
-    return table.filter(pc.is_in(table.column("key"), value_set=keys))
+def _current_rows(log_: ShardLog, ref: ShardRef, keys: pa.Array, size: int) -> Iterator[pa.Table]:
+    """The rows of one shard whose key is in ``keys``, a row group at a time."""
+    for table in log_.iter_batches(ref, size):
+        yield table.filter(pc.is_in(table.column("key"), value_set=keys))
 
 
 def rebuild_version(

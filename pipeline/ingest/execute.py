@@ -3,12 +3,12 @@
 A commit writes the shard (the durable record) and then applies it to Qdrant, and finally moves
 the version's ``applied_through`` marker. Items never straddle shards, and every shard holds the
 complete new state of the items it mentions: their ok rows, failed rows, and tombstones for the
-keys they no longer have.
+keys they no longer have. A unit's rows go into its shard a row group at a time as they are made
+(a long document's chunks arrive in pieces), so memory holds about a row group, not the unit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,7 +24,7 @@ from mmindex.pipeline.ingest.apply import apply_rows, mark_applied_next
 from mmindex.pipeline.ingest.units import Tally, WorkUnit
 from mmindex.pipeline.io.catalog import CatalogItem, read_item_rows
 from mmindex.pipeline.io.root import StoragePath
-from mmindex.pipeline.io.shards import ShardLog, ShardRef
+from mmindex.pipeline.io.shards import ShardLog, ShardRef, ShardWriter
 from mmindex.pipeline.io.space import SpaceGuard
 from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.sources.base import ItemRef
@@ -52,13 +52,25 @@ class ProgressReporter(Protocol):
     def advance(self, items: int) -> None: ...
 
 
+# A unit's rows are written to its shard as a row group whenever this many are queued, so a unit
+# (one huge document's chunks, say) never holds more than about this many rows; a unit with fewer
+# rows is one row group, written at its commit, as before.
+ROW_GROUP_ROWS = 4096
+# Rows of a shard read back and applied to the store at a time.
+APPLY_ROWS = 4096
+
+
 @dataclass(slots=True)
 class Committer:
     """Writes the one shard of a work unit (whole items) and applies it to the store.
 
-    Everything added goes into the shard of the unit's sequence number, written by ``flush``; the
-    version's ``applied_through`` marker then only moves when the shard is the next one (units may
-    finish out of order; the run's finalize step moves it past all of them).
+    Rows are queued by ``add``; once ``ROW_GROUP_ROWS`` are queued they go into the unit's shard
+    as a row group (a temporary file until ``flush`` publishes it: ``ShardWriter``), so memory holds
+    at most a row group's rows whatever the unit holds. ``flush`` writes the rest, publishes the
+    shard of the unit's sequence number and applies it to the store a row group at a time; the
+    version's ``applied_through`` marker then only moves when the shard is the next one (units
+    may finish out of order; the run's finalize step moves it past all of them). ``abort`` drops
+    a shard that was begun (nothing of it is visible).
     """
 
     root: StoragePath
@@ -73,55 +85,104 @@ class Committer:
     space: SpaceGuard | None = None  # the free-space check of a local root (``io/space.py``)
     _pending: list[ItemRows] = field(default_factory=list)
     _settled: int = 0
+    _pending_rows: int = 0
+    _items: int = 0
+    _writer: ShardWriter | None = None
+    _rows_written: int = 0
+    _batch_bytes: int = 0
+    _used_before: int | None = None
 
-    def add(self, rows: ItemRows) -> None:
-        """Queue one item's rows for the unit's shard."""
+    def add(self, rows: ItemRows, items: int = 1) -> None:
+        """Queue rows for the unit's shard: ``items`` whole items, or (``items=0``) more rows of
+        the item added last (a document's chunks come in pieces)."""
         self._pending.append(rows)
+        self._pending_rows += len(rows[0])
+        self._items += items
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._write_pending()
 
     def settle(self, items: int) -> None:
         """Count items of the unit that need no row (a recheck found them unchanged) as done."""
         self._settled += items
 
-    def flush(self) -> None:
-        """Commit everything queued as the unit's shard (none: a unit whose every item settled)."""
-        settled, self._settled = self._settled, 0
+    def _write_pending(self) -> None:
+        """Write the queued rows as one row group of the unit's shard (opened on the first)."""
         if not self._pending:
-            if settled:  # nothing to write: the unit's seq stays unused, so the marker may pass it
-                mark_applied_next(self.root, self.collection, self.version.physical_name, self.seq)
-                if self.progress is not None:
-                    self.progress.advance(settled)
             return
         records = [record for rows, _ in self._pending for record in rows]
         embeddings = np.concatenate([vectors for _, vectors in self._pending])
-        items = len(self._pending)
-        self._pending = []
+        self._pending, self._pending_rows = [], 0
         with stage("write"):
             batch = records_to_batch(records, embeddings, self.version.dim, self.version.text_dim)
-            if self.space is not None:  # before anything of the unit is written
-                self.space.require(batch.num_rows, batch.nbytes)
-        with self.space.measuring(batch.num_rows) if self.space is not None else contextlib.nullcontext():
+            del records, embeddings
+            self._batch_bytes += batch.nbytes
+            if self.space is not None:  # before each row group (before anything, for the first)
+                written = 0 if self._writer is None else self._writer.bytes_written
+                self.space.require(self._rows_written + batch.num_rows, self._batch_bytes, already_written=written)
+                if self._used_before is None:
+                    self._used_before = self.space.used()
+            if self._writer is None:
+                self._writer = self.log.open_writer(batch.schema, self.seq)
+            try:
+                self._writer.write(batch)
+            except BaseException:
+                self.abort()
+                raise
+            self._rows_written += batch.num_rows
+
+    def flush(self) -> None:
+        """Commit everything queued as the unit's shard: publish it, then apply it (no shard: a
+        unit whose every item settled)."""
+        settled, self._settled = self._settled, 0
+        try:
+            self._write_pending()
+            writer, self._writer = self._writer, None
+            if writer is None:
+                if settled:  # nothing to write: the unit's seq stays unused, so the marker may pass it
+                    mark_applied_next(self.root, self.collection, self.version.physical_name, self.seq)
+                    if self.progress is not None:
+                        self.progress.advance(settled)
+                return
             with stage("write"):
-                ref = self.log.write(batch, self.seq)
-            self.written = ref
-            self._apply(pa.Table.from_batches([batch]), ref)
+                ref = writer.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.written = ref
+        self._apply(ref)
+        if self.space is not None and self._used_before is not None:
+            self.space.record_growth(self._used_before, self._rows_written)
         if self.progress is not None:
-            self.progress.advance(items + settled)
+            self.progress.advance(self._items + settled)
+
+    def abort(self) -> None:
+        """Drop the unit's shard if one was begun (its temporary file is removed)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.abort()
+        self._pending, self._pending_rows = [], 0
 
     def reapply(self, ref: ShardRef, embedded_keys: list[str]) -> None:
         """Apply the unit's shard that an earlier attempt wrote but may not have applied (idempotent)."""
-        self._apply(self.log.read(ref), ref)
+        self._apply(ref)
         self.tally.embedded_keys = list(embedded_keys)
         self.tally.counts.embedded = len(embedded_keys)
 
-    def _apply(self, rows: pa.Table, ref: ShardRef) -> None:
-        with stage("upsert"):
-            result = apply_rows(self.store_factory(), self.version.physical_name, rows, self.version.chunk_context)
+    def _apply(self, ref: ShardRef) -> None:
+        """Apply the shard to the store a row group at a time, then move the applied marker."""
+        counts = self.tally.counts
+        for rows in self.log.iter_batches(ref, APPLY_ROWS):
+            with stage("upsert"):
+                result = apply_rows(self.store_factory(), self.version.physical_name, rows, self.version.chunk_context)
+            counts.points_upserted += result.upserted
+            counts.points_deleted += result.deleted
+            self._count(rows)
         with stage("write"):
             mark_applied_next(self.root, self.collection, self.version.physical_name, ref.seq)
-        counts = self.tally.counts
         counts.shards_written += 1
-        counts.points_upserted += result.upserted
-        counts.points_deleted += result.deleted
+
+    def _count(self, rows: pa.Table) -> None:
+        counts = self.tally.counts
         columns = rows.select(["status", "modality", "key", "path", "error"]).to_pylist()
         for row in columns:
             if row["status"] == STATUS_OK:
@@ -369,25 +430,49 @@ class UnitExecutor:
 
     def _queue_embedded(self, groups: list[Iterator[tuple[list[ItemRecord], np.ndarray]]],
                         by_key: dict[str, ItemRef]) -> None:
-        """Queue the rows of embedded items (with tombstones for their vanished chunks)."""
+        """Queue the rows of embedded items (with tombstones for their vanished chunks). A
+        document's chunks may come in several groups (one after the other): each piece is queued
+        as it comes, and the document's tombstones follow its last piece."""
         tally = self.committer.tally
+        current: _OpenItem | None = None
         for records, embeddings in (group for stream in groups for group in stream):
             for item_key, (item_records, item_vectors) in _by_item(records, embeddings):
+                if current is None or current.key != item_key:
+                    if current is not None:
+                        self._close_item(current)
+                    current = _OpenItem(item_key, self._previous.get(item_key))
                 ref = by_key[item_key]
                 for record in item_records:
                     record.sidecar_sig = ref.sidecar_sig
-                if any(record.status == STATUS_OK for record in item_records):  # a failed item is not embedded
+                if not current.embedded and any(record.status == STATUS_OK for record in item_records):
+                    current.embedded = True  # a failed item is not embedded
                     tally.embedded_keys.append(item_key)
                     tally.counts.embedded += 1
-                self.committer.add(self._with_tombstones(item_key, (item_records, item_vectors)))
+                current.stale.difference_update(record.key for record in item_records)
+                self.committer.add((item_records, item_vectors), items=0 if current.queued else 1)
+                current.queued = True
+        if current is not None:
+            self._close_item(current)
 
-    def _with_tombstones(self, item_key: str, rows: ItemRows) -> ItemRows:
-        """Add tombstones for keys the item had before and no longer has (vanished chunks)."""
-        old = self._previous.get(item_key)
-        if old is None:
-            return rows
-        stale = sorted(set(old.live_keys) - {record.key for record in rows[0]})
-        if not stale:
-            return rows
-        extra, zeros = tombstone_rows(old, stale, self._embedder_id, self._dim)
-        return [*rows[0], *extra], np.concatenate([rows[1], zeros])
+    def _close_item(self, item: _OpenItem) -> None:
+        """Queue tombstones for the keys the item had before and no longer has (vanished chunks)."""
+        if item.previous is None or not item.stale:
+            return
+        self.committer.add(tombstone_rows(item.previous, sorted(item.stale), self._embedder_id, self._dim), items=0)
+
+
+@dataclass(slots=True)
+class _OpenItem:
+    """The embedded item whose rows are being queued: its key, its catalog state before, the keys
+    it had that its rows have not mentioned yet, whether it counted as embedded, whether any of
+    its rows were queued."""
+
+    key: str
+    previous: CatalogItem | None
+    stale: set[str] = field(default_factory=set)
+    embedded: bool = False
+    queued: bool = False
+
+    def __post_init__(self) -> None:
+        if self.previous is not None:
+            self.stale = set(self.previous.live_keys)

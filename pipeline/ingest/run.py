@@ -26,7 +26,7 @@ from mmindex.pipeline.collection import Collection, EmbedderLoader, load_model
 from mmindex.pipeline.embed.chunking import CONTEXT_SCHEMES
 from mmindex.pipeline.embed.model import Embedder, ModelSpec
 from mmindex.pipeline.errors import ConfigError, IndexBusyError
-from mmindex.pipeline.ingest.apply import collection_spec, replay_unapplied
+from mmindex.pipeline.ingest.apply import collection_spec, discard_partial_shards, replay_unapplied
 from mmindex.pipeline.ingest.commits import BackgroundCommits
 from mmindex.pipeline.ingest.execute import ProgressReporter
 from mmindex.pipeline.ingest.plan import PlannedItems, plan_changes
@@ -240,6 +240,8 @@ def plan_run(
         if not request.dry_run:
             # Cheap (sizes and Parquet footers; `verify` hashes every byte), so a no-op re-run stays fast.
             target.shard_log.require_intact(full=False, outcome="nothing indexed")
+            if discard_partial_shards(target.shard_log):  # a killed run's shard, begun and never published
+                log.warning("removed the unpublished shard file(s) of an interrupted run")
             store = target.store()
             if not store.collection_exists(version.physical_name):  # queryable even while (or if) empty
                 store.create_collection(version.physical_name, collection_spec(version))

@@ -110,7 +110,8 @@ class RunSession:
         self.close()
 
     def prepare(self, seq: int, progress: ProgressReporter | None = None) -> PreparedUnit:
-        """The first half of ``process``: decode and embed the unit's items (nothing is written).
+        """The first half of ``process``: decode and embed the unit's items (nothing is published:
+        a large unit's row groups go to its shard's temporary file).
         A unit that is done is not redone; a unit whose shard exists is only re-applied by ``commit``."""
         started = time.perf_counter()
         done = self.run_dir.read_outcome(seq)
@@ -125,11 +126,16 @@ class RunSession:
         prepared = PreparedUnit(self.run_dir, seq, started, unit.items, [ref.key for ref in unit.embed], committer,
                                 written=log_.find(seq))
         if prepared.written is None:
-            UnitExecutor(unit, committer, collection.embedder, self.settings.batch_size, self.settings.workers,
-                         self.settings.max_image_pixels,
-                         collection.text_embedder if collection.has_text_model else None,
-                         self.settings.max_document_bytes,
-                         sources={**collection.entry.sources, self.plan.source_id: self.plan.source}).prepare()
+            executor = UnitExecutor(unit, committer, collection.embedder, self.settings.batch_size, self.settings.workers,
+                                    self.settings.max_image_pixels,
+                                    collection.text_embedder if collection.has_text_model else None,
+                                    self.settings.max_document_bytes,
+                                    sources={**collection.entry.sources, self.plan.source_id: self.plan.source})
+            try:
+                executor.prepare()
+            except BaseException:
+                committer.abort()  # row groups written so far: a temporary file, removed
+                raise
         return prepared
 
     def process(self, seq: int, progress: ProgressReporter | None = None) -> UnitOutcome:

@@ -1,7 +1,7 @@
 """Shard integrity: what each shard was when it was published, and checks against it
 (docs/ARCHITECTURE.md §3, "Integrity").
 
-``ShardLog.write`` records every shard's size, row count and sha256 in its own small JSON file
+``ShardWriter.close`` records every shard's size, row count and sha256 in its own small JSON file
 beside the catalog (``<root>/catalog/<collection>/<physical>.shards/<shard name>.json``; one file
 per shard, so shards written in parallel never contend for one record). Two checks read them:
 

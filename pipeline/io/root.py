@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RemotePath", "StoragePath", "arrow_location", "ensure_private_root", "is_remote", "is_url", "parse_root",
-    "file_size", "open_read", "publish", "remove_tree",
+    "file_size", "has_rename", "open_read", "publish", "remove_tree",
 ]
 
 # An index holds text from private folders: its root is the owner's only, and so is every file published.
@@ -51,7 +51,8 @@ def is_remote(path: StoragePath) -> bool:
     return isinstance(path, RemotePath)
 
 
-def _has_rename(fs: AbstractFileSystem) -> bool:
+def has_rename(fs: AbstractFileSystem) -> bool:
+    """Whether ``fs`` is the local file system behind a ``file://`` URL (files can be renamed there)."""
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     return bool({"file", "local"} & set(protocols))
 
@@ -59,7 +60,7 @@ def _has_rename(fs: AbstractFileSystem) -> bool:
 def publish(path: StoragePath, data: bytes, durable: bool = True) -> None:
     """Write ``data`` so that ``path`` is either absent/old or complete, never partial."""
     if isinstance(path, RemotePath):
-        if _has_rename(path.fs):  # a local folder behind a file:// URL: the same private, atomic write
+        if has_rename(path.fs):  # a local folder behind a file:// URL: the same private, atomic write
             write_atomic(Path(path.path), data, durable=durable, mode=PRIVATE_FILE_MODE)
         else:
             path.fs.pipe_file(path.path, data)  # one PUT: the object appears whole or not at all

@@ -86,15 +86,25 @@ class SpaceGuard:
         reserve = RESERVE_BYTES + (EDGE_ALLOCATION_BYTES if self.store_on_root else 0)
         return int(max(estimate, self.growth_per_row * rows)) + reserve
 
-    def require(self, rows: int, batch_bytes: int) -> None:
-        """``DiskFullError`` unless the unit fits: checked before anything of it is written."""
-        require_free(self.root, self.needed(rows, batch_bytes), "this unit")
+    def require(self, rows: int, batch_bytes: int, already_written: int = 0) -> None:
+        """``DiskFullError`` unless the unit fits: checked before anything of it is written, and
+        again before each further row group of a large unit (``rows`` and ``batch_bytes``: the
+        unit so far; ``already_written``: what its shard file already took)."""
+        require_free(self.root, max(0, self.needed(rows, batch_bytes) - already_written), "this unit")
+
+    def used(self) -> int:
+        """Bytes used on the root's file system now (``record_growth`` compares with it)."""
+        return _used_bytes(self.root)
+
+    def record_growth(self, used_before: int, rows: int) -> None:
+        """Remember what committing ``rows`` rows took since ``used_before`` (the largest per row so far)."""
+        grown = _used_bytes(self.root) - used_before
+        if rows and grown > 0:
+            self.growth_per_row = max(self.growth_per_row, grown / rows)
 
     @contextmanager
     def measuring(self, rows: int) -> Iterator[None]:
         """Measure what committing ``rows`` rows took on the file system (the largest per row so far)."""
-        before = _used_bytes(self.root)
+        before = self.used()
         yield
-        grown = _used_bytes(self.root) - before
-        if rows and grown > 0:
-            self.growth_per_row = max(self.growth_per_row, grown / rows)
+        self.record_growth(before, rows)

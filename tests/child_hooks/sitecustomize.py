@@ -1,8 +1,14 @@
-"""Loaded at start-up by the processes of the flow scale test's workers (``PYTHONPATH`` holds this
-folder; nothing else imports it). With ``MMINDEX_TEST_HOLD_DIR`` set, the first process that
+"""Loaded at start-up by the child processes of some tests (``PYTHONPATH`` holds this folder;
+nothing else imports it).
+
+With ``MMINDEX_TEST_HOLD_DIR`` set (the flow scale test's workers), the first process that
 embeds a batch after the test arms the hold (creates ``<dir>/armed``) claims it, writes
 ``<dir>/held-<pid>`` with its flow run id and stops there, mid-shard, until the test kills it
-(or, bounded, until ``<dir>/released`` appears)."""
+(or, bounded, until ``<dir>/released`` appears).
+
+With ``MMINDEX_TEST_ROW_GROUP_ROWS`` set (the killed-mid-document test), a unit's shard is
+written a row group of that many rows at a time, so a small document already spans several.
+"""
 
 from __future__ import annotations
 
@@ -45,3 +51,8 @@ def _install(hold_dir: Path) -> None:
 
 if os.environ.get("MMINDEX_TEST_HOLD_DIR"):
     _install(Path(os.environ["MMINDEX_TEST_HOLD_DIR"]))
+
+if os.environ.get("MMINDEX_TEST_ROW_GROUP_ROWS"):
+    from mmindex.pipeline.ingest import execute
+
+    execute.ROW_GROUP_ROWS = int(os.environ["MMINDEX_TEST_ROW_GROUP_ROWS"])
