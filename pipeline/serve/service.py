@@ -120,9 +120,14 @@ class SearchService:
 
         ``files``: the query's images as uploaded files (a multipart request) instead of base64."""
         texts = as_list(request.text)
-        images, not_images = as_list(request.image), as_list(request.not_image)
-        if files is not None and (images or not_images):
+        if files is None:
+            images = self._decode_images(as_list(request.image))
+            not_images = self._decode_images(as_list(request.not_image))
+        elif request.image or request.not_image:
             raise ConfigError("give the images as files or as base64 in the query, not both")
+        else:
+            images, not_images = files.images, files.not_images
+        self._checked_size([*images, *not_images])
         fused_options = (images or request.vector or request.like or request.not_text or not_images or request.not_like
                          or request.weights or request.mmr is not False or request.min_score is not None or request.offset)
         with self.open(request.collection) as collection:
@@ -133,16 +138,14 @@ class SearchService:
                 return [passage_json(passage, score_kind(chosen)) for passage in passages]
             if request.per_document is not None:
                 raise ConfigError("per_document applies to passage queries (mode dense, sparse or hybrid)")
-            if files is not None:
-                uploads = self._checked_size([*files.images, *files.not_images])
-                images, not_images = ["file"] * len(files.images), ["file"] * len(files.not_images)
-            else:
-                uploads = self._decode_images([*images, *not_images])
-            vectors = [image_bytes_vector(collection.embedder(), data, self.settings.max_image_pixels) for data in uploads]
+            image_vectors, not_image_vectors = (
+                [image_bytes_vector(collection.embedder(), data, self.settings.max_image_pixels) for data in group]
+                for group in (images, not_images)
+            )
             given = [np.asarray(request.vector, dtype=np.float32)] if request.vector is not None else []
             parts = parts_from_flags(  # a given vector comes after the images, as in Index.search
-                texts=texts, images=[*vectors[: len(images)], *given], likes=as_list(request.like),
-                not_texts=as_list(request.not_text), not_images=vectors[len(images) :], not_likes=as_list(request.not_like),
+                texts=texts, images=[*image_vectors, *given], likes=as_list(request.like),
+                not_texts=as_list(request.not_text), not_images=not_image_vectors, not_likes=as_list(request.not_like),
                 weights=request.weights,
             )
             diversity = None if request.mmr is False else 0.5 if request.mmr is True else float(request.mmr)
@@ -210,7 +213,7 @@ class SearchService:
             if texts:
                 vectors = embedder.encode_texts(texts)
             else:
-                data = self._decode_images([request.image or ""])[0]
+                data = self._checked_size(self._decode_images([request.image or ""]))[0]
                 vectors = image_bytes_vector(embedder, data, self.settings.max_image_pixels).reshape(1, -1)
             return {"collection": collection.name, "embedder_id": embedder.embedder_id, "dim": int(vectors.shape[1]),
                     "vectors": vectors.astype(float).tolist()}
@@ -222,7 +225,7 @@ class SearchService:
                 decoded.append(base64.b64decode(text, validate=True))
             except (binascii.Error, ValueError):
                 raise ConfigError("an image must be a base64-encoded image file") from None
-        return self._checked_size(decoded)
+        return decoded
 
     def _checked_size(self, images: list[bytes]) -> list[bytes]:
         """``images``, or ``RequestTooLargeError`` when together they are over the upload limit."""
