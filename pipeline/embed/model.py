@@ -20,7 +20,7 @@ import numpy as np
 
 from mmindex.pipeline.embed.identity import LOCAL_DIR_PREFIX, PREPROCESS_VERSION, embedder_id
 from mmindex.pipeline.embed.precision import Precision, ResolvedPrecision, resolve_precision
-from mmindex.pipeline.embed.weights import ResolvedWeights, file_sha256, resolve_weights, warn_if_pickled
+from mmindex.pipeline.embed.weights import ResolvedWeights, file_sha256, resolve_weights, tag_weights_file, warn_if_pickled
 from mmindex.pipeline.errors import ConfigError, ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -125,8 +125,6 @@ class Embedder:
 
         A tag names weights by name only: this is what tells a collection that the cached file
         under that name is no longer the one its vectors came from (``require_own_model``)."""
-        from mmindex.pipeline.embed.weights import tag_weights_file
-
         if self.weights.tag is None:
             return None
         path = self.weights.checkpoint or tag_weights_file(self.spec.name, self.weights.tag)

@@ -256,6 +256,11 @@ class EdgeStore:
             raise
         return lock
 
+    def _recover(self, name: str) -> None:
+        """Finish an interrupted replacement of ``name`` now (taking its lock does it)."""
+        with self._locked(name):
+            pass
+
     def _swap_journal(self, name: str) -> Path:
         return self.directory / f".swap-{self.shard_path(name).name}.json"
 
@@ -411,8 +416,7 @@ class EdgeStore:
         """Whether the collection was created completely (its spec file exists; a replacement
         interrupted half-way is finished first)."""
         if self._swap_journal(name).is_file():
-            with self._locked(name):
-                pass
+            self._recover(name)
         return self._spec_path(name).is_file()
 
     def create_collection(self, name: str, spec: CollectionSpec) -> None:
@@ -454,8 +458,7 @@ class EdgeStore:
         if not self.directory.is_dir():
             return []
         for journal in self.directory.glob(".swap-*.json"):  # replacements interrupted half-way: finish them
-            with self._locked(journal.name[len(".swap-") : -len(".json")]):
-                pass
+            self._recover(journal.name[len(".swap-") : -len(".json")])
         return sorted(entry.name for entry in self.directory.iterdir()
                       if not entry.name.startswith(".") and (entry / SPEC_FILE).is_file())  # not a retired shard
 
