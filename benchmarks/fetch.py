@@ -135,6 +135,7 @@ def fetch_decode_rate(urls: list[str], concurrency: int, image_size: int) -> tup
     from mmindex.pipeline.embed.preprocess import plan_pixels
     from mmindex.pipeline.sources.base import UNKNOWN_SIZE, ItemRef
     from mmindex.pipeline.sources.fetch import HttpFetcher, Prefetcher
+    from mmindex.schemas.config import ImageLimits
     from mmindex.schemas.state import FetchOptions
 
     transform = open_clip.image_transform(image_size, is_train=False)
@@ -142,7 +143,7 @@ def fetch_decode_rate(urls: list[str], concurrency: int, image_size: int) -> tup
                     mtime_ns=0) for url in urls]
     options = FetchOptions(concurrency=concurrency, per_host=concurrency, allow_networks=["127.0.0.1/32"])
     reader = Prefetcher(HttpFetcher(options), refs)
-    dataset = ImageDecodeDataset(refs, transform, "bench", 100_000_000, plan_pixels(transform, image_size), reader=reader)
+    dataset = ImageDecodeDataset(refs, transform, "bench", ImageLimits(100_000_000), plan_pixels(transform, image_size), reader=reader)
     started = time.perf_counter()
     decoded = 0
     try:

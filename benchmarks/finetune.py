@@ -133,7 +133,7 @@ def mmindex_speed(settings: Any, model: Path, collection: Any, train_pairs: list
     started = time.perf_counter()
     embedder = load_embedder(ModelSpec(f"local-dir:{model}"), "cpu", "fp32")
     loaded = time.perf_counter()
-    data = decode_pairs(train_pairs, embedder, settings.max_image_pixels, collection.sources)
+    data = decode_pairs(train_pairs, embedder, settings.image_limits, collection.sources)
     result = train(embedder.model, data, pixel_converter(embedder), embedder.device, config,
                    checkpoint=work / "speed" / "checkpoint.pt", fingerprint="benchmark")
     ended = time.perf_counter()

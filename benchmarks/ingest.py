@@ -314,6 +314,7 @@ def strategy_sweep(embedder: Any, corpus: Path, batch_sizes: list[int], repeat: 
     """images/s of embed_images alone (decode + encode, no store) per strategy and batch size."""
     from mmindex.pipeline.embed.images import embed_images
     from mmindex.pipeline.sources.local import crawl_local
+    from mmindex.schemas.config import ImageLimits
 
     refs = list(crawl_local(corpus))
     table = Table(title=f"decode strategy x batch size: embed_images on {len(refs)} JPEGs, images/s (median of {repeat})")
@@ -323,12 +324,12 @@ def strategy_sweep(embedder: Any, corpus: Path, batch_sizes: list[int], repeat: 
     strategies = [("burst", None), ("overlap", None), ("processes", 2), ("processes", 1)]
     if embedder.device.type == "cuda":
         strategies.append(("device-jpeg", None))
-    list(embed_images(refs[:batch_sizes[0]], embedder, batch_size=batch_sizes[0], workers=None, max_pixels=10**9))
+    list(embed_images(refs[:batch_sizes[0]], embedder, batch_size=batch_sizes[0], workers=None, limits=ImageLimits(max_pixels=10**9)))
 
     def rate(strategy: str, workers: int | None, size: int) -> float:
         started = time.perf_counter()
         for _records, _vectors in embed_images(refs, embedder, batch_size=size, workers=workers,
-                                               max_pixels=10**9, strategy=strategy):  # type: ignore[arg-type]
+                                               limits=ImageLimits(max_pixels=10**9), strategy=strategy):  # type: ignore[arg-type]
             pass
         return len(refs) / (time.perf_counter() - started)
 
@@ -354,6 +355,7 @@ def photo_decode_table(embedder: Any, corpus: Path, batch_size: int, repeat: int
 
     from mmindex.pipeline.embed.images import embed_images
     from mmindex.pipeline.sources.local import crawl_local
+    from mmindex.schemas.config import ImageLimits
 
     refs = list(crawl_local(corpus))
     reduced_plan = embedder.pixel_plan
@@ -369,7 +371,7 @@ def photo_decode_table(embedder: Any, corpus: Path, batch_size: int, repeat: int
 
                 def run(name: str = name) -> float:
                     started = time.perf_counter()
-                    batches = list(embed_images(refs, embedder, batch_size=batch_size, workers=None, max_pixels=10**9))
+                    batches = list(embed_images(refs, embedder, batch_size=batch_size, workers=None, limits=ImageLimits(max_pixels=10**9)))
                     vectors[name] = np.concatenate([batch_vectors for _records, batch_vectors in batches])
                     return len(refs) / (time.perf_counter() - started)
 

@@ -243,7 +243,7 @@ class Index:
 
     def embed_image(self, path: str | Path) -> np.ndarray:
         """The unit vector of an image file, decoded and preprocessed as at ingest."""
-        return image_query_vector(self.embedder, Path(path), self.settings.max_image_pixels)
+        return image_query_vector(self.embedder, Path(path), self.settings.image_limits)
 
     def label(
         self,

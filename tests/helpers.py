@@ -369,8 +369,9 @@ def image_vector(embedder: Any, path: Path) -> np.ndarray:
     so tests expect a query image's vector from this, not from the stored one.
     """
     from mmindex.pipeline.search.query import image_query_vector
+    from mmindex.schemas.config import ImageLimits
 
-    return image_query_vector(embedder, path, 10**9)
+    return image_query_vector(embedder, path, ImageLimits(10**9))
 
 
 # -- an HTTP server with hostile routes (127.0.0.1 only) -----------------------------------------

@@ -47,6 +47,7 @@ def broken_corpus(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (root / "text-named.jpg").write_text("I am text, not a JPEG", encoding="utf-8")
     (root / "random.png").write_bytes(os.urandom(4096))
     (root / "bomb.png").write_bytes(_png_bomb(30000, 30000))
+    (root / "huge.png").write_bytes(_png_bomb(9000, 9000))  # under the pixel limit, over the decode budget
     (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     (root / "binary.md").write_bytes(b"\x00\x01\x02binary\x00")
     (root / "blank.txt").write_bytes(b"")
@@ -58,6 +59,7 @@ def broken_corpus(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "text-named.jpg": "not an image",
         "random.png": "",
         "bomb.png": "decompression bomb",
+        "huge.png": "image too large to decode",
         "latin1.txt": "undecodable",
         "binary.md": "undecodable",
         "blank.txt": "empty",

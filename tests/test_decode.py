@@ -34,9 +34,11 @@ from mmindex.pipeline.embed.decode import (
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.local import crawl_local
+from mmindex.schemas.config import ImageLimits
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 MAX_PIXELS = 50_000_000
+LIMITS = ImageLimits(MAX_PIXELS)
 MAX_BYTES = 64 << 20
 
 
@@ -74,7 +76,7 @@ def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def _reason(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
     with pytest.raises(DecodeError) as info:
-        decode_image(data, max_pixels)
+        decode_image(data, ImageLimits(max_pixels))
     return str(info.value)
 
 
@@ -122,7 +124,7 @@ def _png_with_size(png: bytes, width: int, height: int) -> bytes:
 )
 def test_real_photo_in_several_formats(fmt: str, params: dict[str, object], mime: str, tolerance: float) -> None:
     photo = _astronaut()
-    decoded = decode_image(_encode(Image.fromarray(photo), fmt, **params), MAX_PIXELS)
+    decoded = decode_image(_encode(Image.fromarray(photo), fmt, **params), LIMITS)
     assert decoded.image.mode == "RGB"
     assert (decoded.width, decoded.height) == (512, 512) == decoded.image.size
     assert decoded.mime == mime
@@ -136,13 +138,13 @@ def test_mpo_camera_jpeg_reports_jpeg_mime() -> None:
     data = _encode(first, "MPO", save_all=True, append_images=[second], quality=92)
     with Image.open(io.BytesIO(data)) as check:
         assert check.format == "MPO"
-    decoded = decode_image(data, MAX_PIXELS)
+    decoded = decode_image(data, LIMITS)
     assert decoded.mime == "image/jpeg"
     assert _mean_abs_diff(np.asarray(decoded.image), _coffee()) < 4.0
 
 
 def test_decoded_image_pickles_for_dataloader_workers() -> None:
-    decoded = decode_image(_encode(Image.fromarray(_coffee()), "PNG"), MAX_PIXELS)
+    decoded = decode_image(_encode(Image.fromarray(_coffee()), "PNG"), LIMITS)
     clone = pickle.loads(pickle.dumps(decoded))
     assert (clone.width, clone.height, clone.mime) == (600, 400, "image/png")
     assert np.array_equal(np.asarray(clone.image), _coffee())
@@ -152,14 +154,14 @@ def test_format_is_detected_by_content_not_extension(tmp_path: Path) -> None:
     """A PNG saved as ``.jpg`` decodes as a PNG."""
     path = tmp_path / "really_a_png.jpg"
     path.write_bytes(_encode(Image.fromarray(_coffee()), "PNG"))
-    decoded = decode_image(read_item_bytes(_ref(path), MAX_BYTES), MAX_PIXELS)
+    decoded = decode_image(read_item_bytes(_ref(path), MAX_BYTES), LIMITS)
     assert decoded.mime == "image/png"
     assert np.array_equal(np.asarray(decoded.image), _coffee())
 
 
 def test_grayscale_photo_becomes_rgb() -> None:
     camera = _camera()
-    decoded = decode_image(_encode(Image.fromarray(camera), "PNG"), MAX_PIXELS)
+    decoded = decode_image(_encode(Image.fromarray(camera), "PNG"), LIMITS)
     pixels = np.asarray(decoded.image)
     assert pixels.shape == (512, 512, 3)
     for channel in range(3):
@@ -169,7 +171,7 @@ def test_grayscale_photo_becomes_rgb() -> None:
 def test_one_bit_image() -> None:
     bits = Image.fromarray(_camera() > 128)
     assert bits.mode == "1"
-    pixels = np.asarray(decode_image(_encode(bits, "PNG"), MAX_PIXELS).image)
+    pixels = np.asarray(decode_image(_encode(bits, "PNG"), LIMITS).image)
     assert set(np.unique(pixels)) == {0, 255}
     assert np.array_equal(pixels[..., 0] == 255, _camera() > 128)
 
@@ -180,7 +182,7 @@ def test_cmyk_jpeg_converts_to_matching_rgb() -> None:
     data = _encode(cmyk, "JPEG", quality=95)
     with Image.open(io.BytesIO(data)) as check:
         assert check.mode == "CMYK"
-    decoded = decode_image(data, MAX_PIXELS)
+    decoded = decode_image(data, LIMITS)
     assert decoded.image.mode == "RGB"
     assert decoded.mime == "image/jpeg"
     assert _mean_abs_diff(np.asarray(decoded.image), photo) < 6.0  # not inverted, not garbage
@@ -193,7 +195,7 @@ def test_palette_png_with_transparency_composited_over_white() -> None:
         for y in range(4):
             image.putpixel((x, y), 0)
     data = _encode(image, "PNG", transparency=0)
-    pixels = np.asarray(decode_image(data, MAX_PIXELS).image)
+    pixels = np.asarray(decode_image(data, LIMITS).image)
     assert (pixels[:, :4] == 255).all()  # transparent (black in the palette) -> white
     assert (pixels[:, 4:] == [255, 0, 0]).all()
 
@@ -204,7 +206,7 @@ def test_rgba_png_composited_over_white() -> None:
     rgba[:, :2, 3] = 0
     rgba[:, 2:4, 3] = 255
     rgba[:, 4:, 3] = 128
-    pixels = np.asarray(decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"), MAX_PIXELS).image)
+    pixels = np.asarray(decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"), LIMITS).image)
     assert (pixels[:, :2] == 255).all()
     assert (pixels[:, 2:4] == [0, 0, 255]).all()
     assert np.allclose(pixels[:, 4:, 0], 127, atol=2)  # half blue, half white
@@ -213,7 +215,7 @@ def test_rgba_png_composited_over_white() -> None:
 
 def test_la_png_composited_over_white() -> None:
     la = Image.merge("LA", (Image.new("L", (4, 4), 0), Image.new("L", (4, 4), 0)))
-    pixels = np.asarray(decode_image(_encode(la, "PNG"), MAX_PIXELS).image)
+    pixels = np.asarray(decode_image(_encode(la, "PNG"), LIMITS).image)
     assert (pixels == 255).all()
 
 
@@ -224,7 +226,7 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(fmt: str) -> None:
     data = _encode(sixteen, fmt)
     with Image.open(io.BytesIO(data)) as check:
         assert check.mode.startswith("I")
-    pixels = np.asarray(decode_image(data, MAX_PIXELS).image)
+    pixels = np.asarray(decode_image(data, LIMITS).image)
     assert not (pixels == 255).all()
     assert np.array_equal(pixels[..., 0], camera)  # (v * 257) >> 8 == v
 
@@ -241,11 +243,11 @@ def test_float_and_int32_tiffs() -> None:
     camera = _camera()
     as_float = Image.fromarray(camera.astype(np.float32) / 255.0)
     assert as_float.mode == "F"
-    pixels = np.asarray(decode_image(_encode(as_float, "TIFF"), MAX_PIXELS).image)
+    pixels = np.asarray(decode_image(_encode(as_float, "TIFF"), LIMITS).image)
     assert np.abs(pixels[..., 0].astype(int) - camera).max() <= 1
     as_int = Image.fromarray(camera.astype(np.int32) * 257)
     assert as_int.mode == "I"
-    pixels = np.asarray(decode_image(_encode(as_int, "TIFF"), MAX_PIXELS).image)
+    pixels = np.asarray(decode_image(_encode(as_int, "TIFF"), LIMITS).image)
     assert np.array_equal(pixels[..., 0], camera)
 
 
@@ -255,7 +257,7 @@ def test_animated_gif_gives_first_frame() -> None:
     data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     with Image.open(io.BytesIO(data)) as check:
         assert getattr(check, "n_frames", 1) == 3
-    decoded = decode_image(data, MAX_PIXELS)
+    decoded = decode_image(data, LIMITS)
     assert decoded.mime == "image/gif"
     assert (decoded.width, decoded.height) == (10, 7)
     assert (np.asarray(decoded.image) == [255, 0, 0]).all()
@@ -265,8 +267,8 @@ def test_exif_orientation_is_applied() -> None:
     photo = _coffee()  # 400 x 600 (h x w)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    plain = decode_image(_encode(Image.fromarray(photo), "JPEG", quality=90), MAX_PIXELS)
-    rotated = decode_image(_encode(Image.fromarray(photo), "JPEG", quality=90, exif=exif.tobytes()), MAX_PIXELS)
+    plain = decode_image(_encode(Image.fromarray(photo), "JPEG", quality=90), LIMITS)
+    rotated = decode_image(_encode(Image.fromarray(photo), "JPEG", quality=90, exif=exif.tobytes()), LIMITS)
     assert (plain.width, plain.height) == (600, 400)
     assert (rotated.width, rotated.height) == (400, 600) == rotated.image.size
     assert np.array_equal(np.asarray(rotated.image), np.rot90(np.asarray(plain.image), k=-1))
@@ -370,7 +372,7 @@ def test_mutated_images_never_raise_anything_but_decode_error() -> None:
                 position = rng.randrange(len(mutated))
                 mutated[position] = rng.randrange(256)
             try:
-                decoded = decode_image(bytes(mutated), 1_000_000)
+                decoded = decode_image(bytes(mutated), ImageLimits(1_000_000))
             except DecodeError:
                 outcomes["failed"] += 1
             else:
@@ -546,7 +548,7 @@ def test_bad_metadata_sidecar_is_ignored_and_image_still_decodes(
     with caplog.at_level(logging.WARNING, logger=decode.__name__):
         assert read_metadata(ref.metadata_path) is None
     assert any("ignoring metadata sidecar" in record.getMessage() for record in caplog.records)
-    decoded = decode_image(read_item_bytes(ref, MAX_BYTES), MAX_PIXELS)
+    decoded = decode_image(read_item_bytes(ref, MAX_BYTES), LIMITS)
     assert decoded.width == 600
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.search.gallery import THUMBNAIL_PX, GalleryHeader, render_gallery, write_gallery
 from mmindex.pipeline.search.query import QueryHit
+from mmindex.schemas.config import ImageLimits
 
 CHROMIUM = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
 WINDOW = (1280, 1600)
@@ -129,7 +130,7 @@ def test_page_escapes_payload_text_and_handles_missing_images(tmp_path: Path) ->
         _hit("c", {"modality": "image", "uri": "https://example.org/x.jpg", "path": "x.jpg"}),
     ]
     header = GalleryHeader(title="t <1>", query="text '<q>'", collection="c")
-    page = render_gallery(header, hits, max_pixels=10_000_000)
+    page = render_gallery(header, hits, limits=ImageLimits(10_000_000))
     assert "<script>" not in page and "&lt;script&gt;" in page and "<b>" not in page
     assert "fish &amp; &lt;chips&gt;" in page
     dom = parse_cards(page)
@@ -137,10 +138,10 @@ def test_page_escapes_payload_text_and_handles_missing_images(tmp_path: Path) ->
     assert "image unavailable" in dom.cards[0]["text"] and dom.cards[0]["images"] == []
     assert dom.cards[2]["images"] == []  # remote images only when asked for
     remote = GalleryHeader(title="t", query="q", collection="c", remote_images=True)
-    assert parse_cards(render_gallery(remote, hits, max_pixels=10_000_000)).cards[2]["images"] == [
+    assert parse_cards(render_gallery(remote, hits, limits=ImageLimits(10_000_000))).cards[2]["images"] == [
         "https://example.org/x.jpg"]
-    empty = parse_cards(render_gallery(header, [], max_pixels=1))
-    assert empty.cards == [] and "No results." in render_gallery(header, [], max_pixels=1)
+    empty = parse_cards(render_gallery(header, [], limits=ImageLimits(1)))
+    assert empty.cards == [] and "No results." in render_gallery(header, [], limits=ImageLimits(1))
 
 
 def test_only_files_under_the_source_roots_are_thumbnailed(tmp_path: Path) -> None:
@@ -157,7 +158,7 @@ def test_only_files_under_the_source_roots_are_thumbnailed(tmp_path: Path) -> No
         ("outside", str(private / "secret.png")), ("link", str(root / "link.png")),
         ("dots", f"{root}/../home/secret.png")]]
     header = GalleryHeader(title="t", query="q", collection="c", source_roots=(str(root),))
-    page = render_gallery(header, hits, max_pixels=10_000_000)
+    page = render_gallery(header, hits, limits=ImageLimits(10_000_000))
     cards = parse_cards(page).cards
     assert [bool(card["images"]) for card in cards] == [True, False, False, False, False]
     assert ('<meta http-equiv="Content-Security-Policy" content="default-src &#x27;none&#x27;; style-src '

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from mmindex.pipeline.search.gallery import GalleryHeader, render_gallery, write_gallery
 from mmindex.pipeline.sources.local import GENERATED_PAGE_MARKER, crawl_local
+from mmindex.schemas.config import ImageLimits
 
 
 def test_the_crawler_skips_galleries_and_keeps_other_pages(tmp_path: Path) -> None:
     header = GalleryHeader(title="mmindex · c", query="text 'a cat'", collection="c", facts="", query_images=(),
                            negative_images=())
-    page = render_gallery(header, [], max_pixels=1_000_000)
+    page = render_gallery(header, [], limits=ImageLimits(1_000_000))
     assert GENERATED_PAGE_MARKER in page[:300]
     write_gallery(tmp_path / "out page.html", page)
     (tmp_path / "notes.html").write_text("<html><head><title>notes</title></head><body>a cat</body></html>")

@@ -20,6 +20,7 @@ from mmindex.pipeline.embed.images import ImageDecodeDataset, collate_images, em
 from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.embed.preprocess import FusedResizeCrop, plan_pixels
 from mmindex.pipeline.sources.local import crawl_local
+from mmindex.schemas.config import ImageLimits
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 SIZES = [(640, 480), (480, 640), (333, 250), (224, 224), (100, 60), (1000, 300), (225, 900)]
@@ -147,9 +148,9 @@ def test_items_without_a_plan_use_the_model_transform_whole(
     embedder, photo_corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     refs = [ref for ref in crawl_local(photo_corpus) if ref.modality == "image"]
-    planned = np.concatenate([v for _, v in embed_images(refs, embedder, batch_size=4, workers=None, max_pixels=10**8)])
+    planned = np.concatenate([v for _, v in embed_images(refs, embedder, batch_size=4, workers=None, limits=ImageLimits(10**8))])
     monkeypatch.setattr(embedder, "pixel_plan", None)
-    whole = np.concatenate([v for _, v in embed_images(refs, embedder, batch_size=4, workers=None, max_pixels=10**8)])
+    whole = np.concatenate([v for _, v in embed_images(refs, embedder, batch_size=4, workers=None, limits=ImageLimits(10**8))])
     assert np.sum(planned * whole, axis=1).min() >= 0.9999
 
 
@@ -157,8 +158,8 @@ def test_items_without_a_plan_use_the_model_transform_whole(
 def test_decode_strategies_give_the_same_rows(embedder, mixed_corpus: Path, strategy: str, workers: int | None) -> None:
     refs = list(crawl_local(mixed_corpus))
     reference = [(records, vectors) for records, vectors in
-                 embed_images(refs, embedder, batch_size=4, workers=None, max_pixels=10**8, strategy="burst")]
-    got = list(embed_images(refs, embedder, batch_size=4, workers=workers, max_pixels=10**8, strategy=strategy))  # type: ignore[arg-type]
+                 embed_images(refs, embedder, batch_size=4, workers=None, limits=ImageLimits(10**8), strategy="burst")]
+    got = list(embed_images(refs, embedder, batch_size=4, workers=workers, limits=ImageLimits(10**8), strategy=strategy))  # type: ignore[arg-type]
     assert [r.key for records, _ in got for r in records] == [r.key for records, _ in reference for r in records]
     assert [r.error for records, _ in got for r in records] == [r.error for records, _ in reference for r in records]
     np.testing.assert_allclose(np.concatenate([v for _, v in got]), np.concatenate([v for _, v in reference]), atol=1e-5)
@@ -200,9 +201,9 @@ def _rows(outputs) -> tuple[list, np.ndarray]:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_device_path_matches_the_cpu_path_and_keeps_failures_as_data(embedder, mixed_corpus: Path, workers: int) -> None:
     refs = list(crawl_local(mixed_corpus))
-    cpu_records, cpu_vectors = _rows(list(embed_images(refs, embedder, batch_size=4, workers=None, max_pixels=10**8)))
+    cpu_records, cpu_vectors = _rows(list(embed_images(refs, embedder, batch_size=4, workers=None, limits=ImageLimits(10**8))))
     dev_records, dev_vectors = _rows(list(
-        embed_images(refs, embedder, batch_size=4, workers=workers, max_pixels=10**8, strategy="device-jpeg")))
+        embed_images(refs, embedder, batch_size=4, workers=workers, limits=ImageLimits(10**8), strategy="device-jpeg")))
     assert [r.key for r in dev_records] == [r.key for r in cpu_records] == [ref.key for ref in refs]
     assert [(r.status, r.error) for r in dev_records] == [(r.status, r.error) for r in cpu_records]
     failed = {Path(r.path).name: r.error for r in dev_records if r.status != "ok"}
@@ -219,7 +220,7 @@ def test_device_path_matches_the_cpu_path_and_keeps_failures_as_data(embedder, m
 
 def test_files_the_device_rejects_are_decoded_on_the_cpu(embedder, mixed_corpus: Path) -> None:
     refs = list(crawl_local(mixed_corpus))
-    dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, 10**8, embedder.pixel_plan, device_jpeg=True)
+    dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, ImageLimits(10**8), embedder.pixel_plan, device_jpeg=True)
     batch = collate_images([dataset[index] for index in range(len(dataset))])
     assert len(batch.jpegs()) == 3 and len(batch.pixel_rows) == 5
     assert batch.jpegs()[0].numpy().tobytes() == (mixed_corpus / "a_astronaut.jpg").read_bytes()
@@ -230,13 +231,13 @@ def test_files_the_device_rejects_are_decoded_on_the_cpu(embedder, mixed_corpus:
     def fallback(row: int, data: bytes):
         from mmindex.pipeline.embed.images import decoded_pixels
 
-        return decoded_pixels(batch.records[row], data, 10**8, embedder.pixel_plan, embedder.preprocess)
+        return decoded_pixels(batch.records[row], data, ImageLimits(10**8), embedder.pixel_plan, embedder.preprocess)
 
     rows, pixels = assemble_on_device(batch.jpeg_rows, batch.jpegs(), batch.pixel_rows, batch.pixels, embedder.pixel_plan,
                                       torch.device("cpu"), fallback, decoder=rejecting)
     cpu_rows = [row for row, record in enumerate(batch.records) if record.status == "ok"]
     assert rows.tolist() == sorted(cpu_rows) and len(rows) == 8
-    reference = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, 10**8, embedder.pixel_plan)
+    reference = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, ImageLimits(10**8), embedder.pixel_plan)
     expected = embedder.pixel_plan.normalize(collate_images([reference[index] for index in range(len(refs))]).pixels)
     assert torch.equal(pixels, expected)  # all decoded on the CPU: identical pixels, input order
 
@@ -250,9 +251,9 @@ def test_cuda_device_path_matches_the_cpu(tiny_model_config: str, tiny_checkpoin
     spec = ModelSpec(tiny_model_config, str(tiny_checkpoint))
     refs = list(crawl_local(mixed_corpus))
     cpu_records, cpu_vectors = _rows(list(embed_images(refs, load_embedder(spec, "cpu", "fp32"), batch_size=4,
-                                                       workers=None, max_pixels=10**8)))
+                                                       workers=None, limits=ImageLimits(10**8))))
     gpu = load_embedder(spec, "cuda", "auto")
-    gpu_records, gpu_vectors = _rows(list(embed_images(refs, gpu, batch_size=4, workers=None, max_pixels=10**8)))
+    gpu_records, gpu_vectors = _rows(list(embed_images(refs, gpu, batch_size=4, workers=None, limits=ImageLimits(10**8))))
     assert [(r.key, r.status, r.error) for r in gpu_records] == [(r.key, r.status, r.error) for r in cpu_records]
     ok = np.array([r.status == "ok" for r in cpu_records])
     assert np.sum(gpu_vectors[ok] * cpu_vectors[ok], axis=1).min() >= 0.999
@@ -261,6 +262,6 @@ def test_cuda_device_path_matches_the_cpu(tiny_model_config: str, tiny_checkpoin
 @CUDA
 def test_cuda_batches_are_pinned(embedder, mixed_corpus: Path) -> None:
     refs = list(crawl_local(mixed_corpus))
-    dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, 10**8, embedder.pixel_plan)
+    dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, ImageLimits(10**8), embedder.pixel_plan)
     batch = collate_images([dataset[index] for index in range(len(refs))], pin=True)
     assert batch.pixels.is_pinned()

@@ -10,7 +10,7 @@ import pytest
 
 from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.ingest.run import IndexRequest, index_source
-from mmindex.schemas.config import Settings
+from mmindex.schemas.config import ImageLimits, Settings
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +128,8 @@ def test_large_jpegs_decode_reduced_within_a_few_levels(size: tuple[int, int]) -
     plan = plan_pixels(transform, 224)
     assert plan is not None and plan.decode_min_side == 448
     data = _photo_mosaic_jpeg(*size, seed=sum(size))
-    reduced = decode_image(data, 10**9, plan.decode_min_side)
-    exact = decode_image(data, 10**9)
+    reduced = decode_image(data, ImageLimits(10**9), plan.decode_min_side)
+    exact = decode_image(data, ImageLimits(10**9))
     assert (reduced.width, reduced.height) == (exact.width, exact.height) == size
     assert min(reduced.image.size) < min(size) and min(reduced.image.size) >= 448
     fast, full = plan.to_array(reduced.image).astype(int), plan.to_array(exact.image).astype(int)
@@ -149,17 +149,17 @@ def test_small_jpegs_and_other_formats_decode_every_pixel() -> None:
     from mmindex.pipeline.embed.decode import decode_image
 
     jpeg = _photo_mosaic_jpeg(640, 480, seed=1)
-    assert decode_image(jpeg, 10**9, 448).image.size == (640, 480)  # not twice the target: full size
+    assert decode_image(jpeg, ImageLimits(10**9), 448).image.size == (640, 480)  # not twice the target: full size
     png = io.BytesIO()
     Image.open(io.BytesIO(_photo_mosaic_jpeg(2016, 1512, seed=2))).save(png, "PNG")
-    assert decode_image(png.getvalue(), 10**9, 448).image.size == (2016, 1512)  # only JPEGs have DCT scaling
+    assert decode_image(png.getvalue(), ImageLimits(10**9), 448).image.size == (2016, 1512)  # only JPEGs have DCT scaling
 
 
 def test_reduced_decode_keeps_exif_orientation_and_reported_size() -> None:
     from mmindex.pipeline.embed.decode import decode_image
 
     rotated = _photo_mosaic_jpeg(2016, 1512, seed=3, exif_orientation=6)  # stored landscape, shown portrait
-    reduced, exact = decode_image(rotated, 10**9, 448), decode_image(rotated, 10**9)
+    reduced, exact = decode_image(rotated, ImageLimits(10**9), 448), decode_image(rotated, ImageLimits(10**9))
     assert (reduced.width, reduced.height) == (exact.width, exact.height) == (1512, 2016)
     assert reduced.image.size == (756, 1008)  # a quarter turn of the 1/2-scale decode
 

@@ -14,7 +14,7 @@ from mmindex.pipeline.embed.model import ModelSpec, load_embedder
 from mmindex.pipeline.embed.precision import ResolvedPrecision, cpu_flags, resolve_precision
 from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.sources.local import crawl_local
-from mmindex.schemas.config import Settings
+from mmindex.schemas.config import ImageLimits, Settings
 
 TEXTS = ["a photo of a cat", "an astronaut in a white suit", "a rocket on the launch pad", "coffee"]
 
@@ -27,7 +27,7 @@ def fp32_embedder(tiny_model_config: str, tiny_checkpoint: Path):
 def _image_vectors(embedder, corpus: Path) -> tuple[list[str], np.ndarray]:
     refs = [ref for ref in crawl_local(corpus) if ref.modality == "image"]
     keys, vectors = [], []
-    for records, embeddings in embed_images(refs, embedder, batch_size=4, workers=None, max_pixels=10**8):
+    for records, embeddings in embed_images(refs, embedder, batch_size=4, workers=None, limits=ImageLimits(10**8)):
         assert all(record.status == "ok" for record in records)
         keys.extend(record.key for record in records)
         vectors.append(embeddings)

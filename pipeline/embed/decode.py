@@ -11,7 +11,8 @@ Reasons raised (the message starts with one of these prefixes):
   ``permission denied``, ``not a regular file (fifo|socket|character device|block device|directory)``,
   ``file too large: ...``, ``cannot read file: ...``
 * images: ``empty file``, ``not an image: ...``, ``decompression bomb: ...``,
-  ``corrupt image: ...`` (truncated files included), ``unsupported image mode: ...``
+  ``image too large to decode: ...`` (over the memory budget), ``corrupt image: ...``
+  (truncated files included), ``unsupported image mode: ...``
 * texts: ``undecodable text: ...``
 """
 
@@ -38,6 +39,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.sources.base import ItemRef
+from mmindex.schemas.config import ImageLimits
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,16 @@ _FILE_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISBLK, "block device"),
 )
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+# Pillow keeps "1", "L" and "P" at a byte a pixel, the 16-bit modes at two and every other mode
+# (RGB included) at four.
+_ONE_BYTE_MODES = frozenset({"1", "L", "P"})
+_RGB_BYTES = 4
+# libwebp decodes into buffers of its own that Pillow then copies (measured: 17 bytes a pixel
+# for an RGB WebP, 4 for an RGB PNG).
+_WEBP_BYTES = 13
+# The decoders' line and state buffers, whatever the size (measured: 3 MB).
+_DECODER_FIXED_BYTES = 4 << 20
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(slots=True)
@@ -185,7 +197,7 @@ def sha256_hex(data: bytes) -> str:
 # Images
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> DecodedImage:
+def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) -> DecodedImage:
     """Decode image bytes into an RGB ``DecodedImage``.
 
     ``min_side``: a JPEG may be decoded at a reduced scale (libjpeg's DCT scaling by 1/2, 1/4 or
@@ -193,9 +205,11 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
     stay the file's own. None (the default) decodes every pixel.
 
     The format is detected from the content (the extension is not trusted) among
-    ``ALLOWED_FORMATS``. The pixel count from the header is checked against ``max_pixels``
+    ``ALLOWED_FORMATS``. The pixel count from the header is checked against ``limits.max_pixels``
     before any pixel is decoded, and so is Pillow's ``Image.MAX_IMAGE_PIXELS``: the effective
-    limit is the smaller of the two. Animated images give their first frame; EXIF orientation is applied (width and
+    limit is the smaller of the two. So is the memory the decode will take (``decode_bytes``: the
+    pixels at the scale they are decoded, so a JPEG read at 1/8 costs 1/64 of its full size)
+    against ``limits.max_decode_bytes``. Animated images give their first frame; EXIF orientation is applied (width and
     height are reported after it); transparency is composited over white; 16-bit and float
     images are scaled down by value range rather than clipped.
 
@@ -208,9 +222,9 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
     # threads. Our own header check below stops bombs above ``max_pixels``; Pillow's guard still
     # raises DecompressionBombError beyond twice its MAX_IMAGE_PIXELS.
     try:
-        return _decode_image(data, max_pixels, min_side)
+        return _decode_image(data, limits, min_side)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(_pillow_bomb_reason(exc, max_pixels)) from exc
+        raise DecodeError(_pillow_bomb_reason(exc, limits.max_pixels)) from exc
     except UnidentifiedImageError as exc:
         raise DecodeError("not an image: unrecognised or unsupported format") from exc
     except _PILLOW_ERRORS as exc:
@@ -230,19 +244,20 @@ def check_image_format(data: bytes) -> str:
         raise DecodeError(f"corrupt image: {short_reason(exc)}") from exc
 
 
-def _decode_image(data: bytes, max_pixels: int, min_side: int | None) -> DecodedImage:
+def _decode_image(data: bytes, limits: ImageLimits, min_side: int | None) -> DecodedImage:
     """The decoding steps, raising Pillow's own errors (translated by ``decode_image``)."""
     with Image.open(io.BytesIO(data), formats=_open_formats()) as opened:
         width, height = opened.size
         if width <= 0 or height <= 0:
             raise DecodeError(f"corrupt image: invalid size {width}x{height}")
-        limit = _effective_limit(max_pixels)
+        limit = _effective_limit(limits.max_pixels)
         if width * height > limit:
             raise DecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {limit}")
         image_format = opened.format or ""
         opened.seek(0)
         if min_side is not None and image_format in ("JPEG", "MPO"):
             opened.draft(None, (min_side, min_side))  # a no-op unless both sides can shrink 2x or more
+        _check_decode_budget(opened, limits.max_decode_bytes)
         opened.load()
         decoded_size = opened.size
         # In place: without an EXIF rotation this is a no-op, where the copying form duplicates
@@ -254,6 +269,68 @@ def _decode_image(data: bytes, max_pixels: int, min_side: int | None) -> Decoded
         width, height = height, width
     mime = _MIME_OVERRIDES.get(image_format) or Image.MIME.get(image_format) or "application/octet-stream"
     return DecodedImage(image=rgb, width=width, height=height, mime=mime)
+
+
+def decode_bytes(
+    mode: str, size: tuple[int, int], image_format: str = "", transparency: bool = False, rotated: bool = False
+) -> int:
+    """About the peak memory that decoding an image of ``mode`` and ``size`` to RGB takes.
+
+    The decoded pixels in Pillow's storage, the decoder's own buffers (WebP), the copies
+    ``to_rgb`` makes (an image with a ``transparency`` key passes through RGBA), and one more
+    decoded copy when an EXIF rotation is applied. ``size`` is the size the pixels are decoded
+    at (after a JPEG's draft). At or above the peak measured for each mode and format.
+    """
+    stored = 1 if mode in _ONE_BYTE_MODES else 2 if mode in _SIXTEEN_BIT_MODES else 4
+    decoder = _WEBP_BYTES if image_format == "WEBP" else 0
+    per_pixel = stored * (2 if rotated else 1) + decoder + _to_rgb_bytes(mode, transparency)
+    return _DECODER_FIXED_BYTES + size[0] * size[1] * per_pixel
+
+
+def _to_rgb_bytes(mode: str, transparency: bool) -> int:
+    """What a pixel costs on its way to RGB beyond the decoded image (``to_rgb``'s copies)."""
+    if mode == "RGBA":
+        return _RGB_BYTES
+    if mode in _ALPHA_MODES or transparency:
+        return 2 * _RGB_BYTES  # an RGBA copy, then the RGB result
+    if mode == "RGB":
+        return 0
+    if mode in _SIXTEEN_BIT_MODES:
+        return 10  # numpy copies at 16 and 8 bits, then L and RGB images
+    if mode == "I":
+        return 14
+    if mode == "F":
+        return 30  # float64 copies for the value range
+    return _RGB_BYTES
+
+
+def _check_decode_budget(opened: Image.Image, max_decode_bytes: int) -> None:
+    """Refuse, before any pixel is decoded, an image whose decode would pass the memory budget."""
+    rotated = _header_orientation(opened) in range(2, 9)
+    needed = decode_bytes(opened.mode, opened.size, opened.format or "", "transparency" in opened.info, rotated)
+    if needed > max_decode_bytes:
+        width, height = opened.size
+        raise DecodeError(
+            f"image too large to decode: {width}x{height} {opened.mode} needs about {_mib(needed)} MB,"
+            f" over the {_mib(max_decode_bytes)} MB budget (MMINDEX_MAX_DECODE_MB)"
+        )
+
+
+def _header_orientation(opened: Image.Image) -> int:
+    """The EXIF orientation known from the header alone (``getexif`` would decode a PNG)."""
+    tags = getattr(opened, "tag_v2", None)  # TIFF
+    if tags is not None:
+        return int(tags.get(_EXIF_ORIENTATION, 1))
+    raw = opened.info.get("exif")
+    if not isinstance(raw, bytes):
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    return int(exif.get(_EXIF_ORIENTATION, 1))
+
+
+def _mib(count: int) -> int:
+    return -(-count // (1 << 20))
 
 
 @lru_cache(maxsize=1)

@@ -35,6 +35,7 @@ from mmindex.pipeline.embed.preprocess import PixelPlan
 from mmindex.pipeline.errors import DecodeError
 from mmindex.pipeline.redact import redact_secrets
 from mmindex.pipeline.sources.base import ItemReader, ItemRef
+from mmindex.schemas.config import ImageLimits
 from mmindex.schemas.items import STATUS_FAILED, ItemRecord
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class ImageBatch:
 def decoded_pixels(
     record: ItemRecord,
     data: bytes,
-    max_pixels: int,
+    limits: ImageLimits,
     plan: PixelPlan | None,
     preprocess: Callable[[Image.Image], torch.Tensor],
     times: StageTimes | None = None,
@@ -137,7 +138,7 @@ def decoded_pixels(
     """
     started = time.perf_counter()
     try:
-        decoded = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None)
+        decoded = decode_image(data, limits, plan.decode_min_side if plan is not None else None)
         mid = time.perf_counter()
         pixels = plan.to_array(decoded.image) if plan is not None else preprocess(decoded.image)
     except DecodeError as exc:
@@ -167,7 +168,7 @@ class ImageDecodeDataset:
         refs: Sequence[ItemRef],
         preprocess: Callable[[Image.Image], torch.Tensor],
         embedder_id: str,
-        max_pixels: int,
+        limits: ImageLimits,
         plan: PixelPlan | None = None,
         device_jpeg: bool = False,
         times: StageTimes | None = None,
@@ -177,7 +178,7 @@ class ImageDecodeDataset:
         self.reader = reader
         self.preprocess = preprocess
         self.embedder_id = embedder_id
-        self.max_pixels = max_pixels
+        self.limits = limits
         self.plan = plan
         self.device_jpeg = device_jpeg
         self.times = times
@@ -210,13 +211,13 @@ class ImageDecodeDataset:
             jpeg = self._device_jpeg(record, data)
             if jpeg is not None:
                 return ImageSample(record, None, jpeg)
-        pixels = decoded_pixels(record, data, self.max_pixels, self.plan, self.preprocess, times)
+        pixels = decoded_pixels(record, data, self.limits, self.plan, self.preprocess, times)
         return ImageSample(record, pixels)
 
     def _device_jpeg(self, record: ItemRecord, data: bytes) -> bytes | None:
         from mmindex.pipeline.embed.gpu_decode import device_jpeg_header
 
-        header = device_jpeg_header(data, self.max_pixels)
+        header = device_jpeg_header(data, self.limits.max_pixels)
         if header is None:
             return None
         record.width, record.height, record.mime = header.width, header.height, "image/jpeg"
@@ -361,7 +362,7 @@ def _device_pixels(batch: ImageBatch, embedder: Embedder, plan: PixelPlan | None
             raise ValueError("device JPEG decoding needs a PixelPlan")
 
         def cpu_fallback(row: int, data: bytes) -> np.ndarray | None:
-            pixels = decoded_pixels(batch.records[row], data, dataset.max_pixels, plan, dataset.preprocess)
+            pixels = decoded_pixels(batch.records[row], data, dataset.limits, plan, dataset.preprocess)
             return pixels if isinstance(pixels, np.ndarray) else None
 
         with timing.stage("device_decode"):
@@ -383,7 +384,7 @@ def embed_images(
     *,
     batch_size: int,
     workers: int | None,
-    max_pixels: int,
+    limits: ImageLimits,
     strategy: Strategy = "auto",
     reader: ItemReader | None = None,
 ) -> Iterator[tuple[list[ItemRecord], np.ndarray]]:
@@ -402,7 +403,7 @@ def embed_images(
     chosen = _choose(strategy, workers, embedder.device.type, plan, threads_only=reader is not None)
     threaded = chosen in ("burst", "overlap")
     device_jpeg = chosen == "device-jpeg" and plan is not None and plan.tensor_steps is not None
-    dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, max_pixels, plan,
+    dataset = ImageDecodeDataset(refs, embedder.preprocess, embedder.embedder_id, limits, plan,
                                  device_jpeg=device_jpeg, times=times if threaded else None, reader=reader)
     batches = iter(_batches(dataset, chosen, batch_size, workers, embedder.device.type))
     dim = embedder.dim

@@ -31,7 +31,7 @@ from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.readers import UnitReader
 from mmindex.pipeline.store.store import VectorStore
 from mmindex.pipeline.timing import stage
-from mmindex.schemas.config import DEFAULT_MAX_DOCUMENT_BYTES
+from mmindex.schemas.config import DEFAULT_MAX_DOCUMENT_BYTES, ImageLimits
 from mmindex.schemas.items import STATUS_DELETED, STATUS_OK, ItemRecord, records_to_batch
 from mmindex.schemas.state import CollectionVersion, SourceSpec
 
@@ -265,7 +265,7 @@ class UnitExecutor:
     embedder: Callable[[], Embedder]
     batch_size: int
     workers: int | None
-    max_pixels: int
+    image_limits: ImageLimits
     # The collection's text model (RAG), loaded on first use; None: CLIP vectors only.
     text_embedder: Callable[[], TextEmbedder] | None = None
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
@@ -357,7 +357,7 @@ class UnitExecutor:
         reader = FetchedBodies(found)
         try:
             stream = embed_images(refs, self.embedder(), batch_size=self.batch_size, workers=self.workers,
-                                  max_pixels=self.max_pixels, reader=reader)
+                                  limits=self.image_limits, reader=reader)
             self._queue_embedded([stream], {ref.key: ref for ref in refs})
         finally:
             reader.close()
@@ -419,7 +419,7 @@ class UnitExecutor:
             text_embedder = self.text_embedder() if texts and self.text_embedder is not None else None
             groups = [
                 embed_images(images, embedder, batch_size=self.batch_size, workers=self.workers,
-                             max_pixels=self.max_pixels, reader=remote),
+                             limits=self.image_limits, reader=remote),
                 embed_texts(texts, embedder, batch_size=self.batch_size, known_vectors=known, stats=stats,
                             text_embedder=text_embedder, known_text_vectors=known_text, reader=remote,
                             context_scheme=self.committer.version.chunk_context,

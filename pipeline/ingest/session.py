@@ -127,7 +127,7 @@ class RunSession:
                                 written=log_.find(seq))
         if prepared.written is None:
             executor = UnitExecutor(unit, committer, collection.embedder, self.settings.batch_size, self.settings.workers,
-                                    self.settings.max_image_pixels,
+                                    self.settings.image_limits,
                                     collection.text_embedder if collection.has_text_model else None,
                                     self.settings.max_document_bytes,
                                     sources={**collection.entry.sources, self.plan.source_id: self.plan.source})

@@ -26,7 +26,7 @@ from mmindex.pipeline.io.atomic import write_atomic
 from mmindex.pipeline.search.fusion import Contribution
 from mmindex.pipeline.search.query import QueryHit, SearchResult
 from mmindex.pipeline.sources.local import GENERATED_PAGE_MARKER
-from mmindex.schemas.config import Settings
+from mmindex.schemas.config import ImageLimits, Settings
 
 THUMBNAIL_PX = 256
 JPEG_QUALITY = 80
@@ -101,12 +101,13 @@ def under_roots(path: str, roots: tuple[str, ...]) -> bool:
     return any(real.startswith(os.path.join(os.path.realpath(root), "")) for root in roots)
 
 
-def thumbnail_jpeg(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) -> bytes | None:
+def thumbnail_jpeg(path: str | Path, limits: ImageLimits, size: int = THUMBNAIL_PX) -> bytes | None:
     """A JPEG thumbnail of a local image (at most ``size`` px a side), or ``None`` if it can't be read."""
     from mmindex.pipeline.embed.decode import decode_image, read_regular_file
 
     try:
-        image = decode_image(read_regular_file(path, MAX_SOURCE_BYTES), max_pixels).image
+        # A JPEG decodes at reduced scale (1/2 .. 1/8) down to the thumbnail's size.
+        image = decode_image(read_regular_file(path, MAX_SOURCE_BYTES), limits, min_side=size).image
     except (DecodeError, OSError):
         return None
     image.thumbnail((size, size))
@@ -115,24 +116,24 @@ def thumbnail_jpeg(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) 
     return buffer.getvalue()
 
 
-def thumbnail_data_uri(path: str | Path, max_pixels: int, size: int = THUMBNAIL_PX) -> str | None:
+def thumbnail_data_uri(path: str | Path, limits: ImageLimits, size: int = THUMBNAIL_PX) -> str | None:
     """A ``data:image/jpeg;base64,...`` thumbnail of a local image, or ``None`` if it can't be read."""
-    jpeg = thumbnail_jpeg(path, max_pixels, size)
+    jpeg = thumbnail_jpeg(path, limits, size)
     return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def _image_source(hit: QueryHit, max_pixels: int, header: GalleryHeader) -> str | None:
+def _image_source(hit: QueryHit, limits: ImageLimits, header: GalleryHeader) -> str | None:
     uri = str(hit.payload.get("uri") or "")
     if uri.startswith(("http://", "https://")):
         return uri if header.remote_images else None
     if not uri.startswith("/") or not header.may_thumbnail(uri):
         return None
-    return thumbnail_data_uri(uri, max_pixels)
+    return thumbnail_data_uri(uri, limits)
 
 
-def _media(hit: QueryHit, max_pixels: int, header: GalleryHeader) -> str:
+def _media(hit: QueryHit, limits: ImageLimits, header: GalleryHeader) -> str:
     if hit.modality == "image":
-        source = _image_source(hit, max_pixels, header)
+        source = _image_source(hit, limits, header)
         if source is None:
             return '<div class="media missing">image unavailable</div>'
         alt = html.escape(str(hit.payload.get("path") or hit.key))
@@ -180,32 +181,32 @@ def _why(hit: QueryHit) -> str:
     return f'<table class="why" aria-label="score contributions">{rows}</table>'
 
 
-def _card(rank: int, hit: QueryHit, max_pixels: int, header: GalleryHeader) -> str:
+def _card(rank: int, hit: QueryHit, limits: ImageLimits, header: GalleryHeader) -> str:
     location = str(hit.payload.get("path") or hit.key)
     return (
         f'<article class="card" data-rank="{rank}" data-modality="{html.escape(hit.modality)}">'
-        f"{_media(hit, max_pixels, header)}"
+        f"{_media(hit, limits, header)}"
         f'<div class="meta"><div class="score"><span class="rank">#{rank}</span>{hit.score:.4f}</div>'
         f'<div class="key" title="{html.escape(hit.key)}">{html.escape(location)}</div>'
         f"{_facts(hit)}{_why(hit)}</div></article>"
     )
 
 
-def _query_images(paths: Sequence[Path], negative: bool, max_pixels: int) -> str:
+def _query_images(paths: Sequence[Path], negative: bool, limits: ImageLimits) -> str:
     chips = []
     for path in paths:
-        source = thumbnail_data_uri(path.expanduser(), max_pixels, size=96)
+        source = thumbnail_data_uri(path.expanduser(), limits, size=96)
         image = f'<img src="{source}" alt="">' if source else ""
         kind = "part negative" if negative else "part"
         chips.append(f'<span class="{kind}">{image}{html.escape(path.name)}</span>')
     return "".join(chips)
 
 
-def render_gallery(header: GalleryHeader, hits: Sequence[QueryHit], max_pixels: int) -> str:
+def render_gallery(header: GalleryHeader, hits: Sequence[QueryHit], limits: ImageLimits) -> str:
     """The whole page as a string."""
-    cards = "\n".join(_card(rank, hit, max_pixels, header) for rank, hit in enumerate(hits, 1))
-    images = _query_images(header.query_images, False, max_pixels) + _query_images(
-        header.negative_images, True, max_pixels
+    cards = "\n".join(_card(rank, hit, limits, header) for rank, hit in enumerate(hits, 1))
+    images = _query_images(header.query_images, False, limits) + _query_images(
+        header.negative_images, True, limits
     )
     body = cards or '<p class="empty">No results.</p>'
     return (
@@ -265,4 +266,4 @@ def folder_roots(settings: Settings, collection: str) -> tuple[str, ...]:
 def write_result_gallery(path: Path, result: SearchResult, settings: Settings, *, remote_images: bool = False) -> Path:
     """Render ``result`` and write it to ``path`` (thumbnails from the collection's folders only)."""
     header = header_for(result, folder_roots(settings, result.query.collection), remote_images)
-    return write_gallery(path, render_gallery(header, result.hits, settings.max_image_pixels))
+    return write_gallery(path, render_gallery(header, result.hits, settings.image_limits))

@@ -31,7 +31,7 @@ from mmindex.pipeline.search.fusion import Contribution, EmbeddedPart, FusedQuer
 from mmindex.pipeline.search.limits import check_result_count
 from mmindex.pipeline.store.filters import Condition, PayloadFilter, parse_where
 from mmindex.pipeline.store.store import MmrParams, SearchHit, StoredPoint
-from mmindex.schemas.config import Settings
+from mmindex.schemas.config import ImageLimits, Settings
 
 SearchMethod = Literal["nearest", "recommend", "mmr"]
 
@@ -139,21 +139,21 @@ def read_query_image(path: Path) -> bytes:
     return data
 
 
-def image_query_vector(embedder: Embedder, path: Path, max_pixels: int) -> np.ndarray:
+def image_query_vector(embedder: Embedder, path: Path, limits: ImageLimits) -> np.ndarray:
     """Embed a query image file with exactly the decoding and preprocessing used at ingest."""
     data = read_query_image(path)
     try:
-        return image_bytes_vector(embedder, data, max_pixels)
+        return image_bytes_vector(embedder, data, limits)
     except DecodeError as exc:
         raise SourceError(f"query image {path}: {exc}") from None
 
 
-def image_bytes_vector(embedder: Embedder, data: bytes, max_pixels: int) -> np.ndarray:
+def image_bytes_vector(embedder: Embedder, data: bytes, limits: ImageLimits) -> np.ndarray:
     """Embed an encoded query image (``DecodeError`` if it is not one) as ``image_query_vector``."""
     from mmindex.pipeline.embed.decode import decode_image
 
     plan = embedder.pixel_plan
-    image = decode_image(data, max_pixels, plan.decode_min_side if plan is not None else None).image
+    image = decode_image(data, limits, plan.decode_min_side if plan is not None else None).image
     if plan is None:  # a transform ingest also runs whole, per item
         return embedder.encode_images(embedder.preprocess(image).unsqueeze(0))[0]
     import torch
@@ -268,7 +268,7 @@ def resolve_items(collection: Collection, refs: Sequence[str]) -> dict[str, Stor
 def embed_parts(
     parts: Sequence[QueryPart],
     embedder: Embedder | None,
-    max_pixels: int,
+    limits: ImageLimits,
     dim: int,
     stored: dict[str, StoredItem],
 ) -> list[EmbeddedPart]:
@@ -283,7 +283,7 @@ def embed_parts(
         if part.kind == "text":
             embedded.append(EmbeddedPart(part, unit(next(text_vectors), part.describe())))
         elif part.kind == "image" and embedder is not None:
-            vector = image_query_vector(embedder, Path(part.value), max_pixels)  # type: ignore[arg-type]
+            vector = image_query_vector(embedder, Path(part.value), limits)  # type: ignore[arg-type]
             embedded.append(EmbeddedPart(part, unit(vector, part.describe())))
         elif part.kind == "vector":
             vector = np.asarray(part.value, dtype=np.float32).reshape(-1)
@@ -335,7 +335,7 @@ def run_search(query: SearchQuery, collection: Collection) -> SearchResult:
     stored = resolve_items(collection, likes) if likes else {}
     needs_model = any(part.kind in ("text", "image") for part in parts)
     embedder = collection.embedder() if needs_model else None
-    fused = fuse(embed_parts(parts, embedder, collection.settings.max_image_pixels, collection.version.dim, stored))
+    fused = fuse(embed_parts(parts, embedder, collection.settings.image_limits, collection.version.dim, stored))
     filter_or_none = payload_filter or None
     depth = query.offset + query.limit  # the store ranks from the best; a page is the tail of that
     method: SearchMethod

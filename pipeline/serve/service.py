@@ -139,7 +139,7 @@ class SearchService:
             if request.per_document is not None:
                 raise ConfigError("per_document applies to passage queries (mode dense, sparse or hybrid)")
             image_vectors, not_image_vectors = (
-                [image_bytes_vector(collection.embedder(), data, self.settings.max_image_pixels) for data in group]
+                [image_bytes_vector(collection.embedder(), data, self.settings.image_limits) for data in group]
                 for group in (images, not_images)
             )
             given = [np.asarray(request.vector, dtype=np.float32)] if request.vector is not None else []
@@ -193,7 +193,7 @@ class SearchService:
             jpeg = None
             if item["payload"].get("modality") == "image" and uri.startswith("/") and under_roots(
                     uri, folder_roots(self.settings, collection.name)):
-                jpeg = thumbnail_jpeg(uri, self.settings.max_image_pixels)
+                jpeg = thumbnail_jpeg(uri, self.settings.image_limits)
             if jpeg is None:
                 raise ItemNotFoundError(f"no thumbnail of item {item['point_id']}: not a readable image of the "
                                         "collection's folders")
@@ -214,7 +214,7 @@ class SearchService:
                 vectors = embedder.encode_texts(texts)
             else:
                 data = self._checked_size(self._decode_images([request.image or ""]))[0]
-                vectors = image_bytes_vector(embedder, data, self.settings.max_image_pixels).reshape(1, -1)
+                vectors = image_bytes_vector(embedder, data, self.settings.image_limits).reshape(1, -1)
             return {"collection": collection.name, "embedder_id": embedder.embedder_id, "dim": int(vectors.shape[1]),
                     "vectors": vectors.astype(float).tolist()}
 

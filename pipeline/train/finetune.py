@@ -203,9 +203,9 @@ def finetune_collection(settings: Settings, request: FinetuneRequest, progress: 
     spec = ModelSpec(collection.current.model, collection.current.pretrained)
     embedder = load_embedder(spec, request.device, "fp32")  # master weights stay fp32; autocast does the rest
     work = output / WORK_DIR
-    train_data = decode_pairs(splits.train, embedder, settings.max_image_pixels, collection.sources, work)
-    test_data = decode_pairs(splits.test, embedder, settings.max_image_pixels, collection.sources, work)
-    val_data = decode_pairs(splits.validation, embedder, settings.max_image_pixels, collection.sources, work) if alpha == "auto" else None
+    train_data = decode_pairs(splits.train, embedder, settings.image_limits, collection.sources, work)
+    test_data = decode_pairs(splits.test, embedder, settings.image_limits, collection.sources, work)
+    val_data = decode_pairs(splits.validation, embedder, settings.image_limits, collection.sources, work) if alpha == "auto" else None
     to_pixels = pixel_converter(embedder)
     model, device = embedder.model, embedder.device
     base_state = _clone(model.state_dict())

@@ -30,6 +30,7 @@ from mmindex.pipeline.io.paths import IndexPaths
 from mmindex.pipeline.io.root import StoragePath
 from mmindex.pipeline.sources.base import ItemRef
 from mmindex.pipeline.sources.readers import UnitReader
+from mmindex.schemas.config import ImageLimits
 from mmindex.schemas.items import STATUS_OK
 from mmindex.schemas.state import CollectionState, SourceSpec
 
@@ -142,14 +143,14 @@ class PairTensors:
         return len(self.keys)
 
 
-def _decode(pair: CaptionedImage, reader: UnitReader, embedder: Embedder, max_pixels: int) -> np.ndarray | None:
+def _decode(pair: CaptionedImage, reader: UnitReader, embedder: Embedder, limits: ImageLimits) -> np.ndarray | None:
     record = base_record(pair.ref, embedder.embedder_id)
     try:
         data = reader.read(pair.ref, MAX_FILE_BYTES)
     except DecodeError as exc:
         log.warning("skipping %s: %s", pair.ref.path, exc)
         return None
-    pixels = decoded_pixels(record, data, max_pixels, embedder.pixel_plan, embedder.preprocess)
+    pixels = decoded_pixels(record, data, limits, embedder.pixel_plan, embedder.preprocess)
     if pixels is None:
         log.warning("skipping %s: %s", pair.ref.path, record.error)
         return None
@@ -157,7 +158,7 @@ def _decode(pair: CaptionedImage, reader: UnitReader, embedder: Embedder, max_pi
 
 
 def _read_decoded(pairs: Sequence[CaptionedImage], sources: Mapping[str, SourceSpec], embedder: Embedder,
-                  max_pixels: int) -> list[tuple[CaptionedImage, np.ndarray]]:
+                  limits: ImageLimits) -> list[tuple[CaptionedImage, np.ndarray]]:
     """The pairs that read and decode, ``READ_BATCH`` at a time, each batch through one
     ``UnitReader`` (a remote source's fetches run ahead of the decoding threads)."""
     kept: list[tuple[CaptionedImage, np.ndarray]] = []
@@ -165,12 +166,12 @@ def _read_decoded(pairs: Sequence[CaptionedImage], sources: Mapping[str, SourceS
         for start in range(0, len(pairs), READ_BATCH):
             batch = pairs[start : start + READ_BATCH]
             with UnitReader(sources, [pair.ref for pair in batch]) as reader:
-                decoded = list(pool.map(lambda pair: _decode(pair, reader, embedder, max_pixels), batch))
+                decoded = list(pool.map(lambda pair: _decode(pair, reader, embedder, limits), batch))
             kept += [(pair, pixels) for pair, pixels in zip(batch, decoded, strict=True) if pixels is not None]
     return kept
 
 
-def decode_pairs(pairs: Sequence[CaptionedImage], embedder: Embedder, max_pixels: int, sources: Mapping[str, SourceSpec],
+def decode_pairs(pairs: Sequence[CaptionedImage], embedder: Embedder, limits: ImageLimits, sources: Mapping[str, SourceSpec],
                  cache: Path | None = None) -> PairTensors:
     """Read (through each pair's source), decode and preprocess every pair once, tokenizing the captions.
 
@@ -184,7 +185,7 @@ def decode_pairs(pairs: Sequence[CaptionedImage], embedder: Embedder, max_pixels
         meta = json.loads((cache / f"pairs-{fingerprint}.json").read_text(encoding="utf-8"))
         pixels = np.load(cache / f"pixels-{fingerprint}.npy", mmap_mode="r")
         return PairTensors(meta["keys"], meta["captions"], pixels, _tokens(embedder, meta["captions"]))
-    kept = _read_decoded(pairs, sources, embedder, max_pixels)
+    kept = _read_decoded(pairs, sources, embedder, limits)
     if not kept:
         raise ConfigError("none of the captioned images could be read back from its source")
     keys = [pair.ref.key for pair, _ in kept]
