@@ -58,7 +58,7 @@ START_DEADLINE_S = 180.0
 DEFAULTS_POOL = "bench-cpu"
 DEFAULTS_DEPLOYMENT = "embed-shard/embed-shard-bench"
 REPO = Path(__file__).resolve().parents[1]
-# The worker settings deploy/compose.yaml gives its workers (tests/test_deploy_files.py keeps them equal).
+# The worker settings deploy/compose.yaml and the image give workers (tests/test_deploy_files.py checks them there).
 SHIPPED_WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "2"}
 
 _FLOW_CHILD = """
@@ -235,7 +235,8 @@ def timeline_table(label: str, rows: list[dict[str, Any]]) -> Table:
     """Seconds each shard run spent in each state, in the order workers took them: queued (created
     to taken by a worker: Pending), taken to running (process start, imports, flow set-up), running
     to final (the shard: model import and load, decode, embed, write), and the gap from the previous
-    run's final state to this one being taken (the previous process exiting, the worker's next poll)."""
+    run's final state to this one being taken (with one worker: the previous process exiting and the
+    worker's next poll)."""
     table = Table(title=f"shard runs, {label}: seconds in each state")
     for column in ("seq", "created→pending", "pending→running", "running→final", "final", "prev final→pending"):
         table.add_column(column, justify="right")
