@@ -54,6 +54,38 @@ def test_every_worker_takes_one_run_at_a_time() -> None:
     assert all(command[:2] == ["worker", "start"] and command[-2:] == ["--limit", "1"] for command in commands)
 
 
+def test_workers_poll_every_two_seconds_and_shard_runs_start_the_engine_directly() -> None:
+    """The cuts of benchmarks/flow_overhead.py: a worker asks for the next queued shard run every
+    2 s (not Prefect's 10 s), and a shard run starts no workspace supervisor process before its engine."""
+    services = _compose()["services"]
+    for name in ("worker", "ingest-worker"):
+        assert services[name]["environment"]["PREFECT_WORKER_QUERY_SECONDS"] == "2"
+    (env,) = [line for line in _dockerfile() if line.startswith("ENV MMINDEX_DEVICE")]
+    assert "PREFECT_WORKER_QUERY_SECONDS=2" in env.split()
+    deployments = yaml.safe_load((DEPLOY / "prefect.yaml").read_text(encoding="utf-8"))["deployments"]
+    (embed,) = [d for d in deployments if d["name"] == "embed-shard"]
+    assert embed["work_pool"]["job_variables"]["command"] == "python -m prefect.engine"
+    assert "env" not in embed["work_pool"]["job_variables"]  # the worker's environment decides the device
+
+
+def test_the_pull_step_finds_the_flows_without_importing_them() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys; from mmindex.flows.steps import check_installed; out = check_installed(); "
+             "assert 'mmindex.flows.ingest' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules); "
+             "print(out['mmindex_version'])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == version("mmindex")
+    from mmindex.flows.steps import check_installed
+
+    with pytest.raises(RuntimeError, match="mmindex is not installed on this worker"):
+        check_installed("mmindex.flows.no_such_module")
+    with pytest.raises(RuntimeError, match="mmindex is not installed on this worker"):
+        check_installed("no_such_package.flows")
+
+
 def test_gpu_image_installs_pinned_with_pdf_and_runs_as_a_user() -> None:
     lines = _dockerfile()
     (install,) = [line for line in lines if "pip install" in line]

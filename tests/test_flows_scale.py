@@ -1,6 +1,7 @@
 """Prefect machinery end to end, in separate processes against a real Prefect server:
 ``mmindex schedule`` serves the ingest flow and a scheduled run completes; two process workers of
-one work pool split the shards of one run, each shard done exactly once; a shard whose process is
+one work pool (``embed-shard`` with deploy/prefect.yaml's job variables: each run's engine started
+directly) split the shards of one run, each shard done exactly once; a shard whose process is
 killed while it is provably mid-shard (held there by ``child_hooks/sitecustomize.py``) is redone."""
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class WorkerPool:
 
 @pytest.fixture(scope="module")
 def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
+    import yaml
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
@@ -130,8 +132,12 @@ def worker_pool(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> I
     pool, logs, hold = "cpu-test", tmp_path_factory.mktemp("workers"), tmp_path_factory.mktemp("hold")
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+    # Job variables as deploy/prefect.yaml sets them: the worker starts each run's engine directly.
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "prefect.yaml").read_text())
+    (spec,) = [d for d in shipped["deployments"] if d["name"] == "embed-shard"]
     embed_shard.deploy(name="embed-shard-test", work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
-                       build=False, push=False, ignore_warnings=True, print_next_steps=False)
+                       job_variables=spec["work_pool"]["job_variables"], build=False, push=False,
+                       ignore_warnings=True, print_next_steps=False)
     workers: dict[str, subprocess.Popen[bytes]] = {}
     for name in ("w1", "w2"):
         log = (logs / f"{name}.log").open("wb")
@@ -389,6 +395,8 @@ def test_prefect_yaml_deployed_from_a_folder_that_is_gone_runs_on_workers(
     assert embed.work_pool_name == "gpu" and embed.entrypoint == "mmindex.flows.ingest.embed_shard"
     assert "MMINDEX_DEVICE" not in (embed.job_variables or {}).get("env", {})  # the worker's environment decides
     assert embed.pull_steps == [{"mmindex.flows.steps.check_installed": {}}]
+    # A shard run's worker starts the engine itself (no supervisor process importing it all first).
+    assert (embed.job_variables or {}).get("command") == "python -m prefect.engine"
     assert ingest.work_pool_name == "default" and ingest.parameters["embed_deployment"] == "embed-shard/embed-shard"
     assert ingest.parameters["options"]["collection"] == "photos"  # the options of `mmindex index`, nested
     assert [(s.schedule.cron, s.active) for s in ingest.schedules] == [("0 * * * *", False)]  # shipped paused
