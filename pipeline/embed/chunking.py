@@ -8,7 +8,9 @@ pieces of ``MAX_WORD_CHARS``, so no input makes one giant chunk. Chunks are made
 (``iter_chunks``), holding about one chunk's words: memory does not grow with the document.
 
 ``chunk_sections`` first cuts a document at its headings (Markdown ``#``, HTML ``<h1>``..), so no
-chunk spans two sections, and gives each chunk its heading path (``("Guide", "Install")``).
+chunk spans two sections, and gives each chunk its heading path (``("Guide", "Install")``); with
+``merge_sections`` (the ``title-path-merged-v1`` scheme) adjacent short sections that fit one chunk
+together become one chunk, its path the common start of theirs.
 
 Chunk context (``context_prefix``): what the text model embeds for a chunk is its document's title
 and heading path ahead of the chunk text (``"Backup policy > Retention\n\n<chunk>"``), so a chunk
@@ -453,7 +455,7 @@ def iter_section_chunks(
     reserve: Callable[[tuple[str, ...]], int] | None = None,
     merge_sections: bool = False,
 ) -> Iterator[TextChunk]:
-    """Chunks of ``text`` that never span two sections (a section starts at each heading), one at a time.
+    """Chunks of ``text`` that never span two sections unless merged (a section starts at each heading), one at a time.
 
     Each section is chunked by ``iter_chunks``; spans are in the whole ``text`` and indices run
     over the whole document. A chunk's ``heading_path`` is its section's. A section that is
