@@ -19,7 +19,7 @@ The naive baseline is what the simplest RAG retriever scores: the same MiniLM ov
 document's text cut into plain 900-character pieces, ranked by brute-force cosine.
 
 Fusion: ``hybrid`` is the default (RRF k=2, equal weights), ``hybrid-dbsf`` Qdrant's
-distribution-based score fusion. The weighted-RRF variants (``hybrid w=2`` ...) are fused here from
+distribution-based score fusion. The weighted-RRF variants (``rrf w=2``, ``rrf k=60 w=2`` ...) are fused here from
 the dense and sparse lists the store returned (the same formula as Qdrant's; the header says on how
 many questions this reproduces the store's own ``hybrid`` list), and the held-out table chooses a
 fusion (weights or dbsf) on random halves of the questions and scores it on the other halves.
@@ -56,6 +56,9 @@ progress = Console(stderr=True)  # a line per indexing as it is scored, so a lon
 NAIVE_CHARS = 900
 DENSE_WEIGHTS = (1.0, 1.5, 2.0, 3.0)
 RRF_K = 2
+# Other RRF constants fused here beside the store's default k=2 (a larger k flattens the ranks:
+# 60 is the constant of the original RRF paper).
+OTHER_RRF_KS = (10, 60)
 SPARSE_TIE = 0.999  # the store's default sparse weight (ties go to the dense list)
 
 
@@ -234,11 +237,19 @@ def scores_of(run: ConfigRun, eval_set: EvalSet, depth: int) -> dict[str, Score]
     for mode, lists in run.lists.items():
         scores[mode] = Score([first_relevant(hits, q, depth) for hits, q in zip(lists, eval_set.questions, strict=True)])
     if "dense" in run.lists and "sparse" in run.lists:
-        for weight in DENSE_WEIGHTS:
-            fused = [rrf(d, s, (weight, SPARSE_TIE)) for d, s in zip(run.lists["dense"], run.lists["sparse"], strict=True)]
-            scores[f"rrf w={weight:g}"] = Score([first_relevant(h, q, depth)
-                                                 for h, q in zip(fused, eval_set.questions, strict=True)])
+        for k in (RRF_K, *OTHER_RRF_KS):
+            for weight in DENSE_WEIGHTS:
+                fused = [rrf(d, s, (weight, SPARSE_TIE), k)
+                         for d, s in zip(run.lists["dense"], run.lists["sparse"], strict=True)]
+                scores[fusion_name(k, weight)] = Score([first_relevant(h, q, depth)
+                                                        for h, q in zip(fused, eval_set.questions, strict=True)])
     return scores
+
+
+def fusion_name(k: int, weight: float) -> str:
+    """The row name of weighted RRF with constant ``k`` and dense weight ``weight`` (``k`` shown
+    only when it is not the store's default)."""
+    return f"rrf w={weight:g}" if k == RRF_K else f"rrf k={k} w={weight:g}"
 
 
 def fusion_check(run: ConfigRun, depth: int) -> tuple[int, int]:
@@ -260,8 +271,8 @@ class HeldOut:
 
 
 def held_out(scores: dict[str, Score], naive: Score, count: int, splits: int, depth: int) -> list[HeldOut]:
-    """Choose the fusion (a dense weight, or dbsf) on a random half of the questions by MRR, score it on the other half."""
-    candidates = [name for name in scores if name.startswith("rrf w=") or name == "hybrid-dbsf"]
+    """Choose the fusion (an RRF k and dense weight, or dbsf) on a random half of the questions by MRR, score it on the other half."""
+    candidates = [name for name in scores if name.startswith("rrf ") or name == "hybrid-dbsf"]
     results = []
     for seed in range(splits):
         order = list(range(count))

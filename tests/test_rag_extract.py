@@ -6,12 +6,15 @@ import pytest
 from helpers import make_pdf
 
 from mmindex.pipeline.embed.chunking import (
+    CONTEXT_MERGED,
     CONTEXT_NONE,
     CONTEXT_TITLE,
     CONTEXT_TITLE_PATH,
     ChunkContext,
     Heading,
+    chunk_label,
     chunk_sections,
+    common_path,
     context_label,
     heading_paths,
     reuse_key,
@@ -134,6 +137,48 @@ def test_context_prefix_tokens_come_out_of_the_chunk_budget() -> None:
     # A very long title is cut to a third of the budget, so a chunk always has room.
     long_title = " ".join(f"w{i}" for i in range(100))
     assert words(ChunkContext(CONTEXT_TITLE, words, 30).label(long_title, ())) == 10
+
+
+def test_short_sections_merge_up_to_the_budget_under_the_merged_scheme() -> None:
+    text = ("# Runbook\n\n## When\n\nfail over on lag.\n\n## Steps\n\npromote the standby.\n\n"
+            "## Long\n\n" + "many words here. " * 20 + "\n\n## Tail\n\nthe end.\n\n## After\n\nreally the end.")
+    headings = markdown_headings(text)
+    context = ChunkContext(CONTEXT_MERGED, words, 30)
+    assert context.merge_sections and not ChunkContext(CONTEXT_TITLE_PATH, words, 30).merge_sections
+    merged = chunk_sections(text, headings, words, 30, 5, reserve=context.reserve("Runbook"), merge_sections=True)
+    # The two short sections are one chunk with their common path; the long one is cut on its own
+    # (never merged with a neighbour); the two short ones after it merge again.
+    assert merged[0].text == "# Runbook\n\n## When\n\nfail over on lag.\n\n## Steps\n\npromote the standby."
+    assert merged[0].heading_path == ("Runbook",)
+    long_part = [c for c in merged if c.heading_path == ("Runbook", "Long")]
+    assert len(long_part) >= 2 and all("many" in c.text for c in long_part)
+    assert merged[-1].text == "## Tail\n\nthe end.\n\n## After\n\nreally the end." and merged[-1].heading_path == ("Runbook",)
+    assert [c.index for c in merged] == list(range(len(merged)))
+    for chunk in merged:
+        assert text[chunk.char_start:chunk.char_end] == chunk.text
+        assert words(context.embed_text("Runbook", chunk.heading_path, chunk.text)) <= 30
+    # Without merging (the older schemes) every section stays its own chunk.
+    plain = chunk_sections(text, headings, words, 30, 5, reserve=context.reserve("Runbook"))
+    assert [c.heading_path for c in plain][:2] == [("Runbook", "When"), ("Runbook", "Steps")]
+    # A budget too small for two sections keeps them apart.
+    small = chunk_sections(text, headings, words, 9, 2, merge_sections=True)
+    assert small[0].text == "# Runbook\n\n## When\n\nfail over on lag." and small[0].heading_path == ("Runbook", "When")
+
+
+def test_common_path_and_the_merged_schemes_labels() -> None:
+    assert common_path(("A", "B", "C"), ("A", "B", "D")) == ("A", "B")
+    assert common_path(("A",), ("B",)) == () and common_path((), ("A",)) == ()
+    assert context_label(CONTEXT_MERGED, "Runbook", ("Runbook", "Steps")) == "Runbook > Steps"
+    # A chunk that starts with its document's title heading does not get the title again...
+    assert chunk_label(CONTEXT_MERGED, "Runbook", ("Runbook",), "# runbook\n\n## When\n\nbody") == ""
+    assert chunk_label(CONTEXT_MERGED, "Guide", ("Guide", "Install"), "# Guide\n\n## Install\n\nx") == "Install"
+    assert chunk_label(CONTEXT_MERGED, "Guide", ("Guide", "Install"), "## Install\n\nx") == "Guide > Install"
+    context = ChunkContext(CONTEXT_MERGED, words, 30)
+    assert context.embed_text("Runbook", ("Runbook",), "# Runbook\n\nbody") == "# Runbook\n\nbody"
+    assert context.embed_text("Runbook", ("Runbook",), "## Steps\n\nbody") == "Runbook\n\n## Steps\n\nbody"
+    # ... while the older schemes keep embedding what they always did.
+    assert chunk_label(CONTEXT_TITLE_PATH, "Runbook", ("Runbook",), "# Runbook\n\nbody") == "Runbook"
+    assert ChunkContext(CONTEXT_TITLE, words, 30).embed_text("Runbook", (), "# Runbook") == "Runbook\n\n# Runbook"
 
 
 def test_document_titles() -> None:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mmindex.api import Index
 from mmindex.pipeline.collection import collection_state
-from mmindex.pipeline.embed.chunking import CONTEXT_NONE, DEFAULT_CONTEXT, context_label, with_context
+from mmindex.pipeline.embed.chunking import CONTEXT_MERGED, CONTEXT_NONE, DEFAULT_CONTEXT, chunk_label, context_label, with_context
 from mmindex.pipeline.embed.extract import extract_document
 from mmindex.pipeline.embed.sparse import query_vector
 from mmindex.pipeline.errors import ConfigError
@@ -488,3 +488,31 @@ def test_collections_keep_their_chunk_context_until_migrated(
     texts = [p for p in stored(settings).values() if p["modality"] == "text"]
     assert sorted(counter.texts) == sorted(model_input(p) for p in texts)
     assert "Extra > Part\n\n# Extra\n\n## Part\n\nA new document about sailing boats." in counter.texts
+
+
+def test_the_merged_scheme_merges_short_sections_and_a_collection_keeps_its_own(
+    tmp_path: Path, tiny_embedder, minilm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    settings = make_settings("edge", tmp_path)
+    index_source(IndexRequest(corpus, "docs"), settings, embedder=tiny_embedder)  # the default: a chunk per section
+    sectioned = collection_state(settings, "docs").current
+    assert sectioned.chunk_context == DEFAULT_CONTEXT != CONTEXT_MERGED
+    assert len([p for p in stored(settings).values() if p["path"] == "guide.md"]) >= 3
+
+    counter = counting_text_model(monkeypatch, minilm)
+    index_source(IndexRequest(corpus, "merged", chunk_context=CONTEXT_MERGED), settings, embedder=tiny_embedder)
+    guide = [p for p in stored(settings, "merged").values() if p["path"] == "guide.md"]
+    # The short guide is one chunk: every section, the common path, the title not said twice.
+    assert len(guide) == 1 and guide[0]["text"] == GUIDE.strip() and guide[0]["heading_path"] == ["Widget guide"]
+    assert GUIDE.strip() in counter.texts
+    texts = [p for p in stored(settings, "merged").values() if p["modality"] == "text"]
+    assert sorted(counter.texts) == sorted(
+        with_context(chunk_label(CONTEXT_MERGED, p.get("title"), p.get("heading_path") or (), p["text"]), p["text"])
+        for p in texts)
+
+    (corpus / "more.md").write_text("# Extra\n\n## Part\n\nSailing boats.\n\n## Other\n\nRowing boats.", encoding="utf-8")
+    run(settings, corpus, tiny_embedder)  # the older collection keeps its scheme and its section chunks
+    assert collection_state(settings, "docs").current.physical_name == sectioned.physical_name
+    more = sorted((p["chunk_index"], tuple(p["heading_path"])) for p in stored(settings).values() if p["path"] == "more.md")
+    assert more == [(0, ("Extra", "Part")), (1, ("Extra", "Other"))]

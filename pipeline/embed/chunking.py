@@ -8,7 +8,9 @@ pieces of ``MAX_WORD_CHARS``, so no input makes one giant chunk. Chunks are made
 (``iter_chunks``), holding about one chunk's words: memory does not grow with the document.
 
 ``chunk_sections`` first cuts a document at its headings (Markdown ``#``, HTML ``<h1>``..), so no
-chunk spans two sections, and gives each chunk its heading path (``("Guide", "Install")``).
+chunk spans two sections, and gives each chunk its heading path (``("Guide", "Install")``); with
+``merge_sections`` (the ``title-path-merged-v1`` scheme) adjacent short sections that fit one chunk
+together become one chunk, its path the common start of theirs.
 
 Chunk context (``context_prefix``): what the text model embeds for a chunk is its document's title
 and heading path ahead of the chunk text (``"Backup policy > Retention\n\n<chunk>"``), so a chunk
@@ -216,7 +218,12 @@ def chunk_text(
 CONTEXT_NONE = "none"
 CONTEXT_TITLE = "title-v1"
 CONTEXT_TITLE_PATH = "title-path-v1"
-CONTEXT_SCHEMES = (CONTEXT_NONE, CONTEXT_TITLE, CONTEXT_TITLE_PATH)
+# The title and heading path, and adjacent short sections of a document merged into one chunk up to
+# the chunk's budget (``iter_section_chunks(merge_sections=True)``): the scheme names how the
+# chunks are cut too, so a collection built with another one keeps its chunks until migrated.
+CONTEXT_MERGED = "title-path-merged-v1"
+CONTEXT_SCHEMES = (CONTEXT_NONE, CONTEXT_TITLE, CONTEXT_TITLE_PATH, CONTEXT_MERGED)
+_MERGING_SCHEMES = frozenset({CONTEXT_MERGED})
 # Chosen on both evaluation sets of benchmarks/rag_eval.py (see its README figures).
 DEFAULT_CONTEXT = CONTEXT_TITLE_PATH
 # A prefix holds at most this share of a chunk's token budget (a very long title is cut).
@@ -231,12 +238,41 @@ def context_label(scheme: str | None, title: str | None, heading_path: Sequence[
     if scheme not in CONTEXT_SCHEMES:
         raise ValueError(f"unknown chunk context scheme {scheme!r}: use one of {', '.join(CONTEXT_SCHEMES)}")
     parts = [title.strip()] if title and title.strip() else []
-    if scheme == CONTEXT_TITLE_PATH:
+    if scheme in (CONTEXT_TITLE_PATH, CONTEXT_MERGED):
         path = [heading.strip() for heading in heading_path if heading.strip()]
         if parts and path and path[0].casefold() == parts[0].casefold():
             path = path[1:]
         parts.extend(path)
     return " > ".join(parts)
+
+
+def _first_line(text: str) -> str:
+    """The first non-blank line of ``text`` without its Markdown heading marks."""
+    stripped = text.lstrip()
+    newline = stripped.find("\n")
+    return (stripped if newline == -1 else stripped[:newline]).lstrip("#").strip()
+
+
+def unrepeated_label(scheme: str | None, label: str, title: str | None, text: str) -> str:
+    """``label`` as it goes ahead of ``text``: under ``CONTEXT_MERGED`` a chunk whose first line is
+    its document's title (the chunk at the top of the document) does not get the title again, only
+    the rest of the path; the other schemes always keep the whole label."""
+    name = title.strip() if title else ""
+    if scheme not in _MERGING_SCHEMES or not label or not name or _first_line(text).casefold() != name.casefold():
+        return label
+    if label == name:
+        return ""
+    return label[len(name) + 3 :] if label.startswith(f"{name} > ") else label
+
+
+def chunk_label(scheme: str | None, title: str | None, heading_path: Sequence[str], text: str) -> str:
+    """The (unfitted) context line ahead of chunk ``text`` under ``scheme`` (what BM25 reads)."""
+    return unrepeated_label(scheme, context_label(scheme, title, heading_path), title, text)
+
+
+def merges_sections(scheme: str | None) -> bool:
+    """Whether chunks under ``scheme`` merge adjacent short sections (see ``CONTEXT_MERGED``)."""
+    return scheme in _MERGING_SCHEMES
 
 
 def fit_context(label: str, count_tokens: Callable[[str], int], max_tokens: int) -> str:
@@ -259,6 +295,7 @@ class ChunkContext:
     def __init__(self, scheme: str | None, count_tokens: Callable[[str], int], max_tokens: int) -> None:
         context_label(scheme, None, ())  # refuses an unknown scheme
         self.scheme = scheme
+        self.merge_sections = merges_sections(scheme)
         self._count = count_tokens
         self._max_tokens = max_tokens
         self._labels: dict[tuple[str | None, tuple[str, ...]], str] = {}
@@ -284,7 +321,7 @@ class ChunkContext:
 
     def embed_text(self, title: str | None, heading_path: Sequence[str] | None, text: str) -> str:
         """What the text model embeds for this chunk."""
-        return with_context(self.label(title, heading_path), text)
+        return with_context(unrepeated_label(self.scheme, self.label(title, heading_path), title, text), text)
 
     def reuse_key(self, title: str | None, heading_path: Sequence[str] | None, text: str) -> tuple[str, ...]:
         """``reuse_key`` of this scheme."""
@@ -323,23 +360,18 @@ def _has_body(text: str, start: int, end: int) -> bool:
     return newline != -1 and _NON_SPACE.search(text, newline, end) is not None
 
 
-def iter_section_chunks(
-    text: str,
-    headings: Sequence[Heading],
-    count_tokens: Callable[[str], int],
-    max_tokens: int,
-    overlap_tokens: int = 16,
-    max_chars: int | None = None,
-    reserve: Callable[[tuple[str, ...]], int] | None = None,
-) -> Iterator[TextChunk]:
-    """Chunks of ``text`` that never span two sections (a section starts at each heading), one at a time.
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A run of a document's text chunked on its own: one section, or several merged."""
 
-    Each section is chunked by ``iter_chunks``; spans are in the whole ``text`` and indices run
-    over the whole document. A chunk's ``heading_path`` is its section's. A section that is
-    nothing but its heading line (``# Title`` right above ``## Part``) is joined to the next one,
-    so a title never becomes a chunk of its own. ``reserve(heading_path)``: the tokens of a
-    section's chunks that its context prefix takes (each chunk gets ``max_tokens`` minus them).
-    """
+    start: int
+    end: int
+    path: tuple[str, ...]
+
+
+def _section_spans(text: str, headings: Sequence[Heading]) -> Iterator[_Span]:
+    """The sections of ``text`` (one starts at each heading), a section that is nothing but its
+    heading line (a title right above a subheading) joined to the next one."""
     ordered = sorted(headings, key=lambda h: h.start)
     sections: list[tuple[int, tuple[str, ...], bool]] = [(0, (), False)]  # start, path, starts with a heading line
     for heading, path in zip(ordered, heading_paths(ordered), strict=True):
@@ -348,17 +380,105 @@ def iter_section_chunks(
         elif heading.start < len(text):
             sections.append((heading.start, path, heading.inline))
     ends = [start for start, _, _ in sections[1:]] + [len(text)]
-    index, start = 0, 0
+    start = 0
     for (section_start, path, inline), end in zip(sections, ends, strict=True):
-        # A section that is only its heading line (a title right above a subheading) joins the
-        # next section instead of becoming a chunk with nothing to retrieve.
         if inline and end < len(text) and not _has_body(text, section_start, end):
             continue
-        budget = max(1, max_tokens - reserve(path)) if reserve is not None else max_tokens
-        for piece in iter_chunks(text, count_tokens, budget, overlap_tokens, (start, end), max_chars):
-            yield TextChunk(index, piece.text, piece.char_start, piece.char_end, path)
-            index += 1
+        yield _Span(start, end, path)
         start = end
+
+
+def common_path(first: Sequence[str], second: Sequence[str]) -> tuple[str, ...]:
+    """The longest heading path both ``first`` and ``second`` start with."""
+    shared = []
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        shared.append(a)
+    return tuple(shared)
+
+
+def _fitting_tokens(
+    text: str, span: _Span, count_tokens: Callable[[str], int], max_tokens: int, max_chars: int
+) -> int | None:
+    """The tokens of ``span`` counted word by word as ``iter_chunks`` counts them, or None once it
+    is past one chunk (``max_tokens`` tokens, ``max_chars`` characters): a long section is never
+    tokenized whole."""
+    if span.end - span.start > max_chars:
+        return None
+    total = 0
+    for word in _iter_words(text, (span.start, span.end), count_tokens, max_tokens, max_chars):
+        total += word.tokens
+        if total > max_tokens:
+            return None
+    return total
+
+
+def _merged_spans(
+    text: str,
+    spans: Iterator[_Span],
+    count_tokens: Callable[[str], int],
+    budget: Callable[[tuple[str, ...]], int],
+    max_chars: int,
+) -> Iterator[_Span]:
+    """``spans`` with runs of adjacent short sections merged, greedily, while the run still fits
+    one chunk (``budget(path)``: the tokens a chunk of heading path ``path`` may hold, its context
+    taken out; ``max_chars``: its characters). A merged run's path is the common start of its
+    sections' paths. A section too long to fit is never merged: it is chunked on its own."""
+    group: _Span | None = None
+    tokens = 0
+    for span in spans:
+        size = _fitting_tokens(text, span, count_tokens, budget(span.path), max_chars)
+        if group is not None and size is not None:
+            path = common_path(group.path, span.path)
+            if span.end - group.start <= max_chars and tokens + size <= budget(path):
+                group, tokens = _Span(group.start, span.end, path), tokens + size
+                continue
+        if group is not None:
+            yield group
+        if size is None:
+            group, tokens = None, 0
+            yield span
+        else:
+            group, tokens = span, size
+    if group is not None:
+        yield group
+
+
+def iter_section_chunks(
+    text: str,
+    headings: Sequence[Heading],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap_tokens: int = 16,
+    max_chars: int | None = None,
+    reserve: Callable[[tuple[str, ...]], int] | None = None,
+    merge_sections: bool = False,
+) -> Iterator[TextChunk]:
+    """Chunks of ``text`` that never span two sections unless merged (a section starts at each heading), one at a time.
+
+    Each section is chunked by ``iter_chunks``; spans are in the whole ``text`` and indices run
+    over the whole document. A chunk's ``heading_path`` is its section's. A section that is
+    nothing but its heading line (``# Title`` right above ``## Part``) is joined to the next one,
+    so a title never becomes a chunk of its own. ``reserve(heading_path)``: the tokens of a
+    section's chunks that its context prefix takes (each chunk gets ``max_tokens`` minus them).
+    ``merge_sections``: adjacent sections that together fit one chunk become one chunk (its
+    ``heading_path`` the common start of theirs), so a document of short sections is not cut
+    into tiny chunks.
+    """
+
+    def budget(path: tuple[str, ...]) -> int:
+        return max(1, max_tokens - reserve(path)) if reserve is not None else max_tokens
+
+    spans = _section_spans(text, headings)
+    if merge_sections:
+        chars = max(1, max_chars if max_chars is not None else max_chunk_chars(max_tokens))
+        spans = _merged_spans(text, spans, count_tokens, budget, chars)
+    index = 0
+    for span in spans:
+        for piece in iter_chunks(text, count_tokens, budget(span.path), overlap_tokens, (span.start, span.end), max_chars):
+            yield TextChunk(index, piece.text, piece.char_start, piece.char_end, span.path)
+            index += 1
 
 
 def chunk_sections(
@@ -369,6 +489,8 @@ def chunk_sections(
     overlap_tokens: int = 16,
     max_chars: int | None = None,
     reserve: Callable[[tuple[str, ...]], int] | None = None,
+    merge_sections: bool = False,
 ) -> list[TextChunk]:
     """All of ``iter_section_chunks``."""
-    return list(iter_section_chunks(text, headings, count_tokens, max_tokens, overlap_tokens, max_chars, reserve))
+    return list(iter_section_chunks(text, headings, count_tokens, max_tokens, overlap_tokens, max_chars, reserve,
+                                    merge_sections))

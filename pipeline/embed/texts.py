@@ -106,9 +106,12 @@ def iter_document_records(
         count, overlap, limit = text_embedder.count_tokens, TEXT_CHUNK_OVERLAP, text_chunk_tokens(text_embedder)
     document.mime = extracted.mime
     document.title = document_title(extracted, PurePosixPath(ref.path).stem)
-    reserve = context.reserve(document.title) if context is not None and text_embedder is not None else None
+    model_context = context if text_embedder is not None else None  # CLIP-only chunks have no context
+    reserve = model_context.reserve(document.title) if model_context is not None else None
+    merge = model_context is not None and model_context.merge_sections
     chunks = 0
-    for chunk in iter_section_chunks(extracted.text, extracted.headings, count, limit, overlap, reserve=reserve):
+    for chunk in iter_section_chunks(extracted.text, extracted.headings, count, limit, overlap, reserve=reserve,
+                                     merge_sections=merge):
         key = chunk_key(ref.key, chunk.index)
         chunks += 1
         yield dataclasses.replace(

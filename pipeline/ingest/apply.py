@@ -56,18 +56,18 @@ def collection_spec(version: CollectionVersion) -> CollectionSpec:
 def bm25_vectors(text_vectors: Sequence[np.ndarray | None], rows: pa.Table, context: str | None = None) -> list[SparseVector | None]:
     """The BM25 vector of every chunk that has a text-model vector (None elsewhere), recomputed
     from its stored text with the context of the version's scheme (``context``: its title and
-    heading path ahead of it, ``chunking.context_label``; None: the bare text), all stored in
+    heading path ahead of it, ``chunking.chunk_label``; None: the bare text), all stored in
     Parquet: a pure function, so a rebuild from Parquet gives the same points."""
     if all(vector is None for vector in text_vectors):
         return [None] * len(text_vectors)
-    from mmindex.pipeline.embed.chunking import context_label, with_context
+    from mmindex.pipeline.embed.chunking import chunk_label, with_context
     from mmindex.pipeline.embed.sparse import document_vector
 
     def column(name: str) -> list:
         return rows.column(name).to_pylist() if name in rows.schema.names else [None] * rows.num_rows
 
     rows_of = zip(text_vectors, column("text"), column("title"), column("heading_path"), strict=True)
-    return [None if vector is None else document_vector(with_context(context_label(context, title, path or ()), text or ""))
+    return [None if vector is None else document_vector(with_context(chunk_label(context, title, path or (), text or ""), text or ""))
             for vector, text, title, path in rows_of]
 
 

@@ -99,7 +99,8 @@ class IndexOptions(BaseModel):
     chunk_context: str | None = Field(
         default=None,
         description="What the text model embeds ahead of each chunk: title-path-v1 (the document's title and heading "
-        "path; default), title-v1 (the title) or none. Another scheme than a collection's own builds a new version.",
+        "path; default), title-path-merged-v1 (the same, adjacent short sections merged into one chunk), title-v1 "
+        "(the title) or none. Another scheme than a collection's own builds a new version.",
     )
     max_document_bytes: int | None = Field(
         default=None, ge=1,
