@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,55 +21,11 @@ import numpy as np
 import pytest
 from fake_qdrant import FakeQdrant
 from helpers import COLLECTION, PRECISION, SCORE_TOL, WAIT_S, Indexed, free_port, image_vector, index_corpus, run_cli
+from helpers_serve import Server, start_server, stop_server
 from PIL import Image
 
 KEY = "s3cret-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[str]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-def start_server(root: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> Server:
-    """``mmindex serve`` in its own process on a free port, answering /health (bounded wait)."""
-    port = free_port()
-    handle = log.open("w", encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mmindex.pipeline.cli", "serve", "--root", str(root), "--port", str(port),
-         "--device", "cpu", *args],
-        stdout=handle, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "MMINDEX_PRECISION": PRECISION, **(env or {})},
-    )
-    handle.close()
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}: {server.output()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    stop_server(server)
-    raise AssertionError(f"server did not answer within {WAIT_S}s: {server.output()}")
-
-
-def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +50,15 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield session
 
 
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG_BYTES = png_bytes()
+
+
 def b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -108,10 +72,15 @@ def keys(hits: list[dict]) -> list[str]:
 
 def test_health_needs_no_key_and_every_other_endpoint_does(server: Server) -> None:
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "collections": [COLLECTION]}
-    for method, path in (("GET", "/collections"), ("POST", "/search"), ("POST", "/retrieve"), ("POST", "/embed"),
-                         ("GET", f"/items/{'0' * 8}-0000-0000-0000-{'0' * 12}"), ("GET", "/thumbnails/x")):
+    for method, path in (("GET", "/collections"), ("POST", "/search"), ("POST", "/search/files"), ("POST", "/retrieve"),
+                         ("POST", "/embed"), ("GET", f"/items/{'0' * 8}-0000-0000-0000-{'0' * 12}"),
+                         ("GET", "/thumbnails/x")):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-            response = httpx.request(method, f"{server.url}{path}", headers=headers, json={"text": "a cat"})
+            if path == "/search/files":  # a well-formed multipart query: refused for the key alone
+                response = httpx.post(f"{server.url}{path}", headers=headers, data={"query": '{"limit": 2}'},
+                                      files=[("image", ("cat.png", PNG_BYTES, "image/png"))])
+            else:
+                response = httpx.request(method, f"{server.url}{path}", headers=headers, json={"text": "a cat"})
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.headers["www-authenticate"] == "Bearer"
             assert "API key" in response.json()["detail"]
@@ -279,6 +248,68 @@ def test_page_and_static_files_are_served_safely(server: Server) -> None:
     assert httpx.get(f"{server.url}/static/%2E%2E/service.py").status_code == 404
     assert "access-control-allow-origin" not in httpx.get(f"{server.url}/health", headers={"Origin": "http://evil"}).headers
     assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+# -- CORS and the bind warning ----------------------------------------------------------------------
+
+ORIGIN = "http://app.example"
+PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization,content-type"}
+
+
+def test_cors_is_off_unless_an_origin_is_given(server: Server, edge_index: Indexed, tmp_path: Path) -> None:
+    off = httpx.options(f"{server.url}/search", headers=PREFLIGHT)
+    assert off.status_code == 405 and not any(name.startswith("access-control-") for name in off.headers)
+    answered = httpx.post(f"{server.url}/search", headers={**AUTH, "Origin": ORIGIN}, json={"text": "a cat", "limit": 1})
+    assert answered.status_code == 200 and "access-control-allow-origin" not in answered.headers
+    cors = start_server(edge_index.root, tmp_path / "cors.log", "-c", COLLECTION, "--cors-origin", ORIGIN,
+                        env={"MMINDEX_API_KEY": KEY})
+    try:
+        preflight = httpx.options(f"{cors.url}/search", headers=PREFLIGHT)
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-credentials" not in preflight.headers  # a bearer key, never cookies
+        hits = httpx.post(f"{cors.url}/search", headers={**AUTH, "Origin": ORIGIN}, json={"text": "a cat", "limit": 1},
+                          timeout=WAIT_S)
+        assert hits.status_code == 200 and hits.headers["access-control-allow-origin"] == ORIGIN
+        refused = httpx.post(f"{cors.url}/search", headers={"Origin": ORIGIN}, json={"text": "a cat"})
+        assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == ORIGIN
+        other = {**PREFLIGHT, "Origin": "http://evil.example"}
+        denied = httpx.options(f"{cors.url}/search", headers=other)
+        assert denied.status_code == 400 and "access-control-allow-origin" not in denied.headers
+        elsewhere = httpx.post(f"{cors.url}/search", headers={**AUTH, "Origin": "http://evil.example"},
+                               json={"text": "a cat", "limit": 1}, timeout=WAIT_S)
+        assert elsewhere.status_code == 200 and "access-control-allow-origin" not in elsewhere.headers
+    finally:
+        stop_server(cors)
+    assert KEY not in cors.output()
+
+
+def test_only_loopback_addresses_count_as_local() -> None:
+    from mmindex.pipeline.cli.serve import is_loopback
+
+    assert all(is_loopback(host) for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST"))
+    assert not any(is_loopback(host) for host in ("0.0.0.0", "::", "192.0.2.1", "10.0.0.1", "example.org", ""))
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+def test_binding_beyond_loopback_without_a_key_warns(edge_index: Indexed, key: str | None) -> None:
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: the warning (or none, with a key) is
+    printed after the models load, then binding fails and the server exits: nothing listens."""
+    env = {k: v for k, v in os.environ.items() if k != "MMINDEX_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mmindex.pipeline.cli", "serve", "--root", str(edge_index.root), "-c", COLLECTION,
+         "--host", "192.0.2.1", "--port", str(free_port()), "--device", "cpu"],
+        capture_output=True, text=True, timeout=WAIT_S,
+        env={**env, "MMINDEX_PRECISION": PRECISION, **({"MMINDEX_API_KEY": key} if key else {})},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    warned = "listening on 192.0.2.1 without --api-key: anyone who reaches it can search"
+    assert (warned in " ".join(output.split())) is (key is None), output
+    assert KEY not in output
 
 
 # -- queries while an ingest runs in another process; no key --------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Annotated
 
@@ -13,7 +14,17 @@ from mmindex.pipeline.errors import ConfigError
 from mmindex.pipeline.serve.requests import DEFAULT_MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
+
 
 
 @command()
@@ -67,7 +78,7 @@ def serve(
     except BaseException:
         store.close()
         raise
-    if host not in LOOPBACK and not api_key:
+    if not is_loopback(host) and not api_key:
         err.print(f"[yellow]warning:[/] listening on {markup(host)} without --api-key: anyone who reaches it can search")
     app = create_app(service, ServeOptions(api_key=api_key or None, cors_origins=tuple(cors_origin or ())))
     shown = f"[{host}]" if ":" in host else host

@@ -27,7 +27,7 @@ from mmindex.pipeline.io.state_file import read_state
 from mmindex.pipeline.manage.info import collection_infos
 from mmindex.pipeline.search.gallery import folder_roots, thumbnail_jpeg, under_roots
 from mmindex.pipeline.search.query import QueryHit, SearchQuery, image_bytes_vector, parts_from_flags, run_search
-from mmindex.pipeline.search.retriever import Passage, Retriever, passage_mode, resolve_mode, score_kind
+from mmindex.pipeline.search.retriever import Passage, RetrieveMode, Retriever, passage_mode, resolve_mode, score_kind
 from mmindex.pipeline.serve.requests import DEFAULT_MAX_UPLOAD_BYTES, EmbedRequest, RetrieveRequest, SearchRequest, as_list
 from mmindex.pipeline.store.store import MmrParams, VectorStore
 from mmindex.schemas.config import Settings
@@ -52,12 +52,12 @@ class ImageFiles:
 
 def hit_json(hit: QueryHit) -> JsonObject:
     """A search hit as ``mmindex query --json`` prints it, with its ``point_id``."""
-    return {**hit.as_json(), "point_id": hit.point_id, "score_kind": "cosine"}
+    return {**hit.as_json(), "point_id": hit.point_id, "mode": "clip", "score_kind": "cosine"}
 
 
-def passage_json(passage: Passage, kind: str) -> JsonObject:
+def passage_json(passage: Passage, mode: RetrieveMode) -> JsonObject:
     """A passage as ``mmindex query --json`` prints it, with its ``point_id``."""
-    return {**passage.as_json(), "point_id": passage.point_id, "score_kind": kind}
+    return {**passage.as_json(), "point_id": passage.point_id, "mode": mode, "score_kind": score_kind(mode)}
 
 
 class SearchService:
@@ -131,11 +131,12 @@ class SearchService:
         fused_options = (images or request.vector or request.like or request.not_text or not_images or request.not_like
                          or request.weights or request.mmr is not False or request.min_score is not None or request.offset)
         with self.open(request.collection) as collection:
-            chosen = passage_mode(request.mode, collection.entry, collection.store, len(texts) == 1 and not fused_options)
+            chosen = passage_mode(request.mode, collection.entry, collection.store, len(texts) == 1 and not fused_options,
+                                  request.where)
             if chosen is not None:
                 passages = Retriever(collection, k=request.limit, mode=chosen).retrieve(
                     texts[0], where=request.where, per_document=request.per_document)
-                return [passage_json(passage, score_kind(chosen)) for passage in passages]
+                return [passage_json(passage, chosen) for passage in passages]
             if request.per_document is not None:
                 raise ConfigError("per_document applies to passage queries (mode dense, sparse or hybrid)")
             image_vectors, not_image_vectors = (
@@ -162,7 +163,7 @@ class SearchService:
             mode = resolve_mode(request.mode, collection.entry)
             passages = Retriever(collection, k=request.k, mode=mode).retrieve(
                 request.question, where=request.where, per_document=request.per_document)
-            return [passage_json(passage, score_kind(mode)) for passage in passages]
+            return [passage_json(passage, mode) for passage in passages]
 
     def item(self, point_id: str, collection_name: str | None) -> JsonObject:
         """A stored item by point id: its key and payload."""
