@@ -35,6 +35,24 @@ SCORE_TOL = 2e-4
 # bf16, whose results depend on batch shapes at the 1e-3 level.
 PRECISION = "fp32"
 WAIT_S = 120  # a bound on waits that only a broken implementation reaches
+# A short Markdown guide of three sections under a title (the RAG and serve passage tests).
+GUIDE = """# Widget guide
+
+The widget is a small appliance for the home office.
+
+## Installation
+
+Install it with the package manager: pip install widget-XK42 and restart the shell.
+
+## Rotating credentials
+
+To rotate the API key, open the settings page, choose Security and press Rotate. The old key
+stops working after one hour.
+
+## Backups
+
+Nightly backups are kept for thirty days in the cold storage bucket.
+"""
 
 
 # -- the CLI ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import CountingEmbedder, CountingText, collection_points, make_pdf, run_cli
+from helpers import GUIDE, CountingEmbedder, CountingText, collection_points, make_pdf, run_cli
 from PIL import Image
 
 from mmindex.api import Index
@@ -32,23 +32,6 @@ from mmindex.pipeline.store.open_store import open_store
 from mmindex.pipeline.store.store import TextSearch
 from mmindex.schemas.config import Settings
 
-GUIDE = """# Widget guide
-
-The widget is a small appliance for the home office.
-
-## Installation
-
-Install it with the package manager: pip install widget-XK42 and restart the shell.
-
-## Rotating credentials
-
-To rotate the API key, open the settings page, choose Security and press Rotate. The old key
-stops working after one hour.
-
-## Backups
-
-Nightly backups are kept for thirty days in the cold storage bucket.
-"""
 BILLING = """<html><head><style>p{}</style><script>track()</script></head><body>
 <nav>Home | Pricing | Login</nav><h1>Billing</h1><p>Invoices are emailed on the first day of each month.</p>
 <h2>Refunds</h2><p>A refund reaches your card within five business days.</p></body></html>"""

@@ -12,27 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import SCORE_TOL, WAIT_S, run_cli
+from helpers import GUIDE, SCORE_TOL, WAIT_S, run_cli
 from helpers_serve import Server, start_server, stop_server
 from PIL import Image
 
-GUIDE = """# Widget guide
-
-The widget is a small appliance for the home office.
-
-## Installation
-
-Install it with the package manager: pip install widget-XK42 and restart the shell.
-
-## Rotating credentials
-
-To rotate the API key, open the settings page, choose Security and press Rotate. The old key
-stops working after one hour.
-
-## Backups
-
-Nightly backups are kept for thirty days in the cold storage bucket.
-"""
 NOTES = "Lunch on Fridays is pizza. The office closes at six. Backups of the kitchen rota are on the wall."
 QUESTION = "how do I rotate the API key"
 

@@ -89,8 +89,8 @@ _RGB_BYTES = 4
 # libwebp decodes into buffers of its own that Pillow then copies (measured: 17 bytes a pixel
 # for an RGB WebP, 4 for an RGB PNG).
 _WEBP_BYTES = 13
-# The decoders' line and state buffers, whatever the size (measured: 3 MB).
-_DECODER_FIXED_BYTES = 4 << 20
+# The decoders' line and state buffers, whatever the size (measured: 3-5 MB).
+_DECODER_FIXED_BYTES = 8 << 20
 _EXIF_ORIENTATION = 0x0112
 
 
